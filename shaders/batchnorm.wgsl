@@ -1,0 +1,148 @@
+// Batch normalisation over NCHW (hw = H*W) or NC (hw = 1), PyTorch BatchNorm2d/1d semantics:
+// training normalises with the biased batch variance and moves the running statistics with
+// the unbiased one (momentum, eps from Params); evaluation uses the running statistics.
+//
+// Outputs: y, dx are overwritten; dgamma, dbeta are written (not accumulated);
+// save_mean/save_invstd hold the batch statistics the backward pass needs;
+// running_mean/running_var are updated in place.
+// Per-channel reductions use one workgroup per channel and a tree in workgroup memory,
+// so results do not depend on scheduling.
+
+struct Params {
+    n: u32,
+    c: u32,
+    hw: u32,
+    _pad0: u32,
+    momentum: f32,
+    eps: f32,
+    _pad1: f32,
+    _pad2: f32,
+}
+
+const WG: u32 = 64u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(3) var<storage, read> gamma: array<f32>;
+@group(0) @binding(4) var<storage, read> beta: array<f32>;
+@group(0) @binding(5) var<storage, read_write> save_mean: array<f32>;
+@group(0) @binding(6) var<storage, read_write> save_invstd: array<f32>;
+@group(0) @binding(7) var<storage, read_write> running_mean: array<f32>;
+@group(0) @binding(8) var<storage, read_write> running_var: array<f32>;
+@group(0) @binding(9) var<storage, read> dy: array<f32>;
+@group(0) @binding(10) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(11) var<storage, read_write> dgamma: array<f32>;
+@group(0) @binding(12) var<storage, read_write> dbeta: array<f32>;
+
+var<workgroup> red_a: array<f32, WG>;
+var<workgroup> red_b: array<f32, WG>;
+
+fn linear_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * WG;
+}
+
+// Index of the j-th element (over batch and space) of channel ch.
+fn at(ch: u32, j: u32) -> u32 {
+    let b = j / p.hw;
+    return (b * p.c + ch) * p.hw + (j - b * p.hw);
+}
+
+// Sums red_a and red_b over the workgroup; every invocation must call it.
+fn reduce_pair(lid: u32) {
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
+        if (lid < stride) {
+            red_a[lid] += red_a[lid + stride];
+            red_b[lid] += red_b[lid + stride];
+        }
+        workgroupBarrier();
+    }
+}
+
+// Batch mean and 1/sqrt(biased var + eps) per channel; running stats updated.
+// Two passes over the data (mean, then squared deviations) for accuracy.
+@compute @workgroup_size(WG)
+fn batchnorm_stats(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let ch = wid.x;
+    let count = p.n * p.hw;
+    var s = 0.0;
+    for (var j = lid.x; j < count; j += WG) {
+        s += x[at(ch, j)];
+    }
+    red_a[lid.x] = s;
+    red_b[lid.x] = 0.0;
+    reduce_pair(lid.x);
+    let mean = red_a[0] / f32(count);
+    workgroupBarrier();
+    var q = 0.0;
+    for (var j = lid.x; j < count; j += WG) {
+        let d = x[at(ch, j)] - mean;
+        q += d * d;
+    }
+    red_a[lid.x] = q;
+    reduce_pair(lid.x);
+    if (lid.x == 0u) {
+        let var_biased = red_a[0] / f32(count);
+        save_mean[ch] = mean;
+        save_invstd[ch] = 1.0 / sqrt(var_biased + p.eps);
+        let var_unbiased = select(var_biased, red_a[0] / f32(count - 1u), count > 1u);
+        running_mean[ch] = (1.0 - p.momentum) * running_mean[ch] + p.momentum * mean;
+        running_var[ch] = (1.0 - p.momentum) * running_var[ch] + p.momentum * var_unbiased;
+    }
+}
+
+// y = (x - mean) * invstd * gamma + beta with the batch statistics.
+@compute @workgroup_size(WG)
+fn batchnorm_forward_train(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_id(gid, nwg);
+    if (i >= p.n * p.c * p.hw) { return; }
+    let ch = (i / p.hw) % p.c;
+    y[i] = (x[i] - save_mean[ch]) * save_invstd[ch] * gamma[ch] + beta[ch];
+}
+
+// y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta.
+@compute @workgroup_size(WG)
+fn batchnorm_forward_eval(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_id(gid, nwg);
+    if (i >= p.n * p.c * p.hw) { return; }
+    let ch = (i / p.hw) % p.c;
+    y[i] = (x[i] - running_mean[ch]) / sqrt(running_var[ch] + p.eps) * gamma[ch] + beta[ch];
+}
+
+// dgamma = sum(dy * xhat), dbeta = sum(dy) per channel.
+@compute @workgroup_size(WG)
+fn batchnorm_backward_reduce(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let ch = wid.x;
+    let count = p.n * p.hw;
+    let mean = save_mean[ch];
+    let invstd = save_invstd[ch];
+    var sg = 0.0;
+    var sb = 0.0;
+    for (var j = lid.x; j < count; j += WG) {
+        let k = at(ch, j);
+        let g = dy[k];
+        sg += g * (x[k] - mean) * invstd;
+        sb += g;
+    }
+    red_a[lid.x] = sg;
+    red_b[lid.x] = sb;
+    reduce_pair(lid.x);
+    if (lid.x == 0u) {
+        dgamma[ch] = red_a[0];
+        dbeta[ch] = red_b[0];
+    }
+}
+
+// dx = gamma * invstd / M * (M * dy - dbeta - xhat * dgamma), M = N * HW.
+// Needs batchnorm_backward_reduce first.
+@compute @workgroup_size(WG)
+fn batchnorm_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_id(gid, nwg);
+    if (i >= p.n * p.c * p.hw) { return; }
+    let ch = (i / p.hw) % p.c;
+    let m = f32(p.n * p.hw);
+    let invstd = save_invstd[ch];
+    let xhat = (x[i] - save_mean[ch]) * invstd;
+    dx[i] = gamma[ch] * invstd / m * (m * dy[i] - dbeta[ch] - xhat * dgamma[ch]);
+}

@@ -1,0 +1,86 @@
+// Optimizer updates, torch.optim semantics, one invocation per parameter element.
+// The learning rate of step t is lr[min(t, lr_len - 1)] and t is counter[0], the number of
+// optimizer steps already taken, both read on the GPU so a whole epoch can be recorded in
+// bulk. step_advance increments the counter at the end of a step.
+//
+// sgd_step:  g += wd*w + l1*sign(w); v = mu*v + g; (nesterov: g += mu*v, else g = v); w -= lr*g
+// adam_step: g += wd*w + l1*sign(w) (Adam) or w *= 1 - lr*wd (AdamW, decoupled != 0);
+//            m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+//            w -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)    with t = step + 1
+// Parameters and optimizer state are updated in place; gradients are only read.
+
+struct Params {
+    n: u32,
+    nesterov: u32,
+    decoupled: u32,
+    lr_len: u32,
+    momentum: f32,
+    weight_decay: f32,
+    l1: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    _pad0: f32,
+    _pad1: f32,
+}
+
+const WG: u32 = 256u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> w: array<f32>;
+@group(0) @binding(2) var<storage, read> grad: array<f32>;
+@group(0) @binding(3) var<storage, read_write> m1: array<f32>;
+@group(0) @binding(4) var<storage, read_write> m2: array<f32>;
+@group(0) @binding(5) var<storage, read_write> counter: array<u32>;
+@group(0) @binding(6) var<storage, read> lr: array<f32>;
+
+fn linear_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * WG;
+}
+
+fn current_lr() -> f32 {
+    return lr[min(counter[0], p.lr_len - 1u)];
+}
+
+@compute @workgroup_size(WG)
+fn sgd_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_id(gid, nwg);
+    if (i >= p.n) { return; }
+    let w0 = w[i];
+    var g = grad[i] + p.weight_decay * w0 + p.l1 * sign(w0);
+    if (p.momentum != 0.0) {
+        let v = p.momentum * m1[i] + g;
+        m1[i] = v;
+        g = select(v, g + p.momentum * v, p.nesterov != 0u);
+    }
+    w[i] = w0 - current_lr() * g;
+}
+
+@compute @workgroup_size(WG)
+fn adam_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_id(gid, nwg);
+    if (i >= p.n) { return; }
+    let rate = current_lr();
+    let t = f32(counter[0] + 1u);
+    let w0 = w[i];
+    var g = grad[i] + p.l1 * sign(w0);
+    var wd = w0;
+    if (p.decoupled != 0u) {
+        wd = w0 * (1.0 - rate * p.weight_decay);
+    } else {
+        g += p.weight_decay * w0;
+    }
+    let m = p.beta1 * m1[i] + (1.0 - p.beta1) * g;
+    let v = p.beta2 * m2[i] + (1.0 - p.beta2) * g * g;
+    m1[i] = m;
+    m2[i] = v;
+    let bc1 = 1.0 - pow(p.beta1, t);
+    let bc2 = 1.0 - pow(p.beta2, t);
+    let denom = sqrt(v) / sqrt(bc2) + p.eps;
+    w[i] = wd - (rate / bc1) * m / denom;
+}
+
+@compute @workgroup_size(1)
+fn step_advance() {
+    counter[0] += 1u;
+}

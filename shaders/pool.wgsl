@@ -1,0 +1,80 @@
+// Max pooling, NCHW, square window k with stride s, no padding, floor mode
+// (PyTorch nn.MaxPool2d(k, s)). Forward overwrites y and records, per output, the index of
+// its maximum within the input plane (the first one on ties, as PyTorch does). Backward
+// overwrites dx by gathering from the outputs whose window covers each input: no scatter,
+// no atomics, and correct when windows overlap (s < k).
+
+struct Params {
+    n: u32,
+    c: u32,
+    h: u32,
+    w: u32,
+    oh: u32,
+    ow: u32,
+    k: u32,
+    stride: u32,
+}
+
+const WG: u32 = 256u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(3) var<storage, read_write> argmax: array<u32>;
+@group(0) @binding(4) var<storage, read> dy: array<f32>;
+@group(0) @binding(5) var<storage, read_write> dx: array<f32>;
+
+fn linear_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * WG;
+}
+
+@compute @workgroup_size(WG)
+fn maxpool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_id(gid, nwg);
+    if (i >= p.n * p.c * p.oh * p.ow) { return; }
+    let ox = i % p.ow;
+    let oy = (i / p.ow) % p.oh;
+    let plane = i / (p.ow * p.oh);
+    let base = plane * p.h * p.w;
+    let y0 = oy * p.stride;
+    let x0 = ox * p.stride;
+    var best = x[base + y0 * p.w + x0];
+    var best_idx = y0 * p.w + x0;
+    for (var ky = 0u; ky < p.k; ky++) {
+        for (var kx = 0u; kx < p.k; kx++) {
+            let idx = (y0 + ky) * p.w + x0 + kx;
+            let v = x[base + idx];
+            if (v > best) {
+                best = v;
+                best_idx = idx;
+            }
+        }
+    }
+    y[i] = best;
+    argmax[i] = best_idx;
+}
+
+@compute @workgroup_size(WG)
+fn maxpool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_id(gid, nwg);
+    if (i >= p.n * p.c * p.h * p.w) { return; }
+    let ix = i % p.w;
+    let iy = (i / p.w) % p.h;
+    let plane = i / (p.w * p.h);
+    let here = iy * p.w + ix;
+    // Outputs whose window [o*s, o*s + k) contains this input.
+    let oy_lo = select(0u, (iy + p.stride - p.k) / p.stride, iy + p.stride >= p.k);
+    let oy_hi = min(iy / p.stride, p.oh - 1u);
+    let ox_lo = select(0u, (ix + p.stride - p.k) / p.stride, ix + p.stride >= p.k);
+    let ox_hi = min(ix / p.stride, p.ow - 1u);
+    var g = 0.0;
+    for (var oy = oy_lo; oy <= oy_hi; oy++) {
+        for (var ox = ox_lo; ox <= ox_hi; ox++) {
+            let o = (plane * p.oh + oy) * p.ow + ox;
+            if (argmax[o] == here) {
+                g += dy[o];
+            }
+        }
+    }
+    dx[i] = g;
+}

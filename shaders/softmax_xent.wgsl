@@ -1,0 +1,92 @@
+// Softmax cross-entropy over logits [batch, classes] with integer labels.
+//
+// softmax_xent_forward: one workgroup; adds the batch's summed loss, its number of correct
+//   predictions (argmax == label, first maximum on ties) and its size to metrics[0..3],
+//   and writes the batch's mean loss to metrics[3]. Metrics therefore accumulate on the GPU
+//   over many steps; the host zeroes them when it reads them.
+// softmax_xent_backward: overwrites dlogits with (softmax - onehot) * grad_scale, where
+//   grad_scale is 1/batch for the mean loss.
+
+struct Params {
+    batch: u32,
+    classes: u32,
+    _pad0: u32,
+    grad_scale: f32,
+}
+
+const WG: u32 = 64u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(2) var<storage, read> labels: array<u32>;
+@group(0) @binding(3) var<storage, read_write> metrics: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dlogits: array<f32>;
+
+var<workgroup> red_loss: array<f32, WG>;
+var<workgroup> red_correct: array<u32, WG>;
+
+struct Row {
+    max_logit: f32,
+    argmax: u32,
+    log_sum: f32,
+}
+
+fn row_stats(r: u32) -> Row {
+    let base = r * p.classes;
+    var m = logits[base];
+    var am = 0u;
+    for (var j = 1u; j < p.classes; j++) {
+        let v = logits[base + j];
+        if (v > m) {
+            m = v;
+            am = j;
+        }
+    }
+    var s = 0.0;
+    for (var j = 0u; j < p.classes; j++) {
+        s += exp(logits[base + j] - m);
+    }
+    return Row(m, am, log(s));
+}
+
+@compute @workgroup_size(WG)
+fn softmax_xent_forward(@builtin(local_invocation_id) lid: vec3<u32>) {
+    var loss = 0.0;
+    var correct = 0u;
+    for (var r = lid.x; r < p.batch; r += WG) {
+        let st = row_stats(r);
+        let label = min(labels[r], p.classes - 1u);
+        loss += st.max_logit + st.log_sum - logits[r * p.classes + label];
+        correct += select(0u, 1u, st.argmax == label);
+    }
+    red_loss[lid.x] = loss;
+    red_correct[lid.x] = correct;
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
+        if (lid.x < stride) {
+            red_loss[lid.x] += red_loss[lid.x + stride];
+            red_correct[lid.x] += red_correct[lid.x + stride];
+        }
+        workgroupBarrier();
+    }
+    if (lid.x == 0u) {
+        metrics[0] += red_loss[0];
+        metrics[1] += f32(red_correct[0]);
+        metrics[2] += f32(p.batch);
+        metrics[3] = red_loss[0] / f32(p.batch);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn softmax_xent_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let r = gid.x;
+    if (r >= p.batch) { return; }
+    let st = row_stats(r);
+    let label = min(labels[r], p.classes - 1u);
+    let base = r * p.classes;
+    for (var j = 0u; j < p.classes; j++) {
+        let prob = exp(logits[base + j] - st.max_logit - st.log_sum);
+        let onehot = select(0.0, 1.0, j == label);
+        dlogits[base + j] = (prob - onehot) * p.grad_scale;
+    }
+}

@@ -1,0 +1,152 @@
+//! Storage buffers ("tensors"), uniforms and readback, with size checks against the
+//! device limits so an oversize request is an error instead of a lost device.
+
+use super::{Gpu, GpuError, Result};
+use wgpu::util::DeviceExt;
+
+/// A storage buffer of `len` 4-byte elements (f32 or u32; the kernels know which).
+pub struct Tensor {
+    pub buffer: wgpu::Buffer,
+    pub len: usize,
+    pub label: String,
+}
+
+impl Tensor {
+    pub fn bytes(&self) -> u64 {
+        (self.len * 4) as u64
+    }
+}
+
+/// Workgroup counts for `invocations` threads in groups of `group_size`, spread over x and y
+/// so that no dimension exceeds 65535 (WebGPU's guaranteed minimum). Kernels rebuild the
+/// linear index from `num_workgroups`.
+pub fn grid(invocations: usize, group_size: u32) -> [u32; 3] {
+    let groups = invocations.div_ceil(group_size as usize).max(1) as u64;
+    if groups <= 65535 {
+        [groups as u32, 1, 1]
+    } else {
+        let y = groups.div_ceil(65535);
+        let x = groups.div_ceil(y);
+        [x as u32, y as u32, 1]
+    }
+}
+
+const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+impl Gpu {
+    fn check_size(&self, label: &str, size: u64) -> Result<()> {
+        let binding = self.limits.max_storage_buffer_binding_size as u64;
+        if size > binding {
+            return Err(GpuError::BufferTooLarge {
+                label: label.into(),
+                size,
+                limit: binding,
+                which: "in one storage binding",
+            });
+        }
+        if size > self.limits.max_buffer_size {
+            return Err(GpuError::BufferTooLarge {
+                label: label.into(),
+                size,
+                limit: self.limits.max_buffer_size,
+                which: "in one buffer",
+            });
+        }
+        Ok(())
+    }
+
+    /// A zero-filled storage buffer of `len` 4-byte elements.
+    pub fn zeros(&self, label: &str, len: usize) -> Result<Tensor> {
+        // Zero-length bindings are invalid; keep one element so empty shapes still bind.
+        let bytes = (len.max(1) * 4) as u64;
+        self.check_size(label, bytes)?;
+        let buffer = self.scoped(
+            || format!("creating buffer '{label}' ({bytes} bytes)"),
+            || {
+                self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size: bytes,
+                    usage: USAGE,
+                    mapped_at_creation: false,
+                })
+            },
+        )?;
+        Ok(Tensor { buffer, len, label: label.into() })
+    }
+
+    /// A storage buffer holding `data` (f32, u32 or any 4-byte Pod).
+    pub fn upload<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> Result<Tensor> {
+        assert_eq!(std::mem::size_of::<T>(), 4, "tensors hold 4-byte elements");
+        let bytes = (data.len() * 4) as u64;
+        self.check_size(label, bytes)?;
+        if data.is_empty() {
+            return self.zeros(label, 0);
+        }
+        let buffer = self.scoped(
+            || format!("creating buffer '{label}' ({bytes} bytes)"),
+            || {
+                self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(label),
+                    contents: bytemuck::cast_slice(data),
+                    usage: USAGE,
+                })
+            },
+        )?;
+        Ok(Tensor { buffer, len: data.len(), label: label.into() })
+    }
+
+    /// Overwrites the start of `tensor` with `data` (queued; ordered before later submits).
+    pub fn write<T: bytemuck::Pod>(&self, tensor: &Tensor, data: &[T]) -> Result<()> {
+        if data.len() > tensor.len.max(1) {
+            return Err(GpuError::Shape {
+                label: tensor.label.clone(),
+                message: format!("writing {} elements into {}", data.len(), tensor.len),
+            });
+        }
+        self.queue.write_buffer(&tensor.buffer, 0, bytemuck::cast_slice(data));
+        Ok(())
+    }
+
+    /// A uniform buffer holding one parameter struct.
+    pub fn uniform<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytemuck::bytes_of(value),
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        })
+    }
+
+    /// Copies `tensor` to the host, waiting for all queued work first.
+    pub fn read<T: bytemuck::Pod>(&self, tensor: &Tensor) -> Result<Vec<T>> {
+        let bytes = tensor.bytes();
+        if bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(&tensor.buffer, 0, &staging, 0, bytes);
+        self.queue.submit([encoder.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.sync()?;
+        let mapped = rx.recv().map_err(|e| GpuError::Readback { label: tensor.label.clone(), message: e.to_string() })?;
+        mapped.map_err(|e| GpuError::Readback { label: tensor.label.clone(), message: e.to_string() })?;
+        let view = staging
+            .slice(..)
+            .get_mapped_range()
+            .map_err(|e| GpuError::Readback { label: tensor.label.clone(), message: e.to_string() })?;
+        let out = bytemuck::cast_slice::<u8, T>(&view).to_vec();
+        drop(view);
+        staging.unmap();
+        Ok(out)
+    }
+}

@@ -1,0 +1,42 @@
+//! Typed GPU errors. Each names what was being done so a user knows which kernel, buffer or
+//! adapter failed and what to change.
+
+use thiserror::Error;
+
+pub type Result<T, E = GpuError> = std::result::Result<T, E>;
+
+#[derive(Debug, Error)]
+pub enum GpuError {
+    #[error("no GPU adapter matches {wanted}.\n  adapters found: {found}\n  {hint}")]
+    NoAdapter { wanted: String, found: String, hint: String },
+
+    #[error("adapter '{adapter}' is too small: it lacks {what}")]
+    AdapterTooSmall { adapter: String, what: String },
+
+    #[error("could not create a device on '{adapter}': {message}")]
+    RequestDevice { adapter: String, message: String },
+
+    #[error(
+        "buffer '{label}' needs {size} bytes but the adapter allows at most {limit} bytes {which}; \
+         use a smaller --batch-size"
+    )]
+    BufferTooLarge { label: String, size: u64, limit: u64, which: &'static str },
+
+    #[error("dispatch of '{kernel}' needs {groups} workgroups in one dimension, more than the adapter's {limit}")]
+    DispatchTooLarge { kernel: String, groups: u64, limit: u32 },
+
+    #[error("GPU validation error in {context}: {message}")]
+    Validation { context: String, message: String },
+
+    #[error("GPU out of memory in {context}: {message}")]
+    OutOfMemory { context: String, message: String },
+
+    #[error("GPU device lost or hung while {context}: {message}")]
+    Lost { context: String, message: String },
+
+    #[error("reading back buffer '{label}' failed: {message}")]
+    Readback { label: String, message: String },
+
+    #[error("tensor '{label}': {message}")]
+    Shape { label: String, message: String },
+}

@@ -1,0 +1,167 @@
+//! GPU context: adapter selection, device creation within the adapter's limits, buffer
+//! helpers, a pipeline cache and typed errors. Everything the kernels need from wgpu goes
+//! through here so that every failure carries context a user can act on.
+
+mod adapter;
+mod buffers;
+mod error;
+mod pipelines;
+
+pub use adapter::{list_adapters, AdapterRequest, AdapterSummary, Backend};
+pub use buffers::{grid, Tensor};
+pub use error::{GpuError, Result};
+pub use pipelines::{
+    Dispatch, Shader, BATCHNORM, CONV2D, DROPOUT, ELEMENTWISE, MATMUL, OPTIM, POOL, SHADERS, SOFTMAX_XENT,
+};
+
+use std::sync::{Arc, Mutex};
+
+/// A device, its queue and the pipelines compiled for it.
+pub struct Gpu {
+    pub adapter: wgpu::Adapter,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    /// The limits the device was created with (what we asked for, not the adapter's best).
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    pipelines: pipelines::PipelineCache,
+    /// wgpu reports errors outside error scopes through a callback; the default one panics.
+    /// We keep the first such error here and turn it into a `GpuError` at the next sync.
+    uncaptured: Arc<Mutex<Option<String>>>,
+}
+
+/// Storage buffers one kernel binds at most (batch-norm backward uses 8).
+const STORAGE_BUFFERS_NEEDED: u32 = 8;
+
+impl Gpu {
+    /// Picks an adapter as `request` says and creates a device on it.
+    pub fn new(request: &AdapterRequest) -> Result<Gpu> {
+        adapter::quiet_driver_noise();
+        let adapter = adapter::select(request)?;
+        Self::from_adapter(adapter)
+    }
+
+    pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Gpu> {
+        let info = adapter.get_info();
+        let available = adapter.limits();
+        if available.max_storage_buffers_per_shader_stage < STORAGE_BUFFERS_NEEDED {
+            return Err(GpuError::AdapterTooSmall {
+                adapter: info.name.clone(),
+                what: format!(
+                    "{} storage buffers per shader stage (it has {})",
+                    STORAGE_BUFFERS_NEEDED, available.max_storage_buffers_per_shader_stage
+                ),
+            });
+        }
+        // Ask for what the trainer needs: the defaults, plus the largest storage binding and
+        // buffer the adapter offers (the data set as u8 is 47 MB; large batches of VGG
+        // activations exceed the 128 MiB default).
+        let mut limits = wgpu::Limits::downlevel_defaults();
+        limits.max_storage_buffers_per_shader_stage = STORAGE_BUFFERS_NEEDED;
+        limits.max_storage_buffer_binding_size = available.max_storage_buffer_binding_size;
+        limits.max_buffer_size = available.max_buffer_size;
+        limits.max_compute_workgroup_storage_size = available.max_compute_workgroup_storage_size.min(32 << 10);
+        limits.max_compute_invocations_per_workgroup = available.max_compute_invocations_per_workgroup.min(256);
+        limits.max_compute_workgroup_size_x = available.max_compute_workgroup_size_x.min(256);
+        limits.max_compute_workgroup_size_y = available.max_compute_workgroup_size_y.min(256);
+        limits.max_compute_workgroups_per_dimension = available.max_compute_workgroups_per_dimension;
+        limits.max_bind_groups = available.max_bind_groups.min(4);
+        limits.max_bindings_per_bind_group = available.max_bindings_per_bind_group.min(640);
+        limits.max_uniform_buffers_per_shader_stage = available.max_uniform_buffers_per_shader_stage.min(12);
+        let check = limits.check_limits(&available);
+        if !check {
+            return Err(GpuError::AdapterTooSmall {
+                adapter: info.name.clone(),
+                what: "the compute limits this program needs".into(),
+            });
+        }
+        // Timestamps are optional: `bench` uses them when present.
+        let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+        let features = adapter.features() & wanted;
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("wgpu-fmnist"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| GpuError::RequestDevice { adapter: info.name.clone(), message: e.to_string() })?;
+
+        let uncaptured: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+        let sink = uncaptured.clone();
+        device.on_uncaptured_error(Arc::new(move |error: wgpu::Error| {
+            let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.is_none() {
+                *slot = Some(error.to_string());
+            }
+        }));
+        Ok(Gpu {
+            adapter,
+            device,
+            queue,
+            info,
+            limits,
+            features,
+            pipelines: pipelines::PipelineCache::default(),
+            uncaptured,
+        })
+    }
+
+    /// Is this a CPU (software) adapter such as lavapipe or WARP? Kernels pick variants by it.
+    pub fn is_software(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// Waits for all submitted work, then reports any error wgpu raised outside a scope.
+    pub fn sync(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Lost { context: "waiting for the GPU".into(), message: e.to_string() })?;
+        self.take_uncaptured("GPU work")
+    }
+
+    pub(crate) fn take_uncaptured(&self, context: &str) -> Result<()> {
+        let mut slot = self.uncaptured.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.take() {
+            Some(message) => Err(GpuError::Validation { context: context.to_string(), message }),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `f` inside validation and out-of-memory error scopes and turns what they catch
+    /// into a `GpuError` naming `context`.
+    pub fn scoped<T>(&self, context: impl FnOnce() -> String, f: impl FnOnce() -> T) -> Result<T> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let value = f();
+        let v = pollster::block_on(validation.pop());
+        let o = pollster::block_on(oom.pop());
+        if let Some(e) = v {
+            return Err(GpuError::Validation { context: context(), message: e.to_string() });
+        }
+        if let Some(e) = o {
+            return Err(GpuError::OutOfMemory { context: context(), message: e.to_string() });
+        }
+        Ok(value)
+    }
+
+    /// Records `dispatches` into one compute pass, submits and waits. For tests and one-off
+    /// work; the trainer records many steps per submission instead.
+    pub fn run(&self, dispatches: &[&Dispatch]) -> Result<()> {
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            for d in dispatches {
+                d.record(&mut pass);
+            }
+        }
+        self.queue.submit([encoder.finish()]);
+        let names: Vec<&str> = dispatches.iter().map(|d| d.label()).collect();
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Lost { context: names.join(", "), message: e.to_string() })?;
+        self.take_uncaptured(&names.join(", "))
+    }
+}

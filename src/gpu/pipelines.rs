@@ -1,0 +1,149 @@
+//! The WGSL sources compiled into the binary, a cache of compute pipelines, and `Dispatch`:
+//! a pipeline with its bind group and workgroup counts, made once and recorded many times.
+
+use super::{Gpu, GpuError, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// One kernel family's WGSL file.
+#[derive(Debug)]
+pub struct Shader {
+    pub name: &'static str,
+    /// Path relative to the crate root, for error messages.
+    pub path: &'static str,
+    pub source: &'static str,
+}
+
+macro_rules! shader {
+    ($name:literal) => {
+        Shader {
+            name: $name,
+            path: concat!("shaders/", $name, ".wgsl"),
+            source: include_str!(concat!("../../shaders/", $name, ".wgsl")),
+        }
+    };
+}
+
+pub const ELEMENTWISE: Shader = shader!("elementwise");
+pub const MATMUL: Shader = shader!("matmul");
+pub const CONV2D: Shader = shader!("conv2d");
+pub const BATCHNORM: Shader = shader!("batchnorm");
+pub const POOL: Shader = shader!("pool");
+pub const DROPOUT: Shader = shader!("dropout");
+pub const SOFTMAX_XENT: Shader = shader!("softmax_xent");
+pub const OPTIM: Shader = shader!("optim");
+
+/// Every shader of the program (the naga test walks this list).
+pub const SHADERS: &[&Shader] =
+    &[&ELEMENTWISE, &MATMUL, &CONV2D, &BATCHNORM, &POOL, &DROPOUT, &SOFTMAX_XENT, &OPTIM];
+
+#[derive(Default)]
+pub(crate) struct PipelineCache {
+    modules: Mutex<HashMap<&'static str, Arc<wgpu::ShaderModule>>>,
+    pipelines: Mutex<HashMap<(&'static str, String), Arc<wgpu::ComputePipeline>>>,
+}
+
+/// A ready-to-record kernel launch.
+pub struct Dispatch {
+    pipeline: Arc<wgpu::ComputePipeline>,
+    bind_group: wgpu::BindGroup,
+    workgroups: [u32; 3],
+    label: String,
+}
+
+impl Dispatch {
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        let [x, y, z] = self.workgroups;
+        pass.dispatch_workgroups(x, y, z);
+    }
+
+    /// `family::entry shape`, for errors and the bench.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    pub fn workgroups(&self) -> [u32; 3] {
+        self.workgroups
+    }
+}
+
+impl Gpu {
+    fn module(&self, shader: &'static Shader) -> Result<Arc<wgpu::ShaderModule>> {
+        let mut modules = self.pipelines.modules.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = modules.get(shader.name) {
+            return Ok(m.clone());
+        }
+        let module = self.scoped(
+            || format!("compiling {}", shader.path),
+            || {
+                self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(shader.path),
+                    source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+                })
+            },
+        )?;
+        let module = Arc::new(module);
+        modules.insert(shader.name, module.clone());
+        Ok(module)
+    }
+
+    /// The pipeline for `entry` in `shader`, compiled on first use.
+    pub fn pipeline(&self, shader: &'static Shader, entry: &str) -> Result<Arc<wgpu::ComputePipeline>> {
+        let key = (shader.name, entry.to_string());
+        if let Some(p) = self.pipelines.pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(p.clone());
+        }
+        let module = self.module(shader)?;
+        let pipeline = self.scoped(
+            || format!("creating pipeline {}::{entry}", shader.path),
+            || {
+                self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(entry),
+                    layout: None,
+                    module: &module,
+                    entry_point: Some(entry),
+                    compilation_options: Default::default(),
+                    cache: None,
+                })
+            },
+        )?;
+        let pipeline = Arc::new(pipeline);
+        self.pipelines.pipelines.lock().unwrap_or_else(|p| p.into_inner()).insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// Builds a launch of `shader::entry` over `workgroups` with `bindings` (binding index,
+    /// buffer) in group 0. `shape` describes the problem for error messages.
+    pub fn dispatch(
+        &self,
+        shader: &'static Shader,
+        entry: &str,
+        shape: &str,
+        bindings: &[(u32, &wgpu::Buffer)],
+        workgroups: [u32; 3],
+    ) -> Result<Dispatch> {
+        let label = format!("{}::{entry} {shape}", shader.name);
+        let limit = self.limits.max_compute_workgroups_per_dimension;
+        if let Some(&g) = workgroups.iter().find(|&&g| g > limit) {
+            return Err(GpuError::DispatchTooLarge { kernel: label, groups: g as u64, limit });
+        }
+        let pipeline = self.pipeline(shader, entry)?;
+        let entries: Vec<wgpu::BindGroupEntry> = bindings
+            .iter()
+            .map(|(binding, buffer)| wgpu::BindGroupEntry { binding: *binding, resource: buffer.as_entire_binding() })
+            .collect();
+        let bind_group = self.scoped(
+            || format!("binding buffers for {label}"),
+            || {
+                self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some(&label),
+                    layout: &pipeline.get_bind_group_layout(0),
+                    entries: &entries,
+                })
+            },
+        )?;
+        Ok(Dispatch { pipeline, bind_group, workgroups, label })
+    }
+}

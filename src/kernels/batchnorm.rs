@@ -1,0 +1,287 @@
+//! Batch normalisation (`shaders/batchnorm.wgsl`) for NCHW (`hw` = H*W) and NC (`hw` = 1),
+//! PyTorch BatchNorm2d/1d semantics: biased batch variance to normalise, unbiased variance
+//! into the running estimate, `running = (1 - momentum) * running + momentum * batch`.
+
+use super::{check_len, dim};
+use crate::gpu::{grid, Dispatch, Gpu, GpuError, Result, Tensor, BATCHNORM};
+use bytemuck::{Pod, Zeroable};
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+struct Params {
+    n: u32,
+    c: u32,
+    hw: u32,
+    _pad0: u32,
+    momentum: f32,
+    eps: f32,
+    _pad1: [f32; 2],
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNormShape {
+    pub n: usize,
+    pub c: usize,
+    /// Spatial size per channel: H*W for BatchNorm2d, 1 for BatchNorm1d.
+    pub hw: usize,
+    pub momentum: f32,
+    pub eps: f32,
+}
+
+impl BatchNormShape {
+    pub fn new(n: usize, c: usize, hw: usize) -> Self {
+        BatchNormShape { n, c, hw, momentum: 0.1, eps: 1e-5 }
+    }
+    pub fn len(&self) -> usize {
+        self.n * self.c * self.hw
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn describe(&self) -> String {
+        format!("n={} c={} hw={}", self.n, self.c, self.hw)
+    }
+    fn params(&self) -> Result<Params> {
+        if self.is_empty() {
+            return Err(GpuError::Shape { label: "batchnorm".into(), message: format!("empty shape {}", self.describe()) });
+        }
+        Ok(Params {
+            n: dim("batchnorm", self.n)?,
+            c: dim("batchnorm", self.c)?,
+            hw: dim("batchnorm", self.hw)?,
+            _pad0: 0,
+            momentum: self.momentum,
+            eps: self.eps,
+            _pad1: [0.0; 2],
+        })
+    }
+}
+
+const WG: u32 = 64;
+
+/// The tensors of one batch-norm layer.
+pub struct BatchNormTensors<'a> {
+    pub gamma: &'a Tensor,
+    pub beta: &'a Tensor,
+    pub running_mean: &'a Tensor,
+    pub running_var: &'a Tensor,
+    /// Batch mean and 1/sqrt(var + eps) saved by the training forward for the backward.
+    pub save_mean: &'a Tensor,
+    pub save_invstd: &'a Tensor,
+}
+
+impl BatchNormTensors<'_> {
+    fn check(&self, kernel: &str, s: &BatchNormShape) -> Result<()> {
+        for t in [self.gamma, self.beta, self.running_mean, self.running_var, self.save_mean, self.save_invstd] {
+            check_len(kernel, &s.describe(), t, s.c)?;
+        }
+        Ok(())
+    }
+}
+
+/// Training forward: batch statistics (and running-stat update), then normalisation.
+pub fn batchnorm_forward_train(
+    gpu: &Gpu,
+    s: BatchNormShape,
+    t: &BatchNormTensors,
+    x: &Tensor,
+    y: &Tensor,
+) -> Result<[Dispatch; 2]> {
+    let desc = s.describe();
+    t.check("batchnorm_forward_train", &s)?;
+    check_len("batchnorm_forward_train", &desc, x, s.len())?;
+    check_len("batchnorm_forward_train", &desc, y, s.len())?;
+    let p = gpu.uniform("batchnorm params", &s.params()?);
+    let stats = gpu.dispatch(
+        &BATCHNORM,
+        "batchnorm_stats",
+        &desc,
+        &[
+            (0, &p),
+            (1, &x.buffer),
+            (5, &t.save_mean.buffer),
+            (6, &t.save_invstd.buffer),
+            (7, &t.running_mean.buffer),
+            (8, &t.running_var.buffer),
+        ],
+        [s.c as u32, 1, 1],
+    )?;
+    let norm = gpu.dispatch(
+        &BATCHNORM,
+        "batchnorm_forward_train",
+        &desc,
+        &[
+            (0, &p),
+            (1, &x.buffer),
+            (2, &y.buffer),
+            (3, &t.gamma.buffer),
+            (4, &t.beta.buffer),
+            (5, &t.save_mean.buffer),
+            (6, &t.save_invstd.buffer),
+        ],
+        grid(s.len(), WG),
+    )?;
+    Ok([stats, norm])
+}
+
+/// Evaluation forward with the running statistics.
+pub fn batchnorm_forward_eval(gpu: &Gpu, s: BatchNormShape, t: &BatchNormTensors, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
+    let desc = s.describe();
+    t.check("batchnorm_forward_eval", &s)?;
+    check_len("batchnorm_forward_eval", &desc, x, s.len())?;
+    check_len("batchnorm_forward_eval", &desc, y, s.len())?;
+    let p = gpu.uniform("batchnorm params", &s.params()?);
+    gpu.dispatch(
+        &BATCHNORM,
+        "batchnorm_forward_eval",
+        &desc,
+        &[
+            (0, &p),
+            (1, &x.buffer),
+            (2, &y.buffer),
+            (3, &t.gamma.buffer),
+            (4, &t.beta.buffer),
+            (7, &t.running_mean.buffer),
+            (8, &t.running_var.buffer),
+        ],
+        grid(s.len(), WG),
+    )
+}
+
+/// Backward (training mode): dgamma, dbeta, then dx. All three are overwritten.
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_backward(
+    gpu: &Gpu,
+    s: BatchNormShape,
+    t: &BatchNormTensors,
+    x: &Tensor,
+    dy: &Tensor,
+    dx: &Tensor,
+    dgamma: &Tensor,
+    dbeta: &Tensor,
+) -> Result<[Dispatch; 2]> {
+    let desc = s.describe();
+    t.check("batchnorm_backward", &s)?;
+    for v in [x, dy, dx] {
+        check_len("batchnorm_backward", &desc, v, s.len())?;
+    }
+    check_len("batchnorm_backward", &desc, dgamma, s.c)?;
+    check_len("batchnorm_backward", &desc, dbeta, s.c)?;
+    let p = gpu.uniform("batchnorm params", &s.params()?);
+    let reduce = gpu.dispatch(
+        &BATCHNORM,
+        "batchnorm_backward_reduce",
+        &desc,
+        &[
+            (0, &p),
+            (1, &x.buffer),
+            (5, &t.save_mean.buffer),
+            (6, &t.save_invstd.buffer),
+            (9, &dy.buffer),
+            (11, &dgamma.buffer),
+            (12, &dbeta.buffer),
+        ],
+        [s.c as u32, 1, 1],
+    )?;
+    let input = gpu.dispatch(
+        &BATCHNORM,
+        "batchnorm_backward",
+        &desc,
+        &[
+            (0, &p),
+            (1, &x.buffer),
+            (3, &t.gamma.buffer),
+            (5, &t.save_mean.buffer),
+            (6, &t.save_invstd.buffer),
+            (9, &dy.buffer),
+            (10, &dx.buffer),
+            (11, &dgamma.buffer),
+            (12, &dbeta.buffer),
+        ],
+        grid(s.len(), WG),
+    )?;
+    Ok([reduce, input])
+}
+
+fn idx(s: &BatchNormShape, b: usize, c: usize, j: usize) -> usize {
+    (b * s.c + c) * s.hw + j
+}
+
+/// Training forward. Writes y, save_mean, save_invstd; updates running_mean/var in place.
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_forward_train_reference(
+    y: &mut [f32],
+    save_mean: &mut [f32],
+    save_invstd: &mut [f32],
+    running_mean: &mut [f32],
+    running_var: &mut [f32],
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    s: BatchNormShape,
+) {
+    let count = (s.n * s.hw) as f64;
+    for c in 0..s.c {
+        let vals = || (0..s.n).flat_map(move |b| (0..s.hw).map(move |j| (b, j)));
+        let mean = vals().map(|(b, j)| x[idx(&s, b, c, j)] as f64).sum::<f64>() / count;
+        let ss = vals().map(|(b, j)| (x[idx(&s, b, c, j)] as f64 - mean).powi(2)).sum::<f64>();
+        let var = ss / count;
+        let unbiased = if count > 1.0 { ss / (count - 1.0) } else { var };
+        let invstd = 1.0 / (var + s.eps as f64).sqrt();
+        save_mean[c] = mean as f32;
+        save_invstd[c] = invstd as f32;
+        let m = s.momentum as f64;
+        running_mean[c] = ((1.0 - m) * running_mean[c] as f64 + m * mean) as f32;
+        running_var[c] = ((1.0 - m) * running_var[c] as f64 + m * unbiased) as f32;
+        for (b, j) in vals() {
+            let i = idx(&s, b, c, j);
+            y[i] = ((x[i] as f64 - mean) * invstd * gamma[c] as f64 + beta[c] as f64) as f32;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_forward_eval_reference(
+    y: &mut [f32],
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    running_mean: &[f32],
+    running_var: &[f32],
+    s: BatchNormShape,
+) {
+    for (i, out) in y.iter_mut().enumerate() {
+        let c = (i / s.hw) % s.c;
+        let inv = 1.0 / (running_var[c] as f64 + s.eps as f64).sqrt();
+        *out = ((x[i] as f64 - running_mean[c] as f64) * inv * gamma[c] as f64 + beta[c] as f64) as f32;
+    }
+}
+
+/// Training-mode backward: dx, dgamma, dbeta (overwritten), recomputing the batch statistics
+/// from x.
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_backward_reference(
+    dx: &mut [f32],
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+    dy: &[f32],
+    x: &[f32],
+    gamma: &[f32],
+    s: BatchNormShape,
+) {
+    let count = (s.n * s.hw) as f64;
+    for c in 0..s.c {
+        let vals = || (0..s.n).flat_map(move |b| (0..s.hw).map(move |j| idx(&s, b, c, j)));
+        let mean = vals().map(|i| x[i] as f64).sum::<f64>() / count;
+        let var = vals().map(|i| (x[i] as f64 - mean).powi(2)).sum::<f64>() / count;
+        let invstd = 1.0 / (var + s.eps as f64).sqrt();
+        let dg: f64 = vals().map(|i| dy[i] as f64 * (x[i] as f64 - mean) * invstd).sum();
+        let db: f64 = vals().map(|i| dy[i] as f64).sum();
+        dgamma[c] = dg as f32;
+        dbeta[c] = db as f32;
+        for i in vals() {
+            let xhat = (x[i] as f64 - mean) * invstd;
+            dx[i] = (gamma[c] as f64 * invstd / count * (count * dy[i] as f64 - db - xhat * dg)) as f32;
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! ReLU forward and backward (`shaders/elementwise.wgsl`).
+
+use super::{check_len, dim};
+use crate::gpu::{grid, Dispatch, Gpu, Result, Tensor, ELEMENTWISE};
+use bytemuck::{Pod, Zeroable};
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    n: u32,
+    _pad: [u32; 3],
+}
+
+const WG: u32 = 256;
+
+/// y = max(x, 0) over `n` elements.
+pub fn relu_forward(gpu: &Gpu, x: &Tensor, y: &Tensor, n: usize) -> Result<Dispatch> {
+    let shape = format!("[{n}]");
+    check_len("relu_forward", &shape, x, n)?;
+    check_len("relu_forward", &shape, y, n)?;
+    let params = gpu.uniform("relu params", &Params { n: dim("relu", n)?, _pad: [0; 3] });
+    gpu.dispatch(&ELEMENTWISE, "relu_forward", &shape, &[(0, &params), (1, &x.buffer), (2, &y.buffer)], grid(n, WG))
+}
+
+/// dx = dy where x > 0, else 0.
+pub fn relu_backward(gpu: &Gpu, x: &Tensor, dy: &Tensor, dx: &Tensor, n: usize) -> Result<Dispatch> {
+    let shape = format!("[{n}]");
+    for t in [x, dy, dx] {
+        check_len("relu_backward", &shape, t, n)?;
+    }
+    let params = gpu.uniform("relu params", &Params { n: dim("relu", n)?, _pad: [0; 3] });
+    gpu.dispatch(
+        &ELEMENTWISE,
+        "relu_backward",
+        &shape,
+        &[(0, &params), (1, &x.buffer), (3, &dy.buffer), (4, &dx.buffer)],
+        grid(n, WG),
+    )
+}
+
+pub fn relu_forward_reference(y: &mut [f32], x: &[f32]) {
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o = v.max(0.0);
+    }
+}
+
+pub fn relu_backward_reference(dx: &mut [f32], dy: &[f32], x: &[f32]) {
+    for ((o, &g), &v) in dx.iter_mut().zip(dy).zip(x) {
+        *o = if v > 0.0 { g } else { 0.0 };
+    }
+}

@@ -1,0 +1,223 @@
+//! Matrix products and the linear layer (`shaders/matmul.wgsl`).
+//!
+//! One strided kernel computes C[M,N] = A(M,K) B(K,N); the linear layer's three products
+//! differ only in strides: forward Y = X W^T + b, backward dX = dY W, dW = dY^T X, and
+//! db = column sums of dY. Weights are [out, in] (PyTorch layout).
+
+use super::{check_len, dim};
+use crate::gpu::{Dispatch, Gpu, Result, Tensor, MATMUL};
+use bytemuck::{Pod, Zeroable};
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct MatmulParams {
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub _pad: u32,
+    pub a_stride_m: u32,
+    pub a_stride_k: u32,
+    pub b_stride_k: u32,
+    pub b_stride_n: u32,
+}
+
+/// The logical problem C[M,N] = A(M,K) * B(K,N) with element strides of A and B.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatmulShape {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    /// A(m, k) = a[m * a_stride.0 + k * a_stride.1]
+    pub a_stride: (usize, usize),
+    /// B(k, n) = b[k * b_stride.0 + n * b_stride.1]
+    pub b_stride: (usize, usize),
+}
+
+impl MatmulShape {
+    pub fn flops(&self) -> f64 {
+        2.0 * self.m as f64 * self.n as f64 * self.k as f64
+    }
+    fn a_len(&self) -> usize {
+        span(self.m, self.a_stride.0, self.k, self.a_stride.1)
+    }
+    fn b_len(&self) -> usize {
+        span(self.k, self.b_stride.0, self.n, self.b_stride.1)
+    }
+    fn describe(&self) -> String {
+        format!("M={} N={} K={}", self.m, self.n, self.k)
+    }
+}
+
+/// Elements a strided 2-D view covers.
+fn span(rows: usize, rs: usize, cols: usize, cs: usize) -> usize {
+    if rows == 0 || cols == 0 {
+        0
+    } else {
+        (rows - 1) * rs + (cols - 1) * cs + 1
+    }
+}
+
+const WG: u32 = 8;
+const BLOCK: usize = 4;
+
+fn params(shape: &MatmulShape) -> Result<MatmulParams> {
+    let d = |v| dim("matmul", v);
+    Ok(MatmulParams {
+        m: d(shape.m)?,
+        n: d(shape.n)?,
+        k: d(shape.k)?,
+        _pad: 0,
+        a_stride_m: d(shape.a_stride.0)?,
+        a_stride_k: d(shape.a_stride.1)?,
+        b_stride_k: d(shape.b_stride.0)?,
+        b_stride_n: d(shape.b_stride.1)?,
+    })
+}
+
+fn workgroups(shape: &MatmulShape) -> [u32; 3] {
+    let tile = WG as usize * BLOCK;
+    [shape.n.div_ceil(tile).max(1) as u32, shape.m.div_ceil(tile).max(1) as u32, 1]
+}
+
+/// C = A * B (no bias). The tensors may be longer than the view (strided sub-views).
+pub fn matmul(gpu: &Gpu, shape: MatmulShape, a: &Tensor, b: &Tensor, c: &Tensor) -> Result<Dispatch> {
+    let desc = shape.describe();
+    check_at_least("matmul", &desc, a, shape.a_len())?;
+    check_at_least("matmul", &desc, b, shape.b_len())?;
+    check_len("matmul", &desc, c, shape.m * shape.n)?;
+    let p = gpu.uniform("matmul params", &params(&shape)?);
+    gpu.dispatch(
+        &MATMUL,
+        "matmul",
+        &desc,
+        &[(0, &p), (1, &a.buffer), (2, &b.buffer), (4, &c.buffer)],
+        workgroups(&shape),
+    )
+}
+
+fn check_at_least(kernel: &str, shape: &str, t: &Tensor, needed: usize) -> Result<()> {
+    if t.len < needed {
+        return Err(crate::gpu::GpuError::Shape {
+            label: t.label.clone(),
+            message: format!("{kernel} with {shape} reads {needed} elements, the tensor has {}", t.len),
+        });
+    }
+    Ok(())
+}
+
+/// Shape of a linear layer applied to a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinearShape {
+    pub batch: usize,
+    pub inputs: usize,
+    pub outputs: usize,
+}
+
+impl LinearShape {
+    fn describe(&self) -> String {
+        format!("batch={} in={} out={}", self.batch, self.inputs, self.outputs)
+    }
+    /// Y[batch,out] = X[batch,in] * W[out,in]^T
+    pub fn forward(&self) -> MatmulShape {
+        MatmulShape { m: self.batch, n: self.outputs, k: self.inputs, a_stride: (self.inputs, 1), b_stride: (1, self.inputs) }
+    }
+    /// dX[batch,in] = dY[batch,out] * W[out,in]
+    pub fn backward_input(&self) -> MatmulShape {
+        MatmulShape { m: self.batch, n: self.inputs, k: self.outputs, a_stride: (self.outputs, 1), b_stride: (self.inputs, 1) }
+    }
+    /// dW[out,in] = dY[batch,out]^T * X[batch,in]
+    pub fn backward_weight(&self) -> MatmulShape {
+        MatmulShape { m: self.outputs, n: self.inputs, k: self.batch, a_stride: (1, self.outputs), b_stride: (self.inputs, 1) }
+    }
+}
+
+/// y = x W^T + b
+pub fn linear_forward(gpu: &Gpu, s: LinearShape, x: &Tensor, w: &Tensor, b: &Tensor, y: &Tensor) -> Result<Dispatch> {
+    let desc = s.describe();
+    check_len("linear_forward", &desc, x, s.batch * s.inputs)?;
+    check_len("linear_forward", &desc, w, s.outputs * s.inputs)?;
+    check_len("linear_forward", &desc, b, s.outputs)?;
+    check_len("linear_forward", &desc, y, s.batch * s.outputs)?;
+    let shape = s.forward();
+    let p = gpu.uniform("linear params", &params(&shape)?);
+    gpu.dispatch(
+        &MATMUL,
+        "matmul_bias",
+        &desc,
+        &[(0, &p), (1, &x.buffer), (2, &w.buffer), (3, &b.buffer), (4, &y.buffer)],
+        workgroups(&shape),
+    )
+}
+
+/// dx = dy W (overwrites dx).
+pub fn linear_backward_input(gpu: &Gpu, s: LinearShape, dy: &Tensor, w: &Tensor, dx: &Tensor) -> Result<Dispatch> {
+    check_len("linear_backward_input", &s.describe(), dy, s.batch * s.outputs)?;
+    check_len("linear_backward_input", &s.describe(), w, s.outputs * s.inputs)?;
+    check_len("linear_backward_input", &s.describe(), dx, s.batch * s.inputs)?;
+    matmul(gpu, s.backward_input(), dy, w, dx)
+}
+
+/// dw = dy^T x (overwrites dw).
+pub fn linear_backward_weight(gpu: &Gpu, s: LinearShape, dy: &Tensor, x: &Tensor, dw: &Tensor) -> Result<Dispatch> {
+    check_len("linear_backward_weight", &s.describe(), dy, s.batch * s.outputs)?;
+    check_len("linear_backward_weight", &s.describe(), x, s.batch * s.inputs)?;
+    check_len("linear_backward_weight", &s.describe(), dw, s.outputs * s.inputs)?;
+    matmul(gpu, s.backward_weight(), dy, x, dw)
+}
+
+/// db = sum over the batch of dy (overwrites db).
+pub fn linear_backward_bias(gpu: &Gpu, s: LinearShape, dy: &Tensor, db: &Tensor) -> Result<Dispatch> {
+    let desc = s.describe();
+    check_len("linear_backward_bias", &desc, dy, s.batch * s.outputs)?;
+    check_len("linear_backward_bias", &desc, db, s.outputs)?;
+    let mut p = params(&s.forward())?;
+    p.m = dim("linear", s.batch)?;
+    p.n = dim("linear", s.outputs)?;
+    let p = gpu.uniform("linear bias params", &p);
+    gpu.dispatch(
+        &MATMUL,
+        "bias_backward",
+        &desc,
+        &[(0, &p), (5, &dy.buffer), (6, &db.buffer)],
+        [s.outputs.div_ceil(64).max(1) as u32, 1, 1],
+    )
+}
+
+/// C = A * B with f64 accumulation.
+pub fn matmul_reference(c: &mut [f32], a: &[f32], b: &[f32], s: MatmulShape) {
+    for m in 0..s.m {
+        for n in 0..s.n {
+            let mut acc = 0f64;
+            for k in 0..s.k {
+                acc += a[m * s.a_stride.0 + k * s.a_stride.1] as f64 * b[k * s.b_stride.0 + n * s.b_stride.1] as f64;
+            }
+            c[m * s.n + n] = acc as f32;
+        }
+    }
+}
+
+pub fn linear_forward_reference(y: &mut [f32], x: &[f32], w: &[f32], b: &[f32], s: LinearShape) {
+    matmul_reference(y, x, w, s.forward());
+    for row in y.chunks_mut(s.outputs) {
+        for (v, &bias) in row.iter_mut().zip(b) {
+            *v += bias;
+        }
+    }
+}
+
+/// Gradients of y = x W^T + b: dx, dw, db (all overwritten).
+pub fn linear_backward_reference(
+    dx: &mut [f32],
+    dw: &mut [f32],
+    db: &mut [f32],
+    dy: &[f32],
+    x: &[f32],
+    w: &[f32],
+    s: LinearShape,
+) {
+    matmul_reference(dx, dy, w, s.backward_input());
+    matmul_reference(dw, dy, x, s.backward_weight());
+    for (o, v) in db.iter_mut().enumerate() {
+        *v = (0..s.batch).map(|r| dy[r * s.outputs + o] as f64).sum::<f64>() as f32;
+    }
+}

@@ -1,0 +1,192 @@
+//! Optimizer updates (`shaders/optim.wgsl`), torch.optim semantics: SGD with momentum,
+//! nesterov, L2 weight decay and L1; Adam and AdamW. The learning rate for step t is
+//! `lr[min(t, len-1)]` and t is `counter[0]`, both on the GPU, so steps can be recorded in
+//! bulk; `step_advance` moves the counter on at the end of each step.
+
+use super::{check_len, dim};
+use crate::gpu::{grid, Dispatch, Gpu, GpuError, Result, Tensor, OPTIM};
+use bytemuck::{Pod, Zeroable};
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+struct Params {
+    n: u32,
+    nesterov: u32,
+    decoupled: u32,
+    lr_len: u32,
+    momentum: f32,
+    weight_decay: f32,
+    l1: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    _pad: [f32; 2],
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdConfig {
+    pub momentum: f32,
+    pub nesterov: bool,
+    pub weight_decay: f32,
+    pub l1: f32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamConfig {
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    pub l1: f32,
+    /// AdamW: decay the weights directly instead of adding wd*w to the gradient.
+    pub decoupled: bool,
+}
+
+impl Default for AdamConfig {
+    fn default() -> Self {
+        AdamConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, l1: 0.0, decoupled: false }
+    }
+}
+
+const WG: u32 = 256;
+
+fn check_lr(lr: &Tensor) -> Result<u32> {
+    if lr.len == 0 {
+        return Err(GpuError::Shape { label: lr.label.clone(), message: "the learning-rate table is empty".into() });
+    }
+    dim("optim", lr.len)
+}
+
+/// One SGD step over `w` in place; `velocity` is the momentum buffer (zeros at the start).
+pub fn sgd_step(
+    gpu: &Gpu,
+    cfg: SgdConfig,
+    w: &Tensor,
+    grad: &Tensor,
+    velocity: &Tensor,
+    counter: &Tensor,
+    lr: &Tensor,
+) -> Result<Dispatch> {
+    let n = w.len;
+    let desc = format!("n={n}");
+    check_len("sgd_step", &desc, grad, n)?;
+    check_len("sgd_step", &desc, velocity, n)?;
+    let p = Params {
+        n: dim("sgd", n)?,
+        nesterov: cfg.nesterov as u32,
+        decoupled: 0,
+        lr_len: check_lr(lr)?,
+        momentum: cfg.momentum,
+        weight_decay: cfg.weight_decay,
+        l1: cfg.l1,
+        beta1: 0.0,
+        beta2: 0.0,
+        eps: 0.0,
+        _pad: [0.0; 2],
+    };
+    let p = gpu.uniform("sgd params", &p);
+    gpu.dispatch(
+        &OPTIM,
+        "sgd_step",
+        &desc,
+        &[(0, &p), (1, &w.buffer), (2, &grad.buffer), (3, &velocity.buffer), (5, &counter.buffer), (6, &lr.buffer)],
+        grid(n, WG),
+    )
+}
+
+/// One Adam/AdamW step over `w` in place with moment buffers `m` and `v` (zeros at start).
+#[allow(clippy::too_many_arguments)]
+pub fn adam_step(
+    gpu: &Gpu,
+    cfg: AdamConfig,
+    w: &Tensor,
+    grad: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    counter: &Tensor,
+    lr: &Tensor,
+) -> Result<Dispatch> {
+    let n = w.len;
+    let desc = format!("n={n}");
+    for t in [grad, m, v] {
+        check_len("adam_step", &desc, t, n)?;
+    }
+    let p = Params {
+        n: dim("adam", n)?,
+        nesterov: 0,
+        decoupled: cfg.decoupled as u32,
+        lr_len: check_lr(lr)?,
+        momentum: 0.0,
+        weight_decay: cfg.weight_decay,
+        l1: cfg.l1,
+        beta1: cfg.beta1,
+        beta2: cfg.beta2,
+        eps: cfg.eps,
+        _pad: [0.0; 2],
+    };
+    let p = gpu.uniform("adam params", &p);
+    gpu.dispatch(
+        &OPTIM,
+        "adam_step",
+        &desc,
+        &[
+            (0, &p),
+            (1, &w.buffer),
+            (2, &grad.buffer),
+            (3, &m.buffer),
+            (4, &v.buffer),
+            (5, &counter.buffer),
+            (6, &lr.buffer),
+        ],
+        grid(n, WG),
+    )
+}
+
+/// counter[0] += 1: ends a training step.
+pub fn step_advance(gpu: &Gpu, counter: &Tensor) -> Result<Dispatch> {
+    gpu.dispatch(&OPTIM, "step_advance", "counter", &[(5, &counter.buffer)], [1, 1, 1])
+}
+
+fn sign(v: f32) -> f32 {
+    if v > 0.0 {
+        1.0
+    } else if v < 0.0 {
+        -1.0
+    } else {
+        0.0
+    }
+}
+
+pub fn sgd_step_reference(w: &mut [f32], velocity: &mut [f32], grad: &[f32], cfg: SgdConfig, lr: f32) {
+    for i in 0..w.len() {
+        let mut g = grad[i] + cfg.weight_decay * w[i] + cfg.l1 * sign(w[i]);
+        if cfg.momentum != 0.0 {
+            velocity[i] = cfg.momentum * velocity[i] + g;
+            g = if cfg.nesterov { g + cfg.momentum * velocity[i] } else { velocity[i] };
+        }
+        w[i] -= lr * g;
+    }
+}
+
+/// `step` is the number of steps already taken (t = step + 1), as torch counts from 1.
+pub fn adam_step_reference(w: &mut [f32], m: &mut [f32], v: &mut [f32], grad: &[f32], cfg: AdamConfig, lr: f32, step: u32) {
+    let t = step as f64 + 1.0;
+    let bc1 = 1.0 - (cfg.beta1 as f64).powf(t);
+    let bc2 = 1.0 - (cfg.beta2 as f64).powf(t);
+    for i in 0..w.len() {
+        let w0 = w[i] as f64;
+        let mut g = grad[i] as f64 + cfg.l1 as f64 * sign(w[i]) as f64;
+        let mut wd = w0;
+        if cfg.decoupled {
+            wd = w0 * (1.0 - lr as f64 * cfg.weight_decay as f64);
+        } else {
+            g += cfg.weight_decay as f64 * w0;
+        }
+        let mi = cfg.beta1 as f64 * m[i] as f64 + (1.0 - cfg.beta1 as f64) * g;
+        let vi = cfg.beta2 as f64 * v[i] as f64 + (1.0 - cfg.beta2 as f64) * g * g;
+        m[i] = mi as f32;
+        v[i] = vi as f32;
+        let denom = vi.sqrt() / bc2.sqrt() + cfg.eps as f64;
+        w[i] = (wd - lr as f64 / bc1 * mi / denom) as f32;
+    }
+}

@@ -1,0 +1,109 @@
+//! Softmax cross-entropy (`shaders/softmax_xent.wgsl`): the mean loss of a batch and its
+//! correct-prediction count accumulated into a GPU metrics buffer, and the logits' gradient.
+
+use super::{check_len, dim};
+use crate::gpu::{Dispatch, Gpu, GpuError, Result, Tensor, SOFTMAX_XENT};
+use bytemuck::{Pod, Zeroable};
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+struct Params {
+    batch: u32,
+    classes: u32,
+    _pad0: u32,
+    grad_scale: f32,
+}
+
+/// Layout of the metrics buffer the forward pass accumulates into.
+pub mod metrics {
+    /// Sum of per-example losses since the last reset.
+    pub const LOSS_SUM: usize = 0;
+    /// Number of correct predictions since the last reset.
+    pub const CORRECT: usize = 1;
+    /// Number of examples since the last reset.
+    pub const COUNT: usize = 2;
+    /// Mean loss of the most recent batch.
+    pub const LAST_LOSS: usize = 3;
+    pub const LEN: usize = 4;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct XentShape {
+    pub batch: usize,
+    pub classes: usize,
+}
+
+impl XentShape {
+    fn describe(&self) -> String {
+        format!("batch={} classes={}", self.batch, self.classes)
+    }
+    fn params(&self) -> Result<Params> {
+        if self.batch == 0 || self.classes == 0 {
+            return Err(GpuError::Shape { label: "softmax_xent".into(), message: format!("empty shape {}", self.describe()) });
+        }
+        Ok(Params {
+            batch: dim("softmax_xent", self.batch)?,
+            classes: dim("softmax_xent", self.classes)?,
+            _pad0: 0,
+            grad_scale: 1.0 / self.batch as f32,
+        })
+    }
+}
+
+/// Adds this batch's loss sum, correct count and size to `metrics` (see [`metrics`]).
+pub fn softmax_xent_forward(gpu: &Gpu, s: XentShape, logits: &Tensor, labels: &Tensor, metrics_buf: &Tensor) -> Result<Dispatch> {
+    let desc = s.describe();
+    check_len("softmax_xent_forward", &desc, logits, s.batch * s.classes)?;
+    check_len("softmax_xent_forward", &desc, labels, s.batch)?;
+    check_len("softmax_xent_forward", &desc, metrics_buf, metrics::LEN)?;
+    let p = gpu.uniform("softmax_xent params", &s.params()?);
+    gpu.dispatch(
+        &SOFTMAX_XENT,
+        "softmax_xent_forward",
+        &desc,
+        &[(0, &p), (1, &logits.buffer), (2, &labels.buffer), (3, &metrics_buf.buffer)],
+        [1, 1, 1],
+    )
+}
+
+/// dlogits = (softmax(logits) - onehot(label)) / batch. Overwrites dlogits.
+pub fn softmax_xent_backward(gpu: &Gpu, s: XentShape, logits: &Tensor, labels: &Tensor, dlogits: &Tensor) -> Result<Dispatch> {
+    let desc = s.describe();
+    check_len("softmax_xent_backward", &desc, logits, s.batch * s.classes)?;
+    check_len("softmax_xent_backward", &desc, labels, s.batch)?;
+    check_len("softmax_xent_backward", &desc, dlogits, s.batch * s.classes)?;
+    let p = gpu.uniform("softmax_xent params", &s.params()?);
+    gpu.dispatch(
+        &SOFTMAX_XENT,
+        "softmax_xent_backward",
+        &desc,
+        &[(0, &p), (1, &logits.buffer), (2, &labels.buffer), (4, &dlogits.buffer)],
+        [s.batch.div_ceil(64) as u32, 1, 1],
+    )
+}
+
+/// Returns (sum of losses, number correct) and writes the gradient of the mean loss.
+pub fn softmax_xent_reference(dlogits: &mut [f32], logits: &[f32], labels: &[u32], s: XentShape) -> (f64, usize) {
+    let mut loss = 0f64;
+    let mut correct = 0;
+    for r in 0..s.batch {
+        let row = &logits[r * s.classes..(r + 1) * s.classes];
+        let mut argmax = 0;
+        for (j, &v) in row.iter().enumerate() {
+            if v > row[argmax] {
+                argmax = j;
+            }
+        }
+        let m = row[argmax] as f64;
+        let lse = m + row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
+        let label = labels[r] as usize;
+        loss += lse - row[label] as f64;
+        correct += usize::from(argmax == label);
+        for (j, &v) in row.iter().enumerate() {
+            let prob = (v as f64 - lse).exp();
+            let onehot = if j == label { 1.0 } else { 0.0 };
+            dlogits[r * s.classes + j] = ((prob - onehot) / s.batch as f64) as f32;
+        }
+    }
+    (loss, correct)
+}

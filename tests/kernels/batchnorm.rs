@@ -1,0 +1,144 @@
+use crate::common::*;
+use wgpu_fmnist::gpu::Tensor;
+use wgpu_fmnist::kernels::batchnorm::*;
+
+/// (n, c, hw) with the reason each is here.
+const SHAPES: &[(&str, usize, usize, usize)] = &[
+    ("batch 1 of a BatchNorm2d", 1, 3, 25),
+    ("BatchNorm1d (hw = 1), channels off 64", 5, 7, 1),
+    ("fewer elements per channel than the workgroup", 2, 4, 3),
+    ("regcnn bn1 (32x26x26)", 4, 32, 26 * 26),
+    ("regcnn bn2 (64x11x11) at batch 32", 32, 64, 11 * 11),
+    ("cnn2 bn3 (128x7x7)", 3, 128, 49),
+    ("vgg bn (64x28x28)", 2, 64, 28 * 28),
+];
+
+struct Layer {
+    gamma: Tensor,
+    beta: Tensor,
+    rm: Tensor,
+    rv: Tensor,
+    mean: Tensor,
+    invstd: Tensor,
+}
+
+impl Layer {
+    fn tensors(&self) -> BatchNormTensors<'_> {
+        BatchNormTensors {
+            gamma: &self.gamma,
+            beta: &self.beta,
+            running_mean: &self.rm,
+            running_var: &self.rv,
+            save_mean: &self.mean,
+            save_invstd: &self.invstd,
+        }
+    }
+}
+
+struct Data {
+    x: Vec<f32>,
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+    rm: Vec<f32>,
+    rv: Vec<f32>,
+    dy: Vec<f32>,
+}
+
+fn data(s: BatchNormShape, seed: u64) -> Data {
+    let mut r = rng(seed);
+    // An offset and scale per channel, like real activations, to exercise the two-pass variance.
+    let x = (0..s.len())
+        .map(|i| {
+            let c = (i / s.hw) % s.c;
+            1.5 * c as f32 / s.c as f32 + (0.5 + c as f32 * 0.1) * r.uniform(-1.0, 1.0)
+        })
+        .collect();
+    Data {
+        x,
+        gamma: r.vec(s.c, 0.5, 1.5),
+        beta: r.vec(s.c, -0.5, 0.5),
+        rm: r.vec(s.c, -0.1, 0.1),
+        rv: r.vec(s.c, 0.9, 1.1),
+        dy: r.vec(s.len(), -1.0, 1.0),
+    }
+}
+
+fn layer(d: &Data) -> Layer {
+    let c = d.gamma.len();
+    Layer {
+        gamma: upload("gamma", &d.gamma),
+        beta: upload("beta", &d.beta),
+        rm: upload("running_mean", &d.rm),
+        rv: upload("running_var", &d.rv),
+        mean: zeros("save_mean", c),
+        invstd: zeros("save_invstd", c),
+    }
+}
+
+#[test]
+fn batchnorm_forward_matches_reference() {
+    for (i, &(why, n, c, hw)) in SHAPES.iter().enumerate() {
+        let s = BatchNormShape::new(n, c, hw);
+        let d = data(s, i as u64);
+        let l = layer(&d);
+        let (tx, ty, te) = (upload("x", &d.x), zeros("y", s.len()), zeros("y_eval", s.len()));
+        let [stats, norm] = batchnorm_forward_train(gpu(), s, &l.tensors(), &tx, &ty).unwrap();
+        run(&[&stats, &norm]);
+        let (mut y, mut mean, mut invstd) = (vec![0.0; s.len()], vec![0.0; c], vec![0.0; c]);
+        let (mut rm, mut rv) = (d.rm.clone(), d.rv.clone());
+        batchnorm_forward_train_reference(&mut y, &mut mean, &mut invstd, &mut rm, &mut rv, &d.x, &d.gamma, &d.beta, s);
+        let desc = format!("{} ({why})", s.describe());
+        assert_kernel_close(&format!("batchnorm_forward_train y {desc}"), &read(&ty), &y);
+        assert_kernel_close(&format!("batchnorm_forward_train mean {desc}"), &read(&l.mean), &mean);
+        assert_kernel_close(&format!("batchnorm_forward_train invstd {desc}"), &read(&l.invstd), &invstd);
+        assert_kernel_close(&format!("batchnorm running_mean {desc}"), &read(&l.rm), &rm);
+        assert_kernel_close(&format!("batchnorm running_var {desc}"), &read(&l.rv), &rv);
+
+        // Eval mode with the running statistics the training pass just produced.
+        run(&[&batchnorm_forward_eval(gpu(), s, &l.tensors(), &tx, &te).unwrap()]);
+        let mut ye = vec![0.0; s.len()];
+        batchnorm_forward_eval_reference(&mut ye, &d.x, &d.gamma, &d.beta, &rm, &rv, s);
+        assert_kernel_close(&format!("batchnorm_forward_eval {desc}"), &read(&te), &ye);
+    }
+}
+
+#[test]
+fn batchnorm_backward_matches_reference() {
+    for (i, &(why, n, c, hw)) in SHAPES.iter().enumerate() {
+        let s = BatchNormShape::new(n, c, hw);
+        let d = data(s, 10 + i as u64);
+        let l = layer(&d);
+        let (tx, ty, tdy) = (upload("x", &d.x), zeros("y", s.len()), upload("dy", &d.dy));
+        let (tdx, tdg, tdb) = (zeros("dx", s.len()), zeros("dgamma", c), zeros("dbeta", c));
+        let fwd = batchnorm_forward_train(gpu(), s, &l.tensors(), &tx, &ty).unwrap();
+        let bwd = batchnorm_backward(gpu(), s, &l.tensors(), &tx, &tdy, &tdx, &tdg, &tdb).unwrap();
+        run(&[&fwd[0], &fwd[1], &bwd[0], &bwd[1]]);
+        let (mut dx, mut dg, mut db) = (vec![0.0; s.len()], vec![0.0; c], vec![0.0; c]);
+        batchnorm_backward_reference(&mut dx, &mut dg, &mut db, &d.dy, &d.x, &d.gamma, s);
+        let desc = format!("{} ({why})", s.describe());
+        // dgamma and dbeta sum up to 32*121 = 3872 terms per channel; atol 1e-4 still holds.
+        assert_kernel_close(&format!("batchnorm_backward dx {desc}"), &read(&tdx), &dx);
+        assert_kernel_close(&format!("batchnorm_backward dgamma {desc}"), &read(&tdg), &dg);
+        assert_kernel_close(&format!("batchnorm_backward dbeta {desc}"), &read(&tdb), &db);
+    }
+}
+
+#[test]
+fn batchnorm_backward_reference_matches_finite_differences() {
+    for (n, c, hw) in [(3, 2, 4), (6, 3, 1)] {
+        let s = BatchNormShape::new(n, c, hw);
+        let d = data(s, 99);
+        let (mut dx, mut dg, mut db) = (vec![0.0; s.len()], vec![0.0; c], vec![0.0; c]);
+        batchnorm_backward_reference(&mut dx, &mut dg, &mut db, &d.dy, &d.x, &d.gamma, s);
+        let fwd = |x: &[f32], gamma: &[f32], beta: &[f32]| {
+            let (mut y, mut m, mut v) = (vec![0.0; s.len()], vec![0.0; c], vec![0.0; c]);
+            let (mut rm, mut rv) = (vec![0.0; c], vec![1.0; c]);
+            batchnorm_forward_train_reference(&mut y, &mut m, &mut v, &mut rm, &mut rv, x, gamma, beta, s);
+            y
+        };
+        let desc = s.describe();
+        check_gradient(&format!("batchnorm dx {desc}"), &d.x, &dx, &d.dy, s.len(), 1e-3, 2e-3, |x| fwd(x, &d.gamma, &d.beta));
+        check_gradient(&format!("batchnorm dgamma {desc}"), &d.gamma, &dg, &d.dy, c, 1e-2, 1e-3, |g| fwd(&d.x, g, &d.beta));
+        check_gradient(&format!("batchnorm dbeta {desc}"), &d.beta, &db, &d.dy, c, 1e-2, 1e-3, |b| fwd(&d.x, &d.gamma, b));
+    }
+}

@@ -1,0 +1,86 @@
+use crate::common::*;
+use wgpu_fmnist::kernels::conv2d::*;
+
+fn shape(n: usize, ci: usize, h: usize, w: usize, co: usize, k: usize, stride: usize, pad: usize) -> Conv2dShape {
+    Conv2dShape { n, ci, h, w, co, kh: k, kw: k, stride, pad }
+}
+
+/// Shapes with the reason each is here.
+fn shapes() -> Vec<(&'static str, Conv2dShape)> {
+    vec![
+        ("smallest: one channel, one 3x3 output", shape(1, 1, 3, 3, 1, 3, 1, 0)),
+        ("stride 2, pad 1, odd non-square image, channels off the block of 4", shape(2, 3, 7, 9, 5, 3, 2, 1)),
+        ("stride larger than the kernel (inputs no output reads)", shape(1, 2, 8, 8, 3, 2, 3, 0)),
+        ("5x5 kernel with pad 2", shape(2, 3, 8, 8, 6, 5, 1, 2)),
+        ("regcnn/cnn1 conv1, batch 1", shape(1, 1, 28, 28, 32, 3, 1, 0)),
+        ("regcnn/cnn1 conv2", shape(2, 32, 13, 13, 64, 3, 1, 0)),
+        ("regcnn conv2 at its batch of 32", shape(32, 32, 13, 13, 64, 3, 1, 0)),
+        ("cnn2 conv1 (pad 1)", shape(2, 1, 28, 28, 32, 3, 1, 1)),
+        ("cnn2 conv2", shape(2, 32, 14, 14, 64, 3, 1, 1)),
+        ("cnn2 conv3 (7x7 input)", shape(2, 64, 7, 7, 128, 3, 1, 1)),
+        ("vgg conv2 (64->64 at 28x28)", shape(1, 64, 28, 28, 64, 3, 1, 1)),
+        ("vgg conv3 (64->128 at 14x14)", shape(1, 64, 14, 14, 128, 3, 1, 1)),
+        ("vgg conv4 (128->128 at 14x14)", shape(1, 128, 14, 14, 128, 3, 1, 1)),
+    ]
+}
+
+fn data(s: Conv2dShape, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut r = rng(seed);
+    let bound = 1.0 / ((s.ci * s.kh * s.kw) as f32).sqrt();
+    (
+        r.vec(s.input_len(), -1.0, 1.0),
+        r.vec(s.weight_len(), -bound, bound),
+        r.vec(s.co, -bound, bound),
+        r.vec(s.output_len(), -1.0, 1.0),
+    )
+}
+
+#[test]
+fn conv2d_forward_matches_reference() {
+    for (i, (why, s)) in shapes().into_iter().enumerate() {
+        let (x, w, b, _) = data(s, i as u64);
+        let (tx, tw, tb, ty) = (upload("x", &x), upload("w", &w), upload("b", &b), zeros("y", s.output_len()));
+        run(&[&conv2d_forward(gpu(), s, &tx, &tw, &tb, &ty).unwrap()]);
+        let mut want = vec![0.0; s.output_len()];
+        conv2d_forward_reference(&mut want, &x, &w, &b, s);
+        assert_kernel_close(&format!("conv2d_forward {} ({why})", s.describe()), &read(&ty), &want);
+    }
+}
+
+#[test]
+fn conv2d_backward_matches_reference() {
+    for (i, (why, s)) in shapes().into_iter().enumerate() {
+        let (x, w, _, dy) = data(s, 50 + i as u64);
+        let (tx, tw, tdy) = (upload("x", &x), upload("w", &w), upload("dy", &dy));
+        let (tdx, tdw, tdb) = (zeros("dx", x.len()), zeros("dw", w.len()), zeros("db", s.co));
+        run(&[
+            &conv2d_backward_input(gpu(), s, &tdy, &tw, &tdx).unwrap(),
+            &conv2d_backward_weight(gpu(), s, &tdy, &tx, &tdw).unwrap(),
+            &conv2d_backward_bias(gpu(), s, &tdy, &tdb).unwrap(),
+        ]);
+        let (mut dx, mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; w.len()], vec![0.0; s.co]);
+        conv2d_backward_reference(&mut dx, &mut dw, &mut db, &dy, &x, &w, s);
+        let d = s.describe();
+        assert_kernel_close(&format!("conv2d_backward_input {d} ({why})"), &read(&tdx), &dx);
+        assert_kernel_close(&format!("conv2d_backward_weight {d} ({why})"), &read(&tdw), &dw);
+        assert_kernel_close(&format!("conv2d_backward_bias {d} ({why})"), &read(&tdb), &db);
+    }
+}
+
+#[test]
+fn conv2d_backward_reference_matches_finite_differences() {
+    for s in [shape(2, 2, 5, 6, 3, 3, 1, 1), shape(1, 2, 7, 7, 2, 3, 2, 1)] {
+        let (x, w, b, dy) = data(s, 77);
+        let (mut dx, mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; w.len()], vec![0.0; s.co]);
+        conv2d_backward_reference(&mut dx, &mut dw, &mut db, &dy, &x, &w, s);
+        let fwd = |x: &[f32], w: &[f32], b: &[f32]| {
+            let mut y = vec![0.0; s.output_len()];
+            conv2d_forward_reference(&mut y, x, w, b, s);
+            y
+        };
+        let d = s.describe();
+        check_gradient(&format!("conv2d dx {d}"), &x, &dx, &dy, 40, 1e-2, 1e-3, |x| fwd(x, &w, &b));
+        check_gradient(&format!("conv2d dw {d}"), &w, &dw, &dy, 40, 1e-2, 1e-3, |w| fwd(&x, w, &b));
+        check_gradient(&format!("conv2d db {d}"), &b, &db, &dy, s.co, 1e-2, 1e-3, |b| fwd(&x, &w, b));
+    }
+}

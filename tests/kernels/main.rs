@@ -1,0 +1,16 @@
+//! Every kernel against its CPU reference on seeded random data, over shapes that include
+//! sizes off the workgroup/tile multiples, batch 1 and the layers of the five presets; and
+//! every backward reference against finite differences of its forward reference.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod batchnorm;
+mod conv2d;
+mod dropout;
+mod elementwise;
+mod errors;
+mod matmul;
+mod optim;
+mod pool;
+mod softmax_xent;

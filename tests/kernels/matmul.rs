@@ -1,0 +1,92 @@
+use crate::common::*;
+use wgpu_fmnist::kernels::matmul::*;
+
+/// (batch, inputs, outputs) with the reason each is here.
+const LINEAR_SHAPES: &[(usize, usize, usize)] = &[
+    (1, 1, 1),       // smallest
+    (1, 784, 128),   // batch 1, mlp first layer
+    (3, 5, 7),       // nothing a multiple of the 4x4 block or 32 tile
+    (33, 67, 31),    // one past / one short of tile multiples
+    (32, 784, 128),  // mlp layer 1 at its batch
+    (32, 128, 64),   // mlp layer 2
+    (32, 64, 10),    // mlp layer 3
+    (32, 1600, 128), // cnn1 / regcnn first linear
+    (32, 128, 10),   // every CNN's classifier
+    (5, 1152, 128),  // cnn2 first linear
+    (3, 6272, 640),  // vgg first linear
+    (3, 640, 10),    // vgg classifier
+];
+
+fn data(s: LinearShape, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut r = rng(seed);
+    let bound = 1.0 / (s.inputs as f32).sqrt();
+    (
+        r.vec(s.batch * s.inputs, -1.0, 1.0),
+        r.vec(s.outputs * s.inputs, -bound, bound),
+        r.vec(s.outputs, -bound, bound),
+        r.vec(s.batch * s.outputs, -1.0, 1.0),
+    )
+}
+
+#[test]
+fn linear_forward_matches_reference() {
+    for (i, &(batch, inputs, outputs)) in LINEAR_SHAPES.iter().enumerate() {
+        let s = LinearShape { batch, inputs, outputs };
+        let (x, w, b, _) = data(s, i as u64);
+        let (tx, tw, tb, ty) = (upload("x", &x), upload("w", &w), upload("b", &b), zeros("y", batch * outputs));
+        run(&[&linear_forward(gpu(), s, &tx, &tw, &tb, &ty).unwrap()]);
+        let mut want = vec![0.0; batch * outputs];
+        linear_forward_reference(&mut want, &x, &w, &b, s);
+        assert_kernel_close(&format!("linear_forward {s:?}"), &read(&ty), &want);
+    }
+}
+
+#[test]
+fn linear_backward_matches_reference() {
+    for (i, &(batch, inputs, outputs)) in LINEAR_SHAPES.iter().enumerate() {
+        let s = LinearShape { batch, inputs, outputs };
+        let (x, w, _, dy) = data(s, 100 + i as u64);
+        let (tx, tw, tdy) = (upload("x", &x), upload("w", &w), upload("dy", &dy));
+        let (tdx, tdw, tdb) = (zeros("dx", x.len()), zeros("dw", w.len()), zeros("db", outputs));
+        run(&[
+            &linear_backward_input(gpu(), s, &tdy, &tw, &tdx).unwrap(),
+            &linear_backward_weight(gpu(), s, &tdy, &tx, &tdw).unwrap(),
+            &linear_backward_bias(gpu(), s, &tdy, &tdb).unwrap(),
+        ]);
+        let (mut dx, mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; w.len()], vec![0.0; outputs]);
+        linear_backward_reference(&mut dx, &mut dw, &mut db, &dy, &x, &w, s);
+        assert_kernel_close(&format!("linear_backward dx {s:?}"), &read(&tdx), &dx);
+        assert_kernel_close(&format!("linear_backward dw {s:?}"), &read(&tdw), &dw);
+        assert_kernel_close(&format!("linear_backward db {s:?}"), &read(&tdb), &db);
+    }
+}
+
+#[test]
+fn matmul_strided_matches_reference() {
+    // A stored transposed and B with a row pitch wider than its columns: the general path.
+    let s = MatmulShape { m: 13, n: 9, k: 21, a_stride: (1, 13), b_stride: (12, 1) };
+    let mut r = rng(3);
+    let a = r.vec(13 * 21, -1.0, 1.0);
+    let b = r.vec(21 * 12, -1.0, 1.0);
+    let (ta, tb, tc) = (upload("a", &a), upload("b", &b), zeros("c", 13 * 9));
+    run(&[&matmul(gpu(), s, &ta, &tb, &tc).unwrap()]);
+    let mut want = vec![0.0; 13 * 9];
+    matmul_reference(&mut want, &a, &b, s);
+    assert_kernel_close("matmul strided", &read(&tc), &want);
+}
+
+#[test]
+fn linear_backward_reference_matches_finite_differences() {
+    let s = LinearShape { batch: 3, inputs: 7, outputs: 5 };
+    let (x, w, b, dy) = data(s, 9);
+    let (mut dx, mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; w.len()], vec![0.0; 5]);
+    linear_backward_reference(&mut dx, &mut dw, &mut db, &dy, &x, &w, s);
+    let fwd = |x: &[f32], w: &[f32], b: &[f32]| {
+        let mut y = vec![0.0; s.batch * s.outputs];
+        linear_forward_reference(&mut y, x, w, b, s);
+        y
+    };
+    check_gradient("linear dx", &x, &dx, &dy, x.len(), 1e-2, 1e-3, |x| fwd(x, &w, &b));
+    check_gradient("linear dw", &w, &dw, &dy, w.len(), 1e-2, 1e-3, |w| fwd(&x, w, &b));
+    check_gradient("linear db", &b, &db, &dy, b.len(), 1e-2, 1e-3, |b| fwd(&x, &w, b));
+}

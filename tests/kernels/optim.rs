@@ -1,0 +1,100 @@
+use crate::common::*;
+use wgpu_fmnist::kernels::optim::*;
+
+// 1 element; 257 past one workgroup; 1600*128 regcnn's first linear weight.
+const SIZES: &[usize] = &[1, 257, 1600 * 128];
+
+fn sgd_configs() -> Vec<SgdConfig> {
+    vec![
+        SgdConfig { momentum: 0.0, nesterov: false, weight_decay: 0.0, l1: 0.0 },
+        SgdConfig { momentum: 0.9, nesterov: false, weight_decay: 1e-3, l1: 0.0 },
+        SgdConfig { momentum: 0.9, nesterov: true, weight_decay: 1e-2, l1: 1e-3 },
+    ]
+}
+
+#[test]
+fn sgd_step_matches_reference() {
+    for &n in SIZES {
+        for (ci, cfg) in sgd_configs().into_iter().enumerate() {
+            let mut r = rng(n as u64 + ci as u64);
+            let mut w = r.vec(n, -1.0, 1.0);
+            w[0] = 0.0; // sign(0) = 0 for L1, as torch.sign
+            let (tw, tg, tv) = (upload("w", &w), zeros("grad", n), zeros("velocity", n));
+            let counter = upload_u32("counter", &[0]);
+            // A two-entry schedule: step 0 uses 0.1, later steps 0.05.
+            let lr = upload("lr", &[0.1, 0.05]);
+            let step = sgd_step(gpu(), cfg, &tw, &tg, &tv, &counter, &lr).unwrap();
+            let advance = step_advance(gpu(), &counter).unwrap();
+            let mut v = vec![0.0; n];
+            for (t, rate) in [0.1f32, 0.05, 0.05].into_iter().enumerate() {
+                let g = r.vec(n, -1.0, 1.0);
+                gpu().write(&tg, &g).unwrap();
+                run(&[&step, &advance]);
+                sgd_step_reference(&mut w, &mut v, &g, cfg, rate);
+                assert_kernel_close(&format!("sgd_step w n={n} {cfg:?} step {t}"), &read(&tw), &w);
+                assert_kernel_close(&format!("sgd_step velocity n={n} {cfg:?} step {t}"), &read(&tv), &v);
+            }
+            assert_eq!(read_u32(&counter), vec![3]);
+        }
+    }
+}
+
+#[test]
+fn adam_step_matches_reference() {
+    let configs = [
+        AdamConfig::default(),
+        AdamConfig { weight_decay: 1e-2, l1: 1e-3, ..AdamConfig::default() },
+        AdamConfig { weight_decay: 1e-2, decoupled: true, ..AdamConfig::default() },
+    ];
+    for &n in SIZES {
+        for (ci, cfg) in configs.into_iter().enumerate() {
+            let mut r = rng(1000 + n as u64 + ci as u64);
+            let mut w = r.vec(n, -1.0, 1.0);
+            let (tw, tg, tm, tv) = (upload("w", &w), zeros("grad", n), zeros("m", n), zeros("v", n));
+            let counter = upload_u32("counter", &[0]);
+            let lr = upload("lr", &[1e-3]);
+            let step = adam_step(gpu(), cfg, &tw, &tg, &tm, &tv, &counter, &lr).unwrap();
+            let advance = step_advance(gpu(), &counter).unwrap();
+            let (mut m, mut v) = (vec![0.0; n], vec![0.0; n]);
+            for t in 0..3u32 {
+                let g = r.vec(n, -1.0, 1.0);
+                gpu().write(&tg, &g).unwrap();
+                run(&[&step, &advance]);
+                adam_step_reference(&mut w, &mut m, &mut v, &g, cfg, 1e-3, t);
+                assert_kernel_close(&format!("adam_step w n={n} {cfg:?} step {t}"), &read(&tw), &w);
+                assert_kernel_close(&format!("adam_step m n={n} step {t}"), &read(&tm), &m);
+                assert_kernel_close(&format!("adam_step v n={n} step {t}"), &read(&tv), &v);
+            }
+        }
+    }
+}
+
+#[test]
+fn sgd_reference_matches_hand_computed_steps() {
+    // torch.optim.SGD([w], lr=0.1, momentum=0.9, weight_decay=0.5) with w=1, grads 1 then 2:
+    // g1 = 1 + 0.5*1 = 1.5, v1 = 1.5, w1 = 1 - 0.15 = 0.85
+    // g2 = 2 + 0.5*0.85 = 2.425, v2 = 0.9*1.5 + 2.425 = 3.775, w2 = 0.85 - 0.3775 = 0.4725
+    let cfg = SgdConfig { momentum: 0.9, nesterov: false, weight_decay: 0.5, l1: 0.0 };
+    let (mut w, mut v) = (vec![1.0f32], vec![0.0f32]);
+    sgd_step_reference(&mut w, &mut v, &[1.0], cfg, 0.1);
+    assert!((w[0] - 0.85).abs() < 1e-6);
+    sgd_step_reference(&mut w, &mut v, &[2.0], cfg, 0.1);
+    assert!((v[0] - 3.775).abs() < 1e-6 && (w[0] - 0.4725).abs() < 1e-6, "v {} w {}", v[0], w[0]);
+    // Nesterov: step = g + mu*v. First step from w=1, g=1, wd=0: v=1, step=1.9, w=1-0.19.
+    let cfg = SgdConfig { momentum: 0.9, nesterov: true, weight_decay: 0.0, l1: 0.0 };
+    let (mut w, mut v) = (vec![1.0f32], vec![0.0f32]);
+    sgd_step_reference(&mut w, &mut v, &[1.0], cfg, 0.1);
+    assert!((w[0] - 0.81).abs() < 1e-6, "w {}", w[0]);
+}
+
+#[test]
+fn adam_reference_first_step_moves_each_weight_by_lr() {
+    // At t = 1, m_hat = g and v_hat = g^2, so the step is lr * g / (|g| + eps) ~= lr * sign(g).
+    let g = [0.5f32, -2.0, 1e-3];
+    let mut w = vec![0.0f32; 3];
+    let (mut m, mut v) = (vec![0.0; 3], vec![0.0; 3]);
+    adam_step_reference(&mut w, &mut m, &mut v, &g, AdamConfig::default(), 0.01, 0);
+    for (wi, gi) in w.iter().zip(g) {
+        assert!((wi + 0.01 * gi.signum()).abs() < 1e-6, "w {wi} for g {gi}");
+    }
+}
