@@ -3,7 +3,12 @@
 //! `gpu` owns the device and buffers, `kernels` holds one module per WGSL kernel family with
 //! its CPU reference beside the dispatch wrapper.
 
+pub mod data;
+pub mod fsutil;
 pub mod gpu;
 pub mod kernels;
+pub mod model;
+pub mod net;
 pub mod rng;
 pub mod shader_check;
+pub mod train;

@@ -1,8 +1,11 @@
 //! Command-line interface: parses arguments, calls the library, maps errors to exit codes.
 
 use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use wgpu_fmnist::gpu::{self, AdapterRequest, Backend};
+use wgpu_fmnist::model::{self, OptimizerKind};
+use wgpu_fmnist::train::{self, report, PartialConfig, TrainConfig};
 
 #[derive(Parser)]
 #[command(name = "wgpu-fmnist", version, about = "Train and run Fashion-MNIST classifiers on the GPU with WGSL compute shaders")]
@@ -23,6 +26,128 @@ enum Command {
     },
     /// Create a device as `train` would and print which adapter was picked.
     Probe(GpuArgs),
+    /// Train a model on Fashion-MNIST on the GPU.
+    Train(Box<TrainArgs>),
+    /// Print a model's layers: output shapes, parameters and FLOPs.
+    Summary {
+        /// Preset (mlp, cnn1, cnn2, regcnn, vgg) or a layer spec string.
+        #[arg(long, default_value = "regcnn")]
+        model: String,
+    },
+}
+
+/// `train` flags. Every one overrides the `--config` file, which overrides the preset.
+#[derive(Args, Debug)]
+struct TrainArgs {
+    /// Preset (mlp, cnn1, cnn2, regcnn, vgg) or a layer spec such as
+    /// "conv(32,3) bn relu maxpool(2) flatten linear(10)".
+    #[arg(long)]
+    model: Option<String>,
+    /// TOML file with any of these settings (snake_case keys, e.g. batch_size = 64).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long, value_enum)]
+    optimizer: Option<OptimizerKind>,
+    #[arg(long)]
+    lr: Option<f32>,
+    /// SGD momentum.
+    #[arg(long)]
+    momentum: Option<f32>,
+    /// Nesterov momentum (SGD).
+    #[arg(long)]
+    nesterov: bool,
+    /// L2 penalty (SGD, Adam) or decoupled decay (AdamW).
+    #[arg(long)]
+    weight_decay: Option<f32>,
+    /// L1 penalty: adds l1 * sign(w) to each gradient.
+    #[arg(long)]
+    l1: Option<f32>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Training images held out for validation (0: train on all).
+    #[arg(long)]
+    val: Option<usize>,
+    /// Early stopping: stop after N epochs without a better validation accuracy.
+    #[arg(long)]
+    patience: Option<usize>,
+    /// Augment with random horizontal flips.
+    #[arg(long)]
+    flip: bool,
+    /// Augment with random shifts of up to N pixels.
+    #[arg(long, value_name = "N")]
+    shift: Option<u32>,
+    /// Batch size for validation and test passes.
+    #[arg(long)]
+    eval_batch_size: Option<usize>,
+    /// Train on only the first N training images (quick runs).
+    #[arg(long, value_name = "N")]
+    limit_train: Option<usize>,
+    /// Test on only the first N test images.
+    #[arg(long, value_name = "N")]
+    limit_test: Option<usize>,
+    /// Directory with the four *-ubyte(.gz) files.
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Parent folder of run folders.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Run folder name (default: the model name, numbered if taken).
+    #[arg(long)]
+    name: Option<String>,
+    #[command(flatten)]
+    gpu: OptGpuArgs,
+    /// One JSON object per line on stdout: one per epoch, then a summary.
+    #[arg(long, conflicts_with = "quiet")]
+    json: bool,
+    /// Print nothing but errors.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Adapter flags for `train` (optional so a config file can set them).
+#[derive(Args, Clone, Debug)]
+struct OptGpuArgs {
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
+    #[arg(long, value_name = "NAME-SUBSTRING")]
+    adapter: Option<String>,
+    #[arg(long)]
+    software: bool,
+}
+
+impl TrainArgs {
+    fn partial(&self) -> PartialConfig {
+        PartialConfig {
+            model: self.model.clone(),
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            optimizer: self.optimizer,
+            lr: self.lr,
+            momentum: self.momentum,
+            nesterov: self.nesterov.then_some(true),
+            weight_decay: self.weight_decay,
+            l1: self.l1,
+            seed: self.seed,
+            val: self.val,
+            patience: self.patience,
+            flip: self.flip.then_some(true),
+            shift: self.shift,
+            eval_batch_size: self.eval_batch_size,
+            limit_train: self.limit_train,
+            limit_test: self.limit_test,
+            data: self.data.clone(),
+            out: self.out.clone(),
+            name: self.name.clone(),
+            backend: self.gpu.backend,
+            adapter: self.gpu.adapter.clone(),
+            software: self.gpu.software.then_some(true),
+            ..Default::default()
+        }
+    }
 }
 
 /// How to choose the adapter.
@@ -45,10 +170,25 @@ impl GpuArgs {
     }
 }
 
-/// Exit codes: 0 success, 1 runtime failure, 2 usage (clap), 3 no usable GPU adapter.
+/// Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error, 3 no usable
+/// GPU adapter, 4 data error, 5 training diverged.
 fn exit_code(err: &anyhow::Error) -> u8 {
-    match err.downcast_ref::<gpu::GpuError>() {
-        Some(gpu::GpuError::NoAdapter { .. }) | Some(gpu::GpuError::AdapterTooSmall { .. }) => 3,
+    if let Some(e) = err.downcast_ref::<gpu::GpuError>() {
+        return match e {
+            gpu::GpuError::NoAdapter { .. } | gpu::GpuError::AdapterTooSmall { .. } => 3,
+            _ => 1,
+        };
+    }
+    if err.downcast_ref::<wgpu_fmnist::data::DataError>().is_some() {
+        return 4;
+    }
+    if err.downcast_ref::<train::ConfigError>().is_some() || err.downcast_ref::<model::SpecError>().is_some() {
+        return 2;
+    }
+    match err.downcast_ref::<train::TrainError>() {
+        Some(train::TrainError::Diverged { .. }) => 5,
+        Some(train::TrainError::Config(_)) => 2,
+        Some(train::TrainError::Gpu(gpu::GpuError::NoAdapter { .. })) => 3,
         _ => 1,
     }
 }
@@ -58,6 +198,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Devices { backend, json } => devices(backend, json),
         Command::Probe(args) => probe(&args),
+        Command::Train(args) => run_train(&args),
+        Command::Summary { model } => summary(&model),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -141,5 +283,110 @@ fn bytes(n: u64) -> String {
 fn probe(args: &GpuArgs) -> anyhow::Result<()> {
     let gpu = gpu::Gpu::new(&args.request())?;
     println!("{} ({:?}, {:?})", gpu.info.name, gpu.info.backend, gpu.info.device_type);
+    Ok(())
+}
+
+fn summary(name: &str) -> anyhow::Result<()> {
+    let (spec, preset) = model::resolve(name)?;
+    if let Some(p) = preset {
+        println!("{}: {}", p.name, p.about);
+        println!(
+            "defaults: {} lr {} momentum {} weight decay {} batch {} epochs {}\n",
+            p.optimizer, p.lr, p.momentum, p.weight_decay, p.batch_size, p.epochs
+        );
+    }
+    println!("spec: {}\n", spec.to_text());
+    print!("{}", spec.summary());
+    Ok(())
+}
+
+/// A fresh run folder: `out/name`, or `out/name-2`, `-3`, ... when the name was not given
+/// explicitly and is taken. An explicit name that exists is an error (nothing is overwritten).
+fn run_dir(cfg: &TrainConfig, explicit: bool) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(&cfg.out).map_err(|e| anyhow::anyhow!("--out {}: {e}", cfg.out.display()))?;
+    let base = cfg.out.join(&cfg.name);
+    if explicit {
+        if base.exists() {
+            anyhow::bail!(train::ConfigError::Invalid {
+                flag: "--name",
+                message: format!("{} already exists; choose another name or remove it", base.display()),
+            });
+        }
+        std::fs::create_dir(&base).map_err(|e| anyhow::anyhow!("{}: {e}", base.display()))?;
+        return Ok(base);
+    }
+    for k in 1.. {
+        let dir = if k == 1 { base.clone() } else { cfg.out.join(format!("{}-{k}", cfg.name)) };
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => anyhow::bail!("{}: {e}", dir.display()),
+        }
+    }
+    unreachable!()
+}
+
+fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => PartialConfig::from_file(path)?,
+        None => PartialConfig::default(),
+    };
+    let cfg = TrainConfig::resolve(&file.clone().overlay(&args.partial()))?;
+    let quiet = args.quiet || args.json;
+    let data = wgpu_fmnist::data::load(cfg.data.as_deref(), quiet)?;
+    let gpu = gpu::Gpu::new(&AdapterRequest { backend: cfg.backend, adapter: cfg.adapter.clone(), software: cfg.software })?;
+    let adapter = format!("{} ({:?}, {:?})", gpu.info.name, gpu.info.backend, gpu.info.device_type);
+    let explicit_name = args.name.is_some() || file.name.is_some();
+    let dir = run_dir(&cfg, explicit_name)?;
+    wgpu_fmnist::fsutil::write_atomic(&dir.join("config.toml"), cfg.to_toml().as_bytes())?;
+    let metrics = std::fs::File::create(dir.join("metrics.jsonl"))?;
+    let output = if args.json {
+        report::Output::Json
+    } else if args.quiet {
+        report::Output::Quiet
+    } else {
+        report::Output::Human
+    };
+    if output == report::Output::Human {
+        eprintln!("adapter: {adapter}");
+        eprintln!("data: {}", data.dir.display());
+        eprintln!("run folder: {}", dir.display());
+    }
+    let mut reporter = report::ConsoleReporter::new(output, Some(metrics));
+    let outcome = train::train(&gpu, &cfg, &data, &mut reporter)?;
+    let summary = serde_json::json!({
+        "kind": "summary",
+        "model": cfg.model,
+        "test_accuracy": outcome.test_accuracy,
+        "test_loss": outcome.test_loss,
+        "epochs": outcome.epochs_run,
+        "stopped_early": outcome.stopped_early,
+        "images_per_second": outcome.images_per_second,
+        "wall_seconds": outcome.wall_seconds,
+        "adapter": adapter,
+        "run_dir": dir.display().to_string(),
+    });
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(dir.join("metrics.jsonl"))?;
+        writeln!(f, "{summary}")?;
+    }
+    match output {
+        report::Output::Json => println!("{summary}"),
+        report::Output::Human => {
+            eprintln!();
+            eprintln!("  model             {}", cfg.model);
+            eprintln!("  epochs            {}{}", outcome.epochs_run, if outcome.stopped_early { " (stopped early)" } else { "" });
+            if let Some(best) = outcome.history.iter().filter_map(|r| r.val_accuracy).reduce(f64::max) {
+                eprintln!("  best val accuracy {:.2} %", best * 100.0);
+            }
+            eprintln!("  test accuracy     {:.2} %", outcome.test_accuracy * 100.0);
+            eprintln!("  test loss         {:.4}", outcome.test_loss);
+            eprintln!("  training speed    {:.0} images/s", outcome.images_per_second);
+            eprintln!("  wall time         {:.1} s", outcome.wall_seconds);
+            eprintln!("  run folder        {}", dir.display());
+        }
+        report::Output::Quiet => {}
+    }
     Ok(())
 }

@@ -3,7 +3,8 @@
 use super::{GpuError, Result};
 
 /// Which graphics API to run on. `Auto` tries every backend compiled in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Backend {
     #[default]
     Auto,

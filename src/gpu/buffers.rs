@@ -109,6 +109,18 @@ impl Gpu {
         Ok(())
     }
 
+    /// Overwrites elements starting at `offset` (in elements) of `tensor`.
+    pub fn write_at<T: bytemuck::Pod>(&self, tensor: &Tensor, offset: usize, data: &[T]) -> Result<()> {
+        if offset + data.len() > tensor.len.max(1) {
+            return Err(GpuError::Shape {
+                label: tensor.label.clone(),
+                message: format!("writing {} elements at {offset} into {}", data.len(), tensor.len),
+            });
+        }
+        self.queue.write_buffer(&tensor.buffer, (offset * 4) as u64, bytemuck::cast_slice(data));
+        Ok(())
+    }
+
     /// A uniform buffer holding one parameter struct.
     pub fn uniform<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
         self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {

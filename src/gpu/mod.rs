@@ -11,7 +11,7 @@ pub use adapter::{list_adapters, AdapterRequest, AdapterSummary, Backend};
 pub use buffers::{grid, Tensor};
 pub use error::{GpuError, Result};
 pub use pipelines::{
-    Dispatch, Shader, BATCHNORM, CONV2D, DROPOUT, ELEMENTWISE, MATMUL, OPTIM, POOL, SHADERS, SOFTMAX_XENT,
+    Dispatch, Shader, BATCHNORM, CONV2D, DATA, DROPOUT, ELEMENTWISE, MATMUL, OPTIM, POOL, SHADERS, SOFTMAX_XENT,
 };
 
 use std::sync::{Arc, Mutex};

@@ -32,10 +32,11 @@ pub const POOL: Shader = shader!("pool");
 pub const DROPOUT: Shader = shader!("dropout");
 pub const SOFTMAX_XENT: Shader = shader!("softmax_xent");
 pub const OPTIM: Shader = shader!("optim");
+pub const DATA: Shader = shader!("data");
 
 /// Every shader of the program (the naga test walks this list).
 pub const SHADERS: &[&Shader] =
-    &[&ELEMENTWISE, &MATMUL, &CONV2D, &BATCHNORM, &POOL, &DROPOUT, &SOFTMAX_XENT, &OPTIM];
+    &[&ELEMENTWISE, &MATMUL, &CONV2D, &BATCHNORM, &POOL, &DROPOUT, &SOFTMAX_XENT, &OPTIM, &DATA];
 
 #[derive(Default)]
 pub(crate) struct PipelineCache {

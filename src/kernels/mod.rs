@@ -8,6 +8,7 @@
 
 pub mod batchnorm;
 pub mod conv2d;
+pub mod data;
 pub mod dropout;
 pub mod elementwise;
 pub mod matmul;
@@ -17,12 +18,13 @@ pub mod softmax_xent;
 
 use crate::gpu::{GpuError, Result, Tensor};
 
-/// Errors unless `t` holds exactly `expected` elements.
+/// Errors unless `t` holds at least `expected` elements. Longer is allowed: a plan for a
+/// smaller (last, partial) batch reuses the buffers of the full batch.
 pub(crate) fn check_len(kernel: &str, shape: &str, t: &Tensor, expected: usize) -> Result<()> {
-    if t.len != expected {
+    if t.len < expected {
         return Err(GpuError::Shape {
             label: t.label.clone(),
-            message: format!("{kernel} with shape {shape} expects {expected} elements, the tensor has {}", t.len),
+            message: format!("{kernel} with shape {shape} needs {expected} elements, the tensor has {}", t.len),
         });
     }
     Ok(())

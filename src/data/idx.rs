@@ -1,0 +1,106 @@
+//! IDX files (the MNIST format), plain or gzipped: validated magic, dimensions, length and
+//! label range, each failure a `DataError` naming the file.
+
+use super::DataError;
+use std::io::Read;
+use std::path::Path;
+
+const MAGIC_U8_1D: u32 = 0x0000_0801;
+const MAGIC_U8_3D: u32 = 0x0000_0803;
+
+/// Images of one split: `count` images of `rows` x `cols` u8 pixels, row-major.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Images {
+    pub count: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub pixels: Vec<u8>,
+}
+
+/// Reads a whole file, transparently gunzipping it when it starts with the gzip magic.
+pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>, DataError> {
+    let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::with_capacity(raw.len() * 4);
+        flate2::read::MultiGzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(|e| DataError::BadGzip { path: path.to_path_buf(), message: e.to_string() })?;
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
+}
+
+fn header(path: &Path, bytes: &[u8], magic: u32, dims: usize) -> Result<Vec<usize>, DataError> {
+    let need = 4 + 4 * dims;
+    if bytes.len() < need {
+        return Err(DataError::Truncated {
+            path: path.to_path_buf(),
+            message: format!("{} bytes is shorter than the {need}-byte IDX header", bytes.len()),
+        });
+    }
+    let be = |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+    let found = be(0);
+    if found != magic {
+        return Err(DataError::BadMagic { path: path.to_path_buf(), found, expected: magic });
+    }
+    let sizes: Vec<usize> = (0..dims).map(|d| be(4 + 4 * d) as usize).collect();
+    let payload: usize = sizes.iter().product();
+    let have = bytes.len() - need;
+    if have < payload {
+        return Err(DataError::Truncated {
+            path: path.to_path_buf(),
+            message: format!("header promises {payload} data bytes ({sizes:?}) but the file has {have}"),
+        });
+    }
+    if have > payload {
+        return Err(DataError::Malformed {
+            path: path.to_path_buf(),
+            message: format!("{} bytes follow the {payload} data bytes the header describes", have - payload),
+        });
+    }
+    Ok(sizes)
+}
+
+/// Parses an IDX3 u8 image file (already decompressed).
+pub fn parse_images(path: &Path, bytes: &[u8]) -> Result<Images, DataError> {
+    let dims = header(path, bytes, MAGIC_U8_3D, 3)?;
+    Ok(Images { count: dims[0], rows: dims[1], cols: dims[2], pixels: bytes[16..].to_vec() })
+}
+
+/// Parses an IDX1 u8 label file and checks every label is below `classes`.
+pub fn parse_labels(path: &Path, bytes: &[u8], classes: usize) -> Result<Vec<u8>, DataError> {
+    header(path, bytes, MAGIC_U8_1D, 1)?;
+    let labels = bytes[8..].to_vec();
+    if let Some((index, &label)) = labels.iter().enumerate().find(|(_, &l)| l as usize >= classes) {
+        return Err(DataError::LabelOutOfRange { path: path.to_path_buf(), index, label, classes });
+    }
+    Ok(labels)
+}
+
+pub fn read_images(path: &Path) -> Result<Images, DataError> {
+    parse_images(path, &read_maybe_gzip(path)?)
+}
+
+pub fn read_labels(path: &Path, classes: usize) -> Result<Vec<u8>, DataError> {
+    parse_labels(path, &read_maybe_gzip(path)?, classes)
+}
+
+/// Encodes images as an IDX3 file (for tests and tools).
+pub fn encode_images(images: &Images) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + images.pixels.len());
+    for v in [MAGIC_U8_3D, images.count as u32, images.rows as u32, images.cols as u32] {
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+    out.extend_from_slice(&images.pixels);
+    out
+}
+
+/// Encodes labels as an IDX1 file (for tests and tools).
+pub fn encode_labels(labels: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + labels.len());
+    out.extend_from_slice(&MAGIC_U8_1D.to_be_bytes());
+    out.extend_from_slice(&(labels.len() as u32).to_be_bytes());
+    out.extend_from_slice(labels);
+    out
+}

@@ -1,0 +1,424 @@
+//! A model on the GPU: parameter tensors (with gradients and optimizer state), activation
+//! buffers for a batch size, and the recorded "plans" (lists of dispatches) for a training
+//! step and for an evaluation step. Plans are built once; a step is just their recording.
+
+use crate::gpu::{Dispatch, Gpu, Result, Tensor};
+use crate::kernels::{
+    batchnorm::{self, BatchNormShape, BatchNormTensors},
+    conv2d::{self, Conv2dShape},
+    data::{self, GatherConfig},
+    dropout::{self, DropoutConfig},
+    elementwise,
+    matmul::{self, LinearShape},
+    optim::{self, AdamConfig, SgdConfig},
+    pool::{self, PoolShape},
+    softmax_xent::{self, XentShape},
+};
+use crate::model::{Layer, LayerParams, ModelSpec, OptimizerKind};
+
+/// A trainable tensor with its gradient and optimizer moments.
+pub struct Param {
+    pub value: Tensor,
+    pub grad: Tensor,
+    /// SGD momentum buffer / Adam first moment.
+    pub m1: Tensor,
+    /// Adam second moment.
+    pub m2: Tensor,
+}
+
+impl Param {
+    fn new(gpu: &Gpu, name: &str, data: &[f32]) -> Result<Param> {
+        Ok(Param {
+            value: gpu.upload(name, data)?,
+            grad: gpu.zeros(&format!("{name}.grad"), data.len())?,
+            m1: gpu.zeros(&format!("{name}.m1"), data.len())?,
+            m2: gpu.zeros(&format!("{name}.m2"), data.len())?,
+        })
+    }
+}
+
+/// GPU state of one layer (empty for layers without parameters).
+#[derive(Default)]
+pub struct LayerState {
+    pub weight: Option<Param>,
+    pub bias: Option<Param>,
+    pub running_mean: Option<Tensor>,
+    pub running_var: Option<Tensor>,
+}
+
+/// Optimizer settings for the whole network.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OptimizerConfig {
+    pub kind: OptimizerKind,
+    pub momentum: f32,
+    pub nesterov: bool,
+    pub weight_decay: f32,
+    pub l1: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+}
+
+pub struct Network {
+    pub spec: ModelSpec,
+    pub layers: Vec<LayerState>,
+    /// [global step, step at which the current index list starts]; see shaders/data.wgsl.
+    pub counter: Tensor,
+}
+
+impl Network {
+    pub fn new(gpu: &Gpu, spec: ModelSpec, params: &[LayerParams]) -> Result<Network> {
+        let mut layers = Vec::with_capacity(spec.layers.len());
+        for (i, (layer, p)) in spec.layers.iter().zip(params).enumerate() {
+            let mut st = LayerState::default();
+            match layer {
+                Layer::Conv { .. } | Layer::Linear { .. } | Layer::BatchNorm => {
+                    st.weight = Some(Param::new(gpu, &format!("{i}.weight"), &p.weight)?);
+                    st.bias = Some(Param::new(gpu, &format!("{i}.bias"), &p.bias)?);
+                }
+                _ => {}
+            }
+            if matches!(layer, Layer::BatchNorm) {
+                st.running_mean = Some(gpu.upload(&format!("{i}.running_mean"), &p.running_mean)?);
+                st.running_var = Some(gpu.upload(&format!("{i}.running_var"), &p.running_var)?);
+            }
+            layers.push(st);
+        }
+        Ok(Network { spec, layers, counter: gpu.upload("step counter", &[0u32, 0u32])? })
+    }
+
+    /// Copies every parameter and running statistic back to the host.
+    pub fn download(&self, gpu: &Gpu) -> Result<Vec<LayerParams>> {
+        let read = |t: &Option<Tensor>| -> Result<Vec<f32>> { t.as_ref().map_or(Ok(vec![]), |t| gpu.read(t)) };
+        self.layers
+            .iter()
+            .map(|st| {
+                Ok(LayerParams {
+                    weight: read(&st.weight.as_ref().map(|p| clone_ref(&p.value)))?,
+                    bias: read(&st.bias.as_ref().map(|p| clone_ref(&p.value)))?,
+                    running_mean: read(&st.running_mean.as_ref().map(clone_ref))?,
+                    running_var: read(&st.running_var.as_ref().map(clone_ref))?,
+                })
+            })
+            .collect()
+    }
+
+    /// Every trainable tensor.
+    pub fn params(&self) -> impl Iterator<Item = &Param> {
+        self.layers.iter().flat_map(|l| l.weight.iter().chain(l.bias.iter()))
+    }
+
+    /// Global step count held on the GPU.
+    pub fn step(&self, gpu: &Gpu) -> Result<u32> {
+        Ok(gpu.read::<u32>(&self.counter)?[0])
+    }
+}
+
+/// A cheap second handle to a tensor's buffer (wgpu buffers are reference counted).
+fn clone_ref(t: &Tensor) -> Tensor {
+    Tensor { buffer: t.buffer.clone(), len: t.len, label: t.label.clone() }
+}
+
+/// Whether a plan trains (batch statistics, dropout, backward, update) or evaluates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Train,
+    Eval,
+}
+
+/// Activation (and, for training, gradient) buffers for one batch size.
+pub struct Buffers {
+    pub batch: usize,
+    pub mode: Mode,
+    /// act[k]; `slot[i]` says which act holds shapes[i] (flatten and eval-mode dropout alias).
+    pub acts: Vec<Tensor>,
+    pub grads: Vec<Option<Tensor>>,
+    pub slot: Vec<usize>,
+    pub labels: Tensor,
+    pub argmax: Vec<Option<Tensor>>,
+    pub bn_saved: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl Buffers {
+    pub fn new(gpu: &Gpu, spec: &ModelSpec, batch: usize, mode: Mode) -> Result<Buffers> {
+        let mut acts = vec![gpu.zeros("input batch", batch * spec.shapes[0].len())?];
+        let mut slot = vec![0];
+        let mut argmax = Vec::new();
+        let mut bn_saved = Vec::new();
+        for (i, layer) in spec.layers.iter().enumerate() {
+            let out = spec.output(i);
+            let alias = matches!(layer, Layer::Flatten) || (mode == Mode::Eval && matches!(layer, Layer::Dropout { .. }));
+            if alias {
+                slot.push(slot[i]);
+            } else {
+                acts.push(gpu.zeros(&format!("{i}.{} output", short(layer)), batch * out.len())?);
+                slot.push(acts.len() - 1);
+            }
+            argmax.push(match layer {
+                Layer::MaxPool { .. } => Some(gpu.zeros(&format!("{i}.argmax"), batch * out.len())?),
+                _ => None,
+            });
+            bn_saved.push(match layer {
+                Layer::BatchNorm => Some((gpu.zeros(&format!("{i}.save_mean"), out.c)?, gpu.zeros(&format!("{i}.save_invstd"), out.c)?)),
+                _ => None,
+            });
+        }
+        let grads = if mode == Mode::Train {
+            acts.iter()
+                .enumerate()
+                .map(|(k, a)| {
+                    // No gradient for the input images, except when a batch norm reads them
+                    // directly (its backward computes dx alongside dgamma/dbeta).
+                    if k == 0 && !matches!(spec.layers[0], Layer::BatchNorm) {
+                        Ok(None)
+                    } else {
+                        gpu.zeros(&format!("grad of {}", a.label), a.len).map(Some)
+                    }
+                })
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            vec![]
+        };
+        Ok(Buffers { batch, mode, acts, grads, slot, labels: gpu.zeros("labels", batch)?, argmax, bn_saved })
+    }
+
+    pub fn logits(&self) -> &Tensor {
+        &self.acts[*self.slot.last().expect("output slot")]
+    }
+}
+
+fn short(layer: &Layer) -> &'static str {
+    match layer {
+        Layer::Conv { .. } => "conv",
+        Layer::BatchNorm => "bn",
+        Layer::Relu => "relu",
+        Layer::MaxPool { .. } => "maxpool",
+        Layer::Dropout { .. } => "dropout",
+        Layer::Flatten => "flatten",
+        Layer::Linear { .. } => "linear",
+    }
+}
+
+/// Where a plan's examples come from: a u8 data set on the GPU and an index list into it.
+pub struct Source<'a> {
+    pub images: &'a Tensor,
+    pub labels: &'a Tensor,
+    pub indices: &'a Tensor,
+    /// The counter whose [0] - [1] selects the step's slice of `indices`.
+    pub counter: &'a Tensor,
+}
+
+fn bn_shape(spec: &ModelSpec, i: usize, batch: usize) -> BatchNormShape {
+    let s = spec.input(i);
+    BatchNormShape::new(batch, s.c, s.h * s.w)
+}
+
+fn bn_tensors<'a>(net: &'a Network, bufs: &'a Buffers, i: usize) -> BatchNormTensors<'a> {
+    let st = &net.layers[i];
+    let (mean, invstd) = bufs.bn_saved[i].as_ref().expect("bn buffers");
+    BatchNormTensors {
+        gamma: &st.weight.as_ref().expect("bn gamma").value,
+        beta: &st.bias.as_ref().expect("bn beta").value,
+        running_mean: st.running_mean.as_ref().expect("running mean"),
+        running_var: st.running_var.as_ref().expect("running var"),
+        save_mean: mean,
+        save_invstd: invstd,
+    }
+}
+
+fn conv_shape(spec: &ModelSpec, i: usize, batch: usize) -> Conv2dShape {
+    let s = spec.input(i);
+    let Layer::Conv { out, k, stride, pad } = spec.layers[i] else { unreachable!("conv layer") };
+    Conv2dShape { n: batch, ci: s.c, h: s.h, w: s.w, co: out, kh: k, kw: k, stride, pad }
+}
+
+fn pool_shape(spec: &ModelSpec, i: usize, batch: usize) -> PoolShape {
+    let s = spec.input(i);
+    let Layer::MaxPool { k, stride } = spec.layers[i] else { unreachable!("pool layer") };
+    PoolShape { n: batch, c: s.c, h: s.h, w: s.w, k, stride }
+}
+
+fn linear_shape(spec: &ModelSpec, i: usize, batch: usize) -> LinearShape {
+    LinearShape { batch, inputs: spec.input(i).c, outputs: spec.output(i).c }
+}
+
+/// The forward pass over `batch` examples (which may be fewer than `bufs.batch`).
+pub fn forward(gpu: &Gpu, net: &Network, bufs: &Buffers, batch: usize, dropout_seed: u32) -> Result<Vec<Dispatch>> {
+    let spec = &net.spec;
+    let mut out = Vec::new();
+    for (i, layer) in spec.layers.iter().enumerate() {
+        let x = &bufs.acts[bufs.slot[i]];
+        let y = &bufs.acts[bufs.slot[i + 1]];
+        let n = batch * spec.output(i).len();
+        let st = &net.layers[i];
+        match *layer {
+            Layer::Conv { .. } => {
+                let (w, b) = (st.weight.as_ref().expect("w"), st.bias.as_ref().expect("b"));
+                out.push(conv2d::conv2d_forward(gpu, conv_shape(spec, i, batch), x, &w.value, &b.value, y)?);
+            }
+            Layer::Linear { .. } => {
+                let (w, b) = (st.weight.as_ref().expect("w"), st.bias.as_ref().expect("b"));
+                out.push(matmul::linear_forward(gpu, linear_shape(spec, i, batch), x, &w.value, &b.value, y)?);
+            }
+            Layer::BatchNorm => {
+                let s = bn_shape(spec, i, batch);
+                let t = bn_tensors(net, bufs, i);
+                match bufs.mode {
+                    Mode::Train => out.extend(batchnorm::batchnorm_forward_train(gpu, s, &t, x, y)?),
+                    Mode::Eval => out.push(batchnorm::batchnorm_forward_eval(gpu, s, &t, x, y)?),
+                }
+            }
+            Layer::Relu => out.push(elementwise::relu_forward(gpu, x, y, n)?),
+            Layer::MaxPool { .. } => {
+                let a = bufs.argmax[i].as_ref().expect("argmax");
+                out.push(pool::maxpool_forward(gpu, pool_shape(spec, i, batch), x, y, a)?);
+            }
+            Layer::Dropout { p } => {
+                if bufs.mode == Mode::Train {
+                    let cfg = DropoutConfig { n, p, seed: dropout_seed, layer: i as u32 };
+                    out.push(dropout::dropout_forward(gpu, cfg, &net.counter, x, y)?);
+                }
+            }
+            Layer::Flatten => {}
+        }
+    }
+    Ok(out)
+}
+
+/// The backward pass: from the logits' gradient to every parameter gradient.
+pub fn backward(gpu: &Gpu, net: &Network, bufs: &Buffers, batch: usize, dropout_seed: u32) -> Result<Vec<Dispatch>> {
+    let spec = &net.spec;
+    let mut out = Vec::new();
+    for (i, layer) in spec.layers.iter().enumerate().rev() {
+        let (xi, yi) = (bufs.slot[i], bufs.slot[i + 1]);
+        if xi == yi {
+            continue; // flatten: shares its buffers
+        }
+        let x = &bufs.acts[xi];
+        let dy = bufs.grads[yi].as_ref().expect("output grad");
+        // The first layer needs no input gradient.
+        let dx = bufs.grads[xi].as_ref();
+        let n = batch * spec.output(i).len();
+        let st = &net.layers[i];
+        match *layer {
+            Layer::Conv { .. } => {
+                let s = conv_shape(spec, i, batch);
+                let (w, b) = (st.weight.as_ref().expect("w"), st.bias.as_ref().expect("b"));
+                out.push(conv2d::conv2d_backward_weight(gpu, s, dy, x, &w.grad)?);
+                out.push(conv2d::conv2d_backward_bias(gpu, s, dy, &b.grad)?);
+                if let Some(dx) = dx {
+                    out.push(conv2d::conv2d_backward_input(gpu, s, dy, &w.value, dx)?);
+                }
+            }
+            Layer::Linear { .. } => {
+                let s = linear_shape(spec, i, batch);
+                let (w, b) = (st.weight.as_ref().expect("w"), st.bias.as_ref().expect("b"));
+                out.push(matmul::linear_backward_weight(gpu, s, dy, x, &w.grad)?);
+                out.push(matmul::linear_backward_bias(gpu, s, dy, &b.grad)?);
+                if let Some(dx) = dx {
+                    out.push(matmul::linear_backward_input(gpu, s, dy, &w.value, dx)?);
+                }
+            }
+            Layer::BatchNorm => {
+                let (w, b) = (st.weight.as_ref().expect("gamma"), st.bias.as_ref().expect("beta"));
+                let t = bn_tensors(net, bufs, i);
+                // Buffers gives an input-layer BN an input gradient too: its dgamma/dbeta
+                // come from the same pair of dispatches.
+                let dx = dx.expect("bn input grad");
+                out.extend(batchnorm::batchnorm_backward(gpu, bn_shape(spec, i, batch), &t, x, dy, dx, &w.grad, &b.grad)?);
+            }
+            Layer::Relu => {
+                if let Some(dx) = dx {
+                    out.push(elementwise::relu_backward(gpu, x, dy, dx, n)?);
+                }
+            }
+            Layer::MaxPool { .. } => {
+                if let Some(dx) = dx {
+                    let a = bufs.argmax[i].as_ref().expect("argmax");
+                    out.push(pool::maxpool_backward(gpu, pool_shape(spec, i, batch), dy, a, dx)?);
+                }
+            }
+            Layer::Dropout { p } => {
+                if let Some(dx) = dx {
+                    let cfg = DropoutConfig { n, p, seed: dropout_seed, layer: i as u32 };
+                    out.push(dropout::dropout_backward(gpu, cfg, &net.counter, dy, dx)?);
+                }
+            }
+            Layer::Flatten => {}
+        }
+    }
+    Ok(out)
+}
+
+/// One optimizer update of every parameter, then the step counter's advance.
+pub fn update(gpu: &Gpu, net: &Network, opt: &OptimizerConfig, lr: &Tensor) -> Result<Vec<Dispatch>> {
+    let mut out = Vec::new();
+    for p in net.params() {
+        out.push(match opt.kind {
+            OptimizerKind::Sgd => {
+                let cfg = SgdConfig { momentum: opt.momentum, nesterov: opt.nesterov, weight_decay: opt.weight_decay, l1: opt.l1 };
+                optim::sgd_step(gpu, cfg, &p.value, &p.grad, &p.m1, &net.counter, lr)?
+            }
+            OptimizerKind::Adam | OptimizerKind::Adamw => {
+                let cfg = AdamConfig {
+                    beta1: opt.beta1,
+                    beta2: opt.beta2,
+                    eps: opt.eps,
+                    weight_decay: opt.weight_decay,
+                    l1: opt.l1,
+                    decoupled: opt.kind == OptimizerKind::Adamw,
+                };
+                optim::adam_step(gpu, cfg, &p.value, &p.grad, &p.m1, &p.m2, &net.counter, lr)?
+            }
+        });
+    }
+    out.push(optim::step_advance(gpu, &net.counter)?);
+    Ok(out)
+}
+
+/// Everything a plan needs besides the network and its buffers.
+pub struct PlanInputs<'a> {
+    pub source: Source<'a>,
+    pub gather: GatherConfig,
+    pub metrics: &'a Tensor,
+    pub dropout_seed: u32,
+}
+
+/// A full training step over `batch` examples: gather, forward, loss, backward, update.
+pub fn train_step(
+    gpu: &Gpu,
+    net: &Network,
+    bufs: &Buffers,
+    inputs: &PlanInputs,
+    opt: &OptimizerConfig,
+    lr: &Tensor,
+    batch: usize,
+) -> Result<Vec<Dispatch>> {
+    let mut plan = vec![gather(gpu, bufs, inputs, batch)?];
+    plan.extend(forward(gpu, net, bufs, batch, inputs.dropout_seed)?);
+    let xs = XentShape { batch, classes: crate::model::NUM_CLASSES };
+    let logits = bufs.logits();
+    let dlogits = bufs.grads[*bufs.slot.last().expect("slot")].as_ref().expect("logit grad");
+    plan.push(softmax_xent::softmax_xent_forward(gpu, xs, logits, &bufs.labels, inputs.metrics)?);
+    plan.push(softmax_xent::softmax_xent_backward(gpu, xs, logits, &bufs.labels, dlogits)?);
+    plan.extend(backward(gpu, net, bufs, batch, inputs.dropout_seed)?);
+    plan.extend(update(gpu, net, opt, lr)?);
+    Ok(plan)
+}
+
+/// An evaluation step: gather, eval-mode forward, loss and accuracy into the metrics, then
+/// advance the source's counter.
+pub fn eval_step(gpu: &Gpu, net: &Network, bufs: &Buffers, inputs: &PlanInputs, batch: usize) -> Result<Vec<Dispatch>> {
+    let mut plan = vec![gather(gpu, bufs, inputs, batch)?];
+    plan.extend(forward(gpu, net, bufs, batch, inputs.dropout_seed)?);
+    let xs = XentShape { batch, classes: crate::model::NUM_CLASSES };
+    plan.push(softmax_xent::softmax_xent_forward(gpu, xs, bufs.logits(), &bufs.labels, inputs.metrics)?);
+    plan.push(optim::step_advance(gpu, inputs.source.counter)?);
+    Ok(plan)
+}
+
+fn gather(gpu: &Gpu, bufs: &Buffers, inputs: &PlanInputs, batch: usize) -> Result<Dispatch> {
+    let cfg = GatherConfig { batch, ..inputs.gather };
+    let s = &inputs.source;
+    data::gather_batch(gpu, cfg, s.images, s.labels, s.indices, s.counter, &bufs.acts[0], &bufs.labels)
+}

@@ -1,0 +1,229 @@
+//! Training configuration: preset defaults, overridden by a TOML file (`--config`), overridden
+//! by command-line flags. The resolved configuration is written to the run folder.
+
+use crate::gpu::Backend;
+use crate::model::{self, ModelSpec, OptimizerKind};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("{flag}: {message}")]
+    Invalid { flag: &'static str, message: String },
+    #[error("--model: {0}")]
+    Model(#[from] model::SpecError),
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+}
+
+/// Every setting optional: one layer of the configuration (a file or the flags).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PartialConfig {
+    pub model: Option<String>,
+    pub epochs: Option<usize>,
+    pub batch_size: Option<usize>,
+    pub optimizer: Option<OptimizerKind>,
+    pub lr: Option<f32>,
+    pub momentum: Option<f32>,
+    pub nesterov: Option<bool>,
+    pub weight_decay: Option<f32>,
+    pub l1: Option<f32>,
+    pub beta1: Option<f32>,
+    pub beta2: Option<f32>,
+    pub eps: Option<f32>,
+    pub seed: Option<u64>,
+    pub val: Option<usize>,
+    pub patience: Option<usize>,
+    pub flip: Option<bool>,
+    pub shift: Option<u32>,
+    pub input_mean: Option<f32>,
+    pub input_std: Option<f32>,
+    pub eval_batch_size: Option<usize>,
+    pub limit_train: Option<usize>,
+    pub limit_test: Option<usize>,
+    pub data: Option<PathBuf>,
+    pub out: Option<PathBuf>,
+    pub name: Option<String>,
+    pub backend: Option<Backend>,
+    pub adapter: Option<String>,
+    pub software: Option<bool>,
+}
+
+macro_rules! overlay {
+    ($dst:ident, $src:ident, $($f:ident),*) => { $( if $src.$f.is_some() { $dst.$f = $src.$f.clone(); } )* };
+}
+
+impl PartialConfig {
+    /// Reads a TOML file; unknown keys are errors (a typo must not be silently ignored).
+    pub fn from_file(path: &std::path::Path) -> Result<PartialConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File { path: path.into(), message: e.to_string() })?;
+        toml::from_str(&text).map_err(|e| ConfigError::File { path: path.into(), message: e.to_string() })
+    }
+
+    /// `self` with every setting `top` has replaced.
+    pub fn overlay(mut self, top: &PartialConfig) -> PartialConfig {
+        overlay!(self, top, model, epochs, batch_size, optimizer, lr, momentum, nesterov, weight_decay, l1, beta1, beta2, eps,
+            seed, val, patience, flip, shift, input_mean, input_std, eval_batch_size, limit_train, limit_test, data, out,
+            name, backend, adapter, software);
+        self
+    }
+}
+
+/// A fully resolved configuration.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TrainConfig {
+    /// The preset name or spec string the user gave.
+    pub model: String,
+    /// The canonical layer spec.
+    pub spec: String,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub optimizer: OptimizerKind,
+    pub lr: f32,
+    pub momentum: f32,
+    pub nesterov: bool,
+    pub weight_decay: f32,
+    pub l1: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub seed: u64,
+    /// Training images held out for validation.
+    pub val: usize,
+    /// Stop after this many epochs without a better validation accuracy (0: never).
+    pub patience: usize,
+    pub flip: bool,
+    pub shift: u32,
+    pub input_mean: f32,
+    pub input_std: f32,
+    pub eval_batch_size: usize,
+    /// Use only the first N training / test images (0: all).
+    pub limit_train: usize,
+    pub limit_test: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<PathBuf>,
+    pub out: PathBuf,
+    pub name: String,
+    pub backend: Backend,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<String>,
+    pub software: bool,
+}
+
+impl TrainConfig {
+    /// Preset defaults under `layers` (file, then flags).
+    pub fn resolve(layers: &PartialConfig) -> Result<TrainConfig, ConfigError> {
+        let model = layers.model.clone().unwrap_or_else(|| "regcnn".to_string());
+        let (spec, preset) = model::resolve(&model)?;
+        let d = preset.cloned().unwrap_or(model::Preset {
+            name: "custom",
+            spec: "",
+            optimizer: OptimizerKind::Adam,
+            lr: 1e-3,
+            momentum: 0.0,
+            weight_decay: 0.0,
+            batch_size: 32,
+            epochs: 10,
+            about: "",
+        });
+        let optimizer = layers.optimizer.unwrap_or(d.optimizer);
+        let cfg = TrainConfig {
+            spec: spec.to_text(),
+            epochs: layers.epochs.unwrap_or(d.epochs),
+            batch_size: layers.batch_size.unwrap_or(d.batch_size),
+            optimizer,
+            lr: layers.lr.unwrap_or(if optimizer == d.optimizer { d.lr } else { default_lr(optimizer) }),
+            momentum: layers.momentum.unwrap_or(if optimizer == d.optimizer { d.momentum } else { 0.0 }),
+            nesterov: layers.nesterov.unwrap_or(false),
+            weight_decay: layers.weight_decay.unwrap_or(if optimizer == d.optimizer { d.weight_decay } else { 0.0 }),
+            l1: layers.l1.unwrap_or(0.0),
+            beta1: layers.beta1.unwrap_or(0.9),
+            beta2: layers.beta2.unwrap_or(0.999),
+            eps: layers.eps.unwrap_or(1e-8),
+            seed: layers.seed.unwrap_or(0),
+            val: layers.val.unwrap_or(5000),
+            patience: layers.patience.unwrap_or(0),
+            flip: layers.flip.unwrap_or(false),
+            shift: layers.shift.unwrap_or(0),
+            input_mean: layers.input_mean.unwrap_or(0.5),
+            input_std: layers.input_std.unwrap_or(0.5),
+            eval_batch_size: layers.eval_batch_size.unwrap_or(250),
+            limit_train: layers.limit_train.unwrap_or(0),
+            limit_test: layers.limit_test.unwrap_or(0),
+            data: layers.data.clone(),
+            out: layers.out.clone().unwrap_or_else(|| PathBuf::from("runs")),
+            name: layers.name.clone().unwrap_or_else(|| if preset.is_some() { model.to_lowercase() } else { "custom".into() }),
+            backend: layers.backend.unwrap_or_default(),
+            adapter: layers.adapter.clone(),
+            software: layers.software.unwrap_or(false),
+            model,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |flag, message: String| Err(ConfigError::Invalid { flag, message });
+        if self.epochs == 0 {
+            return bad("--epochs", "must be at least 1".into());
+        }
+        if self.batch_size == 0 {
+            return bad("--batch-size", "must be at least 1".into());
+        }
+        if self.batch_size == 1 && self.spec.contains("bn") {
+            return bad("--batch-size", "batch norm needs at least 2 examples per batch to estimate a variance".into());
+        }
+        if self.eval_batch_size == 0 {
+            return bad("--eval-batch-size", "must be at least 1".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad("--lr", format!("{} is not a positive learning rate", self.lr));
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return bad("--momentum", format!("{} must be in [0, 1)", self.momentum));
+        }
+        if self.nesterov && self.momentum == 0.0 {
+            return bad("--nesterov", "needs --momentum > 0 (as torch.optim.SGD)".into());
+        }
+        for (flag, v) in [("--weight-decay", self.weight_decay), ("--l1", self.l1)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return bad(flag, format!("{v} must be a non-negative number"));
+            }
+        }
+        for (flag, v) in [("--beta1", self.beta1), ("--beta2", self.beta2)] {
+            if !(0.0..1.0).contains(&v) {
+                return bad(flag, format!("{v} must be in [0, 1)"));
+            }
+        }
+        if !(self.eps > 0.0) {
+            return bad("--eps", "must be positive".into());
+        }
+        if !(self.input_std > 0.0) {
+            return bad("--input-std", "must be positive".into());
+        }
+        if self.shift > 14 {
+            return bad("--shift", format!("{} pixels would move a 28x28 image out of view; use at most 14", self.shift));
+        }
+        if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name == "." || self.name == ".." {
+            return bad("--name", format!("`{}` is not a usable folder name", self.name));
+        }
+        Ok(())
+    }
+
+    pub fn model_spec(&self) -> Result<ModelSpec, ConfigError> {
+        Ok(ModelSpec::parse(&self.spec)?)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# could not serialise the configuration: {e}\n"))
+    }
+}
+
+fn default_lr(kind: OptimizerKind) -> f32 {
+    match kind {
+        OptimizerKind::Sgd => 0.01,
+        OptimizerKind::Adam | OptimizerKind::Adamw => 1e-3,
+    }
+}

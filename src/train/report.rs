@@ -1,0 +1,167 @@
+//! How a run reports: progress bars on a terminal, one line per epoch in logs, JSON lines
+//! with `--json`, nothing but errors with `--quiet`; and `metrics.jsonl` in the run folder.
+
+use super::TrainConfig;
+use crate::model::ModelSpec;
+use serde::Serialize;
+use std::io::Write;
+
+/// Running figures of the current epoch.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    pub step: usize,
+    pub steps: usize,
+    pub running_loss: f64,
+    pub running_accuracy: f64,
+    pub images: usize,
+    pub images_per_second: f64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub step: usize,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    pub val_loss: Option<f64>,
+    pub val_accuracy: Option<f64>,
+    pub seconds: f64,
+    pub images_per_second: f64,
+}
+
+pub trait Reporter {
+    fn start(&mut self, cfg: &TrainConfig, spec: &ModelSpec, train: usize, val: usize, test: usize, steps_per_epoch: usize);
+    fn epoch_start(&mut self, epoch: usize, epochs: usize);
+    fn progress(&mut self, p: &Progress);
+    fn epoch_end(&mut self, r: &EpochRecord);
+    fn message(&mut self, text: &str);
+}
+
+/// Collects nothing and prints nothing (library use, tests).
+pub struct Silent;
+
+impl Reporter for Silent {
+    fn start(&mut self, _: &TrainConfig, _: &ModelSpec, _: usize, _: usize, _: usize, _: usize) {}
+    fn epoch_start(&mut self, _: usize, _: usize) {}
+    fn progress(&mut self, _: &Progress) {}
+    fn epoch_end(&mut self, _: &EpochRecord) {}
+    fn message(&mut self, _: &str) {}
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Bars on a terminal, else one line per epoch, on stderr.
+    Human,
+    /// JSON lines on stdout.
+    Json,
+    Quiet,
+}
+
+pub struct ConsoleReporter {
+    output: Output,
+    bar: Option<indicatif::ProgressBar>,
+    epochs: usize,
+    jsonl: Option<std::fs::File>,
+    last_logged_step: usize,
+}
+
+impl ConsoleReporter {
+    /// `metrics` is the run's metrics.jsonl (created fresh).
+    pub fn new(output: Output, metrics: Option<std::fs::File>) -> ConsoleReporter {
+        ConsoleReporter { output, bar: None, epochs: 0, jsonl: metrics, last_logged_step: 0 }
+    }
+
+    fn log(&mut self, value: serde_json::Value) {
+        if let Some(f) = &mut self.jsonl {
+            let _ = writeln!(f, "{value}");
+        }
+    }
+
+    fn tty() -> bool {
+        std::io::IsTerminal::is_terminal(&std::io::stderr())
+    }
+}
+
+impl Reporter for ConsoleReporter {
+    fn start(&mut self, cfg: &TrainConfig, spec: &ModelSpec, train: usize, val: usize, test: usize, steps: usize) {
+        self.epochs = cfg.epochs;
+        if self.output == Output::Human {
+            let params: usize = (0..spec.layers.len()).map(|i| spec.param_count(i)).sum();
+            eprintln!(
+                "training {} ({} parameters): {} train / {} val / {} test images, batch {}, {} steps per epoch, {} lr {}",
+                cfg.model, params, train, val, test, cfg.batch_size, steps, cfg.optimizer, cfg.lr
+            );
+        }
+    }
+
+    fn epoch_start(&mut self, epoch: usize, epochs: usize) {
+        self.last_logged_step = 0;
+        if self.output == Output::Human && Self::tty() {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("epoch {prefix} {bar:30} {pos}/{len} steps  {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.set_prefix(format!("{epoch}/{epochs}"));
+            self.bar = Some(bar);
+        }
+    }
+
+    fn progress(&mut self, p: &Progress) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(p.steps as u64);
+            bar.set_position(p.step as u64);
+            bar.set_message(format!(
+                "loss {:.4}  acc {:.2} %  {:.0} img/s",
+                p.running_loss,
+                p.running_accuracy * 100.0,
+                p.images_per_second
+            ));
+        }
+        // metrics.jsonl gets a running line at most every 100 steps.
+        if p.step >= self.last_logged_step + 100 || p.step == p.steps {
+            self.last_logged_step = p.step;
+            self.log(serde_json::json!({
+                "kind": "step", "step_in_epoch": p.step, "running_loss": p.running_loss,
+                "running_accuracy": p.running_accuracy, "images_per_second": p.images_per_second,
+            }));
+        }
+    }
+
+    fn epoch_end(&mut self, r: &EpochRecord) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        let mut v = serde_json::to_value(r).unwrap_or_default();
+        v["kind"] = "epoch".into();
+        self.log(v.clone());
+        match self.output {
+            Output::Human => {
+                let val = match (r.val_loss, r.val_accuracy) {
+                    (Some(l), Some(a)) => format!("  val loss {l:.4} acc {:.2} %", a * 100.0),
+                    _ => String::new(),
+                };
+                eprintln!(
+                    "epoch {}/{}  train loss {:.4} acc {:.2} %{val}  {:.1} s  {:.0} img/s",
+                    r.epoch,
+                    self.epochs,
+                    r.train_loss,
+                    r.train_accuracy * 100.0,
+                    r.seconds,
+                    r.images_per_second
+                );
+            }
+            Output::Json => println!("{v}"),
+            Output::Quiet => {}
+        }
+    }
+
+    fn message(&mut self, text: &str) {
+        self.log(serde_json::json!({ "kind": "message", "text": text }));
+        match self.output {
+            Output::Human => eprintln!("{text}"),
+            Output::Json => println!("{}", serde_json::json!({ "kind": "message", "text": text })),
+            Output::Quiet => {}
+        }
+    }
+}
