@@ -3,6 +3,7 @@
 //! `gpu` owns the device and buffers, `kernels` holds one module per WGSL kernel family with
 //! its CPU reference beside the dispatch wrapper.
 
+pub mod bench;
 pub mod data;
 pub mod fsutil;
 pub mod gpu;

@@ -28,6 +28,24 @@ enum Command {
     Probe(GpuArgs),
     /// Train a model on Fashion-MNIST on the GPU.
     Train(Box<TrainArgs>),
+    /// Time each kernel of a model's training step and the end-to-end images/s.
+    Bench {
+        #[arg(long, default_value = "regcnn")]
+        model: String,
+        /// Default: the preset's batch size (32 for a spec string).
+        #[arg(long)]
+        batch_size: Option<usize>,
+        #[arg(long, value_enum)]
+        optimizer: Option<OptimizerKind>,
+        /// Seconds of end-to-end training to time.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// One JSON object per kernel, then a summary line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        gpu: GpuArgs,
+    },
     /// Print a model's layers: output shapes, parameters and FLOPs.
     Summary {
         /// Preset (mlp, cnn1, cnn2, regcnn, vgg) or a layer spec string.
@@ -200,6 +218,7 @@ fn main() -> ExitCode {
         Command::Probe(args) => probe(&args),
         Command::Train(args) => run_train(&args),
         Command::Summary { model } => summary(&model),
+        Command::Bench { model, batch_size, optimizer, seconds, json, gpu } => bench(&model, batch_size, optimizer, seconds, json, &gpu),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -247,7 +266,7 @@ fn devices(backend: Backend, json: bool) -> anyhow::Result<()> {
         println!("  backend            {:?}", a.info.backend);
         println!("  type               {:?}", a.info.device_type);
         println!("  driver             {} {}", a.info.driver, a.info.driver_info);
-        println!("  storage binding    {}", bytes(l.max_storage_buffer_binding_size as u64));
+        println!("  storage binding    {}", bytes(l.max_storage_buffer_binding_size));
         println!("  buffer size        {}", bytes(l.max_buffer_size));
         println!("  workgroup storage  {}", bytes(l.max_compute_workgroup_storage_size as u64));
         println!("  invocations/group  {}", l.max_compute_invocations_per_workgroup);
@@ -388,5 +407,45 @@ fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
         }
         report::Output::Quiet => {}
     }
+    Ok(())
+}
+
+fn bench(name: &str, batch: Option<usize>, optimizer: Option<OptimizerKind>, seconds: f64, json: bool, args: &GpuArgs) -> anyhow::Result<()> {
+    let (spec, preset) = model::resolve(name)?;
+    let batch = batch.or(preset.map(|p| p.batch_size)).unwrap_or(32);
+    if batch == 0 {
+        anyhow::bail!(train::ConfigError::Invalid { flag: "--batch-size", message: "must be at least 1".into() });
+    }
+    let optimizer = optimizer.or(preset.map(|p| p.optimizer)).unwrap_or_default();
+    let gpu = gpu::Gpu::new(&args.request())?;
+    let adapter = format!("{} ({:?}, {:?})", gpu.info.name, gpu.info.backend, gpu.info.device_type);
+    let r = wgpu_fmnist::bench::run(&gpu, &spec, batch, optimizer, seconds)?;
+    if json {
+        for k in &r.kernels {
+            println!("{}", serde_json::json!({
+                "kernel": k.label, "shape": k.label.split_once(' ').map(|x| x.1).unwrap_or(""),
+                "seconds": k.seconds, "gflops": k.flops / k.seconds / 1e9, "gbytes_per_second": k.bytes / k.seconds / 1e9,
+            }));
+        }
+        println!("{}", serde_json::json!({
+            "model": name, "batch_size": batch, "adapter": adapter, "timing": r.timing,
+            "train_images_per_second": r.train_images_per_second, "infer_images_per_second": r.infer_images_per_second,
+            "step_seconds": r.step_seconds, "kernel_seconds_sum": r.kernels.iter().map(|k| k.seconds).sum::<f64>(),
+        }));
+        return Ok(());
+    }
+    println!("{name} at batch {batch} on {adapter} ({})\n", r.timing);
+    println!("{:<64} {:>10} {:>9} {:>8}", "kernel", "us/call", "GFLOP/s", "GB/s");
+    for k in &r.kernels {
+        let gf = if k.flops > 0.0 { format!("{:.2}", k.flops / k.seconds / 1e9) } else { "-".into() };
+        let gb = if k.bytes > 0.0 { format!("{:.2}", k.bytes / k.seconds / 1e9) } else { "-".into() };
+        let label: String = k.label.chars().take(64).collect();
+        println!("{label:<64} {:>10.1} {gf:>9} {gb:>8}", k.seconds * 1e6);
+    }
+    let sum: f64 = r.kernels.iter().map(|k| k.seconds).sum();
+    println!("\nsum of kernels   {:.2} ms per step", sum * 1e3);
+    println!("measured step    {:.2} ms per step", r.step_seconds * 1e3);
+    println!("train            {:.0} images/s", r.train_images_per_second);
+    println!("inference        {:.0} images/s", r.infer_images_per_second);
     Ok(())
 }

@@ -92,8 +92,8 @@ fn get(url: &str, dest: &Path, quiet: bool) -> Result<Option<String>, DataError>
         .ok_or_else(|| err(url, format!("no address for {hostport}")))?;
     let mut stream = TcpStream::connect_timeout(&sock, Duration::from_secs(10)).map_err(|e| err(url, e.to_string()))?;
     stream.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| err(url, e.to_string()))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: wgpu-fmnist\r\nConnection: close\r\n\r\n")
-        .map_err(|e| err(url, e.to_string()))?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: wgpu-fmnist\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).map_err(|e| err(url, e.to_string()))?;
     let mut reader = BufReader::new(stream);
     let mut status_line = String::new();
     reader.read_line(&mut status_line).map_err(|e| err(url, e.to_string()))?;

@@ -33,16 +33,16 @@ pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>, DataError> {
 
 fn header(path: &Path, bytes: &[u8], magic: u32, dims: usize) -> Result<Vec<usize>, DataError> {
     let need = 4 + 4 * dims;
+    let be = |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+    // The magic first: a wrong file should say so even when it is short.
+    if bytes.len() >= 4 && be(0) != magic {
+        return Err(DataError::BadMagic { path: path.to_path_buf(), found: be(0), expected: magic });
+    }
     if bytes.len() < need {
         return Err(DataError::Truncated {
             path: path.to_path_buf(),
             message: format!("{} bytes is shorter than the {need}-byte IDX header", bytes.len()),
         });
-    }
-    let be = |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
-    let found = be(0);
-    if found != magic {
-        return Err(DataError::BadMagic { path: path.to_path_buf(), found, expected: magic });
     }
     let sizes: Vec<usize> = (0..dims).map(|d| be(4 + 4 * d) as usize).collect();
     let payload: usize = sizes.iter().product();

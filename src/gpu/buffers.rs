@@ -37,7 +37,7 @@ const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
 
 impl Gpu {
     fn check_size(&self, label: &str, size: u64) -> Result<()> {
-        let binding = self.limits.max_storage_buffer_binding_size as u64;
+        let binding = self.limits.max_storage_buffer_binding_size;
         if size > binding {
             return Err(GpuError::BufferTooLarge {
                 label: label.into(),

@@ -50,6 +50,9 @@ pub struct Dispatch {
     bind_group: wgpu::BindGroup,
     workgroups: [u32; 3],
     label: String,
+    /// Floating-point operations and bytes moved per call, for the bench's GFLOP/s and GB/s.
+    flops: f64,
+    bytes: f64,
 }
 
 impl Dispatch {
@@ -67,6 +70,21 @@ impl Dispatch {
 
     pub fn workgroups(&self) -> [u32; 3] {
         self.workgroups
+    }
+
+    /// Records the work one call does (set by the kernel wrappers).
+    pub fn with_cost(mut self, flops: f64, bytes: f64) -> Self {
+        self.flops = flops;
+        self.bytes = bytes;
+        self
+    }
+
+    pub fn flops(&self) -> f64 {
+        self.flops
+    }
+
+    pub fn bytes(&self) -> f64 {
+        self.bytes
     }
 }
 
@@ -145,6 +163,6 @@ impl Gpu {
                 })
             },
         )?;
-        Ok(Dispatch { pipeline, bind_group, workgroups, label })
+        Ok(Dispatch { pipeline, bind_group, workgroups, label, flops: 0.0, bytes: 0.0 })
     }
 }

@@ -52,6 +52,10 @@ impl Conv2dShape {
     pub fn weight_len(&self) -> usize {
         self.co * self.ci * self.kh * self.kw
     }
+    /// Bytes one pass must move at least: input, weight and output once each.
+    pub fn bytes(&self) -> f64 {
+        4.0 * (self.input_len() + self.weight_len() + self.output_len()) as f64
+    }
     /// Multiply-adds x2 of the forward pass (each backward pass costs the same).
     pub fn flops(&self) -> f64 {
         2.0 * self.output_len() as f64 * (self.ci * self.kh * self.kw) as f64
@@ -112,6 +116,7 @@ pub fn conv2d_forward(gpu: &Gpu, s: Conv2dShape, x: &Tensor, w: &Tensor, b: &Ten
         &[(0, &p), (1, &x.buffer), (2, &w.buffer), (3, &b.buffer), (4, &y.buffer)],
         grid(threads, WG),
     )
+    .map(|d| d.with_cost(s.flops(), s.bytes()))
 }
 
 /// dx = conv_transpose(dy, w) (overwrites dx).
@@ -130,6 +135,7 @@ pub fn conv2d_backward_input(gpu: &Gpu, s: Conv2dShape, dy: &Tensor, w: &Tensor,
         &[(0, &p), (2, &w.buffer), (5, &dy.buffer), (6, &dx.buffer)],
         grid(threads, WG),
     )
+    .map(|d| d.with_cost(s.flops(), s.bytes()))
 }
 
 /// dw = correlation of x with dy over the batch (overwrites dw).
@@ -148,6 +154,7 @@ pub fn conv2d_backward_weight(gpu: &Gpu, s: Conv2dShape, dy: &Tensor, x: &Tensor
         &[(0, &p), (1, &x.buffer), (5, &dy.buffer), (7, &dw.buffer)],
         grid(threads, WG),
     )
+    .map(|d| d.with_cost(s.flops(), s.bytes()))
 }
 
 /// db = sum of dy over batch and space (overwrites db).
@@ -158,6 +165,7 @@ pub fn conv2d_backward_bias(gpu: &Gpu, s: Conv2dShape, dy: &Tensor, db: &Tensor)
     check_len("conv2d_backward_bias", &desc, db, s.co)?;
     let p = gpu.uniform("conv2d params", &p);
     gpu.dispatch(&CONV2D, "conv2d_backward_bias", &desc, &[(0, &p), (5, &dy.buffer), (8, &db.buffer)], [s.co as u32, 1, 1])
+        .map(|d| d.with_cost(s.output_len() as f64, 4.0 * s.output_len() as f64))
 }
 
 /// Input index of output (oy, ox) through tap (ky, kx), or None in the padding.

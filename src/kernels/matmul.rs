@@ -37,6 +37,10 @@ impl MatmulShape {
     pub fn flops(&self) -> f64 {
         2.0 * self.m as f64 * self.n as f64 * self.k as f64
     }
+    /// Bytes of A, B and C, each moved once.
+    pub fn bytes(&self) -> f64 {
+        4.0 * (self.m * self.k + self.k * self.n + self.m * self.n) as f64
+    }
     fn a_len(&self) -> usize {
         span(self.m, self.a_stride.0, self.k, self.a_stride.1)
     }
@@ -93,6 +97,7 @@ pub fn matmul(gpu: &Gpu, shape: MatmulShape, a: &Tensor, b: &Tensor, c: &Tensor)
         &[(0, &p), (1, &a.buffer), (2, &b.buffer), (4, &c.buffer)],
         workgroups(&shape),
     )
+    .map(|d| d.with_cost(shape.flops(), shape.bytes()))
 }
 
 fn check_at_least(kernel: &str, shape: &str, t: &Tensor, needed: usize) -> Result<()> {
@@ -147,6 +152,7 @@ pub fn linear_forward(gpu: &Gpu, s: LinearShape, x: &Tensor, w: &Tensor, b: &Ten
         &[(0, &p), (1, &x.buffer), (2, &w.buffer), (3, &b.buffer), (4, &y.buffer)],
         workgroups(&shape),
     )
+    .map(|d| d.with_cost(shape.flops(), shape.bytes()))
 }
 
 /// dx = dy W (overwrites dx).

@@ -197,10 +197,10 @@ impl TrainConfig {
                 return bad(flag, format!("{v} must be in [0, 1)"));
             }
         }
-        if !(self.eps > 0.0) {
+        if self.eps.is_nan() || self.eps <= 0.0 {
             return bad("--eps", "must be positive".into());
         }
-        if !(self.input_std > 0.0) {
+        if self.input_std.is_nan() || self.input_std <= 0.0 {
             return bad("--input-std", "must be positive".into());
         }
         if self.shift > 14 {

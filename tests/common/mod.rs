@@ -59,7 +59,7 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f64, rtol: f64)
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let err = (g as f64 - w as f64).abs();
         let ok = err <= atol + rtol * (w as f64).abs();
-        if !ok || !g.is_finite() != !w.is_finite() {
+        if !ok || g.is_finite() != w.is_finite() {
             bad.push((i, g, w, err));
         }
         if err.is_finite() {
