@@ -245,3 +245,211 @@ fn conv2d_backward_bias(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(w
         db[co] = partial[0];
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Fast path for 3x3 kernels with stride 1 (every preset's convolutions).
+//
+// conv2d_pack_weights lays the weights out as packed[(i, ky, kx), o] with o padded to a
+// multiple of 8, so the 8 output channels of a block load as two vec4s. With `flip` set it
+// packs the weights of the backward-to-input convolution instead: in = dy (CO channels),
+// out = dx (CI channels), taps mirrored, padding k - 1 - pad. conv2d_forward_3x3 then
+// computes out[n, o, y, x] = bias[o] + sum packed[(i, ky, kx), o] * in[n, i, y+ky-pad, x+kx-pad]
+// for 8 output channels x 8 columns per invocation, sliding a 10-wide input row through
+// the three taps of each kernel row, all in registers.
+
+struct Params3 {
+    n: u32,
+    ic: u32,
+    ih: u32,
+    iw: u32,
+    oc: u32,
+    oh: u32,
+    ow: u32,
+    pad: u32,
+    // Output channels padded to a multiple of 8 (row length of the packed weights).
+    oc_pad: u32,
+    has_bias: u32,
+    flip: u32,
+    // Batch images per partial sum in conv2d_backward_weight_3x3.
+    chunk: u32,
+}
+
+@group(0) @binding(20) var<uniform> q: Params3;
+@group(0) @binding(21) var<storage, read> packed: array<vec4<f32>>;
+@group(0) @binding(22) var<storage, read_write> packed_out: array<f32>;
+@group(0) @binding(23) var<storage, read> src: array<f32>;
+@group(0) @binding(24) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(25) var<storage, read_write> partials: array<f32>;
+
+// One element of the packed weights per invocation; padding channels get 0.
+// Forward:  packed[(ci*9 + t), co] = w[co, ci, t]
+// Flipped:  packed[(co*9 + t), ci] = w[co, ci, 8 - t]
+@compute @workgroup_size(WG)
+fn conv2d_pack_weights(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_id(gid, nwg);
+    if (i >= q.ic * 9u * q.oc_pad) { return; }
+    let o = i % q.oc_pad;
+    let row = i / q.oc_pad;
+    let inner = row / 9u;
+    let t = row % 9u;
+    var v = 0.0;
+    if (o < q.oc) {
+        if (q.flip == 0u) {
+            v = wt[(o * q.ic + inner) * 9u + t];
+        } else {
+            // o is the conv's input channel ci, inner its output channel co.
+            v = wt[(inner * q.oc + o) * 9u + (8u - t)];
+        }
+    }
+    packed_out[i] = v;
+}
+
+struct Acc {
+    a0: vec4<f32>, b0: vec4<f32>, a1: vec4<f32>, b1: vec4<f32>,
+    a2: vec4<f32>, b2: vec4<f32>, a3: vec4<f32>, b3: vec4<f32>,
+    a4: vec4<f32>, b4: vec4<f32>, a5: vec4<f32>, b5: vec4<f32>,
+    a6: vec4<f32>, b6: vec4<f32>, a7: vec4<f32>, b7: vec4<f32>,
+}
+
+// acc[c] += w[c] * x for 8 channels (w = wl ++ wh) and 8 columns (x = xl ++ xh).
+fn tap8(acc: ptr<function, Acc>, wl: vec4<f32>, wh: vec4<f32>, xl: vec4<f32>, xh: vec4<f32>) {
+    (*acc).a0 += wl.x * xl; (*acc).b0 += wl.x * xh;
+    (*acc).a1 += wl.y * xl; (*acc).b1 += wl.y * xh;
+    (*acc).a2 += wl.z * xl; (*acc).b2 += wl.z * xh;
+    (*acc).a3 += wl.w * xl; (*acc).b3 += wl.w * xh;
+    (*acc).a4 += wh.x * xl; (*acc).b4 += wh.x * xh;
+    (*acc).a5 += wh.y * xl; (*acc).b5 += wh.y * xh;
+    (*acc).a6 += wh.z * xl; (*acc).b6 += wh.z * xh;
+    (*acc).a7 += wh.w * xl; (*acc).b7 += wh.w * xh;
+}
+
+fn src_at(base: u32, y: i32, x: i32) -> f32 {
+    let inside = y >= 0 && y < i32(q.ih) && x >= 0 && x < i32(q.iw);
+    let idx = base + u32(clamp(y, 0, i32(q.ih) - 1)) * q.iw + u32(clamp(x, 0, i32(q.iw) - 1));
+    return select(0.0, src[idx], inside);
+}
+
+fn store8(n: u32, o: u32, y: u32, x0: u32, l: vec4<f32>, h: vec4<f32>) {
+    if (o >= q.oc) { return; }
+    var b = 0.0;
+    if (q.has_bias != 0u) { b = bias[o]; }
+    let base = ((n * q.oc + o) * q.oh + y) * q.ow + x0;
+    let v = array<f32, 8>(l.x, l.y, l.z, l.w, h.x, h.y, h.z, h.w);
+    for (var j = 0u; j < 8u; j++) {
+        if (x0 + j < q.ow) { dst[base + j] = v[j] + b; }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn conv2d_forward_3x3(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let o_blocks = q.oc_pad / 8u;
+    let x_blocks = (q.ow + 7u) / 8u;
+    var i = linear_id(gid, nwg);
+    if (i >= q.n * o_blocks * q.oh * x_blocks) { return; }
+    let xb = i % x_blocks; i /= x_blocks;
+    let y = i % q.oh; i /= q.oh;
+    let ob = i % o_blocks;
+    let n = i / o_blocks;
+    let o0 = ob * 8u;
+    let x0 = i32(xb * 8u) - i32(q.pad);
+    let row_pitch = q.oc_pad / 4u;
+    var acc: Acc;
+    for (var ci = 0u; ci < q.ic; ci++) {
+        let base = (n * q.ic + ci) * q.ih * q.iw;
+        for (var ky = 0u; ky < 3u; ky++) {
+            let yy = i32(y + ky) - i32(q.pad);
+            if (yy < 0 || yy >= i32(q.ih)) { continue; }
+            let r0 = vec4<f32>(src_at(base, yy, x0), src_at(base, yy, x0 + 1), src_at(base, yy, x0 + 2), src_at(base, yy, x0 + 3));
+            let r1 = vec4<f32>(src_at(base, yy, x0 + 4), src_at(base, yy, x0 + 5), src_at(base, yy, x0 + 6), src_at(base, yy, x0 + 7));
+            let r8 = src_at(base, yy, x0 + 8);
+            let r9 = src_at(base, yy, x0 + 9);
+            let w = ((ci * 9u + ky * 3u) * q.oc_pad + o0) / 4u;
+            tap8(&acc, packed[w], packed[w + 1u], r0, r1);
+            tap8(&acc, packed[w + row_pitch], packed[w + row_pitch + 1u],
+                 vec4<f32>(r0.yzw, r1.x), vec4<f32>(r1.yzw, r8));
+            tap8(&acc, packed[w + 2u * row_pitch], packed[w + 2u * row_pitch + 1u],
+                 vec4<f32>(r0.zw, r1.xy), vec4<f32>(r1.zw, r8, r9));
+        }
+    }
+    let xs = xb * 8u;
+    store8(n, o0, y, xs, acc.a0, acc.b0);
+    store8(n, o0 + 1u, y, xs, acc.a1, acc.b1);
+    store8(n, o0 + 2u, y, xs, acc.a2, acc.b2);
+    store8(n, o0 + 3u, y, xs, acc.a3, acc.b3);
+    store8(n, o0 + 4u, y, xs, acc.a4, acc.b4);
+    store8(n, o0 + 5u, y, xs, acc.a5, acc.b5);
+    store8(n, o0 + 6u, y, xs, acc.a6, acc.b6);
+    store8(n, o0 + 7u, y, xs, acc.a7, acc.b7);
+}
+
+// Weight gradient of a 3x3, stride-1 convolution, split over the batch for parallelism:
+// partials[chunk, co, ci, t] = sum over the chunk's images and all outputs of
+// dy[n, co, y, x] * x[n, ci, y + ky - pad, x + kx - pad]. One invocation: 4 output channels
+// of one input channel, all 9 taps, sliding a 3x3 input window along each output row.
+// Uses p (Params) for the shape and q.chunk for the split; src = x, dy = dy.
+@compute @workgroup_size(WG)
+fn conv2d_backward_weight_3x3(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let co_blocks = (p.co + 3u) / 4u;
+    let chunks = (p.n + q.chunk - 1u) / q.chunk;
+    var i = linear_id(gid, nwg);
+    if (i >= chunks * co_blocks * p.ci) { return; }
+    let ci = i % p.ci; i /= p.ci;
+    let cob = i % co_blocks;
+    let chunk = i / co_blocks;
+    let co0 = cob * 4u;
+    let plane = p.oh * p.ow;
+    let d0 = min(co0, p.co - 1u) * plane;
+    let d1 = min(co0 + 1u, p.co - 1u) * plane;
+    let d2 = min(co0 + 2u, p.co - 1u) * plane;
+    let d3 = min(co0 + 3u, p.co - 1u) * plane;
+    var t0 = vec4<f32>(); var t1 = vec4<f32>(); var t2 = vec4<f32>();
+    var t3 = vec4<f32>(); var t4 = vec4<f32>(); var t5 = vec4<f32>();
+    var t6 = vec4<f32>(); var t7 = vec4<f32>(); var t8 = vec4<f32>();
+    let pad = i32(p.pad);
+    let n_end = min(p.n, (chunk + 1u) * q.chunk);
+    for (var n = chunk * q.chunk; n < n_end; n++) {
+        let xb = (n * p.ci + ci) * p.h * p.w;
+        let db = n * p.co * plane;
+        for (var y = 0u; y < p.oh; y++) {
+            let y0 = i32(y) - pad;
+            // The 3x3 input window of output column x is (l m r); it slides right by one
+            // column per step, so each step loads only the new right column.
+            var l = vec3<f32>(x_at(xb, y0, -pad), x_at(xb, y0 + 1, -pad), x_at(xb, y0 + 2, -pad));
+            var m = vec3<f32>(x_at(xb, y0, 1 - pad), x_at(xb, y0 + 1, 1 - pad), x_at(xb, y0 + 2, 1 - pad));
+            for (var x = 0u; x < p.ow; x++) {
+                let xr = i32(x) - pad + 2;
+                let r = vec3<f32>(x_at(xb, y0, xr), x_at(xb, y0 + 1, xr), x_at(xb, y0 + 2, xr));
+                let o = db + y * p.ow + x;
+                let g = vec4<f32>(dy[o + d0], dy[o + d1], dy[o + d2], dy[o + d3]);
+                t0 += l.x * g; t1 += m.x * g; t2 += r.x * g;
+                t3 += l.y * g; t4 += m.y * g; t5 += r.y * g;
+                t6 += l.z * g; t7 += m.z * g; t8 += r.z * g;
+                l = m;
+                m = r;
+            }
+        }
+    }
+    let taps = array<vec4<f32>, 9>(t0, t1, t2, t3, t4, t5, t6, t7, t8);
+    let kk = p.ci * 9u;
+    let out = chunk * p.co * kk;
+    for (var r = 0u; r < 4u; r++) {
+        if (co0 + r >= p.co) { break; }
+        for (var t = 0u; t < 9u; t++) {
+            partials[out + (co0 + r) * kk + ci * 9u + t] = taps[t][r];
+        }
+    }
+}
+
+// dw[j] = sum over chunks of partials[chunk, j], in chunk order (deterministic).
+@compute @workgroup_size(WG)
+fn conv2d_reduce_partials(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let j = linear_id(gid, nwg);
+    let len = p.co * p.ci * 9u;
+    if (j >= len) { return; }
+    let chunks = (p.n + q.chunk - 1u) / q.chunk;
+    var s = 0.0;
+    for (var c = 0u; c < chunks; c++) {
+        s += partials[c * len + j];
+    }
+    dw[j] = s;
+}

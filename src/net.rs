@@ -254,7 +254,7 @@ pub fn forward(gpu: &Gpu, net: &Network, bufs: &Buffers, batch: usize, dropout_s
         match *layer {
             Layer::Conv { .. } => {
                 let (w, b) = (st.weight.as_ref().expect("w"), st.bias.as_ref().expect("b"));
-                out.push(conv2d::conv2d_forward(gpu, conv_shape(spec, i, batch), x, &w.value, &b.value, y)?);
+                out.extend(conv2d::conv2d_forward(gpu, conv_shape(spec, i, batch), x, &w.value, &b.value, y)?);
             }
             Layer::Linear { .. } => {
                 let (w, b) = (st.weight.as_ref().expect("w"), st.bias.as_ref().expect("b"));
@@ -304,10 +304,10 @@ pub fn backward(gpu: &Gpu, net: &Network, bufs: &Buffers, batch: usize, dropout_
             Layer::Conv { .. } => {
                 let s = conv_shape(spec, i, batch);
                 let (w, b) = (st.weight.as_ref().expect("w"), st.bias.as_ref().expect("b"));
-                out.push(conv2d::conv2d_backward_weight(gpu, s, dy, x, &w.grad)?);
+                out.extend(conv2d::conv2d_backward_weight(gpu, s, dy, x, &w.grad)?);
                 out.push(conv2d::conv2d_backward_bias(gpu, s, dy, &b.grad)?);
                 if let Some(dx) = dx {
-                    out.push(conv2d::conv2d_backward_input(gpu, s, dy, &w.value, dx)?);
+                    out.extend(conv2d::conv2d_backward_input(gpu, s, dy, &w.value, dx)?);
                 }
             }
             Layer::Linear { .. } => {

@@ -1,6 +1,11 @@
 //! 2-D convolution (`shaders/conv2d.wgsl`): forward, backward to the input, to the weight
 //! and to the bias. NCHW, weight [CO, CI, KH, KW], one stride and one zero padding for both
 //! axes, as nn.Conv2d(ci, co, k, stride, padding).
+//!
+//! Two variants: a generic one (any kernel, stride, padding) and a fast one for 3x3 kernels
+//! with stride 1 (every preset), which packs the weights so that 8 output channels x 8
+//! columns accumulate in registers and computes the input gradient as a convolution with
+//! flipped weights. `Variant::Auto` picks the fast one where it applies; tests run both.
 
 use super::{check_len, dim};
 use crate::gpu::{grid, Dispatch, Gpu, GpuError, Result, Tensor, CONV2D};
@@ -99,8 +104,203 @@ impl Conv2dShape {
 const WG: u32 = 64;
 const BLOCK: usize = 4;
 
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+struct Params3 {
+    n: u32,
+    ic: u32,
+    ih: u32,
+    iw: u32,
+    oc: u32,
+    oh: u32,
+    ow: u32,
+    pad: u32,
+    oc_pad: u32,
+    has_bias: u32,
+    flip: u32,
+    chunk: u32,
+}
+
+/// Which kernels to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// The fast 3x3 path where it applies, else generic.
+    Auto,
+    Generic,
+    /// 3x3, stride 1, padding at most 2 only.
+    Fast3x3,
+}
+
+impl Conv2dShape {
+    /// Does the fast 3x3 path handle this shape?
+    pub fn fast_3x3(&self) -> bool {
+        self.kh == 3 && self.kw == 3 && self.stride == 1 && self.pad <= 2
+    }
+    fn use_fast(&self, v: Variant) -> Result<bool> {
+        match v {
+            Variant::Generic => Ok(false),
+            Variant::Auto => Ok(self.fast_3x3()),
+            Variant::Fast3x3 if self.fast_3x3() => Ok(true),
+            Variant::Fast3x3 => Err(GpuError::Shape {
+                label: "conv2d".into(),
+                message: format!("the 3x3 fast path does not apply to {}", self.describe()),
+            }),
+        }
+    }
+}
+
+fn pad8(v: usize) -> usize {
+    v.div_ceil(8) * 8
+}
+
+/// The packed-weight dispatch and the register-blocked 3x3 convolution over it.
+#[allow(clippy::too_many_arguments)]
+fn conv3x3(
+    gpu: &Gpu,
+    q: Params3,
+    desc: &str,
+    entry_label: &str,
+    w: &Tensor,
+    bias: &Tensor,
+    src: &Tensor,
+    dst: &Tensor,
+) -> Result<Vec<Dispatch>> {
+    let packed = gpu.zeros(&format!("{entry_label} packed weights"), (q.ic * 9 * q.oc_pad) as usize)?;
+    let qb = gpu.uniform("conv2d 3x3 params", &q);
+    let pack = gpu.dispatch(
+        &CONV2D,
+        "conv2d_pack_weights",
+        desc,
+        &[(20, &qb), (2, &w.buffer), (22, &packed.buffer)],
+        grid((q.ic * 9 * q.oc_pad) as usize, WG),
+    )?;
+    let threads = (q.n * q.oc_pad / 8 * q.oh * q.ow.div_ceil(8)) as usize;
+    let flops = 2.0 * (q.n * q.oc * q.oh * q.ow) as f64 * (q.ic * 9) as f64;
+    let bytes = 4.0 * ((q.n * q.ic * q.ih * q.iw) + (q.n * q.oc * q.oh * q.ow) + q.ic * 9 * q.oc) as f64;
+    let conv = gpu
+        .dispatch(
+            &CONV2D,
+            "conv2d_forward_3x3",
+            desc,
+            &[(20, &qb), (21, &packed.buffer), (23, &src.buffer), (24, &dst.buffer), (3, &bias.buffer)],
+            grid(threads, WG),
+        )?
+        .with_cost(flops, bytes);
+    Ok(vec![pack, conv])
+}
+
 /// y = conv(x, w) + b (overwrites y).
-pub fn conv2d_forward(gpu: &Gpu, s: Conv2dShape, x: &Tensor, w: &Tensor, b: &Tensor, y: &Tensor) -> Result<Dispatch> {
+pub fn conv2d_forward(gpu: &Gpu, s: Conv2dShape, x: &Tensor, w: &Tensor, b: &Tensor, y: &Tensor) -> Result<Vec<Dispatch>> {
+    conv2d_forward_with(gpu, Variant::Auto, s, x, w, b, y)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_forward_with(gpu: &Gpu, v: Variant, s: Conv2dShape, x: &Tensor, w: &Tensor, b: &Tensor, y: &Tensor) -> Result<Vec<Dispatch>> {
+    if !s.use_fast(v)? {
+        return Ok(vec![conv2d_forward_generic(gpu, s, x, w, b, y)?]);
+    }
+    let desc = s.describe();
+    let p = s.params()?;
+    check_len("conv2d_forward", &desc, x, s.input_len())?;
+    check_len("conv2d_forward", &desc, w, s.weight_len())?;
+    check_len("conv2d_forward", &desc, b, s.co)?;
+    check_len("conv2d_forward", &desc, y, s.output_len())?;
+    let q = Params3 {
+        n: p.n,
+        ic: p.ci,
+        ih: p.h,
+        iw: p.w,
+        oc: p.co,
+        oh: p.oh,
+        ow: p.ow,
+        pad: p.pad,
+        oc_pad: dim("conv2d", pad8(s.co))?,
+        has_bias: 1,
+        flip: 0,
+        chunk: 1,
+    };
+    conv3x3(gpu, q, &desc, "conv2d forward", w, b, x, y)
+}
+
+/// dx = conv_transpose(dy, w) (overwrites dx).
+pub fn conv2d_backward_input(gpu: &Gpu, s: Conv2dShape, dy: &Tensor, w: &Tensor, dx: &Tensor) -> Result<Vec<Dispatch>> {
+    conv2d_backward_input_with(gpu, Variant::Auto, s, dy, w, dx)
+}
+
+pub fn conv2d_backward_input_with(gpu: &Gpu, v: Variant, s: Conv2dShape, dy: &Tensor, w: &Tensor, dx: &Tensor) -> Result<Vec<Dispatch>> {
+    if !s.use_fast(v)? {
+        return Ok(vec![conv2d_backward_input_generic(gpu, s, dy, w, dx)?]);
+    }
+    let desc = s.describe();
+    let p = s.params()?;
+    check_len("conv2d_backward_input", &desc, dy, s.output_len())?;
+    check_len("conv2d_backward_input", &desc, w, s.weight_len())?;
+    check_len("conv2d_backward_input", &desc, dx, s.input_len())?;
+    // The gradient to the input is a stride-1 convolution of dy with the mirrored weights
+    // and padding 2 - pad, from CO channels to CI channels.
+    let q = Params3 {
+        n: p.n,
+        ic: p.co,
+        ih: p.oh,
+        iw: p.ow,
+        oc: p.ci,
+        oh: p.h,
+        ow: p.w,
+        pad: 2 - p.pad,
+        oc_pad: dim("conv2d", pad8(s.ci))?,
+        has_bias: 0,
+        flip: 1,
+        chunk: 1,
+    };
+    let no_bias = gpu.zeros("no bias", 1)?;
+    conv3x3(gpu, q, &desc, "conv2d backward input", w, &no_bias, dy, dx)
+}
+
+/// dw = correlation of x with dy over the batch (overwrites dw).
+pub fn conv2d_backward_weight(gpu: &Gpu, s: Conv2dShape, dy: &Tensor, x: &Tensor, dw: &Tensor) -> Result<Vec<Dispatch>> {
+    conv2d_backward_weight_with(gpu, Variant::Auto, s, dy, x, dw)
+}
+
+pub fn conv2d_backward_weight_with(gpu: &Gpu, v: Variant, s: Conv2dShape, dy: &Tensor, x: &Tensor, dw: &Tensor) -> Result<Vec<Dispatch>> {
+    if !s.use_fast(v)? {
+        return Ok(vec![conv2d_backward_weight_generic(gpu, s, dy, x, dw)?]);
+    }
+    let desc = s.describe();
+    let p = s.params()?;
+    check_len("conv2d_backward_weight", &desc, dy, s.output_len())?;
+    check_len("conv2d_backward_weight", &desc, x, s.input_len())?;
+    check_len("conv2d_backward_weight", &desc, dw, s.weight_len())?;
+    // Split the batch so there are enough invocations: the reduction over the batch is the
+    // long one, and a conv with one input channel has few (co, ci) pairs.
+    let pairs = s.co.div_ceil(4) * s.ci;
+    let chunks = 2048usize.div_ceil(pairs).clamp(1, s.n);
+    let chunk = s.n.div_ceil(chunks);
+    let chunks = s.n.div_ceil(chunk);
+    let q = Params3 { chunk: dim("conv2d", chunk)?, ..Params3::zeroed() };
+    let qb = gpu.uniform("conv2d 3x3 params", &q);
+    let pb = gpu.uniform("conv2d params", &p);
+    let partials = gpu.zeros("conv2d weight-gradient partial sums", chunks * s.weight_len())?;
+    let sums = gpu
+        .dispatch(
+            &CONV2D,
+            "conv2d_backward_weight_3x3",
+            &desc,
+            &[(0, &pb), (20, &qb), (1, &x.buffer), (5, &dy.buffer), (25, &partials.buffer)],
+            grid(chunks * pairs, WG),
+        )?
+        .with_cost(s.flops(), s.bytes());
+    let reduce = gpu.dispatch(
+        &CONV2D,
+        "conv2d_reduce_partials",
+        &desc,
+        &[(0, &pb), (20, &qb), (25, &partials.buffer), (7, &dw.buffer)],
+        grid(s.weight_len(), WG),
+    )?;
+    Ok(vec![sums, reduce])
+}
+
+/// y = conv(x, w) + b (overwrites y).
+pub fn conv2d_forward_generic(gpu: &Gpu, s: Conv2dShape, x: &Tensor, w: &Tensor, b: &Tensor, y: &Tensor) -> Result<Dispatch> {
     let desc = s.describe();
     let p = s.params()?;
     check_len("conv2d_forward", &desc, x, s.input_len())?;
@@ -120,7 +320,7 @@ pub fn conv2d_forward(gpu: &Gpu, s: Conv2dShape, x: &Tensor, w: &Tensor, b: &Ten
 }
 
 /// dx = conv_transpose(dy, w) (overwrites dx).
-pub fn conv2d_backward_input(gpu: &Gpu, s: Conv2dShape, dy: &Tensor, w: &Tensor, dx: &Tensor) -> Result<Dispatch> {
+pub fn conv2d_backward_input_generic(gpu: &Gpu, s: Conv2dShape, dy: &Tensor, w: &Tensor, dx: &Tensor) -> Result<Dispatch> {
     let desc = s.describe();
     let p = s.params()?;
     check_len("conv2d_backward_input", &desc, dy, s.output_len())?;
@@ -139,7 +339,7 @@ pub fn conv2d_backward_input(gpu: &Gpu, s: Conv2dShape, dy: &Tensor, w: &Tensor,
 }
 
 /// dw = correlation of x with dy over the batch (overwrites dw).
-pub fn conv2d_backward_weight(gpu: &Gpu, s: Conv2dShape, dy: &Tensor, x: &Tensor, dw: &Tensor) -> Result<Dispatch> {
+pub fn conv2d_backward_weight_generic(gpu: &Gpu, s: Conv2dShape, dy: &Tensor, x: &Tensor, dw: &Tensor) -> Result<Dispatch> {
     let desc = s.describe();
     let p = s.params()?;
     check_len("conv2d_backward_weight", &desc, dy, s.output_len())?;

@@ -12,6 +12,8 @@ fn shapes() -> Vec<(&'static str, Conv2dShape)> {
         ("stride 2, pad 1, odd non-square image, channels off the block of 4", shape(2, 3, 7, 9, 5, 3, 2, 1)),
         ("stride larger than the kernel (inputs no output reads)", shape(1, 2, 8, 8, 3, 2, 3, 0)),
         ("5x5 kernel with pad 2", shape(2, 3, 8, 8, 6, 5, 1, 2)),
+        ("3x3 pad 2: fast path with the largest padding, 9 output channels", shape(3, 2, 5, 11, 9, 3, 1, 2)),
+        ("3x3 on a 3x3 image: one output column, far from the 8-column block", shape(2, 5, 3, 3, 3, 3, 1, 0)),
         ("regcnn/cnn1 conv1, batch 1", shape(1, 1, 28, 28, 32, 3, 1, 0)),
         ("regcnn/cnn1 conv2", shape(2, 32, 13, 13, 64, 3, 1, 0)),
         ("regcnn conv2 at its batch of 32", shape(32, 32, 13, 13, 64, 3, 1, 0)),
@@ -35,15 +37,30 @@ fn data(s: Conv2dShape, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
     )
 }
 
+/// Both variants where the fast one applies, else the generic one.
+fn variants(s: &Conv2dShape) -> Vec<Variant> {
+    if s.fast_3x3() {
+        vec![Variant::Generic, Variant::Fast3x3]
+    } else {
+        vec![Variant::Generic]
+    }
+}
+
+fn run_all(d: Vec<wgpu_fmnist::gpu::Dispatch>) {
+    run(&d.iter().collect::<Vec<_>>());
+}
+
 #[test]
 fn conv2d_forward_matches_reference() {
     for (i, (why, s)) in shapes().into_iter().enumerate() {
         let (x, w, b, _) = data(s, i as u64);
-        let (tx, tw, tb, ty) = (upload("x", &x), upload("w", &w), upload("b", &b), zeros("y", s.output_len()));
-        run(&[&conv2d_forward(gpu(), s, &tx, &tw, &tb, &ty).unwrap()]);
         let mut want = vec![0.0; s.output_len()];
         conv2d_forward_reference(&mut want, &x, &w, &b, s);
-        assert_kernel_close(&format!("conv2d_forward {} ({why})", s.describe()), &read(&ty), &want);
+        for v in variants(&s) {
+            let (tx, tw, tb, ty) = (upload("x", &x), upload("w", &w), upload("b", &b), zeros("y", s.output_len()));
+            run_all(conv2d_forward_with(gpu(), v, s, &tx, &tw, &tb, &ty).unwrap());
+            assert_kernel_close(&format!("conv2d_forward {v:?} {} ({why})", s.describe()), &read(&ty), &want);
+        }
     }
 }
 
@@ -51,19 +68,20 @@ fn conv2d_forward_matches_reference() {
 fn conv2d_backward_matches_reference() {
     for (i, (why, s)) in shapes().into_iter().enumerate() {
         let (x, w, _, dy) = data(s, 50 + i as u64);
-        let (tx, tw, tdy) = (upload("x", &x), upload("w", &w), upload("dy", &dy));
-        let (tdx, tdw, tdb) = (zeros("dx", x.len()), zeros("dw", w.len()), zeros("db", s.co));
-        run(&[
-            &conv2d_backward_input(gpu(), s, &tdy, &tw, &tdx).unwrap(),
-            &conv2d_backward_weight(gpu(), s, &tdy, &tx, &tdw).unwrap(),
-            &conv2d_backward_bias(gpu(), s, &tdy, &tdb).unwrap(),
-        ]);
         let (mut dx, mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; w.len()], vec![0.0; s.co]);
         conv2d_backward_reference(&mut dx, &mut dw, &mut db, &dy, &x, &w, s);
         let d = s.describe();
-        assert_kernel_close(&format!("conv2d_backward_input {d} ({why})"), &read(&tdx), &dx);
-        assert_kernel_close(&format!("conv2d_backward_weight {d} ({why})"), &read(&tdw), &dw);
-        assert_kernel_close(&format!("conv2d_backward_bias {d} ({why})"), &read(&tdb), &db);
+        for v in variants(&s) {
+            let (tx, tw, tdy) = (upload("x", &x), upload("w", &w), upload("dy", &dy));
+            let (tdx, tdw, tdb) = (zeros("dx", x.len()), zeros("dw", w.len()), zeros("db", s.co));
+            let mut all = conv2d_backward_input_with(gpu(), v, s, &tdy, &tw, &tdx).unwrap();
+            all.extend(conv2d_backward_weight_with(gpu(), v, s, &tdy, &tx, &tdw).unwrap());
+            all.push(conv2d_backward_bias(gpu(), s, &tdy, &tdb).unwrap());
+            run_all(all);
+            assert_kernel_close(&format!("conv2d_backward_input {v:?} {d} ({why})"), &read(&tdx), &dx);
+            assert_kernel_close(&format!("conv2d_backward_weight {v:?} {d} ({why})"), &read(&tdw), &dw);
+            assert_kernel_close(&format!("conv2d_backward_bias {d} ({why})"), &read(&tdb), &db);
+        }
     }
 }
 
