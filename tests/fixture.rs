@@ -1,0 +1,163 @@
+//! The end-to-end fixture (DESIGN §7): one SGD training step of `regcnn` and `vgg` computed
+//! by PyTorch (tools/make_fixture.py, committed as tests/fixtures/step.bin) replayed on the
+//! GPU: logits, loss, every parameter gradient, and the parameters and running statistics
+//! after the step must agree.
+
+mod common;
+
+use common::{assert_close, gpu};
+use std::collections::HashMap;
+use wgpu_fmnist::kernels::softmax_xent::{self, metrics, XentShape};
+use wgpu_fmnist::model::{Layer, LayerParams, ModelSpec, OptimizerKind};
+use wgpu_fmnist::net::{self, Buffers, Mode, Network, OptimizerConfig};
+
+const BATCH: usize = 8;
+
+struct Fixture(HashMap<String, Vec<f32>>);
+
+impl Fixture {
+    fn load() -> Fixture {
+        let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/step.bin")).expect("fixture file");
+        assert_eq!(&bytes[..8], b"WFMNFIX1", "fixture magic");
+        let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap()) as usize;
+        assert_eq!(u32_at(8), 1, "fixture version");
+        let count = u32_at(12);
+        let mut o = 16;
+        let mut map = HashMap::new();
+        for _ in 0..count {
+            let len = u32_at(o);
+            let name = String::from_utf8(bytes[o + 4..o + 4 + len].to_vec()).unwrap();
+            o += 4 + len;
+            let rank = u32_at(o);
+            let n: usize = (0..rank).map(|r| u32_at(o + 4 + 4 * r)).product();
+            o += 4 + 4 * rank;
+            let data = bytes[o..o + 4 * n].chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+            o += 4 * n;
+            map.insert(name, data);
+        }
+        assert_eq!(o, bytes.len(), "trailing bytes in the fixture");
+        Fixture(map)
+    }
+
+    fn get(&self, name: &str) -> &[f32] {
+        self.0.get(name).unwrap_or_else(|| panic!("fixture lacks {name}"))
+    }
+
+    /// The tensor `name`, stored whole or as every k-th element ("name@k"), and that k.
+    fn sampled(&self, name: &str) -> Option<(&[f32], usize)> {
+        if let Some(v) = self.0.get(name) {
+            return Some((v, 1));
+        }
+        let prefix = format!("{name}@");
+        self.0.iter().find(|(k, _)| k.starts_with(&prefix)).map(|(k, v)| (v.as_slice(), k[prefix.len()..].parse().unwrap()))
+    }
+}
+
+/// The same integer hash as tools/make_fixture.py's `fixed_values`.
+fn fixed_values(n: usize, salt: u64) -> Vec<f64> {
+    (0..n as u64).map(|i| ((i * 2654435761 + salt * 40503) % (1 << 32)) as f64 / 4294967296.0).collect()
+}
+
+fn fixed_weights(spec: &ModelSpec) -> Vec<LayerParams> {
+    let mut params = spec.init_params(0);
+    for (i, layer) in spec.layers.iter().enumerate() {
+        let p = &mut params[i];
+        let salt = 2 * i as u64;
+        match layer {
+            Layer::Conv { .. } | Layer::Linear { .. } => {
+                let fan_in = (p.weight.len() / p.bias.len()) as f64;
+                p.weight = fixed_values(p.weight.len(), salt).iter().map(|u| ((2.0 * u - 1.0) / fan_in.sqrt()) as f32).collect();
+                p.bias = fixed_values(p.bias.len(), salt + 1).iter().map(|u| ((2.0 * u - 1.0) / fan_in.sqrt()) as f32).collect();
+            }
+            Layer::BatchNorm => {
+                p.weight = fixed_values(p.weight.len(), salt).iter().map(|u| (1.0 + 0.1 * (2.0 * u - 1.0)) as f32).collect();
+                p.bias = fixed_values(p.bias.len(), salt + 1).iter().map(|u| (0.1 * (2.0 * u - 1.0)) as f32).collect();
+            }
+            _ => {}
+        }
+    }
+    params
+}
+
+fn check_model(name: &str, spec_text: &str) {
+    let fx = Fixture::load();
+    let spec = ModelSpec::parse(spec_text).unwrap();
+    let g = gpu();
+    let net = Network::new(g, spec.clone(), &fixed_weights(&spec)).unwrap();
+    let bufs = Buffers::new(g, &spec, BATCH, Mode::Train).unwrap();
+    g.write(&bufs.acts[0], fx.get(&format!("{name}.input"))).unwrap();
+    let labels: Vec<u32> = fx.get(&format!("{name}.labels")).iter().map(|&v| v as u32).collect();
+    g.write(&bufs.labels, &labels).unwrap();
+    let metrics_t = g.zeros("metrics", metrics::LEN).unwrap();
+    let lr = g.upload("lr", &[0.05f32]).unwrap();
+    let opt = OptimizerConfig {
+        kind: OptimizerKind::Sgd,
+        momentum: 0.9,
+        nesterov: false,
+        weight_decay: 1e-3,
+        l1: 0.0,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    };
+    let xs = XentShape { batch: BATCH, classes: 10 };
+    let dlogits = bufs.grads[*bufs.slot.last().unwrap()].as_ref().unwrap();
+    let mut plan = net::forward(g, &net, &bufs, BATCH, 0).unwrap();
+    plan.push(softmax_xent::softmax_xent_forward(g, xs, bufs.logits(), &bufs.labels, &metrics_t).unwrap());
+    plan.push(softmax_xent::softmax_xent_backward(g, xs, bufs.logits(), &bufs.labels, dlogits).unwrap());
+    plan.extend(net::backward(g, &net, &bufs, BATCH, 0).unwrap());
+    plan.extend(net::update(g, &net, &opt, &lr).unwrap());
+    g.run(&plan.iter().collect::<Vec<_>>()).unwrap();
+
+    // Deep f32 pipelines summed in different orders (PyTorch's CPU kernels vs ours): the
+    // outputs agree to ~1e-5 relative; 1e-4 + 1e-3 |ref| leaves room without hiding bugs
+    // (a wrong index or a missing term is off by O(1)).
+    let (atol, rtol) = (1e-4, 1e-3);
+    assert_close(&format!("{name} logits"), &g.read::<f32>(bufs.logits()).unwrap(), fx.get(&format!("{name}.logits")), atol, rtol);
+    let m: Vec<f32> = g.read(&metrics_t).unwrap();
+    assert_close(&format!("{name} loss"), &[m[metrics::LOSS_SUM] / BATCH as f32], fx.get(&format!("{name}.loss")), atol, rtol);
+
+    let after = net.download(g).unwrap();
+    let mut checked = 0;
+    for (i, st) in net.layers.iter().enumerate() {
+        for (kind, param) in [("weight", &st.weight), ("bias", &st.bias)] {
+            let Some(param) = param else { continue };
+            let key = format!("{i}.{kind}");
+            let (want, k) = fx.sampled(&format!("{name}.grad.{key}")).unwrap_or_else(|| panic!("no gradient for {key}"));
+            let got: Vec<f32> = g.read::<f32>(&param.grad).unwrap().into_iter().step_by(k).collect();
+            // Gradients are differences of similar terms: judge them against their own scale.
+            let scale = want.iter().fold(0f32, |a, v| a.max(v.abs())) as f64;
+            assert_close(&format!("{name} grad {key}"), &got, want, atol * scale.max(1e-3) * 10.0, rtol * 10.0);
+            checked += 1;
+        }
+        let p = &after[i];
+        for (kind, values) in [("weight", &p.weight), ("bias", &p.bias), ("running_mean", &p.running_mean), ("running_var", &p.running_var)] {
+            if values.is_empty() {
+                continue;
+            }
+            let key = format!("{i}.{kind}");
+            let (want, k) = fx.sampled(&format!("{name}.after.{key}")).unwrap_or_else(|| panic!("no value after the step for {key}"));
+            let got: Vec<f32> = values.iter().copied().step_by(k).collect();
+            assert_close(&format!("{name} after step {key}"), &got, want, atol, rtol);
+        }
+    }
+    let expected = spec.layers.iter().filter(|l| matches!(l, Layer::Conv { .. } | Layer::Linear { .. } | Layer::BatchNorm)).count() * 2;
+    assert_eq!(checked, expected, "every parameter gradient was compared");
+}
+
+#[test]
+fn regcnn_step_matches_pytorch() {
+    check_model(
+        "regcnn",
+        "conv(32,3) bn dropout(0) relu maxpool(2) conv(64,3) bn dropout(0) relu maxpool(2) flatten linear(128) relu linear(10)",
+    );
+}
+
+#[test]
+fn vgg_step_matches_pytorch() {
+    check_model(
+        "vgg",
+        "conv(64,3,1,1) relu bn conv(64,3,1,1) relu bn maxpool(2) dropout(0) conv(128,3,1,1) relu dropout(0) bn \
+         conv(128,3,1,1) relu bn maxpool(2) dropout(0) flatten linear(640) relu linear(10)",
+    );
+}
