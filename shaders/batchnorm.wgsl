@@ -32,6 +32,12 @@ const WG: u32 = 64u;
 @group(0) @binding(8) var<storage, read_write> running_var: array<f32>;
 @group(0) @binding(9) var<storage, read> dy: array<f32>;
 @group(0) @binding(10) var<storage, read_write> dx: array<f32>;
+// vec4 views of the same tensors for the elementwise passes (one vec4 per invocation;
+// tensors are padded to a multiple of 4 elements).
+@group(0) @binding(13) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(14) var<storage, read_write> y4: array<vec4<f32>>;
+@group(0) @binding(15) var<storage, read> dy4: array<vec4<f32>>;
+@group(0) @binding(16) var<storage, read_write> dx4: array<vec4<f32>>;
 @group(0) @binding(11) var<storage, read_write> dgamma: array<f32>;
 @group(0) @binding(12) var<storage, read_write> dbeta: array<f32>;
 
@@ -92,22 +98,39 @@ fn batchnorm_stats(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgr
     }
 }
 
+// Channels of the 4 elements starting at element e (they may straddle channels).
+fn channels(e: u32) -> vec4<u32> {
+    return vec4<u32>((e / p.hw) % p.c, ((e + 1u) / p.hw) % p.c, ((e + 2u) / p.hw) % p.c, ((e + 3u) / p.hw) % p.c);
+}
+
+// Per-channel values for 4 elements (WGSL cannot pass storage pointers to functions).
+fn gamma4(c: vec4<u32>) -> vec4<f32> { return vec4<f32>(gamma[c.x], gamma[c.y], gamma[c.z], gamma[c.w]); }
+fn beta4(c: vec4<u32>) -> vec4<f32> { return vec4<f32>(beta[c.x], beta[c.y], beta[c.z], beta[c.w]); }
+fn mean4(c: vec4<u32>) -> vec4<f32> { return vec4<f32>(save_mean[c.x], save_mean[c.y], save_mean[c.z], save_mean[c.w]); }
+fn invstd4(c: vec4<u32>) -> vec4<f32> { return vec4<f32>(save_invstd[c.x], save_invstd[c.y], save_invstd[c.z], save_invstd[c.w]); }
+fn rmean4(c: vec4<u32>) -> vec4<f32> { return vec4<f32>(running_mean[c.x], running_mean[c.y], running_mean[c.z], running_mean[c.w]); }
+fn rvar4(c: vec4<u32>) -> vec4<f32> { return vec4<f32>(running_var[c.x], running_var[c.y], running_var[c.z], running_var[c.w]); }
+fn dgamma4(c: vec4<u32>) -> vec4<f32> { return vec4<f32>(dgamma[c.x], dgamma[c.y], dgamma[c.z], dgamma[c.w]); }
+fn dbeta4(c: vec4<u32>) -> vec4<f32> { return vec4<f32>(dbeta[c.x], dbeta[c.y], dbeta[c.z], dbeta[c.w]); }
+
 // y = (x - mean) * invstd * gamma + beta with the batch statistics.
 @compute @workgroup_size(WG)
 fn batchnorm_forward_train(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_id(gid, nwg);
-    if (i >= p.n * p.c * p.hw) { return; }
-    let ch = (i / p.hw) % p.c;
-    y[i] = (x[i] - save_mean[ch]) * save_invstd[ch] * gamma[ch] + beta[ch];
+    if (i * 4u >= p.n * p.c * p.hw) { return; }
+    let ch = channels(i * 4u);
+    let scale = invstd4(ch) * gamma4(ch);
+    y4[i] = (x4[i] - mean4(ch)) * scale + beta4(ch);
 }
 
 // y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta.
 @compute @workgroup_size(WG)
 fn batchnorm_forward_eval(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_id(gid, nwg);
-    if (i >= p.n * p.c * p.hw) { return; }
-    let ch = (i / p.hw) % p.c;
-    y[i] = (x[i] - running_mean[ch]) / sqrt(running_var[ch] + p.eps) * gamma[ch] + beta[ch];
+    if (i * 4u >= p.n * p.c * p.hw) { return; }
+    let ch = channels(i * 4u);
+    let scale = gamma4(ch) / sqrt(rvar4(ch) + p.eps);
+    y4[i] = (x4[i] - rmean4(ch)) * scale + beta4(ch);
 }
 
 // dgamma = sum(dy * xhat), dbeta = sum(dy) per channel.
@@ -139,10 +162,10 @@ fn batchnorm_backward_reduce(@builtin(local_invocation_id) lid: vec3<u32>, @buil
 @compute @workgroup_size(WG)
 fn batchnorm_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_id(gid, nwg);
-    if (i >= p.n * p.c * p.hw) { return; }
-    let ch = (i / p.hw) % p.c;
+    if (i * 4u >= p.n * p.c * p.hw) { return; }
+    let ch = channels(i * 4u);
     let m = f32(p.n * p.hw);
-    let invstd = save_invstd[ch];
-    let xhat = (x[i] - save_mean[ch]) * invstd;
-    dx[i] = gamma[ch] * invstd / m * (m * dy[i] - dbeta[ch] - xhat * dgamma[ch]);
+    let invstd = invstd4(ch);
+    let xhat = (x4[i] - mean4(ch)) * invstd;
+    dx4[i] = gamma4(ch) * invstd / m * (m * dy4[i] - dbeta4(ch) - xhat * dgamma4(ch));
 }

@@ -18,11 +18,12 @@ struct Params {
 const WG: u32 = 256u;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+// One vec4 per invocation (tensors are padded to a multiple of 4 elements).
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> y: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> counter: array<u32>;
-@group(0) @binding(4) var<storage, read> dy: array<f32>;
-@group(0) @binding(5) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(4) var<storage, read> dy: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> dx: array<vec4<f32>>;
 
 fn linear_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
@@ -45,18 +46,25 @@ fn random_unit(step: u32, i: u32) -> f32 {
     return f32(h >> 8u) * (1.0 / 16777216.0);
 }
 
+fn keep4(step: u32, e: u32) -> vec4<bool> {
+    return vec4<bool>(
+        random_unit(step, e) >= p.p,
+        random_unit(step, e + 1u) >= p.p,
+        random_unit(step, e + 2u) >= p.p,
+        random_unit(step, e + 3u) >= p.p,
+    );
+}
+
 @compute @workgroup_size(WG)
 fn dropout_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_id(gid, nwg);
-    if (i >= p.n) { return; }
-    let keep = random_unit(counter[0], i) >= p.p;
-    y[i] = select(0.0, x[i] * p.scale, keep);
+    if (i * 4u >= p.n) { return; }
+    y[i] = select(vec4<f32>(0.0), x[i] * p.scale, keep4(counter[0], i * 4u));
 }
 
 @compute @workgroup_size(WG)
 fn dropout_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_id(gid, nwg);
-    if (i >= p.n) { return; }
-    let keep = random_unit(counter[0], i) >= p.p;
-    dx[i] = select(0.0, dy[i] * p.scale, keep);
+    if (i * 4u >= p.n) { return; }
+    dx[i] = select(vec4<f32>(0.0), dy[i] * p.scale, keep4(counter[0], i * 4u));
 }

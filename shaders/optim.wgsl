@@ -27,10 +27,12 @@ struct Params {
 const WG: u32 = 256u;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> w: array<f32>;
-@group(0) @binding(2) var<storage, read> grad: array<f32>;
-@group(0) @binding(3) var<storage, read_write> m1: array<f32>;
-@group(0) @binding(4) var<storage, read_write> m2: array<f32>;
+// One vec4 per invocation: tensors are padded to a multiple of 4 with zeros, and a zero
+// weight with a zero gradient stays zero under every update here.
+@group(0) @binding(1) var<storage, read_write> w: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> grad: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> m1: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> m2: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> counter: array<u32>;
 @group(0) @binding(6) var<storage, read> lr: array<f32>;
 
@@ -45,7 +47,7 @@ fn current_lr() -> f32 {
 @compute @workgroup_size(WG)
 fn sgd_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_id(gid, nwg);
-    if (i >= p.n) { return; }
+    if (i * 4u >= p.n) { return; }
     let w0 = w[i];
     var g = grad[i] + p.weight_decay * w0 + p.l1 * sign(w0);
     if (p.momentum != 0.0) {
@@ -59,7 +61,7 @@ fn sgd_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
 @compute @workgroup_size(WG)
 fn adam_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_id(gid, nwg);
-    if (i >= p.n) { return; }
+    if (i * 4u >= p.n) { return; }
     let rate = current_lr();
     let t = f32(counter[0] + 1u);
     let w0 = w[i];

@@ -22,7 +22,7 @@ const WG: u32 = 256u;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<storage, read_write> argmax: array<u32>;
 @group(0) @binding(4) var<storage, read> dy: array<f32>;
-@group(0) @binding(5) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(5) var<storage, read_write> dx: array<vec4<f32>>;
 
 fn linear_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
@@ -54,13 +54,12 @@ fn maxpool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
     argmax[i] = best_idx;
 }
 
-@compute @workgroup_size(WG)
-fn maxpool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_id(gid, nwg);
-    if (i >= p.n * p.c * p.h * p.w) { return; }
-    let ix = i % p.w;
-    let iy = (i / p.w) % p.h;
-    let plane = i / (p.w * p.h);
+// Gradient of one input element: the sum of dy over the outputs whose window holds it and
+// whose argmax it is.
+fn input_grad(e: u32) -> f32 {
+    let ix = e % p.w;
+    let iy = (e / p.w) % p.h;
+    let plane = e / (p.w * p.h);
     let here = iy * p.w + ix;
     // Outputs whose window [o*s, o*s + k) contains this input.
     let oy_lo = select(0u, (iy + p.stride - p.k) / p.stride, iy + p.stride >= p.k);
@@ -76,5 +75,16 @@ fn maxpool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
             }
         }
     }
-    dx[i] = g;
+    return g;
+}
+
+// Four consecutive input elements per invocation (dx is padded to a multiple of 4).
+@compute @workgroup_size(WG)
+fn maxpool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_id(gid, nwg);
+    let n = p.n * p.c * p.h * p.w;
+    let e = i * 4u;
+    if (e >= n) { return; }
+    // Elements past the end (padding) read a clamped, valid position; their value is unused.
+    dx[i] = vec4<f32>(input_grad(e), input_grad(min(e + 1u, n - 1u)), input_grad(min(e + 2u, n - 1u)), input_grad(min(e + 3u, n - 1u)));
 }

@@ -5,6 +5,9 @@ use super::{Gpu, GpuError, Result};
 use wgpu::util::DeviceExt;
 
 /// A storage buffer of `len` 4-byte elements (f32 or u32; the kernels know which).
+/// The buffer itself is rounded up to a multiple of 4 elements (16 bytes) so kernels may
+/// view any tensor as `array<vec4<f32>>`; the padding is zero-initialised and never read
+/// as data.
 pub struct Tensor {
     pub buffer: wgpu::Buffer,
     pub len: usize,
@@ -29,6 +32,10 @@ pub fn grid(invocations: usize, group_size: u32) -> [u32; 3] {
         let x = groups.div_ceil(y);
         [x as u32, y as u32, 1]
     }
+}
+
+fn padded_bytes(len: usize) -> u64 {
+    (len.max(1).div_ceil(4) * 16) as u64
 }
 
 const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
@@ -59,8 +66,8 @@ impl Gpu {
 
     /// A zero-filled storage buffer of `len` 4-byte elements.
     pub fn zeros(&self, label: &str, len: usize) -> Result<Tensor> {
-        // Zero-length bindings are invalid; keep one element so empty shapes still bind.
-        let bytes = (len.max(1) * 4) as u64;
+        // Padded to 16 bytes (vec4 views); zero-length bindings are invalid, so at least one vec4.
+        let bytes = padded_bytes(len);
         self.check_size(label, bytes)?;
         let buffer = self.scoped(
             || format!("creating buffer '{label}' ({bytes} bytes)"),
@@ -79,7 +86,7 @@ impl Gpu {
     /// A storage buffer holding `data` (f32, u32 or any 4-byte Pod).
     pub fn upload<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> Result<Tensor> {
         assert_eq!(std::mem::size_of::<T>(), 4, "tensors hold 4-byte elements");
-        let bytes = (data.len() * 4) as u64;
+        let bytes = padded_bytes(data.len());
         self.check_size(label, bytes)?;
         if data.is_empty() {
             return self.zeros(label, 0);
@@ -87,13 +94,23 @@ impl Gpu {
         let buffer = self.scoped(
             || format!("creating buffer '{label}' ({bytes} bytes)"),
             || {
-                self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                self.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some(label),
-                    contents: bytemuck::cast_slice(data),
+                    size: bytes,
                     usage: USAGE,
+                    mapped_at_creation: true,
                 })
             },
         )?;
+        {
+            let src: &[u8] = bytemuck::cast_slice(data);
+            let mut view = buffer
+                .slice(0..src.len() as u64)
+                .get_mapped_range_mut()
+                .map_err(|e| GpuError::Readback { label: label.into(), message: e.to_string() })?;
+            view.copy_from_slice(src);
+        }
+        buffer.unmap();
         Ok(Tensor { buffer, len: data.len(), label: label.into() })
     }
 

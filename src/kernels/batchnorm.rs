@@ -112,14 +112,14 @@ pub fn batchnorm_forward_train(
         &desc,
         &[
             (0, &p),
-            (1, &x.buffer),
-            (2, &y.buffer),
+            (13, &x.buffer),
+            (14, &y.buffer),
             (3, &t.gamma.buffer),
             (4, &t.beta.buffer),
             (5, &t.save_mean.buffer),
             (6, &t.save_invstd.buffer),
         ],
-        grid(s.len(), WG),
+        grid(s.len().div_ceil(4), WG),
     )?;
     Ok([stats, norm])
 }
@@ -137,14 +137,14 @@ pub fn batchnorm_forward_eval(gpu: &Gpu, s: BatchNormShape, t: &BatchNormTensors
         &desc,
         &[
             (0, &p),
-            (1, &x.buffer),
-            (2, &y.buffer),
+            (13, &x.buffer),
+            (14, &y.buffer),
             (3, &t.gamma.buffer),
             (4, &t.beta.buffer),
             (7, &t.running_mean.buffer),
             (8, &t.running_var.buffer),
         ],
-        grid(s.len(), WG),
+        grid(s.len().div_ceil(4), WG),
     )
 }
 
@@ -189,16 +189,16 @@ pub fn batchnorm_backward(
         &desc,
         &[
             (0, &p),
-            (1, &x.buffer),
+            (13, &x.buffer),
             (3, &t.gamma.buffer),
             (5, &t.save_mean.buffer),
             (6, &t.save_invstd.buffer),
-            (9, &dy.buffer),
-            (10, &dx.buffer),
+            (15, &dy.buffer),
+            (16, &dx.buffer),
             (11, &dgamma.buffer),
             (12, &dbeta.buffer),
         ],
-        grid(s.len(), WG),
+        grid(s.len().div_ceil(4), WG),
     )?;
     Ok([reduce, input])
 }

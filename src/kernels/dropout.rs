@@ -68,7 +68,7 @@ pub fn dropout_forward(gpu: &Gpu, cfg: DropoutConfig, counter: &Tensor, x: &Tens
         "dropout_forward",
         &desc,
         &[(0, &p), (1, &x.buffer), (2, &y.buffer), (3, &counter.buffer)],
-        grid(cfg.n, WG),
+        grid(cfg.n.div_ceil(4), WG),
     )
 }
 
@@ -83,7 +83,7 @@ pub fn dropout_backward(gpu: &Gpu, cfg: DropoutConfig, counter: &Tensor, dy: &Te
         "dropout_backward",
         &desc,
         &[(0, &p), (3, &counter.buffer), (4, &dy.buffer), (5, &dx.buffer)],
-        grid(cfg.n, WG),
+        grid(cfg.n.div_ceil(4), WG),
     )
 }
 

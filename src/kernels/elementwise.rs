@@ -19,7 +19,7 @@ pub fn relu_forward(gpu: &Gpu, x: &Tensor, y: &Tensor, n: usize) -> Result<Dispa
     check_len("relu_forward", &shape, x, n)?;
     check_len("relu_forward", &shape, y, n)?;
     let params = gpu.uniform("relu params", &Params { n: dim("relu", n)?, _pad: [0; 3] });
-    gpu.dispatch(&ELEMENTWISE, "relu_forward", &shape, &[(0, &params), (1, &x.buffer), (2, &y.buffer)], grid(n, WG))
+    gpu.dispatch(&ELEMENTWISE, "relu_forward", &shape, &[(0, &params), (1, &x.buffer), (2, &y.buffer)], grid(n.div_ceil(4), WG))
 }
 
 /// dx = dy where x > 0, else 0.
@@ -34,7 +34,7 @@ pub fn relu_backward(gpu: &Gpu, x: &Tensor, dy: &Tensor, dx: &Tensor, n: usize) 
         "relu_backward",
         &shape,
         &[(0, &params), (1, &x.buffer), (3, &dy.buffer), (4, &dx.buffer)],
-        grid(n, WG),
+        grid(n.div_ceil(4), WG),
     )
 }
 

@@ -90,7 +90,7 @@ pub fn sgd_step(
         "sgd_step",
         &desc,
         &[(0, &p), (1, &w.buffer), (2, &grad.buffer), (3, &velocity.buffer), (5, &counter.buffer), (6, &lr.buffer)],
-        grid(n, WG),
+        grid(n.div_ceil(4), WG),
     )
 }
 
@@ -138,7 +138,7 @@ pub fn adam_step(
             (5, &counter.buffer),
             (6, &lr.buffer),
         ],
-        grid(n, WG),
+        grid(n.div_ceil(4), WG),
     )
 }
 

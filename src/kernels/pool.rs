@@ -95,7 +95,7 @@ pub fn maxpool_backward(gpu: &Gpu, s: PoolShape, dy: &Tensor, argmax: &Tensor, d
         "maxpool_backward",
         &desc,
         &[(0, &p), (3, &argmax.buffer), (4, &dy.buffer), (5, &dx.buffer)],
-        grid(s.input_len(), WG),
+        grid(s.input_len().div_ceil(4), WG),
     )
 }
 
