@@ -90,3 +90,16 @@ fn softmax_xent_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
         dlogits[base + j] = (prob - onehot) * p.grad_scale;
     }
 }
+
+// confusion[label * classes + prediction] += 1 for every row (prediction = first argmax).
+// Integer atomics: the counts do not depend on the order rows are processed in.
+@group(0) @binding(5) var<storage, read_write> confusion: array<atomic<u32>>;
+
+@compute @workgroup_size(WG)
+fn confusion_accumulate(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let r = gid.x;
+    if (r >= p.batch) { return; }
+    let st = row_stats(r);
+    let label = min(labels[r], p.classes - 1u);
+    atomicAdd(&confusion[label * p.classes + st.argmax], 1u);
+}

@@ -4,9 +4,11 @@
 //! its CPU reference beside the dispatch wrapper.
 
 pub mod bench;
+pub mod checkpoint;
 pub mod data;
 pub mod fsutil;
 pub mod gpu;
+pub mod infer;
 pub mod kernels;
 pub mod model;
 pub mod net;

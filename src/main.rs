@@ -46,6 +46,45 @@ enum Command {
         #[command(flatten)]
         gpu: GpuArgs,
     },
+    /// Evaluate a checkpoint: accuracy, loss, per-class precision/recall, confusion matrix.
+    Eval {
+        #[arg(long, value_name = "FILE")]
+        checkpoint: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = SplitName::Test)]
+        split: SplitName,
+        /// The model, for checkpoints without `spec` metadata (e.g. saved from PyTorch).
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long, default_value_t = 250)]
+        batch_size: usize,
+        /// One JSON object with accuracy, loss, per_class and confusion.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        gpu: GpuArgs,
+    },
+    /// Classify image files (PNG, JPEG) with a checkpoint.
+    Predict {
+        #[arg(long, value_name = "FILE")]
+        checkpoint: PathBuf,
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<PathBuf>,
+        /// How many classes to show per image.
+        #[arg(long, default_value_t = 3)]
+        top: usize,
+        /// Invert the image (Fashion-MNIST items are light on a dark background); auto
+        /// inverts pictures whose border is light.
+        #[arg(long, value_enum, default_value_t = wgpu_fmnist::infer::Invert::Auto)]
+        invert: wgpu_fmnist::infer::Invert,
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        gpu: GpuArgs,
+    },
     /// Print a model's layers: output shapes, parameters and FLOPs.
     Summary {
         /// Preset (mlp, cnn1, cnn2, regcnn, vgg) or a layer spec string.
@@ -118,12 +157,22 @@ struct TrainArgs {
     name: Option<String>,
     #[command(flatten)]
     gpu: OptGpuArgs,
+    /// Continue the run in this folder from its last.safetensors (exactly: optimizer state,
+    /// step and data order). Only --epochs (to extend), output and adapter flags may change.
+    #[arg(long, value_name = "RUN_DIR")]
+    resume: Option<PathBuf>,
     /// One JSON object per line on stdout: one per epoch, then a summary.
     #[arg(long, conflicts_with = "quiet")]
     json: bool,
     /// Print nothing but errors.
     #[arg(long)]
     quiet: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum SplitName {
+    Test,
+    Train,
 }
 
 /// Adapter flags for `train` (optional so a config file can set them).
@@ -189,7 +238,7 @@ impl GpuArgs {
 }
 
 /// Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error, 3 no usable
-/// GPU adapter, 4 data error, 5 training diverged.
+/// GPU adapter, 4 data error, 5 training diverged, 6 bad checkpoint or image, 130 interrupted.
 fn exit_code(err: &anyhow::Error) -> u8 {
     if let Some(e) = err.downcast_ref::<gpu::GpuError>() {
         return match e {
@@ -200,12 +249,19 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     if err.downcast_ref::<wgpu_fmnist::data::DataError>().is_some() {
         return 4;
     }
+    if err.downcast_ref::<wgpu_fmnist::checkpoint::CheckpointError>().is_some()
+        || err.downcast_ref::<wgpu_fmnist::infer::ImageError>().is_some()
+    {
+        return 6;
+    }
     if err.downcast_ref::<train::ConfigError>().is_some() || err.downcast_ref::<model::SpecError>().is_some() {
         return 2;
     }
     match err.downcast_ref::<train::TrainError>() {
+        Some(train::TrainError::Interrupted { .. }) => 130,
         Some(train::TrainError::Diverged { .. }) => 5,
-        Some(train::TrainError::Config(_)) => 2,
+        Some(train::TrainError::Config(_)) | Some(train::TrainError::Resume(_)) => 2,
+        Some(train::TrainError::Checkpoint(_)) => 6,
         Some(train::TrainError::Gpu(gpu::GpuError::NoAdapter { .. })) => 3,
         _ => 1,
     }
@@ -218,6 +274,12 @@ fn main() -> ExitCode {
         Command::Probe(args) => probe(&args),
         Command::Train(args) => run_train(&args),
         Command::Summary { model } => summary(&model),
+        Command::Eval { checkpoint, data, split, model, batch_size, json, gpu } => {
+            eval(&checkpoint, data.as_deref(), split, model.as_deref(), batch_size, json, &gpu)
+        }
+        Command::Predict { checkpoint, images, top, invert, model, json, gpu } => {
+            predict(&checkpoint, &images, top, invert, model.as_deref(), json, &gpu)
+        }
         Command::Bench { model, batch_size, optimizer, seconds, json, gpu } => bench(&model, batch_size, optimizer, seconds, json, &gpu),
     };
     match result {
@@ -345,20 +407,59 @@ fn run_dir(cfg: &TrainConfig, explicit: bool) -> anyhow::Result<PathBuf> {
     unreachable!()
 }
 
+/// Ctrl-C sets the flag (the trainer saves and stops after the current step); a second
+/// Ctrl-C exits at once.
+fn install_interrupt() -> &'static std::sync::atomic::AtomicBool {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static STOP: AtomicBool = AtomicBool::new(false);
+    let _ = ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupt: finishing the current step and saving last.safetensors (Ctrl-C again to quit now)");
+    });
+    &STOP
+}
+
 fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
-    let file = match &args.config {
-        Some(path) => PartialConfig::from_file(path)?,
-        None => PartialConfig::default(),
+    let (cfg, dir, resume) = if let Some(dir) = &args.resume {
+        let bad = |m: String| train::ConfigError::Invalid { flag: "--resume", message: m };
+        let text = std::fs::read_to_string(dir.join("config.toml")).map_err(|e| bad(format!("{}: {e}", dir.join("config.toml").display())))?;
+        let mut cfg: TrainConfig = toml::from_str(&text).map_err(|e| bad(format!("{}: {e}", dir.join("config.toml").display())))?;
+        let changed = PartialConfig { epochs: None, backend: None, adapter: None, software: None, ..args.partial() };
+        if changed != PartialConfig::default() || args.config.is_some() {
+            anyhow::bail!(bad("a resumed run keeps its configuration; only --epochs, --json/--quiet and the adapter flags may be given".into()));
+        }
+        if let Some(e) = args.epochs {
+            cfg.epochs = e;
+        }
+        if let Some(b) = args.gpu.backend {
+            cfg.backend = b;
+        }
+        if args.gpu.adapter.is_some() {
+            cfg.adapter = args.gpu.adapter.clone();
+        }
+        let ckpt = wgpu_fmnist::checkpoint::load(&dir.join("last.safetensors"), None)?;
+        if ckpt.meta.epoch >= cfg.epochs && ckpt.meta.step_in_epoch == 0 {
+            anyhow::bail!(bad(format!("{} already finished its {} epochs; pass --epochs N to train further", dir.display(), ckpt.meta.epoch)));
+        }
+        (cfg, dir.clone(), Some(ckpt))
+    } else {
+        let file = match &args.config {
+            Some(path) => PartialConfig::from_file(path)?,
+            None => PartialConfig::default(),
+        };
+        let cfg = TrainConfig::resolve(&file.clone().overlay(&args.partial()))?;
+        let explicit_name = args.name.is_some() || file.name.is_some();
+        let dir = run_dir(&cfg, explicit_name)?;
+        (cfg, dir, None)
     };
-    let cfg = TrainConfig::resolve(&file.clone().overlay(&args.partial()))?;
     let quiet = args.quiet || args.json;
     let data = wgpu_fmnist::data::load(cfg.data.as_deref(), quiet)?;
     let gpu = gpu::Gpu::new(&AdapterRequest { backend: cfg.backend, adapter: cfg.adapter.clone(), software: cfg.software })?;
     let adapter = format!("{} ({:?}, {:?})", gpu.info.name, gpu.info.backend, gpu.info.device_type);
-    let explicit_name = args.name.is_some() || file.name.is_some();
-    let dir = run_dir(&cfg, explicit_name)?;
     wgpu_fmnist::fsutil::write_atomic(&dir.join("config.toml"), cfg.to_toml().as_bytes())?;
-    let metrics = std::fs::File::create(dir.join("metrics.jsonl"))?;
+    let metrics = std::fs::OpenOptions::new().create(true).append(resume.is_some()).write(true).truncate(resume.is_none()).open(dir.join("metrics.jsonl"))?;
     let output = if args.json {
         report::Output::Json
     } else if args.quiet {
@@ -371,8 +472,15 @@ fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
         eprintln!("data: {}", data.dir.display());
         eprintln!("run folder: {}", dir.display());
     }
+    if let Some(c) = &resume {
+        if output == report::Output::Human {
+            eprintln!("resuming after epoch {} (+{} steps), step {}", c.meta.epoch, c.meta.step_in_epoch, c.meta.step);
+        }
+    }
     let mut reporter = report::ConsoleReporter::new(output, Some(metrics));
-    let outcome = train::train(&gpu, &cfg, &data, &mut reporter)?;
+    let stop = install_interrupt();
+    let opts = train::RunOptions { run_dir: Some(&dir), resume: resume.as_ref(), stop: Some(stop) };
+    let outcome = train::train_with(&gpu, &cfg, &data, &mut reporter, &opts)?;
     let summary = serde_json::json!({
         "kind": "summary",
         "model": cfg.model,
@@ -404,6 +512,7 @@ fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
             eprintln!("  training speed    {:.0} images/s", outcome.images_per_second);
             eprintln!("  wall time         {:.1} s", outcome.wall_seconds);
             eprintln!("  run folder        {}", dir.display());
+            eprintln!("  checkpoints       last.safetensors{}", if dir.join("best.safetensors").exists() { ", best.safetensors" } else { "" });
         }
         report::Output::Quiet => {}
     }
@@ -447,5 +556,92 @@ fn bench(name: &str, batch: Option<usize>, optimizer: Option<OptimizerKind>, sec
     println!("measured step    {:.2} ms per step", r.step_seconds * 1e3);
     println!("train            {:.0} images/s", r.train_images_per_second);
     println!("inference        {:.0} images/s", r.infer_images_per_second);
+    Ok(())
+}
+
+fn load_checkpoint(path: &std::path::Path, model: Option<&str>) -> anyhow::Result<wgpu_fmnist::checkpoint::Checkpoint> {
+    let spec = model.map(model::resolve).transpose()?.map(|(s, _)| s);
+    Ok(wgpu_fmnist::checkpoint::load(path, spec.as_ref())?)
+}
+
+fn eval(
+    path: &std::path::Path,
+    data: Option<&std::path::Path>,
+    split: SplitName,
+    model: Option<&str>,
+    batch: usize,
+    json: bool,
+    args: &GpuArgs,
+) -> anyhow::Result<()> {
+    if batch == 0 {
+        anyhow::bail!(train::ConfigError::Invalid { flag: "--batch-size", message: "must be at least 1".into() });
+    }
+    let ckpt = load_checkpoint(path, model)?;
+    let ds = wgpu_fmnist::data::load(data, json)?;
+    let gpu = gpu::Gpu::new(&args.request())?;
+    let split_data = match split {
+        SplitName::Test => &ds.test,
+        SplitName::Train => &ds.train,
+    };
+    let r = wgpu_fmnist::infer::evaluate(&gpu, &ckpt, split_data, batch)?;
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    println!("checkpoint  {} (epoch {}, step {})", path.display(), ckpt.meta.epoch, ckpt.meta.step);
+    println!("model       {}", ckpt.spec.to_text());
+    println!("data        {} split of {} ({} images)", format!("{split:?}").to_lowercase(), ds.dir.display(), r.count);
+    println!("adapter     {} ({:?})", gpu.info.name, gpu.info.backend);
+    println!();
+    println!("accuracy    {:.2} %", r.accuracy * 100.0);
+    println!("loss        {:.4}", r.loss);
+    println!();
+    println!("{:<12} {:>8} {:>10} {:>8}", "class", "support", "precision", "recall");
+    for c in &r.per_class {
+        println!("{:<12} {:>8} {:>9.1}% {:>7.1}%", c.class, c.support, c.precision * 100.0, c.recall * 100.0);
+    }
+    println!();
+    println!("confusion (rows: true class, columns: predicted)");
+    print!("{:<12}", "");
+    for j in 0..r.confusion.len() {
+        print!("{j:>6}");
+    }
+    println!();
+    for (i, row) in r.confusion.iter().enumerate() {
+        print!("{:<12}", format!("{i} {}", r.per_class[i].class.chars().take(9).collect::<String>()));
+        for v in row {
+            print!("{v:>6}");
+        }
+        println!();
+    }
+    Ok(())
+}
+
+fn predict(
+    path: &std::path::Path,
+    images: &[PathBuf],
+    top: usize,
+    invert: wgpu_fmnist::infer::Invert,
+    model: Option<&str>,
+    json: bool,
+    args: &GpuArgs,
+) -> anyhow::Result<()> {
+    let ckpt = load_checkpoint(path, model)?;
+    let pixels: Vec<Vec<u8>> = images.iter().map(|p| wgpu_fmnist::infer::load_image(p, invert)).collect::<Result<_, _>>()?;
+    let gpu = gpu::Gpu::new(&args.request())?;
+    let probs = wgpu_fmnist::infer::predict(&gpu, &ckpt, &pixels)?;
+    for (img, p) in images.iter().zip(&probs) {
+        let mut order: Vec<usize> = (0..p.len()).collect();
+        order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+        let name = |c: usize| ckpt.meta.classes.get(c).cloned().unwrap_or_else(|| c.to_string());
+        if json {
+            let topk: Vec<serde_json::Value> =
+                order.iter().take(top.max(1)).map(|&c| serde_json::json!({"class": name(c), "index": c, "probability": p[c]})).collect();
+            println!("{}", serde_json::json!({"image": img.display().to_string(), "top": topk}));
+        } else {
+            let parts: Vec<String> = order.iter().take(top.max(1)).map(|&c| format!("{} {:.1}%", name(c), p[c] * 100.0)).collect();
+            println!("{}: {}", img.display(), parts.join(", "));
+        }
+    }
     Ok(())
 }

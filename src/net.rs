@@ -108,6 +108,38 @@ impl Network {
         self.layers.iter().flat_map(|l| l.weight.iter().chain(l.bias.iter()))
     }
 
+    /// Trainable tensors with their state-dict names (`{i}.weight`, `{i}.bias`).
+    pub fn named_params(&self) -> impl Iterator<Item = (String, &Param)> {
+        self.layers.iter().enumerate().flat_map(|(i, l)| {
+            l.weight.iter().map(move |p| (format!("{i}.weight"), p)).chain(l.bias.iter().map(move |p| (format!("{i}.bias"), p)))
+        })
+    }
+
+    /// The optimizer moments on the host (for checkpoints).
+    pub fn download_optim(&self, gpu: &Gpu, kind: OptimizerKind, step: u64) -> Result<crate::checkpoint::OptimState> {
+        let mut o = crate::checkpoint::OptimState { kind: Some(kind), step, ..Default::default() };
+        for (name, p) in self.named_params() {
+            o.m1.insert(name.clone(), gpu.read(&p.m1)?);
+            if kind != OptimizerKind::Sgd {
+                o.m2.insert(name, gpu.read(&p.m2)?);
+            }
+        }
+        Ok(o)
+    }
+
+    /// Restores optimizer moments and the step counter (for `--resume`).
+    pub fn upload_optim(&self, gpu: &Gpu, o: &crate::checkpoint::OptimState) -> Result<()> {
+        for (name, p) in self.named_params() {
+            if let Some(v) = o.m1.get(&name) {
+                gpu.write(&p.m1, v)?;
+            }
+            if let Some(v) = o.m2.get(&name) {
+                gpu.write(&p.m2, v)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Global step count held on the GPU.
     pub fn step(&self, gpu: &Gpu) -> Result<u32> {
         Ok(gpu.read::<u32>(&self.counter)?[0])
@@ -406,13 +438,27 @@ pub fn train_step(
     Ok(plan)
 }
 
-/// An evaluation step: gather, eval-mode forward, loss and accuracy into the metrics, then
-/// advance the source's counter.
+/// An evaluation step: gather, eval-mode forward, loss and accuracy into the metrics (and
+/// the confusion counts, when given), then advance the source's counter.
 pub fn eval_step(gpu: &Gpu, net: &Network, bufs: &Buffers, inputs: &PlanInputs, batch: usize) -> Result<Vec<Dispatch>> {
+    eval_step_with(gpu, net, bufs, inputs, batch, None)
+}
+
+pub fn eval_step_with(
+    gpu: &Gpu,
+    net: &Network,
+    bufs: &Buffers,
+    inputs: &PlanInputs,
+    batch: usize,
+    confusion: Option<&Tensor>,
+) -> Result<Vec<Dispatch>> {
     let mut plan = vec![gather(gpu, bufs, inputs, batch)?];
     plan.extend(forward(gpu, net, bufs, batch, inputs.dropout_seed)?);
     let xs = XentShape { batch, classes: crate::model::NUM_CLASSES };
     plan.push(softmax_xent::softmax_xent_forward(gpu, xs, bufs.logits(), &bufs.labels, inputs.metrics)?);
+    if let Some(c) = confusion {
+        plan.push(softmax_xent::confusion_accumulate(gpu, xs, bufs.logits(), &bufs.labels, c)?);
+    }
     plan.push(optim::step_advance(gpu, inputs.source.counter)?);
     Ok(plan)
 }

@@ -82,6 +82,31 @@ pub fn softmax_xent_backward(gpu: &Gpu, s: XentShape, logits: &Tensor, labels: &
     )
 }
 
+/// Adds each row's (label, prediction) to the `classes x classes` confusion counts (u32).
+pub fn confusion_accumulate(gpu: &Gpu, s: XentShape, logits: &Tensor, labels: &Tensor, confusion: &Tensor) -> Result<Dispatch> {
+    let desc = s.describe();
+    check_len("confusion_accumulate", &desc, logits, s.batch * s.classes)?;
+    check_len("confusion_accumulate", &desc, labels, s.batch)?;
+    check_len("confusion_accumulate", &desc, confusion, s.classes * s.classes)?;
+    let p = gpu.uniform("confusion params", &s.params()?);
+    gpu.dispatch(
+        &SOFTMAX_XENT,
+        "confusion_accumulate",
+        &desc,
+        &[(0, &p), (1, &logits.buffer), (2, &labels.buffer), (5, &confusion.buffer)],
+        [s.batch.div_ceil(64) as u32, 1, 1],
+    )
+}
+
+/// CPU reference of `confusion_accumulate`.
+pub fn confusion_reference(confusion: &mut [u32], logits: &[f32], labels: &[u32], s: XentShape) {
+    for r in 0..s.batch {
+        let row = &logits[r * s.classes..(r + 1) * s.classes];
+        let pred = (0..s.classes).fold(0, |best, j| if row[j] > row[best] { j } else { best });
+        confusion[labels[r] as usize * s.classes + pred] += 1;
+    }
+}
+
 /// Returns (sum of losses, number correct) and writes the gradient of the mean loss.
 pub fn softmax_xent_reference(dlogits: &mut [f32], logits: &[f32], labels: &[u32], s: XentShape) -> (f64, usize) {
     let mut loss = 0f64;

@@ -33,6 +33,25 @@ pub enum TrainError {
     Diverged { epoch: usize, step: usize, loss: f32, hint: &'static str },
     #[error("{0}")]
     Data(String),
+    #[error("{0}")]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    #[error("interrupted; the state after the last completed step is saved in {}", saved.display())]
+    Interrupted { saved: std::path::PathBuf },
+    #[error("--resume: {0}")]
+    Resume(String),
+}
+
+/// Where checkpoints go, what to resume from, and how to be stopped.
+#[derive(Default)]
+pub struct RunOptions<'a> {
+    /// Writes `last.safetensors` after every epoch and `best.safetensors` on a new best
+    /// validation accuracy (atomically).
+    pub run_dir: Option<&'a std::path::Path>,
+    /// Continue from this checkpoint (parameters, optimizer state, step and epoch).
+    pub resume: Option<&'a crate::checkpoint::Checkpoint>,
+    /// Checked between submissions: when set, the current step finishes, `last` is saved
+    /// and training returns `TrainError::Interrupted`.
+    pub stop: Option<&'a std::sync::atomic::AtomicBool>,
 }
 
 /// What a finished run produced.
@@ -90,6 +109,7 @@ pub struct Evaluator {
     _indices: Tensor,
     counter: Tensor,
     metrics: Tensor,
+    confusion: Option<Tensor>,
     full: Vec<crate::gpu::Dispatch>,
     partial: Vec<crate::gpu::Dispatch>,
     steps_full: usize,
@@ -98,6 +118,21 @@ pub struct Evaluator {
 impl Evaluator {
     /// Evaluates `indices` of `split` (eval mode) in batches of `batch`.
     pub fn new(gpu: &Gpu, net: &Network, split: &GpuSplit, indices: &[u32], batch: usize, mean: f32, std: f32) -> Result<Evaluator, GpuError> {
+        Self::with_confusion(gpu, net, split, indices, batch, mean, std, false)
+    }
+
+    /// As `new`; with `confusion` it also counts (label, prediction) pairs on the GPU.
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_confusion(
+        gpu: &Gpu,
+        net: &Network,
+        split: &GpuSplit,
+        indices: &[u32],
+        batch: usize,
+        mean: f32,
+        std: f32,
+        confusion: bool,
+    ) -> Result<Evaluator, GpuError> {
         let batch = batch.min(indices.len()).max(1);
         let bufs = Buffers::new(gpu, &net.spec, batch, Mode::Eval)?;
         let counter = gpu.upload("eval counter", &[0u32, 0])?;
@@ -110,15 +145,34 @@ impl Evaluator {
             metrics: &metrics_t,
             dropout_seed: 0,
         };
-        let full = net::eval_step(gpu, net, &bufs, &inputs, batch)?;
+        let classes = crate::model::NUM_CLASSES;
+        let conf = if confusion { Some(gpu.zeros("confusion", classes * classes)?) } else { None };
+        let full = net::eval_step_with(gpu, net, &bufs, &inputs, batch, conf.as_ref())?;
         let rem = indices.len() % batch;
-        let partial = if rem > 0 { net::eval_step(gpu, net, &bufs, &inputs, rem)? } else { vec![] };
-        Ok(Evaluator { _bufs: bufs, counter, _indices: idx, metrics: metrics_t, full, partial, steps_full: indices.len() / batch })
+        let partial = if rem > 0 { net::eval_step_with(gpu, net, &bufs, &inputs, rem, conf.as_ref())? } else { vec![] };
+        Ok(Evaluator {
+            _bufs: bufs,
+            counter,
+            _indices: idx,
+            metrics: metrics_t,
+            confusion: conf,
+            full,
+            partial,
+            steps_full: indices.len() / batch,
+        })
+    }
+
+    /// The confusion counts of the last `run` (row = label, column = prediction).
+    pub fn confusion(&self, gpu: &Gpu) -> Result<Option<Vec<u32>>, GpuError> {
+        self.confusion.as_ref().map(|c| gpu.read::<u32>(c)).transpose()
     }
 
     pub fn run(&self, gpu: &Gpu) -> Result<Evaluation, GpuError> {
         gpu.write(&self.counter, &[0u32, 0])?;
         gpu.write(&self.metrics, &[0f32; metrics::LEN])?;
+        if let Some(c) = &self.confusion {
+            gpu.write(c, &vec![0u32; c.len])?;
+        }
         // Several submissions so a long evaluation never holds one huge command buffer.
         let per_submit = 64;
         let mut done = 0;
@@ -158,6 +212,17 @@ pub fn split_indices(n: usize, val: usize, seed: u64) -> (Vec<u32>, Vec<u32>) {
 
 /// Trains as `cfg` says on `data`, reporting through `reporter`.
 pub fn train(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, reporter: &mut dyn Reporter) -> Result<TrainOutcome, TrainError> {
+    train_with(gpu, cfg, data, reporter, &RunOptions::default())
+}
+
+/// `train` with checkpoints, resume and interruption.
+pub fn train_with(
+    gpu: &Gpu,
+    cfg: &TrainConfig,
+    data: &Dataset,
+    reporter: &mut dyn Reporter,
+    opts: &RunOptions,
+) -> Result<TrainOutcome, TrainError> {
     let started = Instant::now();
     let spec = cfg.model_spec()?;
     let train_split = if cfg.limit_train > 0 { data.train.take(cfg.limit_train) } else { data.train.clone() };
@@ -175,7 +240,29 @@ pub fn train(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, reporter: &mut dyn Re
         return Err(ConfigError::Invalid { flag: "--batch-size", message: "batch norm needs batches of at least 2".into() }.into());
     }
 
-    let net = Network::new(gpu, spec.clone(), &spec.init_params(cfg.seed))?;
+    let init = match opts.resume {
+        Some(c) => {
+            if c.spec.layers != spec.layers {
+                return Err(TrainError::Resume(format!("the checkpoint holds `{}`, the configuration `{}`", c.spec.to_text(), spec.to_text())));
+            }
+            c.params.clone()
+        }
+        None => spec.init_params(cfg.seed),
+    };
+    let net = Network::new(gpu, spec.clone(), &init)?;
+    // Where the run stands: completed epochs, and steps into the next one.
+    let (done_epochs, skip_steps, mut epoch_start_step) = match opts.resume {
+        Some(c) => {
+            if let Some(o) = &c.optim {
+                if o.kind != Some(cfg.optimizer) {
+                    return Err(TrainError::Resume(format!("the checkpoint's optimizer state is for {:?}, the run uses {}", o.kind, cfg.optimizer)));
+                }
+                net.upload_optim(gpu, o)?;
+            }
+            (c.meta.epoch, c.meta.step_in_epoch, (c.meta.step - c.meta.step_in_epoch as u64) as u32)
+        }
+        None => (0, 0, 0),
+    };
     let gtrain = GpuSplit::upload(gpu, "train", &train_split)?;
     let gtest = GpuSplit::upload(gpu, "test", &test_split)?;
     let train_indices = gpu.upload("train permutation", &train_idx)?;
@@ -225,25 +312,62 @@ pub fn train(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, reporter: &mut dyn Re
     reporter.start(cfg, &spec, train_idx.len(), val_idx.len(), gtest.len, steps_per_epoch);
     let mut ring = readback::MetricsRing::new(gpu, 3);
     let mut history: Vec<EpochRecord> = Vec::new();
-    let mut global_step: u32 = 0;
     let mut train_seconds = 0f64;
     let mut trained_images = 0usize;
     let (mut best_val, mut since_best, mut stopped_early) = (f64::NEG_INFINITY, 0usize, false);
+    if let Some(c) = opts.resume {
+        let m: serde_json::Value = serde_json::from_str(&c.meta.metrics).unwrap_or_default();
+        best_val = m["best_val_accuracy"].as_f64().unwrap_or(f64::NEG_INFINITY);
+        since_best = m["epochs_since_best"].as_u64().unwrap_or(0) as usize;
+    }
+    let save = |name: &str, epochs: usize, step: u32, step_in_epoch: usize, metrics: serde_json::Value| -> Result<(), TrainError> {
+        let Some(dir) = opts.run_dir else { return Ok(()) };
+        let ckpt = crate::checkpoint::Checkpoint {
+            spec: spec.clone(),
+            params: net.download(gpu)?,
+            meta: crate::checkpoint::Meta {
+                input_mean: cfg.input_mean,
+                input_std: cfg.input_std,
+                classes: crate::data::CLASSES.iter().map(|s| s.to_string()).collect(),
+                config: cfg.to_toml(),
+                epoch: epochs,
+                step: step as u64,
+                step_in_epoch,
+                metrics: metrics.to_string(),
+            },
+            optim: Some(net.download_optim(gpu, cfg.optimizer, step as u64)?),
+        };
+        crate::checkpoint::save(&dir.join(name), &ckpt)?;
+        Ok(())
+    };
     // Steps per submission adapt so that one submission is ~0.25 s of work.
     let mut chunk = 4usize;
 
-    for epoch in 1..=cfg.epochs {
+    for epoch in done_epochs + 1..=cfg.epochs {
         let epoch_start = Instant::now();
         let mut perm = train_idx.clone();
         Rng::new(cfg.seed.wrapping_mul(0x9e37_79b9).wrapping_add(epoch as u64)).shuffle(&mut perm);
         gpu.write(&train_indices, &perm)?;
-        gpu.write_at(&net.counter, 1, &[global_step])?;
+        let first = if epoch == done_epochs + 1 { skip_steps.min(steps_per_epoch) } else { 0 };
+        gpu.write(&net.counter, &[epoch_start_step + first as u32, epoch_start_step])?;
         gpu.write(&train_metrics, &[0f32; metrics::LEN])?;
         reporter.epoch_start(epoch, cfg.epochs);
 
-        let mut recorded = 0usize;
+        let mut recorded = first;
         let mut last: Option<readback::Snapshot> = None;
         while recorded < steps_per_epoch {
+            if opts.stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst)) {
+                ring.drain(gpu)?;
+                let path = opts.run_dir.map(|d| d.join("last.safetensors")).unwrap_or_default();
+                save(
+                    "last.safetensors",
+                    epoch - 1,
+                    epoch_start_step + recorded as u32,
+                    recorded,
+                    serde_json::json!({ "best_val_accuracy": finite_or_null(best_val), "epochs_since_best": since_best }),
+                )?;
+                return Err(TrainError::Interrupted { saved: path });
+            }
             let n = chunk.min(steps_per_epoch - recorded);
             let mut encoder = gpu.device.create_command_encoder(&Default::default());
             {
@@ -278,41 +402,51 @@ pub fn train(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, reporter: &mut dyn Re
         }
         let seconds = epoch_start.elapsed().as_secs_f64();
         train_seconds += seconds;
-        trained_images += train_idx.len();
-        global_step += steps_per_epoch as u32;
-        let train = Evaluation::from_metrics(&last.expect("at least one step").values);
+        let images = ((steps_per_epoch - first) * batch).min(train_idx.len());
+        trained_images += images;
+        epoch_start_step += steps_per_epoch as u32;
+        let train = last.map(|s| Evaluation::from_metrics(&s.values)).unwrap_or(Evaluation { loss: f64::NAN, accuracy: f64::NAN, count: 0 });
         let val = match &val_eval {
             Some(e) => Some(e.run(gpu)?),
             None => None,
         };
         let record = EpochRecord {
             epoch,
-            step: global_step as usize,
+            step: epoch_start_step as usize,
             train_loss: train.loss,
             train_accuracy: train.accuracy,
             val_loss: val.map(|v| v.loss),
             val_accuracy: val.map(|v| v.accuracy),
             seconds,
-            images_per_second: train_idx.len() as f64 / seconds,
+            images_per_second: images as f64 / seconds,
         };
         reporter.epoch_end(&record);
-        history.push(record);
+        let mut improved = false;
         if let Some(v) = val {
             if v.accuracy > best_val {
                 best_val = v.accuracy;
                 since_best = 0;
+                improved = true;
             } else {
                 since_best += 1;
-                if cfg.patience > 0 && since_best >= cfg.patience && epoch < cfg.epochs {
-                    reporter.message(&format!(
-                        "early stopping: validation accuracy has not improved for {} epochs (best {:.2} %)",
-                        cfg.patience,
-                        best_val * 100.0
-                    ));
-                    stopped_early = true;
-                    break;
-                }
             }
+        }
+        let mut metrics_json = serde_json::to_value(&record).unwrap_or_default();
+        metrics_json["best_val_accuracy"] = finite_or_null(best_val);
+        metrics_json["epochs_since_best"] = since_best.into();
+        save("last.safetensors", epoch, epoch_start_step, 0, metrics_json.clone())?;
+        if improved {
+            save("best.safetensors", epoch, epoch_start_step, 0, metrics_json)?;
+        }
+        history.push(record);
+        if val.is_some() && cfg.patience > 0 && since_best >= cfg.patience && epoch < cfg.epochs {
+            reporter.message(&format!(
+                "early stopping: validation accuracy has not improved for {} epochs (best {:.2} %)",
+                cfg.patience,
+                best_val * 100.0
+            ));
+            stopped_early = true;
+            break;
         }
     }
 
@@ -328,6 +462,14 @@ pub fn train(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, reporter: &mut dyn Re
         wall_seconds: started.elapsed().as_secs_f64(),
         stopped_early,
     })
+}
+
+fn finite_or_null(v: f64) -> serde_json::Value {
+    if v.is_finite() {
+        v.into()
+    } else {
+        serde_json::Value::Null
+    }
 }
 
 fn progress(s: &readback::Snapshot, steps_per_epoch: usize, since: Instant) -> Progress {

@@ -1,0 +1,222 @@
+//! Checkpoints: save/reload round trip, exact resume (also after an interruption mid-epoch),
+//! PyTorch interchange, eval/predict from the CLI, and the errors for bad files and images.
+
+mod common;
+
+use common::gpu;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use wgpu_fmnist::checkpoint;
+use wgpu_fmnist::data::{Dataset, Images, Split};
+use wgpu_fmnist::train::{self, report::Silent, PartialConfig, RunOptions, TrainConfig, TrainError};
+
+fn synthetic(count: usize, seed: u64) -> Split {
+    let mut r = wgpu_fmnist::rng::Rng::new(seed);
+    let mut pixels = vec![0u8; count * 784];
+    let mut labels = vec![0u8; count];
+    for i in 0..count {
+        let c = r.below(10);
+        labels[i] = c as u8;
+        for (p, px) in pixels[i * 784..(i + 1) * 784].iter_mut().enumerate() {
+            *px = if p / 28 == 2 + 2 * c { 220 } else { r.below(80) as u8 };
+        }
+    }
+    Split { images: Images { count, rows: 28, cols: 28, pixels }, labels }
+}
+
+fn dataset() -> Dataset {
+    Dataset { dir: PathBuf::from("synthetic"), train: synthetic(300, 3), test: synthetic(100, 4) }
+}
+
+/// Small, but with every stateful piece: batch norm, dropout (RNG by step), Adam (step count).
+const SPEC: &str = "conv(4,3) bn dropout(0.3) relu maxpool(2) flatten linear(16) bn relu linear(10)";
+
+fn config(epochs: usize) -> TrainConfig {
+    let p = PartialConfig {
+        model: Some(SPEC.into()),
+        epochs: Some(epochs),
+        batch_size: Some(32),
+        val: Some(50),
+        optimizer: Some(wgpu_fmnist::model::OptimizerKind::Adam),
+        seed: Some(11),
+        ..Default::default()
+    };
+    TrainConfig::resolve(&p).unwrap()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("wgpu-fmnist-ckpt-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn saved_checkpoint_reloads_with_identical_weights_and_logits() {
+    let dir = tmp("roundtrip");
+    let data = dataset();
+    let out = train::train_with(gpu(), &config(1), &data, &mut Silent, &RunOptions { run_dir: Some(&dir), ..Default::default() }).unwrap();
+    let c = checkpoint::load(&dir.join("last.safetensors"), None).unwrap();
+    assert!(c.params == out.params, "reloaded parameters differ from the trained ones");
+    assert_eq!(c.spec.to_text(), wgpu_fmnist::model::ModelSpec::parse(SPEC).unwrap().to_text());
+    assert_eq!((c.meta.epoch, c.meta.step, c.meta.step_in_epoch), (1, 8, 0));
+    assert!(dir.join("best.safetensors").is_file());
+    // Same logits from the trained weights and from the file.
+    let images: Vec<Vec<u8>> = (0..5).map(|i| data.test.images.pixels[i * 784..(i + 1) * 784].to_vec()).collect();
+    let from_file = wgpu_fmnist::infer::predict(gpu(), &c, &images).unwrap();
+    let trained = checkpoint::Checkpoint { params: out.params.clone(), ..c.clone() };
+    assert_eq!(from_file, wgpu_fmnist::infer::predict(gpu(), &trained, &images).unwrap());
+    // Saving the loaded checkpoint again and loading that gives the same checkpoint.
+    let again = checkpoint::from_bytes(Path::new("again"), &checkpoint::to_bytes(&c).unwrap(), None).unwrap();
+    assert!(again.params == c.params && again.meta == c.meta && again.optim == c.optim);
+}
+
+#[test]
+fn resume_is_bit_identical_to_an_uninterrupted_run() {
+    let data = dataset();
+    let straight = train::train(gpu(), &config(2), &data, &mut Silent).unwrap();
+
+    // 1 epoch, then resume for the second.
+    let dir = tmp("resume");
+    let opts = RunOptions { run_dir: Some(&dir), ..Default::default() };
+    train::train_with(gpu(), &config(1), &data, &mut Silent, &opts).unwrap();
+    let c = checkpoint::load(&dir.join("last.safetensors"), None).unwrap();
+    assert!(c.optim.as_ref().is_some_and(|o| !o.m2.is_empty()), "Adam moments are saved");
+    let resumed = train::train_with(gpu(), &config(2), &data, &mut Silent, &RunOptions { resume: Some(&c), ..opts }).unwrap();
+    assert!(resumed.params == straight.params, "1 epoch + resume + 1 epoch differs from 2 epochs");
+}
+
+/// Sets the stop flag at the first progress report: the run stops mid-epoch.
+struct StopSoon<'a>(&'a AtomicBool);
+
+impl train::Reporter for StopSoon<'_> {
+    fn start(&mut self, _: &TrainConfig, _: &wgpu_fmnist::model::ModelSpec, _: usize, _: usize, _: usize, _: usize) {}
+    fn epoch_start(&mut self, _: usize, _: usize) {}
+    fn progress(&mut self, _: &train::Progress) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    fn epoch_end(&mut self, _: &train::EpochRecord) {}
+    fn message(&mut self, _: &str) {}
+}
+
+#[test]
+fn interrupted_run_saves_and_resumes_exactly() {
+    let data = dataset();
+    let straight = train::train(gpu(), &config(2), &data, &mut Silent).unwrap();
+    let dir = tmp("interrupt");
+    let stop = AtomicBool::new(false);
+    let opts = RunOptions { run_dir: Some(&dir), stop: Some(&stop), ..Default::default() };
+    match train::train_with(gpu(), &config(2), &data, &mut StopSoon(&stop), &opts) {
+        Err(TrainError::Interrupted { saved }) => assert_eq!(saved, dir.join("last.safetensors")),
+        other => panic!("expected an interruption, got {:?}", other.map(|o| o.epochs_run)),
+    }
+    let c = checkpoint::load(&dir.join("last.safetensors"), None).unwrap();
+    assert!(c.meta.step > 0 && c.meta.step < 16, "stopped mid-run at step {}", c.meta.step);
+    let resumed = train::train_with(gpu(), &config(2), &data, &mut Silent, &RunOptions { run_dir: Some(&dir), resume: Some(&c), stop: None }).unwrap();
+    assert!(resumed.params == straight.params, "interrupted + resumed run differs from the uninterrupted one");
+}
+
+fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_wgpu-fmnist")
+}
+
+fn assets() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets")
+}
+
+#[test]
+fn pytorch_state_dict_evaluates_like_pytorch() {
+    // tests/fixtures/mlp_pytorch.safetensors: an mlp state dict written by PyTorch's
+    // safetensors (no metadata); tools/pytorch_compat.py measured 0.8563 test accuracy.
+    let data = Path::new(wgpu_fmnist::data::DEBIAN_DIR);
+    if !data.is_dir() {
+        eprintln!("skipped: no real data");
+        return;
+    }
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mlp_pytorch.safetensors");
+    let r = Command::new(binary()).args(["eval", "--model", "mlp", "--json", "--checkpoint"]).arg(&file).output().unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert!((v["accuracy"].as_f64().unwrap() - 0.8563).abs() < 1e-4, "{v}");
+    assert_eq!(v["confusion"].as_array().unwrap().len(), 10);
+    assert_eq!(v["per_class"][1]["support"], 1000);
+    // Without --model there is no way to know the network: a clear error.
+    let r = Command::new(binary()).args(["eval", "--checkpoint"]).arg(&file).output().unwrap();
+    assert_eq!(r.status.code(), Some(6));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("--model"));
+    // The wrong model names the first tensor that does not fit.
+    let r = Command::new(binary()).args(["eval", "--model", "regcnn", "--checkpoint"]).arg(&file).output().unwrap();
+    assert_eq!(r.status.code(), Some(6));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("`0.weight`"), "{}", String::from_utf8_lossy(&r.stderr));
+}
+
+#[test]
+fn cli_trains_then_predicts_the_sample_images() {
+    let data = Path::new(wgpu_fmnist::data::DEBIAN_DIR);
+    if !data.is_dir() {
+        eprintln!("skipped: no real data");
+        return;
+    }
+    let out = tmp("predict");
+    let r = Command::new(binary())
+        .args(["train", "--model", "mlp", "--epochs", "1", "--limit-train", "20000", "--limit-test", "1000", "--quiet", "--name", "p"])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let ckpt = out.join("p/last.safetensors");
+    let files = ["trouser", "bag", "bag-on-white", "sneaker", "sandal"];
+    let r = Command::new(binary())
+        .args(["predict", "--json", "--checkpoint"])
+        .arg(&ckpt)
+        .args(files.iter().map(|f| assets().join(format!("{f}.png"))))
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let want = ["Trouser", "Bag", "Bag", "Sneaker", "Sandal"];
+    for (line, (file, class)) in String::from_utf8_lossy(&r.stdout).lines().zip(files.iter().zip(want)) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["top"][0]["class"], class, "{file}: {v}");
+    }
+    // eval of the same checkpoint works and reports per-class figures.
+    let r = Command::new(binary()).args(["eval", "--checkpoint"]).arg(&ckpt).output().unwrap();
+    let text = String::from_utf8_lossy(&r.stdout);
+    assert!(r.status.success() && text.contains("precision") && text.contains("Ankle boot"), "{text}");
+}
+
+#[test]
+fn bad_checkpoints_and_images_are_clear_errors() {
+    let dir = tmp("bad");
+    // Not a safetensors file.
+    let junk = dir.join("junk.safetensors");
+    std::fs::write(&junk, b"this is not a checkpoint").unwrap();
+    let err = checkpoint::load(&junk, None).unwrap_err();
+    assert!(matches!(err, checkpoint::CheckpointError::Format { .. }), "{err}");
+    assert!(err.to_string().contains("junk.safetensors"));
+    // A truncated checkpoint.
+    let good = dir.join("good.safetensors");
+    train::train_with(gpu(), &config(1), &dataset(), &mut Silent, &RunOptions { run_dir: Some(&dir), ..Default::default() }).unwrap();
+    std::fs::rename(dir.join("last.safetensors"), &good).unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    let cut = dir.join("cut.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
+    assert!(matches!(checkpoint::load(&cut, None), Err(checkpoint::CheckpointError::Format { .. })));
+    // A checkpoint of another model.
+    let (mlp, _) = wgpu_fmnist::model::resolve("mlp").unwrap();
+    let err = checkpoint::load(&good, Some(&mlp)).unwrap_err();
+    assert!(err.to_string().contains("not `flatten linear(128)"), "{err}");
+    // From the CLI: exit code 6 and the file named.
+    let r = Command::new(binary()).args(["eval", "--checkpoint"]).arg(&cut).output().unwrap();
+    assert_eq!(r.status.code(), Some(6));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("cut.safetensors"));
+    let not_image = dir.join("notes.png");
+    std::fs::write(&not_image, b"plain text, not a PNG").unwrap();
+    let r = Command::new(binary()).args(["predict", "--checkpoint"]).arg(&good).arg(&not_image).output().unwrap();
+    assert_eq!(r.status.code(), Some(6));
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(stderr.contains("notes.png") && stderr.contains("not an image"), "{stderr}");
+    let r = Command::new(binary()).args(["predict", "--checkpoint"]).arg(&good).arg(dir.join("missing.png")).output().unwrap();
+    assert_eq!(r.status.code(), Some(6));
+}
