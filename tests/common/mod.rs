@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests: one GPU per test binary, seeded data,
 //! tolerance checks that print the first mismatches, and finite-difference gradients.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::too_many_arguments)]
 
 use std::sync::OnceLock;
 use wgpu_fmnist::gpu::{AdapterRequest, Dispatch, Gpu, Tensor};

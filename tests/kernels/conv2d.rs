@@ -1,3 +1,5 @@
+#![allow(clippy::too_many_arguments)]
+
 use crate::common::*;
 use wgpu_fmnist::kernels::conv2d::*;
 
