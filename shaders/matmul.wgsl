@@ -113,3 +113,148 @@ fn bias_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     db[col] = s;
 }
+
+// ---------------------------------------------------------------------------------------
+// vec4 variants for the three layouts of the linear layer, used when the contiguous
+// dimensions are multiples of 4 (tensors are padded to 16 bytes, so vec4 views are valid).
+// Loading 4 floats per access and accumulating 32-64 outputs per invocation is what makes
+// matmul fast on lavapipe (DESIGN §6); the strided kernel above covers every other shape.
+// p._pad0 != 0 adds bias[n] (matmul_nt4 only).
+
+@group(0) @binding(7) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read> b4: array<vec4<f32>>;
+
+fn dot4(a: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(dot(a, b0), dot(a, b1), dot(a, b2), dot(a, b3));
+}
+
+fn store4(m: u32, n0: u32, v: vec4<f32>) {
+    if (m >= p.m) { return; }
+    let base = m * p.n + n0;
+    if (n0 < p.n) { c[base] = v.x; }
+    if (n0 + 1u < p.n) { c[base + 1u] = v.y; }
+    if (n0 + 2u < p.n) { c[base + 2u] = v.z; }
+    if (n0 + 3u < p.n) { c[base + 3u] = v.w; }
+}
+
+// "NT": A(m, k) and B(k, n) both contiguous along k (A rows of stride a_stride_m, B "rows"
+// of stride b_stride_n). 8 rows x 4 columns of C per invocation. K % 4 == 0.
+@compute @workgroup_size(WG_X, WG_Y)
+fn matmul_nt4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let n0 = gid.x * 4u;
+    let m0 = gid.y * 8u;
+    if (m0 >= p.m || n0 >= p.n) { return; }
+    let sa = p.a_stride_m / 4u;
+    let sb = p.b_stride_n / 4u;
+    let a0 = min(m0, p.m - 1u) * sa;
+    let a1 = min(m0 + 1u, p.m - 1u) * sa;
+    let a2 = min(m0 + 2u, p.m - 1u) * sa;
+    let a3 = min(m0 + 3u, p.m - 1u) * sa;
+    let a4i = min(m0 + 4u, p.m - 1u) * sa;
+    let a5 = min(m0 + 5u, p.m - 1u) * sa;
+    let a6 = min(m0 + 6u, p.m - 1u) * sa;
+    let a7 = min(m0 + 7u, p.m - 1u) * sa;
+    let rb0 = min(n0, p.n - 1u) * sb;
+    let rb1 = min(n0 + 1u, p.n - 1u) * sb;
+    let rb2 = min(n0 + 2u, p.n - 1u) * sb;
+    let rb3 = min(n0 + 3u, p.n - 1u) * sb;
+    var c0 = vec4<f32>(); var c1 = vec4<f32>(); var c2 = vec4<f32>(); var c3 = vec4<f32>();
+    var c4 = vec4<f32>(); var c5 = vec4<f32>(); var c6 = vec4<f32>(); var c7 = vec4<f32>();
+    for (var k = 0u; k < p.k / 4u; k++) {
+        let b0 = b4[rb0 + k];
+        let b1 = b4[rb1 + k];
+        let b2 = b4[rb2 + k];
+        let b3 = b4[rb3 + k];
+        c0 += dot4(a4[a0 + k], b0, b1, b2, b3);
+        c1 += dot4(a4[a1 + k], b0, b1, b2, b3);
+        c2 += dot4(a4[a2 + k], b0, b1, b2, b3);
+        c3 += dot4(a4[a3 + k], b0, b1, b2, b3);
+        c4 += dot4(a4[a4i + k], b0, b1, b2, b3);
+        c5 += dot4(a4[a5 + k], b0, b1, b2, b3);
+        c6 += dot4(a4[a6 + k], b0, b1, b2, b3);
+        c7 += dot4(a4[a7 + k], b0, b1, b2, b3);
+    }
+    var bv = vec4<f32>();
+    if (p._pad0 != 0u) {
+        bv = vec4<f32>(bias[min(n0, p.n - 1u)], bias[min(n0 + 1u, p.n - 1u)], bias[min(n0 + 2u, p.n - 1u)], bias[min(n0 + 3u, p.n - 1u)]);
+    }
+    store4(m0, n0, c0 + bv);
+    store4(m0 + 1u, n0, c1 + bv);
+    store4(m0 + 2u, n0, c2 + bv);
+    store4(m0 + 3u, n0, c3 + bv);
+    store4(m0 + 4u, n0, c4 + bv);
+    store4(m0 + 5u, n0, c5 + bv);
+    store4(m0 + 6u, n0, c6 + bv);
+    store4(m0 + 7u, n0, c7 + bv);
+}
+
+// "NN": A(m, k) read as scalars (any strides), B(k, n) contiguous along n with
+// b_stride_k % 4 == 0 and N % 4 == 0. 4 rows x 8 columns of C per invocation.
+@compute @workgroup_size(WG_X, WG_Y)
+fn matmul_nn4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let n0 = gid.x * 8u;
+    let m0 = gid.y * 4u;
+    if (m0 >= p.m || n0 >= p.n) { return; }
+    let r0 = min(m0, p.m - 1u) * p.a_stride_m;
+    let r1 = min(m0 + 1u, p.m - 1u) * p.a_stride_m;
+    let r2 = min(m0 + 2u, p.m - 1u) * p.a_stride_m;
+    let r3 = min(m0 + 3u, p.m - 1u) * p.a_stride_m;
+    // The upper 4 columns may lie past N: read the lower ones again (not stored).
+    let hi = select(n0 / 4u, n0 / 4u + 1u, n0 + 4u < p.n);
+    let sb = p.b_stride_k / 4u;
+    var l0 = vec4<f32>(); var h0 = vec4<f32>(); var l1 = vec4<f32>(); var h1 = vec4<f32>();
+    var l2 = vec4<f32>(); var h2 = vec4<f32>(); var l3 = vec4<f32>(); var h3 = vec4<f32>();
+    for (var k = 0u; k < p.k; k++) {
+        let bl = b4[k * sb + n0 / 4u];
+        let bh = b4[k * sb + hi];
+        let ak = k * p.a_stride_k;
+        let x0 = a[r0 + ak]; let x1 = a[r1 + ak]; let x2 = a[r2 + ak]; let x3 = a[r3 + ak];
+        l0 += x0 * bl; h0 += x0 * bh;
+        l1 += x1 * bl; h1 += x1 * bh;
+        l2 += x2 * bl; h2 += x2 * bh;
+        l3 += x3 * bl; h3 += x3 * bh;
+    }
+    store4(m0, n0, l0); store4(m0, n0 + 4u, h0);
+    store4(m0 + 1u, n0, l1); store4(m0 + 1u, n0 + 4u, h1);
+    store4(m0 + 2u, n0, l2); store4(m0 + 2u, n0 + 4u, h2);
+    store4(m0 + 3u, n0, l3); store4(m0 + 3u, n0 + 4u, h3);
+}
+
+// "TN": A stored transposed (A(m, k) = a[k * a_stride_k + m]) and B(k, n) contiguous along n;
+// M, N, a_stride_k and b_stride_k multiples of 4. 8 x 8 outer products per k.
+@compute @workgroup_size(WG_X, WG_Y)
+fn matmul_tn4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let n0 = gid.x * 8u;
+    let m0 = gid.y * 8u;
+    if (m0 >= p.m || n0 >= p.n) { return; }
+    let am_hi = select(m0 / 4u, m0 / 4u + 1u, m0 + 4u < p.m);
+    let bn_hi = select(n0 / 4u, n0 / 4u + 1u, n0 + 4u < p.n);
+    let sa = p.a_stride_k / 4u;
+    let sb = p.b_stride_k / 4u;
+    var l0 = vec4<f32>(); var h0 = vec4<f32>(); var l1 = vec4<f32>(); var h1 = vec4<f32>();
+    var l2 = vec4<f32>(); var h2 = vec4<f32>(); var l3 = vec4<f32>(); var h3 = vec4<f32>();
+    var l4 = vec4<f32>(); var h4 = vec4<f32>(); var l5 = vec4<f32>(); var h5 = vec4<f32>();
+    var l6 = vec4<f32>(); var h6 = vec4<f32>(); var l7 = vec4<f32>(); var h7 = vec4<f32>();
+    for (var k = 0u; k < p.k; k++) {
+        let al = a4[k * sa + m0 / 4u];
+        let ah = a4[k * sa + am_hi];
+        let bl = b4[k * sb + n0 / 4u];
+        let bh = b4[k * sb + bn_hi];
+        l0 += al.x * bl; h0 += al.x * bh;
+        l1 += al.y * bl; h1 += al.y * bh;
+        l2 += al.z * bl; h2 += al.z * bh;
+        l3 += al.w * bl; h3 += al.w * bh;
+        l4 += ah.x * bl; h4 += ah.x * bh;
+        l5 += ah.y * bl; h5 += ah.y * bh;
+        l6 += ah.z * bl; h6 += ah.z * bh;
+        l7 += ah.w * bl; h7 += ah.w * bh;
+    }
+    store4(m0, n0, l0); store4(m0, n0 + 4u, h0);
+    store4(m0 + 1u, n0, l1); store4(m0 + 1u, n0 + 4u, h1);
+    store4(m0 + 2u, n0, l2); store4(m0 + 2u, n0 + 4u, h2);
+    store4(m0 + 3u, n0, l3); store4(m0 + 3u, n0 + 4u, h3);
+    store4(m0 + 4u, n0, l4); store4(m0 + 4u, n0 + 4u, h4);
+    store4(m0 + 5u, n0, l5); store4(m0 + 5u, n0 + 4u, h5);
+    store4(m0 + 6u, n0, l6); store4(m0 + 6u, n0 + 4u, h6);
+    store4(m0 + 7u, n0, l7); store4(m0 + 7u, n0 + 4u, h7);
+}

@@ -83,21 +83,100 @@ fn workgroups(shape: &MatmulShape) -> [u32; 3] {
     [shape.n.div_ceil(tile).max(1) as u32, shape.m.div_ceil(tile).max(1) as u32, 1]
 }
 
+/// Which kernel computes a product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// The vec4 kernel for the layout where it applies, else the strided one.
+    Auto,
+    /// The general strided kernel (4x4 block per invocation).
+    Strided,
+    /// The vec4 kernel for the layout; an error where it does not apply.
+    Vec4,
+}
+
+/// The vec4 entry point (and its workgroup grid) that handles `s`, if any.
+pub fn vec4_kernel(s: &MatmulShape) -> Option<(&'static str, [u32; 3])> {
+    let ((sam, sak), (sbk, sbn)) = (s.a_stride, s.b_stride);
+    let g = |v: usize, per: usize| v.div_ceil(per).max(1) as u32;
+    if sak == 1 && sbk == 1 && s.k % 4 == 0 && sam % 4 == 0 && sbn % 4 == 0 {
+        // 8 rows x 4 columns per invocation, 8 x 8 invocations per workgroup.
+        return Some(("matmul_nt4", [g(s.n, 32), g(s.m, 64), 1]));
+    }
+    if sam == 1 && sbn == 1 && s.m % 4 == 0 && s.n % 4 == 0 && sak % 4 == 0 && sbk % 4 == 0 {
+        return Some(("matmul_tn4", [g(s.n, 64), g(s.m, 64), 1]));
+    }
+    if sbn == 1 && s.n % 4 == 0 && sbk % 4 == 0 {
+        return Some(("matmul_nn4", [g(s.n, 64), g(s.m, 32), 1]));
+    }
+    None
+}
+
 /// C = A * B (no bias). The tensors may be longer than the view (strided sub-views).
 pub fn matmul(gpu: &Gpu, shape: MatmulShape, a: &Tensor, b: &Tensor, c: &Tensor) -> Result<Dispatch> {
+    matmul_with(gpu, Variant::Auto, shape, a, b, None, c)
+}
+
+/// C = A * B (+ bias broadcast over rows) with the chosen kernel.
+pub fn matmul_with(
+    gpu: &Gpu,
+    variant: Variant,
+    shape: MatmulShape,
+    a: &Tensor,
+    b: &Tensor,
+    bias: Option<&Tensor>,
+    c: &Tensor,
+) -> Result<Dispatch> {
     let desc = shape.describe();
     check_at_least("matmul", &desc, a, shape.a_len())?;
     check_at_least("matmul", &desc, b, shape.b_len())?;
     check_len("matmul", &desc, c, shape.m * shape.n)?;
-    let p = gpu.uniform("matmul params", &params(&shape)?);
-    gpu.dispatch(
-        &MATMUL,
-        "matmul",
-        &desc,
-        &[(0, &p), (1, &a.buffer), (2, &b.buffer), (4, &c.buffer)],
-        workgroups(&shape),
-    )
-    .map(|d| d.with_cost(shape.flops(), shape.bytes()))
+    if let Some(b) = bias {
+        check_len("matmul", &desc, b, shape.n)?;
+    }
+    let fast = match variant {
+        Variant::Strided => None,
+        // Only the NT kernel adds a bias (the linear forward); other layouts never need one.
+        Variant::Auto => vec4_kernel(&shape).filter(|(e, _)| bias.is_none() || *e == "matmul_nt4"),
+        Variant::Vec4 => Some(
+            vec4_kernel(&shape).filter(|(e, _)| bias.is_none() || *e == "matmul_nt4").ok_or_else(|| {
+                crate::gpu::GpuError::Shape {
+                    label: "matmul".into(),
+                    message: format!("no vec4 kernel for {desc} with strides {:?} {:?}", shape.a_stride, shape.b_stride),
+                }
+            })?,
+        ),
+    };
+    let mut p = params(&shape)?;
+    let d = match (fast, bias) {
+        (Some((entry, groups)), _) => {
+            p._pad = bias.is_some() as u32;
+            let pb = gpu.uniform("matmul params", &p);
+            let no_bias = gpu.zeros("no bias", 4)?;
+            let bias_buf = bias.map_or(&no_bias.buffer, |b| &b.buffer);
+            let mut binds = vec![(0, &pb), (8, &b.buffer), (4, &c.buffer)];
+            match entry {
+                "matmul_nt4" => binds.extend([(7, &a.buffer), (3, bias_buf)]),
+                "matmul_tn4" => binds.push((7, &a.buffer)),
+                _ => binds.push((1, &a.buffer)),
+            }
+            gpu.dispatch(&MATMUL, entry, &desc, &binds, groups)?
+        }
+        (None, Some(bb)) => {
+            let pb = gpu.uniform("matmul params", &p);
+            gpu.dispatch(
+                &MATMUL,
+                "matmul_bias",
+                &desc,
+                &[(0, &pb), (1, &a.buffer), (2, &b.buffer), (3, &bb.buffer), (4, &c.buffer)],
+                workgroups(&shape),
+            )?
+        }
+        (None, None) => {
+            let pb = gpu.uniform("matmul params", &p);
+            gpu.dispatch(&MATMUL, "matmul", &desc, &[(0, &pb), (1, &a.buffer), (2, &b.buffer), (4, &c.buffer)], workgroups(&shape))?
+        }
+    };
+    Ok(d.with_cost(shape.flops(), shape.bytes()))
 }
 
 fn check_at_least(kernel: &str, shape: &str, t: &Tensor, needed: usize) -> Result<()> {
@@ -138,37 +217,40 @@ impl LinearShape {
 
 /// y = x W^T + b
 pub fn linear_forward(gpu: &Gpu, s: LinearShape, x: &Tensor, w: &Tensor, b: &Tensor, y: &Tensor) -> Result<Dispatch> {
+    linear_forward_with(gpu, Variant::Auto, s, x, w, b, y)
+}
+
+pub fn linear_forward_with(gpu: &Gpu, v: Variant, s: LinearShape, x: &Tensor, w: &Tensor, b: &Tensor, y: &Tensor) -> Result<Dispatch> {
     let desc = s.describe();
     check_len("linear_forward", &desc, x, s.batch * s.inputs)?;
     check_len("linear_forward", &desc, w, s.outputs * s.inputs)?;
     check_len("linear_forward", &desc, b, s.outputs)?;
     check_len("linear_forward", &desc, y, s.batch * s.outputs)?;
-    let shape = s.forward();
-    let p = gpu.uniform("linear params", &params(&shape)?);
-    gpu.dispatch(
-        &MATMUL,
-        "matmul_bias",
-        &desc,
-        &[(0, &p), (1, &x.buffer), (2, &w.buffer), (3, &b.buffer), (4, &y.buffer)],
-        workgroups(&shape),
-    )
-    .map(|d| d.with_cost(shape.flops(), shape.bytes()))
+    matmul_with(gpu, v, s.forward(), x, w, Some(b), y)
 }
 
 /// dx = dy W (overwrites dx).
 pub fn linear_backward_input(gpu: &Gpu, s: LinearShape, dy: &Tensor, w: &Tensor, dx: &Tensor) -> Result<Dispatch> {
+    linear_backward_input_with(gpu, Variant::Auto, s, dy, w, dx)
+}
+
+pub fn linear_backward_input_with(gpu: &Gpu, v: Variant, s: LinearShape, dy: &Tensor, w: &Tensor, dx: &Tensor) -> Result<Dispatch> {
     check_len("linear_backward_input", &s.describe(), dy, s.batch * s.outputs)?;
     check_len("linear_backward_input", &s.describe(), w, s.outputs * s.inputs)?;
     check_len("linear_backward_input", &s.describe(), dx, s.batch * s.inputs)?;
-    matmul(gpu, s.backward_input(), dy, w, dx)
+    matmul_with(gpu, v, s.backward_input(), dy, w, None, dx)
 }
 
 /// dw = dy^T x (overwrites dw).
 pub fn linear_backward_weight(gpu: &Gpu, s: LinearShape, dy: &Tensor, x: &Tensor, dw: &Tensor) -> Result<Dispatch> {
+    linear_backward_weight_with(gpu, Variant::Auto, s, dy, x, dw)
+}
+
+pub fn linear_backward_weight_with(gpu: &Gpu, v: Variant, s: LinearShape, dy: &Tensor, x: &Tensor, dw: &Tensor) -> Result<Dispatch> {
     check_len("linear_backward_weight", &s.describe(), dy, s.batch * s.outputs)?;
     check_len("linear_backward_weight", &s.describe(), x, s.batch * s.inputs)?;
     check_len("linear_backward_weight", &s.describe(), dw, s.outputs * s.inputs)?;
-    matmul(gpu, s.backward_weight(), dy, x, dw)
+    matmul_with(gpu, v, s.backward_weight(), dy, x, None, dw)
 }
 
 /// db = sum over the batch of dy (overwrites db).

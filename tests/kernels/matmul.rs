@@ -7,6 +7,8 @@ const LINEAR_SHAPES: &[(usize, usize, usize)] = &[
     (1, 784, 128),   // batch 1, mlp first layer
     (3, 5, 7),       // nothing a multiple of the 4x4 block or 32 tile
     (33, 67, 31),    // one past / one short of tile multiples
+    (9, 36, 20),     // vec4 layouts with partial 8-row / 8-column blocks
+    (70, 132, 68),   // vec4 layouts just past the 64-wide workgroup tiles
     (32, 784, 128),  // mlp layer 1 at its batch
     (32, 128, 64),   // mlp layer 2
     (32, 64, 10),    // mlp layer 3
@@ -28,16 +30,26 @@ fn data(s: LinearShape, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
     )
 }
 
+/// The strided kernel, and the vec4 one where the layout allows it.
+fn variants(shape: &MatmulShape) -> Vec<Variant> {
+    match vec4_kernel(shape) {
+        Some(_) => vec![Variant::Strided, Variant::Vec4],
+        None => vec![Variant::Strided],
+    }
+}
+
 #[test]
 fn linear_forward_matches_reference() {
     for (i, &(batch, inputs, outputs)) in LINEAR_SHAPES.iter().enumerate() {
         let s = LinearShape { batch, inputs, outputs };
         let (x, w, b, _) = data(s, i as u64);
-        let (tx, tw, tb, ty) = (upload("x", &x), upload("w", &w), upload("b", &b), zeros("y", batch * outputs));
-        run(&[&linear_forward(gpu(), s, &tx, &tw, &tb, &ty).unwrap()]);
         let mut want = vec![0.0; batch * outputs];
         linear_forward_reference(&mut want, &x, &w, &b, s);
-        assert_kernel_close(&format!("linear_forward {s:?}"), &read(&ty), &want);
+        for v in variants(&s.forward()) {
+            let (tx, tw, tb, ty) = (upload("x", &x), upload("w", &w), upload("b", &b), zeros("y", batch * outputs));
+            run(&[&linear_forward_with(gpu(), v, s, &tx, &tw, &tb, &ty).unwrap()]);
+            assert_kernel_close(&format!("linear_forward {v:?} {s:?}"), &read(&ty), &want);
+        }
     }
 }
 
@@ -46,17 +58,21 @@ fn linear_backward_matches_reference() {
     for (i, &(batch, inputs, outputs)) in LINEAR_SHAPES.iter().enumerate() {
         let s = LinearShape { batch, inputs, outputs };
         let (x, w, _, dy) = data(s, 100 + i as u64);
-        let (tx, tw, tdy) = (upload("x", &x), upload("w", &w), upload("dy", &dy));
-        let (tdx, tdw, tdb) = (zeros("dx", x.len()), zeros("dw", w.len()), zeros("db", outputs));
-        run(&[
-            &linear_backward_input(gpu(), s, &tdy, &tw, &tdx).unwrap(),
-            &linear_backward_weight(gpu(), s, &tdy, &tx, &tdw).unwrap(),
-            &linear_backward_bias(gpu(), s, &tdy, &tdb).unwrap(),
-        ]);
         let (mut dx, mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; w.len()], vec![0.0; outputs]);
         linear_backward_reference(&mut dx, &mut dw, &mut db, &dy, &x, &w, s);
-        assert_kernel_close(&format!("linear_backward dx {s:?}"), &read(&tdx), &dx);
-        assert_kernel_close(&format!("linear_backward dw {s:?}"), &read(&tdw), &dw);
+        let (tx, tw, tdy) = (upload("x", &x), upload("w", &w), upload("dy", &dy));
+        for v in variants(&s.backward_input()) {
+            let tdx = zeros("dx", x.len());
+            run(&[&linear_backward_input_with(gpu(), v, s, &tdy, &tw, &tdx).unwrap()]);
+            assert_kernel_close(&format!("linear_backward dx {v:?} {s:?}"), &read(&tdx), &dx);
+        }
+        for v in variants(&s.backward_weight()) {
+            let tdw = zeros("dw", w.len());
+            run(&[&linear_backward_weight_with(gpu(), v, s, &tdy, &tx, &tdw).unwrap()]);
+            assert_kernel_close(&format!("linear_backward dw {v:?} {s:?}"), &read(&tdw), &dw);
+        }
+        let tdb = zeros("db", outputs);
+        run(&[&linear_backward_bias(gpu(), s, &tdy, &tdb).unwrap()]);
         assert_kernel_close(&format!("linear_backward db {s:?}"), &read(&tdb), &db);
     }
 }
