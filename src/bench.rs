@@ -19,8 +19,77 @@ pub struct KernelTime {
     pub bytes: f64,
 }
 
+/// The GPU training step checked against `reference::train_step` before timing.
+#[derive(Clone, Debug)]
+pub struct Validation {
+    pub batch: usize,
+    /// Tensors compared: logits, loss and every parameter gradient.
+    pub tensors: usize,
+    /// Largest |gpu - ref| as a fraction of the allowed error (must be <= 1).
+    pub worst_relative: f64,
+}
+
+/// Runs one training step (forward, loss, backward) of `spec` on random data on the GPU and
+/// on the CPU references, and compares logits, loss and every parameter gradient. Large
+/// models are checked at a smaller batch (the CPU reference is slow); the result says which.
+pub fn validate(gpu: &Gpu, spec: &ModelSpec, batch: usize) -> Result<Validation> {
+    let per_image: u64 = (0..spec.layers.len()).map(|i| spec.flops(i)).sum();
+    let batch = if per_image * 3 * batch as u64 > 3_000_000_000 { batch.min(8) } else { batch };
+    let params = spec.init_params(3);
+    let mut rng = crate::rng::Rng::new(17);
+    let input = rng.vec(batch * 784, -1.0, 1.0);
+    let labels: Vec<u32> = (0..batch).map(|_| rng.below(10) as u32).collect();
+    let (step, seed) = (5u32, 99u32);
+    let net = Network::new(gpu, spec.clone(), &params)?;
+    let bufs = Buffers::new(gpu, spec, batch, Mode::Train)?;
+    gpu.write(&bufs.acts[0], &input)?;
+    gpu.write(&bufs.labels, &labels)?;
+    gpu.write(&net.counter, &[step, 0])?;
+    let metrics_t = gpu.zeros("validation metrics", metrics::LEN)?;
+    let xs = crate::kernels::softmax_xent::XentShape { batch, classes: crate::model::NUM_CLASSES };
+    let dlogits = bufs.grads[*bufs.slot.last().expect("slot")].as_ref().expect("logit grad");
+    let mut plan = net::forward(gpu, &net, &bufs, batch, seed)?;
+    plan.push(crate::kernels::softmax_xent::softmax_xent_forward(gpu, xs, bufs.logits(), &bufs.labels, &metrics_t)?);
+    plan.push(crate::kernels::softmax_xent::softmax_xent_backward(gpu, xs, bufs.logits(), &bufs.labels, dlogits)?);
+    plan.extend(net::backward(gpu, &net, &bufs, batch, seed)?);
+    gpu.run(&plan.iter().collect::<Vec<_>>())?;
+    let want = crate::reference::train_step(spec, &params, &input, &labels, step, seed);
+
+    let mut worst = 0f64;
+    let mut check = |name: &str, got: &[f32], want: &[f32]| -> Result<()> {
+        let scale = want.iter().fold(0f64, |a, &v| a.max(v.abs() as f64)).max(1e-6);
+        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+            let err = (g as f64 - w as f64).abs();
+            let allowed = 1e-6 + 1e-3 * scale + 1e-3 * (w as f64).abs();
+            worst = worst.max(err / allowed);
+            // f32 sums in another order than the f64 reference: 1e-3 of the tensor's scale,
+            // and 1e-6 absolute for gradients that are zero but for rounding (a conv bias
+            // followed by batch norm).
+            if !(err <= allowed) {
+                return Err(GpuError::Shape {
+                    label: name.to_string(),
+                    message: format!("GPU result differs from the CPU reference at [{i}]: {g} vs {w}; not timing a wrong kernel"),
+                });
+            }
+        }
+        Ok(())
+    };
+    let logits: Vec<f32> = gpu.read(bufs.logits())?;
+    check("logits", &logits[..want.logits.len()], &want.logits)?;
+    let m: Vec<f32> = gpu.read(&metrics_t)?;
+    check("loss", &[m[metrics::LOSS_SUM] / batch as f32], &[want.loss as f32])?;
+    let named: Vec<(String, &crate::net::Param)> = net.named_params().collect();
+    for (name, g) in &want.grads {
+        let p = named.iter().find(|(n, _)| n == name).map(|(_, p)| *p).expect("parameter");
+        let got: Vec<f32> = gpu.read(&p.grad)?;
+        check(&format!("gradient of {name}"), &got[..g.len()], g)?;
+    }
+    Ok(Validation { batch, tensors: 2 + want.grads.len(), worst_relative: worst })
+}
+
 #[derive(Clone, Debug)]
 pub struct BenchResult {
+    pub validation: Validation,
     pub kernels: Vec<KernelTime>,
     pub train_images_per_second: f64,
     pub infer_images_per_second: f64,
@@ -106,6 +175,7 @@ fn time_with_timestamps(gpu: &Gpu, dispatches: &[&Dispatch], reps: u32) -> Resul
 
 /// Benchmarks one training step of `spec` at `batch` on synthetic data.
 pub fn run(gpu: &Gpu, spec: &ModelSpec, batch: usize, optimizer: OptimizerKind, seconds: f64) -> Result<BenchResult> {
+    let validation = validate(gpu, spec, batch)?;
     let net = Network::new(gpu, spec.clone(), &spec.init_params(1))?;
     // Synthetic images: what is computed does not depend on the pixel values.
     let count = (batch * 8).max(1024);
@@ -145,7 +215,7 @@ pub fn run(gpu: &Gpu, spec: &ModelSpec, batch: usize, optimizer: OptimizerKind, 
     let eval_plan = net::eval_step(gpu, &net, &eval_bufs, &eval_inputs, batch)?;
     let infer_ips = steady_rate(gpu, &eval_plan, batch, seconds / 2.0, &net)?;
     let step_seconds = batch as f64 / train_ips;
-    Ok(BenchResult { kernels, train_images_per_second: train_ips, infer_images_per_second: infer_ips, step_seconds, timing })
+    Ok(BenchResult { validation, kernels, train_images_per_second: train_ips, infer_images_per_second: infer_ips, step_seconds, timing })
 }
 
 fn steady_rate(gpu: &Gpu, plan: &[Dispatch], batch: usize, seconds: f64, net: &Network) -> Result<f64> {

@@ -12,6 +12,7 @@ pub mod infer;
 pub mod kernels;
 pub mod model;
 pub mod net;
+pub mod reference;
 pub mod rng;
 pub mod shader_check;
 pub mod train;

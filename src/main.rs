@@ -40,6 +40,9 @@ enum Command {
         /// Seconds of end-to-end training to time.
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
+        /// List every dispatch of the step (default: totals per kernel).
+        #[arg(long)]
+        kernels: bool,
         /// One JSON object per kernel, then a summary line.
         #[arg(long)]
         json: bool,
@@ -280,7 +283,9 @@ fn main() -> ExitCode {
         Command::Predict { checkpoint, images, top, invert, model, json, gpu } => {
             predict(&checkpoint, &images, top, invert, model.as_deref(), json, &gpu)
         }
-        Command::Bench { model, batch_size, optimizer, seconds, json, gpu } => bench(&model, batch_size, optimizer, seconds, json, &gpu),
+        Command::Bench { model, batch_size, optimizer, seconds, kernels, json, gpu } => {
+            bench(&model, batch_size, optimizer, seconds, kernels, json, &gpu)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -519,7 +524,15 @@ fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn bench(name: &str, batch: Option<usize>, optimizer: Option<OptimizerKind>, seconds: f64, json: bool, args: &GpuArgs) -> anyhow::Result<()> {
+fn bench(
+    name: &str,
+    batch: Option<usize>,
+    optimizer: Option<OptimizerKind>,
+    seconds: f64,
+    all_kernels: bool,
+    json: bool,
+    args: &GpuArgs,
+) -> anyhow::Result<()> {
     let (spec, preset) = model::resolve(name)?;
     let batch = batch.or(preset.map(|p| p.batch_size)).unwrap_or(32);
     if batch == 0 {
@@ -540,12 +553,38 @@ fn bench(name: &str, batch: Option<usize>, optimizer: Option<OptimizerKind>, sec
             "model": name, "batch_size": batch, "adapter": adapter, "timing": r.timing,
             "train_images_per_second": r.train_images_per_second, "infer_images_per_second": r.infer_images_per_second,
             "step_seconds": r.step_seconds, "kernel_seconds_sum": r.kernels.iter().map(|k| k.seconds).sum::<f64>(),
+            "validated_batch": r.validation.batch, "validated_tensors": r.validation.tensors,
+            "validation_worst_error_over_tolerance": r.validation.worst_relative,
         }));
         return Ok(());
     }
-    println!("{name} at batch {batch} on {adapter} ({})\n", r.timing);
-    println!("{:<64} {:>10} {:>9} {:>8}", "kernel", "us/call", "GFLOP/s", "GB/s");
-    for k in &r.kernels {
+    println!("{name} at batch {batch} on {adapter} ({})", r.timing);
+    println!(
+        "validated against the CPU reference at batch {}: logits, loss and {} gradients; worst error {:.2} of the tolerance\n",
+        r.validation.batch,
+        r.validation.tensors - 2,
+        r.validation.worst_relative
+    );
+    let mut rows: Vec<wgpu_fmnist::bench::KernelTime> = Vec::new();
+    if all_kernels {
+        rows = r.kernels.clone();
+    } else {
+        // Totals per entry point, in order of first appearance.
+        for k in &r.kernels {
+            let entry = k.label.split(' ').next().unwrap_or("").to_string();
+            match rows.iter_mut().find(|x| x.label == entry) {
+                Some(x) => {
+                    x.seconds += k.seconds;
+                    x.flops += k.flops;
+                    x.bytes += k.bytes;
+                }
+                None => rows.push(wgpu_fmnist::bench::KernelTime { label: entry, ..k.clone() }),
+            }
+        }
+        rows.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+    }
+    println!("{:<64} {:>10} {:>9} {:>8}", if all_kernels { "kernel (every dispatch of one step)" } else { "kernel (all calls in one step)" }, "us", "GFLOP/s", "GB/s");
+    for k in &rows {
         let gf = if k.flops > 0.0 { format!("{:.2}", k.flops / k.seconds / 1e9) } else { "-".into() };
         let gb = if k.bytes > 0.0 { format!("{:.2}", k.bytes / k.seconds / 1e9) } else { "-".into() };
         let label: String = k.label.chars().take(64).collect();
