@@ -48,12 +48,6 @@ fn linear_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
 }
 
-// Index of the j-th element (over batch and space) of channel ch.
-fn at(ch: u32, j: u32) -> u32 {
-    let b = j / p.hw;
-    return (b * p.c + ch) * p.hw + (j - b * p.hw);
-}
-
 // Sums red_a and red_b over the workgroup; every invocation must call it.
 fn reduce_pair(lid: u32) {
     workgroupBarrier();
@@ -66,6 +60,8 @@ fn reduce_pair(lid: u32) {
     }
 }
 
+// Sum over channel ch of f(element): each invocation walks whole planes (batch images)
+// with a stride of WG inside each plane, so no per-element division is needed.
 // Batch mean and 1/sqrt(biased var + eps) per channel; running stats updated.
 // Two passes over the data (mean, then squared deviations) for accuracy.
 @compute @workgroup_size(WG)
@@ -73,8 +69,11 @@ fn batchnorm_stats(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgr
     let ch = wid.x;
     let count = p.n * p.hw;
     var s = 0.0;
-    for (var j = lid.x; j < count; j += WG) {
-        s += x[at(ch, j)];
+    for (var b = 0u; b < p.n; b++) {
+        let base = (b * p.c + ch) * p.hw;
+        for (var j = lid.x; j < p.hw; j += WG) {
+            s += x[base + j];
+        }
     }
     red_a[lid.x] = s;
     red_b[lid.x] = 0.0;
@@ -82,9 +81,12 @@ fn batchnorm_stats(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgr
     let mean = red_a[0] / f32(count);
     workgroupBarrier();
     var q = 0.0;
-    for (var j = lid.x; j < count; j += WG) {
-        let d = x[at(ch, j)] - mean;
-        q += d * d;
+    for (var b = 0u; b < p.n; b++) {
+        let base = (b * p.c + ch) * p.hw;
+        for (var j = lid.x; j < p.hw; j += WG) {
+            let d = x[base + j] - mean;
+            q += d * d;
+        }
     }
     red_a[lid.x] = q;
     reduce_pair(lid.x);
@@ -137,16 +139,17 @@ fn batchnorm_forward_eval(@builtin(global_invocation_id) gid: vec3<u32>, @builti
 @compute @workgroup_size(WG)
 fn batchnorm_backward_reduce(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let ch = wid.x;
-    let count = p.n * p.hw;
     let mean = save_mean[ch];
     let invstd = save_invstd[ch];
     var sg = 0.0;
     var sb = 0.0;
-    for (var j = lid.x; j < count; j += WG) {
-        let k = at(ch, j);
-        let g = dy[k];
-        sg += g * (x[k] - mean) * invstd;
-        sb += g;
+    for (var b = 0u; b < p.n; b++) {
+        let base = (b * p.c + ch) * p.hw;
+        for (var j = lid.x; j < p.hw; j += WG) {
+            let g = dy[base + j];
+            sg += g * (x[base + j] - mean) * invstd;
+            sb += g;
+        }
     }
     red_a[lid.x] = sg;
     red_b[lid.x] = sb;

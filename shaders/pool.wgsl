@@ -23,6 +23,7 @@ const WG: u32 = 256u;
 @group(0) @binding(3) var<storage, read_write> argmax: array<u32>;
 @group(0) @binding(4) var<storage, read> dy: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dx: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> dx1: array<f32>;
 
 fn linear_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
@@ -87,4 +88,28 @@ fn maxpool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     if (e >= n) { return; }
     // Elements past the end (padding) read a clamped, valid position; their value is unused.
     dx[i] = vec4<f32>(input_grad(e), input_grad(min(e + 1u, n - 1u)), input_grad(min(e + 2u, n - 1u)), input_grad(min(e + 3u, n - 1u)));
+}
+
+// Windows that tile the input (stride == k): one invocation per output writes its whole
+// k x k window (dy at the argmax, 0 elsewhere). The last output row and column also clear
+// the input rows/columns that floor mode leaves outside every window.
+@compute @workgroup_size(WG)
+fn maxpool_backward_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let o = linear_id(gid, nwg);
+    if (o >= p.n * p.c * p.oh * p.ow) { return; }
+    let ox = o % p.ow;
+    let oy = (o / p.ow) % p.oh;
+    let plane = o / (p.ow * p.oh);
+    let base = plane * p.h * p.w;
+    let g = dy[o];
+    let hit = argmax[o];
+    // Rows and columns this invocation owns: its window, extended to the edge when last.
+    let y_end = select(oy * p.k + p.k, p.h, oy == p.oh - 1u);
+    let x_end = select(ox * p.k + p.k, p.w, ox == p.ow - 1u);
+    for (var y = oy * p.k; y < y_end; y++) {
+        for (var x = ox * p.k; x < x_end; x++) {
+            let here = y * p.w + x;
+            dx1[base + here] = select(0.0, g, here == hit);
+        }
+    }
 }

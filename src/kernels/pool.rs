@@ -90,6 +90,16 @@ pub fn maxpool_backward(gpu: &Gpu, s: PoolShape, dy: &Tensor, argmax: &Tensor, d
     check_len("maxpool_backward", &desc, argmax, s.output_len())?;
     check_len("maxpool_backward", &desc, dx, s.input_len())?;
     let p = gpu.uniform("maxpool params", &p);
+    if s.k == s.stride {
+        // Disjoint windows: one invocation per output writes its window.
+        return gpu.dispatch(
+            &POOL,
+            "maxpool_backward_tiled",
+            &desc,
+            &[(0, &p), (3, &argmax.buffer), (4, &dy.buffer), (6, &dx.buffer)],
+            grid(s.output_len(), WG),
+        );
+    }
     gpu.dispatch(
         &POOL,
         "maxpool_backward",

@@ -8,6 +8,8 @@ fn shapes() -> Vec<(&'static str, PoolShape)> {
         ("odd size: last row/column dropped by floor mode", p(2, 3, 7, 5, 2, 2)),
         ("overlapping windows (k 3, stride 2)", p(2, 2, 9, 9, 3, 2)),
         ("stride 1", p(1, 2, 6, 6, 2, 1)),
+        ("stride past the window: inputs in no window get 0", p(1, 2, 8, 8, 2, 3)),
+        ("3x3 windows tiling a 9x10 image, one column left over", p(2, 3, 9, 10, 3, 3)),
         ("regcnn pool1 (32x26x26)", p(2, 32, 26, 26, 2, 2)),
         ("regcnn pool2 (64x11x11, odd)", p(32, 64, 11, 11, 2, 2)),
         ("cnn2 pool3 (128x7x7)", p(2, 128, 7, 7, 2, 2)),
