@@ -220,3 +220,46 @@ fn bad_checkpoints_and_images_are_clear_errors() {
     let r = Command::new(binary()).args(["predict", "--checkpoint"]).arg(&good).arg(dir.join("missing.png")).output().unwrap();
     assert_eq!(r.status.code(), Some(6));
 }
+
+#[test]
+fn ctrl_c_saves_last_and_exits_130_then_resume_finishes() {
+    let data = Path::new(wgpu_fmnist::data::DEBIAN_DIR);
+    if !data.is_dir() {
+        eprintln!("skipped: no real data");
+        return;
+    }
+    let out = tmp("sigint");
+    let mut child = Command::new(binary())
+        .args(["train", "--model", "mlp", "--epochs", "3", "--limit-train", "30000", "--limit-test", "500", "--name", "c"])
+        .arg("--out")
+        .arg(&out)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until training is under way (the run folder line comes just before it).
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    for line in lines.by_ref() {
+        if line.unwrap().starts_with("training mlp") {
+            break;
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let code = child.wait().unwrap().code();
+    assert_eq!(code, Some(130), "exit code after Ctrl-C; stderr: {rest:?}");
+    assert!(rest.iter().any(|l| l.contains("interrupted") && l.contains("last.safetensors")), "{rest:?}");
+    let c = checkpoint::load(&out.join("c/last.safetensors"), None).unwrap();
+    assert!(c.meta.step > 0 && c.meta.epoch < 3);
+    // Resume finishes the run.
+    let r = Command::new(binary()).arg("train").arg("--resume").arg(out.join("c")).arg("--quiet").output().unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let done = checkpoint::load(&out.join("c/last.safetensors"), None).unwrap();
+    assert_eq!(done.meta.epoch, 3);
+    // Resuming a finished run says how to go further.
+    let r = Command::new(binary()).arg("train").arg("--resume").arg(out.join("c")).output().unwrap();
+    assert_eq!(r.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("--epochs"));
+}
