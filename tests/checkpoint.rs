@@ -3,27 +3,13 @@
 
 mod common;
 
-use common::gpu;
+use common::{gpu, synthetic};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use wgpu_fmnist::checkpoint;
-use wgpu_fmnist::data::{Dataset, Images, Split};
+use wgpu_fmnist::data::Dataset;
 use wgpu_fmnist::train::{self, report::Silent, PartialConfig, RunOptions, TrainConfig, TrainError};
-
-fn synthetic(count: usize, seed: u64) -> Split {
-    let mut r = wgpu_fmnist::rng::Rng::new(seed);
-    let mut pixels = vec![0u8; count * 784];
-    let mut labels = vec![0u8; count];
-    for i in 0..count {
-        let c = r.below(10);
-        labels[i] = c as u8;
-        for (p, px) in pixels[i * 784..(i + 1) * 784].iter_mut().enumerate() {
-            *px = if p / 28 == 2 + 2 * c { 220 } else { r.below(80) as u8 };
-        }
-    }
-    Split { images: Images { count, rows: 28, cols: 28, pixels }, labels }
-}
 
 fn dataset() -> Dataset {
     Dataset { dir: PathBuf::from("synthetic"), train: synthetic(300, 3), test: synthetic(100, 4) }

@@ -6,25 +6,9 @@ mod common;
 use common::gpu;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use wgpu_fmnist::data::{Dataset, Images, Split};
+use common::synthetic;
+use wgpu_fmnist::data::Dataset;
 use wgpu_fmnist::train::{self, report::Silent, PartialConfig, TrainConfig};
-
-/// A learnable synthetic data set: class c is a bright horizontal bar at row 2 + 2c, with noise.
-fn synthetic(count: usize, seed: u64) -> Split {
-    let mut r = wgpu_fmnist::rng::Rng::new(seed);
-    let mut pixels = vec![0u8; count * 784];
-    let mut labels = vec![0u8; count];
-    for i in 0..count {
-        let c = r.below(10);
-        labels[i] = c as u8;
-        for (p, px) in pixels[i * 784..(i + 1) * 784].iter_mut().enumerate() {
-            let row = p / 28;
-            let bar = row == 2 + 2 * c || row == 3 + 2 * c;
-            *px = if bar { 200 + r.below(55) as u8 } else { r.below(60) as u8 };
-        }
-    }
-    Split { images: Images { count, rows: 28, cols: 28, pixels }, labels }
-}
 
 fn synthetic_dataset() -> Dataset {
     Dataset { dir: PathBuf::from("synthetic"), train: synthetic(600, 1), test: synthetic(200, 2) }
