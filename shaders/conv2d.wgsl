@@ -359,23 +359,10 @@ fn conv2d_forward_3x3(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
         for (var ky = 0u; ky < 3u; ky++) {
             let yy = i32(y + ky) - i32(q.pad);
             if (yy < 0 || yy >= i32(q.ih)) { continue; }
-            var r0: vec4<f32>;
-            var r1: vec4<f32>;
-            var r8: f32;
-            var r9: f32;
-            if (x0 >= 0 && x0 + 10 <= i32(q.iw)) {
-                // The whole 10-wide segment is inside the row: plain loads.
-                let o = base + u32(yy) * q.iw + u32(x0);
-                r0 = vec4<f32>(src[o], src[o + 1u], src[o + 2u], src[o + 3u]);
-                r1 = vec4<f32>(src[o + 4u], src[o + 5u], src[o + 6u], src[o + 7u]);
-                r8 = src[o + 8u];
-                r9 = src[o + 9u];
-            } else {
-                r0 = vec4<f32>(src_at(base, yy, x0), src_at(base, yy, x0 + 1), src_at(base, yy, x0 + 2), src_at(base, yy, x0 + 3));
-                r1 = vec4<f32>(src_at(base, yy, x0 + 4), src_at(base, yy, x0 + 5), src_at(base, yy, x0 + 6), src_at(base, yy, x0 + 7));
-                r8 = src_at(base, yy, x0 + 8);
-                r9 = src_at(base, yy, x0 + 9);
-            }
+            let r0 = vec4<f32>(src_at(base, yy, x0), src_at(base, yy, x0 + 1), src_at(base, yy, x0 + 2), src_at(base, yy, x0 + 3));
+            let r1 = vec4<f32>(src_at(base, yy, x0 + 4), src_at(base, yy, x0 + 5), src_at(base, yy, x0 + 6), src_at(base, yy, x0 + 7));
+            let r8 = src_at(base, yy, x0 + 8);
+            let r9 = src_at(base, yy, x0 + 9);
             let w = ((ci * 9u + ky * 3u) * q.oc_pad + o0) / 4u;
             tap8(&acc, packed[w], packed[w + 1u], r0, r1);
             tap8(&acc, packed[w + row_pitch], packed[w + row_pitch + 1u],
@@ -397,46 +384,27 @@ fn conv2d_forward_3x3(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
 
 // Weight gradient of a 3x3, stride-1 convolution, split over the batch for parallelism:
 // partials[chunk, co, ci, t] = sum over the chunk's images and all outputs of
-// dy[n, co, y, x] * x[n, ci, y + ky - pad, x + kx - pad]. One invocation: 8 output channels
-// of one input channel, all 9 taps, sliding a 3x3 input window along each output row (one
-// new column of 3 inputs and 8 gradients per step for 72 multiply-adds).
-// Uses p (Params) for the shape and q.chunk for the split; x and dy as bound.
-
-// Column xr of input rows (r0, r1, r2) (plane offsets, clamped), zero outside the image.
-fn window_column(r0: u32, r1: u32, r2: u32, rows_in: vec3<bool>, xr: i32) -> vec3<f32> {
-    let xc = u32(clamp(xr, 0, i32(p.w) - 1));
-    let v = vec3<f32>(x[r0 + xc], x[r1 + xc], x[r2 + xc]);
-    let ww = i32(p.w);
-    let inside = rows_in & vec3<bool>((xr >= 0) && (xr < ww));
-    return select(vec3<f32>(0.0), v, inside);
-}
-
-struct Taps {
-    l0: vec4<f32>, h0: vec4<f32>, l1: vec4<f32>, h1: vec4<f32>, l2: vec4<f32>, h2: vec4<f32>,
-    l3: vec4<f32>, h3: vec4<f32>, l4: vec4<f32>, h4: vec4<f32>, l5: vec4<f32>, h5: vec4<f32>,
-    l6: vec4<f32>, h6: vec4<f32>, l7: vec4<f32>, h7: vec4<f32>, l8: vec4<f32>, h8: vec4<f32>,
-}
-
+// dy[n, co, y, x] * x[n, ci, y + ky - pad, x + kx - pad]. One invocation: 4 output channels
+// of one input channel, all 9 taps, sliding a 3x3 input window along each output row.
+// Uses p (Params) for the shape and q.chunk for the split; src = x, dy = dy.
 @compute @workgroup_size(WG)
 fn conv2d_backward_weight_3x3(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let co_blocks = (p.co + 7u) / 8u;
+    let co_blocks = (p.co + 3u) / 4u;
     let chunks = (p.n + q.chunk - 1u) / q.chunk;
     var i = linear_id(gid, nwg);
     if (i >= chunks * co_blocks * p.ci) { return; }
     let ci = i % p.ci; i /= p.ci;
     let cob = i % co_blocks;
     let chunk = i / co_blocks;
-    let co0 = cob * 8u;
+    let co0 = cob * 4u;
     let plane = p.oh * p.ow;
     let d0 = min(co0, p.co - 1u) * plane;
     let d1 = min(co0 + 1u, p.co - 1u) * plane;
     let d2 = min(co0 + 2u, p.co - 1u) * plane;
     let d3 = min(co0 + 3u, p.co - 1u) * plane;
-    let d4 = min(co0 + 4u, p.co - 1u) * plane;
-    let d5 = min(co0 + 5u, p.co - 1u) * plane;
-    let d6 = min(co0 + 6u, p.co - 1u) * plane;
-    let d7 = min(co0 + 7u, p.co - 1u) * plane;
-    var t: Taps;
+    var t0 = vec4<f32>(); var t1 = vec4<f32>(); var t2 = vec4<f32>();
+    var t3 = vec4<f32>(); var t4 = vec4<f32>(); var t5 = vec4<f32>();
+    var t6 = vec4<f32>(); var t7 = vec4<f32>(); var t8 = vec4<f32>();
     let pad = i32(p.pad);
     let n_end = min(p.n, (chunk + 1u) * q.chunk);
     for (var n = chunk * q.chunk; n < n_end; n++) {
@@ -444,34 +412,30 @@ fn conv2d_backward_weight_3x3(@builtin(global_invocation_id) gid: vec3<u32>, @bu
         let db = n * p.co * plane;
         for (var y = 0u; y < p.oh; y++) {
             let y0 = i32(y) - pad;
-            let hh = i32(p.h);
-            let rows_in = vec3<bool>((y0 >= 0) && (y0 < hh), (y0 + 1 >= 0) && (y0 + 1 < hh), (y0 + 2 >= 0) && (y0 + 2 < hh));
-            let r0 = xb + u32(clamp(y0, 0, i32(p.h) - 1)) * p.w;
-            let r1 = xb + u32(clamp(y0 + 1, 0, i32(p.h) - 1)) * p.w;
-            let r2 = xb + u32(clamp(y0 + 2, 0, i32(p.h) - 1)) * p.w;
-            var l = window_column(r0, r1, r2, rows_in, -pad);
-            var m = window_column(r0, r1, r2, rows_in, 1 - pad);
-            for (var xo = 0u; xo < p.ow; xo++) {
-                let r = window_column(r0, r1, r2, rows_in, i32(xo) - pad + 2);
-                let o = db + y * p.ow + xo;
-                let gl = vec4<f32>(dy[o + d0], dy[o + d1], dy[o + d2], dy[o + d3]);
-                let gh = vec4<f32>(dy[o + d4], dy[o + d5], dy[o + d6], dy[o + d7]);
-                t.l0 += l.x * gl; t.h0 += l.x * gh; t.l1 += m.x * gl; t.h1 += m.x * gh; t.l2 += r.x * gl; t.h2 += r.x * gh;
-                t.l3 += l.y * gl; t.h3 += l.y * gh; t.l4 += m.y * gl; t.h4 += m.y * gh; t.l5 += r.y * gl; t.h5 += r.y * gh;
-                t.l6 += l.z * gl; t.h6 += l.z * gh; t.l7 += m.z * gl; t.h7 += m.z * gh; t.l8 += r.z * gl; t.h8 += r.z * gh;
+            // The 3x3 input window of output column x is (l m r); it slides right by one
+            // column per step, so each step loads only the new right column.
+            var l = vec3<f32>(x_at(xb, y0, -pad), x_at(xb, y0 + 1, -pad), x_at(xb, y0 + 2, -pad));
+            var m = vec3<f32>(x_at(xb, y0, 1 - pad), x_at(xb, y0 + 1, 1 - pad), x_at(xb, y0 + 2, 1 - pad));
+            for (var x = 0u; x < p.ow; x++) {
+                let xr = i32(x) - pad + 2;
+                let r = vec3<f32>(x_at(xb, y0, xr), x_at(xb, y0 + 1, xr), x_at(xb, y0 + 2, xr));
+                let o = db + y * p.ow + x;
+                let g = vec4<f32>(dy[o + d0], dy[o + d1], dy[o + d2], dy[o + d3]);
+                t0 += l.x * g; t1 += m.x * g; t2 += r.x * g;
+                t3 += l.y * g; t4 += m.y * g; t5 += r.y * g;
+                t6 += l.z * g; t7 += m.z * g; t8 += r.z * g;
                 l = m;
                 m = r;
             }
         }
     }
-    let lo = array<vec4<f32>, 9>(t.l0, t.l1, t.l2, t.l3, t.l4, t.l5, t.l6, t.l7, t.l8);
-    let hi = array<vec4<f32>, 9>(t.h0, t.h1, t.h2, t.h3, t.h4, t.h5, t.h6, t.h7, t.h8);
+    let taps = array<vec4<f32>, 9>(t0, t1, t2, t3, t4, t5, t6, t7, t8);
     let kk = p.ci * 9u;
     let out = chunk * p.co * kk;
-    for (var tap = 0u; tap < 9u; tap++) {
-        for (var r = 0u; r < 4u; r++) {
-            if (co0 + r < p.co) { partials[out + (co0 + r) * kk + ci * 9u + tap] = lo[tap][r]; }
-            if (co0 + 4u + r < p.co) { partials[out + (co0 + 4u + r) * kk + ci * 9u + tap] = hi[tap][r]; }
+    for (var r = 0u; r < 4u; r++) {
+        if (co0 + r >= p.co) { break; }
+        for (var t = 0u; t < 9u; t++) {
+            partials[out + (co0 + r) * kk + ci * 9u + t] = taps[t][r];
         }
     }
 }

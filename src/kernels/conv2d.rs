@@ -272,7 +272,7 @@ pub fn conv2d_backward_weight_with(gpu: &Gpu, v: Variant, s: Conv2dShape, dy: &T
     check_len("conv2d_backward_weight", &desc, dw, s.weight_len())?;
     // Split the batch so there are enough invocations: the reduction over the batch is the
     // long one, and a conv with one input channel has few (co, ci) pairs.
-    let pairs = s.co.div_ceil(8) * s.ci;
+    let pairs = s.co.div_ceil(4) * s.ci;
     let chunks = 2048usize.div_ceil(pairs).clamp(1, s.n);
     let chunk = s.n.div_ceil(chunks);
     let chunks = s.n.div_ceil(chunk);
