@@ -227,11 +227,13 @@ fn conv2d_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builti
 fn conv2d_backward_bias(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let co = wid.x;
     let plane = p.oh * p.ow;
-    let count = p.n * plane;
     var s = 0.0;
-    for (var j = lid.x; j < count; j += WG) {
-        let n = j / plane;
-        s += dy[(n * p.co + co) * plane + j % plane];
+    // Walk whole (n, co) planes: no per-element division.
+    for (var n = 0u; n < p.n; n++) {
+        let base = (n * p.co + co) * plane;
+        for (var j = lid.x; j < plane; j += WG) {
+            s += dy[base + j];
+        }
     }
     partial[lid.x] = s;
     workgroupBarrier();
