@@ -105,7 +105,8 @@ pub fn batchnorm_forward_train(
             (8, &t.running_var.buffer),
         ],
         [s.c as u32, 1, 1],
-    )?;
+    )?
+    .with_cost(4.0 * s.len() as f64, 8.0 * s.len() as f64);
     let norm = gpu.dispatch(
         &BATCHNORM,
         "batchnorm_forward_train",
@@ -120,7 +121,8 @@ pub fn batchnorm_forward_train(
             (6, &t.save_invstd.buffer),
         ],
         grid(s.len().div_ceil(4), WG),
-    )?;
+    )?
+    .with_cost(3.0 * s.len() as f64, 8.0 * s.len() as f64);
     Ok([stats, norm])
 }
 
@@ -146,6 +148,7 @@ pub fn batchnorm_forward_eval(gpu: &Gpu, s: BatchNormShape, t: &BatchNormTensors
         ],
         grid(s.len().div_ceil(4), WG),
     )
+    .map(|d| d.with_cost(3.0 * s.len() as f64, 8.0 * s.len() as f64))
 }
 
 /// Backward (training mode): dgamma, dbeta, then dx. All three are overwritten.
@@ -182,7 +185,8 @@ pub fn batchnorm_backward(
             (12, &dbeta.buffer),
         ],
         [s.c as u32, 1, 1],
-    )?;
+    )?
+    .with_cost(5.0 * s.len() as f64, 8.0 * s.len() as f64);
     let input = gpu.dispatch(
         &BATCHNORM,
         "batchnorm_backward",
@@ -199,7 +203,8 @@ pub fn batchnorm_backward(
             (12, &dbeta.buffer),
         ],
         grid(s.len().div_ceil(4), WG),
-    )?;
+    )?
+    .with_cost(7.0 * s.len() as f64, 12.0 * s.len() as f64);
     Ok([reduce, input])
 }
 

@@ -70,6 +70,7 @@ pub fn dropout_forward(gpu: &Gpu, cfg: DropoutConfig, counter: &Tensor, x: &Tens
         &[(0, &p), (1, &x.buffer), (2, &y.buffer), (3, &counter.buffer)],
         grid(cfg.n.div_ceil(4), WG),
     )
+    .map(|d| d.with_cost(cfg.n as f64, 8.0 * cfg.n as f64))
 }
 
 /// dx = dy * mask / (1 - p) with the same mask as the forward of this step. Overwrites dx.
@@ -85,6 +86,7 @@ pub fn dropout_backward(gpu: &Gpu, cfg: DropoutConfig, counter: &Tensor, dy: &Te
         &[(0, &p), (3, &counter.buffer), (4, &dy.buffer), (5, &dx.buffer)],
         grid(cfg.n.div_ceil(4), WG),
     )
+    .map(|d| d.with_cost(cfg.n as f64, 8.0 * cfg.n as f64))
 }
 
 /// "lowbias32" (C. Wellons), as in the shader.

@@ -20,6 +20,7 @@ pub fn relu_forward(gpu: &Gpu, x: &Tensor, y: &Tensor, n: usize) -> Result<Dispa
     check_len("relu_forward", &shape, y, n)?;
     let params = gpu.uniform("relu params", &Params { n: dim("relu", n)?, _pad: [0; 3] });
     gpu.dispatch(&ELEMENTWISE, "relu_forward", &shape, &[(0, &params), (1, &x.buffer), (2, &y.buffer)], grid(n.div_ceil(4), WG))
+        .map(|d| d.with_cost(n as f64, 8.0 * n as f64))
 }
 
 /// dx = dy where x > 0, else 0.
@@ -36,6 +37,7 @@ pub fn relu_backward(gpu: &Gpu, x: &Tensor, dy: &Tensor, dx: &Tensor, n: usize) 
         &[(0, &params), (1, &x.buffer), (3, &dy.buffer), (4, &dx.buffer)],
         grid(n.div_ceil(4), WG),
     )
+    .map(|d| d.with_cost(n as f64, 12.0 * n as f64))
 }
 
 pub fn relu_forward_reference(y: &mut [f32], x: &[f32]) {

@@ -92,6 +92,8 @@ pub fn sgd_step(
         &[(0, &p), (1, &w.buffer), (2, &grad.buffer), (3, &velocity.buffer), (5, &counter.buffer), (6, &lr.buffer)],
         grid(n.div_ceil(4), WG),
     )
+    // w, grad, velocity read; w, velocity written.
+    .map(|d| d.with_cost(5.0 * n as f64, 20.0 * n as f64))
 }
 
 /// One Adam/AdamW step over `w` in place with moment buffers `m` and `v` (zeros at start).
@@ -140,6 +142,8 @@ pub fn adam_step(
         ],
         grid(n.div_ceil(4), WG),
     )
+    // w, grad, m, v read; w, m, v written.
+    .map(|d| d.with_cost(12.0 * n as f64, 28.0 * n as f64))
 }
 
 /// counter[0] += 1: ends a training step.

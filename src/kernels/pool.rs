@@ -80,6 +80,7 @@ pub fn maxpool_forward(gpu: &Gpu, s: PoolShape, x: &Tensor, y: &Tensor, argmax: 
         &[(0, &p), (1, &x.buffer), (2, &y.buffer), (3, &argmax.buffer)],
         grid(s.output_len(), WG),
     )
+    .map(|d| d.with_cost((s.output_len() * s.k * s.k) as f64, 4.0 * (s.input_len() + 2 * s.output_len()) as f64))
 }
 
 /// dx = dy routed back to each window's argmax (summed where windows overlap). Overwrites dx.
@@ -98,7 +99,8 @@ pub fn maxpool_backward(gpu: &Gpu, s: PoolShape, dy: &Tensor, argmax: &Tensor, d
             &desc,
             &[(0, &p), (3, &argmax.buffer), (4, &dy.buffer), (6, &dx.buffer)],
             grid(s.output_len(), WG),
-        );
+        )
+        .map(|d| d.with_cost(0.0, 4.0 * (s.input_len() + 2 * s.output_len()) as f64));
     }
     gpu.dispatch(
         &POOL,
@@ -107,6 +109,7 @@ pub fn maxpool_backward(gpu: &Gpu, s: PoolShape, dy: &Tensor, argmax: &Tensor, d
         &[(0, &p), (3, &argmax.buffer), (4, &dy.buffer), (5, &dx.buffer)],
         grid(s.input_len().div_ceil(4), WG),
     )
+    .map(|d| d.with_cost(0.0, 4.0 * (s.input_len() + 2 * s.output_len()) as f64))
 }
 
 pub fn maxpool_forward_reference(y: &mut [f32], argmax: &mut [u32], x: &[f32], s: PoolShape) {
