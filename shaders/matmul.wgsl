@@ -258,3 +258,67 @@ fn matmul_tn4(@builtin(global_invocation_id) gid: vec3<u32>) {
     store4(m0 + 6u, n0, l6); store4(m0 + 6u, n0 + 4u, h6);
     store4(m0 + 7u, n0, l7); store4(m0 + 7u, n0 + 4u, h7);
 }
+
+// ---------------------------------------------------------------------------------------
+// Workgroup-tiled variant for real GPUs: a 16x16 workgroup computes a 64x64 tile of C, each
+// invocation a 4x4 block, staging 64x16 slices of A and 16x64 slices of B in workgroup
+// memory so every element is fetched from global memory once per tile. Any strides.
+// On lavapipe barriers cost more than they save (DESIGN §6), so it is chosen for hardware
+// adapters only; the tests run it everywhere. p._pad0 != 0 adds bias[n].
+
+const TILE: u32 = 64u;
+const TILE_K: u32 = 16u;
+
+var<workgroup> tile_a: array<f32, 1024>; // [TILE_K][TILE]: A(m, k) at k * TILE + m
+var<workgroup> tile_b: array<f32, 1024>; // [TILE_K][TILE]: B(k, n) at k * TILE + n
+
+@compute @workgroup_size(16, 16)
+fn matmul_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let m_base = wid.y * TILE;
+    let n_base = wid.x * TILE;
+    let t = lid.y * 16u + lid.x;
+    var acc0 = vec4<f32>();
+    var acc1 = vec4<f32>();
+    var acc2 = vec4<f32>();
+    var acc3 = vec4<f32>();
+    for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
+        for (var r = 0u; r < 4u; r++) {
+            let e = t + r * 256u;
+            // A: row e / 16 of the tile, column e % 16 (consecutive threads walk k).
+            let am = m_base + e / TILE_K;
+            let ak = k0 + e % TILE_K;
+            var av = 0.0;
+            if (am < p.m && ak < p.k) { av = a[am * p.a_stride_m + ak * p.a_stride_k]; }
+            tile_a[(e % TILE_K) * TILE + e / TILE_K] = av;
+            // B: row e / 64, column e % 64 (consecutive threads walk n).
+            let bk = k0 + e / TILE;
+            let bn = n_base + e % TILE;
+            var bv = 0.0;
+            if (bk < p.k && bn < p.n) { bv = b[bk * p.b_stride_k + bn * p.b_stride_n]; }
+            tile_b[e] = bv;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TILE_K; kk++) {
+            let ao = kk * TILE + lid.y * 4u;
+            let bo = kk * TILE + lid.x * 4u;
+            let av = vec4<f32>(tile_a[ao], tile_a[ao + 1u], tile_a[ao + 2u], tile_a[ao + 3u]);
+            let bv = vec4<f32>(tile_b[bo], tile_b[bo + 1u], tile_b[bo + 2u], tile_b[bo + 3u]);
+            acc0 += av.x * bv;
+            acc1 += av.y * bv;
+            acc2 += av.z * bv;
+            acc3 += av.w * bv;
+        }
+        workgroupBarrier();
+    }
+    let m0 = m_base + lid.y * 4u;
+    let n0 = n_base + lid.x * 4u;
+    if (m0 >= p.m || n0 >= p.n) { return; }
+    var bias4 = vec4<f32>();
+    if (p._pad0 != 0u) {
+        bias4 = vec4<f32>(bias[min(n0, p.n - 1u)], bias[min(n0 + 1u, p.n - 1u)], bias[min(n0 + 2u, p.n - 1u)], bias[min(n0 + 3u, p.n - 1u)]);
+    }
+    store4(m0, n0, acc0 + bias4);
+    store4(m0 + 1u, n0, acc1 + bias4);
+    store4(m0 + 2u, n0, acc2 + bias4);
+    store4(m0 + 3u, n0, acc3 + bias4);
+}

@@ -92,7 +92,12 @@ pub enum Variant {
     Strided,
     /// The vec4 kernel for the layout; an error where it does not apply.
     Vec4,
+    /// Workgroup-memory tiles (64x64 per workgroup): for hardware GPUs, any strides.
+    Tiled,
 }
+
+/// Products at least this large (M*N) use the tiled kernel on hardware adapters.
+const TILED_MIN_OUTPUTS: usize = 64 * 64;
 
 /// The vec4 entry point (and its workgroup grid) that handles `s`, if any.
 pub fn vec4_kernel(s: &MatmulShape) -> Option<(&'static str, [u32; 3])> {
@@ -133,8 +138,24 @@ pub fn matmul_with(
     if let Some(b) = bias {
         check_len("matmul", &desc, b, shape.n)?;
     }
+    let tiled = match variant {
+        Variant::Tiled => true,
+        Variant::Auto => !gpu.is_software() && shape.m * shape.n >= TILED_MIN_OUTPUTS,
+        _ => false,
+    };
+    if tiled {
+        let mut p = params(&shape)?;
+        p._pad = bias.is_some() as u32;
+        let pb = gpu.uniform("matmul params", &p);
+        let no_bias = gpu.zeros("no bias", 4)?;
+        let bias_buf = bias.map_or(&no_bias.buffer, |b| &b.buffer);
+        let groups = [shape.n.div_ceil(64).max(1) as u32, shape.m.div_ceil(64).max(1) as u32, 1];
+        return Ok(gpu
+            .dispatch(&MATMUL, "matmul_tiled", &desc, &[(0, &pb), (1, &a.buffer), (2, &b.buffer), (3, bias_buf), (4, &c.buffer)], groups)?
+            .with_cost(shape.flops(), shape.bytes()));
+    }
     let fast = match variant {
-        Variant::Strided => None,
+        Variant::Strided | Variant::Tiled => None,
         // Only the NT kernel adds a bias (the linear forward); other layouts never need one.
         Variant::Auto => vec4_kernel(&shape).filter(|(e, _)| bias.is_none() || *e == "matmul_nt4"),
         Variant::Vec4 => Some(

@@ -30,11 +30,11 @@ fn data(s: LinearShape, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
     )
 }
 
-/// The strided kernel, and the vec4 one where the layout allows it.
+/// The strided and tiled kernels, and the vec4 one where the layout allows it.
 fn variants(shape: &MatmulShape) -> Vec<Variant> {
     match vec4_kernel(shape) {
-        Some(_) => vec![Variant::Strided, Variant::Vec4],
-        None => vec![Variant::Strided],
+        Some(_) => vec![Variant::Strided, Variant::Tiled, Variant::Vec4],
+        None => vec![Variant::Strided, Variant::Tiled],
     }
 }
 
@@ -84,11 +84,13 @@ fn matmul_strided_matches_reference() {
     let mut r = rng(3);
     let a = r.vec(13 * 21, -1.0, 1.0);
     let b = r.vec(21 * 12, -1.0, 1.0);
-    let (ta, tb, tc) = (upload("a", &a), upload("b", &b), zeros("c", 13 * 9));
-    run(&[&matmul(gpu(), s, &ta, &tb, &tc).unwrap()]);
     let mut want = vec![0.0; 13 * 9];
     matmul_reference(&mut want, &a, &b, s);
-    assert_kernel_close("matmul strided", &read(&tc), &want);
+    for v in [Variant::Strided, Variant::Tiled] {
+        let (ta, tb, tc) = (upload("a", &a), upload("b", &b), zeros("c", 13 * 9));
+        run(&[&matmul_with(gpu(), v, s, &ta, &tb, None, &tc).unwrap()]);
+        assert_kernel_close(&format!("matmul strided view {v:?}"), &read(&tc), &want);
+    }
 }
 
 #[test]
