@@ -232,3 +232,24 @@ fn canonical_checksums_are_the_published_ones() {
         ["8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe", "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310"]
     );
 }
+
+#[test]
+fn offline_without_data_lists_the_three_ways_to_get_it() {
+    let dir = tmpdir("offline");
+    let places = [dir.join("nowhere"), dir.join("also-nowhere")];
+    // Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
+    let err = data::find_in(None, None, &places, "http://127.0.0.1:9/", &dir.join("download"), true).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, DataError::NotFound { .. }), "{msg}");
+    for needle in ["--data", "FMNIST_DATA", "apt-get install dataset-fashion-mnist", "downloaded into", "nowhere", "127.0.0.1:9"] {
+        assert!(msg.contains(needle), "missing {needle:?} in: {msg}");
+    }
+    // The download left nothing half-written behind.
+    let leftovers: Vec<_> = std::fs::read_dir(dir.join("download")).map(|d| d.flatten().collect()).unwrap_or_default();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // A directory found in a standard place is used without downloading.
+    let good = dir.join("good");
+    std::fs::create_dir_all(&good).unwrap();
+    write_dataset(&good, 3, 2);
+    assert_eq!(data::find_in(None, None, &[places[0].clone(), good.clone()], "http://127.0.0.1:9/", &dir, true).unwrap(), good);
+}

@@ -136,30 +136,36 @@ pub fn load_dir(dir: &Path) -> Result<Dataset, DataError> {
 /// Finds the data directory: an explicit one must hold the files (no fallback, so a typo is
 /// not silently replaced by other data); otherwise the standard places, then a download.
 pub fn find(explicit: Option<&Path>, quiet: bool) -> Result<PathBuf, DataError> {
-    if let Some(dir) = explicit {
+    let env = std::env::var_os("FMNIST_DATA").map(PathBuf::from);
+    let places = [PathBuf::from(LOCAL_DIR), PathBuf::from(DEBIAN_DIR)];
+    find_in(explicit, env.as_deref(), &places, &download::base_url(), Path::new(LOCAL_DIR), quiet)
+}
+
+/// `find` with every input explicit: `env` is `$FMNIST_DATA`, `places` the standard
+/// directories in order, `mirror` and `target` where to download from and to.
+pub fn find_in(
+    explicit: Option<&Path>,
+    env: Option<&Path>,
+    places: &[PathBuf],
+    mirror: &str,
+    target: &Path,
+    quiet: bool,
+) -> Result<PathBuf, DataError> {
+    if let Some(dir) = explicit.or(env) {
         for f in FILES {
             locate(dir, f)?;
         }
         return Ok(dir.to_path_buf());
     }
-    let mut searched = Vec::new();
-    if let Some(env) = std::env::var_os("FMNIST_DATA") {
-        let dir = PathBuf::from(env);
-        for f in FILES {
-            locate(&dir, f)?;
-        }
-        return Ok(dir);
-    }
-    searched.push("$FMNIST_DATA (unset)".to_string());
-    for dir in [PathBuf::from(LOCAL_DIR), PathBuf::from(DEBIAN_DIR)] {
-        if has_all(&dir) {
-            return Ok(dir);
+    let mut searched = vec!["$FMNIST_DATA (unset)".to_string()];
+    for dir in places {
+        if has_all(dir) {
+            return Ok(dir.clone());
         }
         searched.push(dir.display().to_string());
     }
-    let target = PathBuf::from(LOCAL_DIR);
-    match download::fetch_all(&download::base_url(), &target, quiet) {
-        Ok(()) => Ok(target),
+    match download::fetch_all(mirror, target, quiet) {
+        Ok(()) => Ok(target.to_path_buf()),
         Err(e) => Err(DataError::NotFound {
             searched: searched.join(", "),
             download_error: e.to_string(),
