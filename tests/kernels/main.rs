@@ -7,6 +7,7 @@ mod common;
 
 mod batchnorm;
 mod conv2d;
+mod data;
 mod dropout;
 mod elementwise;
 mod errors;
