@@ -55,3 +55,16 @@ fn wgpu_validation_error_becomes_a_typed_error_naming_the_kernel() {
     // The device still works afterwards.
     assert_eq!(read(&upload("x", &[3.0])), vec![3.0]);
 }
+
+#[test]
+fn no_matching_adapter_is_a_clear_error() {
+    use wgpu_fmnist::gpu::{AdapterRequest, Gpu};
+    let req = AdapterRequest { adapter: Some("no-such-gpu-xyz".into()), ..Default::default() };
+    let err = Gpu::new(&req).err().expect("no adapter is called that");
+    let msg = err.to_string();
+    assert!(matches!(err, GpuError::NoAdapter { .. }), "{msg}");
+    assert!(msg.contains("--adapter 'no-such-gpu-xyz'") && msg.contains("mesa-vulkan-drivers") && msg.contains("adapters found"), "{msg}");
+    // From the CLI: exit code 3.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wgpu-fmnist")).args(["probe", "--adapter", "no-such-gpu-xyz"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+}
