@@ -325,10 +325,11 @@ fn tap8(acc: ptr<function, Acc>, wl: vec4<f32>, wh: vec4<f32>, xl: vec4<f32>, xh
     (*acc).a7 += wh.w * xl; (*acc).b7 += wh.w * xh;
 }
 
-fn src_at(base: u32, y: i32, x: i32) -> f32 {
-    let inside = y >= 0 && y < i32(q.ih) && x >= 0 && x < i32(q.iw);
-    let idx = base + u32(clamp(y, 0, i32(q.ih) - 1)) * q.iw + u32(clamp(x, 0, i32(q.iw) - 1));
-    return select(0.0, src[idx], inside);
+// src at column x of the row starting at `row`, or 0 in the padding: one clamp and one
+// compare (clamping changes x exactly when it is outside).
+fn src_col(row: u32, x: i32) -> f32 {
+    let xc = clamp(x, 0, i32(q.iw) - 1);
+    return select(0.0, src[row + u32(xc)], x == xc);
 }
 
 fn store8(n: u32, o: u32, y: u32, x0: u32, l: vec4<f32>, h: vec4<f32>) {
@@ -361,10 +362,12 @@ fn conv2d_forward_3x3(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
         for (var ky = 0u; ky < 3u; ky++) {
             let yy = i32(y + ky) - i32(q.pad);
             if (yy < 0 || yy >= i32(q.ih)) { continue; }
-            let r0 = vec4<f32>(src_at(base, yy, x0), src_at(base, yy, x0 + 1), src_at(base, yy, x0 + 2), src_at(base, yy, x0 + 3));
-            let r1 = vec4<f32>(src_at(base, yy, x0 + 4), src_at(base, yy, x0 + 5), src_at(base, yy, x0 + 6), src_at(base, yy, x0 + 7));
-            let r8 = src_at(base, yy, x0 + 8);
-            let r9 = src_at(base, yy, x0 + 9);
+            // The row is inside (checked above); only columns can fall in the padding.
+            let row = base + u32(yy) * q.iw;
+            let r0 = vec4<f32>(src_col(row, x0), src_col(row, x0 + 1), src_col(row, x0 + 2), src_col(row, x0 + 3));
+            let r1 = vec4<f32>(src_col(row, x0 + 4), src_col(row, x0 + 5), src_col(row, x0 + 6), src_col(row, x0 + 7));
+            let r8 = src_col(row, x0 + 8);
+            let r9 = src_col(row, x0 + 9);
             let w = ((ci * 9u + ky * 3u) * q.oc_pad + o0) / 4u;
             tap8(&acc, packed[w], packed[w + 1u], r0, r1);
             tap8(&acc, packed[w + row_pitch], packed[w + row_pitch + 1u],
