@@ -240,12 +240,15 @@ impl GpuArgs {
     }
 }
 
-/// Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error, 3 no usable
+/// Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error (including a
+/// batch too large for the adapter), 3 no usable
 /// GPU adapter, 4 data error, 5 training diverged, 6 bad checkpoint or image, 130 interrupted.
 fn exit_code(err: &anyhow::Error) -> u8 {
     if let Some(e) = err.downcast_ref::<gpu::GpuError>() {
         return match e {
             gpu::GpuError::NoAdapter { .. } | gpu::GpuError::AdapterTooSmall { .. } => 3,
+            // The fix is a flag (a smaller --batch-size).
+            gpu::GpuError::BufferTooLarge { .. } => 2,
             _ => 1,
         };
     }
@@ -266,6 +269,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         Some(train::TrainError::Config(_)) | Some(train::TrainError::Resume(_)) => 2,
         Some(train::TrainError::Checkpoint(_)) => 6,
         Some(train::TrainError::Gpu(gpu::GpuError::NoAdapter { .. })) => 3,
+        Some(train::TrainError::Gpu(gpu::GpuError::BufferTooLarge { .. })) => 2,
         _ => 1,
     }
 }

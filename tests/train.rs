@@ -142,6 +142,14 @@ fn cli_reports_bad_flags_and_data_clearly() {
     let r = Command::new(binary()).args(["train", "--model", "mlp", "--data"]).arg(&empty).arg("--out").arg(&out).output().unwrap();
     assert_eq!(r.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&r.stderr).contains("train-images-idx3-ubyte"), "{}", String::from_utf8_lossy(&r.stderr));
+    // A batch whose activations exceed the adapter's storage-binding limit: a clear error
+    // naming the buffer and the flag to change, not a lost device.
+    if real_data().is_some() {
+        let r = run(&["train", "--model", "vgg", "--batch-size", "4096", "--limit-train", "9000", "--val", "100"]);
+        assert_eq!(r.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&r.stderr);
+        assert!(stderr.contains("needs") && stderr.contains("--batch-size"), "{stderr}");
+    }
     let r = Command::new(binary()).args(["summary", "--model", "vgg"]).output().unwrap();
     assert!(r.status.success() && String::from_utf8_lossy(&r.stdout).contains("128x7x7"));
 }
