@@ -60,41 +60,36 @@ fn reduce_pair(lid: u32) {
     }
 }
 
-// Sum over channel ch of f(element): each invocation walks whole planes (batch images)
-// with a stride of WG inside each plane, so no per-element division is needed.
 // Batch mean and 1/sqrt(biased var + eps) per channel; running stats updated.
-// Two passes over the data (mean, then squared deviations) for accuracy.
+// One pass over the data: sums of d = x - k and d^2, shifted by k = the channel's first
+// element so that the variance does not cancel catastrophically. Each invocation walks whole
+// (n, c) planes with a stride of WG, so no per-element division is needed.
 @compute @workgroup_size(WG)
 fn batchnorm_stats(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let ch = wid.x;
     let count = p.n * p.hw;
+    let k = x[ch * p.hw];
     var s = 0.0;
-    for (var b = 0u; b < p.n; b++) {
-        let base = (b * p.c + ch) * p.hw;
-        for (var j = lid.x; j < p.hw; j += WG) {
-            s += x[base + j];
-        }
-    }
-    red_a[lid.x] = s;
-    red_b[lid.x] = 0.0;
-    reduce_pair(lid.x);
-    let mean = red_a[0] / f32(count);
-    workgroupBarrier();
     var q = 0.0;
     for (var b = 0u; b < p.n; b++) {
         let base = (b * p.c + ch) * p.hw;
         for (var j = lid.x; j < p.hw; j += WG) {
-            let d = x[base + j] - mean;
+            let d = x[base + j] - k;
+            s += d;
             q += d * d;
         }
     }
-    red_a[lid.x] = q;
+    red_a[lid.x] = s;
+    red_b[lid.x] = q;
     reduce_pair(lid.x);
+    let shifted_mean = red_a[0] / f32(count);
+    let mean = k + shifted_mean;
+    let sq = max(red_b[0] - red_a[0] * shifted_mean, 0.0);
     if (lid.x == 0u) {
-        let var_biased = red_a[0] / f32(count);
+        let var_biased = sq / f32(count);
         save_mean[ch] = mean;
         save_invstd[ch] = 1.0 / sqrt(var_biased + p.eps);
-        let var_unbiased = select(var_biased, red_a[0] / f32(count - 1u), count > 1u);
+        let var_unbiased = select(var_biased, sq / f32(count - 1u), count > 1u);
         running_mean[ch] = (1.0 - p.momentum) * running_mean[ch] + p.momentum * mean;
         running_var[ch] = (1.0 - p.momentum) * running_var[ch] + p.momentum * var_unbiased;
     }
