@@ -34,7 +34,11 @@ pub struct Validation {
 /// models are checked at a smaller batch (the CPU reference is slow); the result says which.
 pub fn validate(gpu: &Gpu, spec: &ModelSpec, batch: usize) -> Result<Validation> {
     let per_image: u64 = (0..spec.layers.len()).map(|i| spec.flops(i)).sum();
-    let batch = if per_image * 3 * batch as u64 > 3_000_000_000 { batch.min(8) } else { batch };
+    let batch = if per_image * 3 * batch as u64 > 3_000_000_000 {
+        batch.min(8)
+    } else {
+        batch
+    };
     let params = spec.init_params(3);
     let mut rng = crate::rng::Rng::new(17);
     let input = rng.vec(batch * 784, -1.0, 1.0);
@@ -46,18 +50,38 @@ pub fn validate(gpu: &Gpu, spec: &ModelSpec, batch: usize) -> Result<Validation>
     gpu.write(&bufs.labels, &labels)?;
     gpu.write(&net.counter, &[step, 0])?;
     let metrics_t = gpu.zeros("validation metrics", metrics::LEN)?;
-    let xs = crate::kernels::softmax_xent::XentShape { batch, classes: crate::model::NUM_CLASSES };
-    let dlogits = bufs.grads[*bufs.slot.last().expect("slot")].as_ref().expect("logit grad");
+    let xs = crate::kernels::softmax_xent::XentShape {
+        batch,
+        classes: crate::model::NUM_CLASSES,
+    };
+    let dlogits = bufs.grads[*bufs.slot.last().expect("slot")]
+        .as_ref()
+        .expect("logit grad");
     let mut plan = net::forward(gpu, &net, &bufs, batch, seed)?;
-    plan.push(crate::kernels::softmax_xent::softmax_xent_forward(gpu, xs, bufs.logits(), &bufs.labels, &metrics_t)?);
-    plan.push(crate::kernels::softmax_xent::softmax_xent_backward(gpu, xs, bufs.logits(), &bufs.labels, dlogits)?);
+    plan.push(crate::kernels::softmax_xent::softmax_xent_forward(
+        gpu,
+        xs,
+        bufs.logits(),
+        &bufs.labels,
+        &metrics_t,
+    )?);
+    plan.push(crate::kernels::softmax_xent::softmax_xent_backward(
+        gpu,
+        xs,
+        bufs.logits(),
+        &bufs.labels,
+        dlogits,
+    )?);
     plan.extend(net::backward(gpu, &net, &bufs, batch, seed)?);
     gpu.run(&plan.iter().collect::<Vec<_>>())?;
     let want = crate::reference::train_step(spec, &params, &input, &labels, step, seed);
 
     let mut worst = 0f64;
     let mut check = |name: &str, got: &[f32], want: &[f32]| -> Result<()> {
-        let scale = want.iter().fold(0f64, |a, &v| a.max(v.abs() as f64)).max(1e-6);
+        let scale = want
+            .iter()
+            .fold(0f64, |a, &v| a.max(v.abs() as f64))
+            .max(1e-6);
         for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
             let err = (g as f64 - w as f64).abs();
             let allowed = 1e-6 + 1e-3 * scale + 1e-3 * (w as f64).abs();
@@ -77,14 +101,26 @@ pub fn validate(gpu: &Gpu, spec: &ModelSpec, batch: usize) -> Result<Validation>
     let logits: Vec<f32> = gpu.read(bufs.logits())?;
     check("logits", &logits[..want.logits.len()], &want.logits)?;
     let m: Vec<f32> = gpu.read(&metrics_t)?;
-    check("loss", &[m[metrics::LOSS_SUM] / batch as f32], &[want.loss as f32])?;
+    check(
+        "loss",
+        &[m[metrics::LOSS_SUM] / batch as f32],
+        &[want.loss as f32],
+    )?;
     let named: Vec<(String, &crate::net::Param)> = net.named_params().collect();
     for (name, g) in &want.grads {
-        let p = named.iter().find(|(n, _)| n == name).map(|(_, p)| *p).expect("parameter");
+        let p = named
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| *p)
+            .expect("parameter");
         let got: Vec<f32> = gpu.read(&p.grad)?;
         check(&format!("gradient of {name}"), &got[..g.len()], g)?;
     }
-    Ok(Validation { batch, tensors: 2 + want.grads.len(), worst_relative: worst })
+    Ok(Validation {
+        batch,
+        tensors: 2 + want.grads.len(),
+        worst_relative: worst,
+    })
 }
 
 #[derive(Clone, Debug)]
@@ -98,9 +134,16 @@ pub struct BenchResult {
 }
 
 /// Seconds per call of each dispatch, timed `reps` calls at a time.
-pub fn time_each(gpu: &Gpu, dispatches: &[&Dispatch], reps: u32) -> Result<(Vec<f64>, &'static str)> {
+pub fn time_each(
+    gpu: &Gpu,
+    dispatches: &[&Dispatch],
+    reps: u32,
+) -> Result<(Vec<f64>, &'static str)> {
     if gpu.features.contains(wgpu::Features::TIMESTAMP_QUERY) {
-        return Ok((time_with_timestamps(gpu, dispatches, reps)?, "gpu timestamps"));
+        return Ok((
+            time_with_timestamps(gpu, dispatches, reps)?,
+            "gpu timestamps",
+        ));
     }
     let mut out = Vec::new();
     for d in dispatches {
@@ -122,7 +165,11 @@ pub fn time_each(gpu: &Gpu, dispatches: &[&Dispatch], reps: u32) -> Result<(Vec<
 
 fn time_with_timestamps(gpu: &Gpu, dispatches: &[&Dispatch], reps: u32) -> Result<Vec<f64>> {
     let n = dispatches.len() as u32;
-    let set = gpu.device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("bench"), ty: wgpu::QueryType::Timestamp, count: 2 * n });
+    let set = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+        label: Some("bench"),
+        ty: wgpu::QueryType::Timestamp,
+        count: 2 * n,
+    });
     let bytes = 16 * n as u64;
     let resolve = gpu.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some("timestamps"),
@@ -163,25 +210,46 @@ fn time_with_timestamps(gpu: &Gpu, dispatches: &[&Dispatch], reps: u32) -> Resul
         let _ = tx.send(r);
     });
     gpu.sync()?;
-    let err = |m: String| GpuError::Readback { label: "timestamps".into(), message: m };
-    rx.recv().map_err(|e| err(e.to_string()))?.map_err(|e| err(e.to_string()))?;
-    let view = staging.slice(..).get_mapped_range().map_err(|e| err(e.to_string()))?;
+    let err = |m: String| GpuError::Readback {
+        label: "timestamps".into(),
+        message: m,
+    };
+    rx.recv()
+        .map_err(|e| err(e.to_string()))?
+        .map_err(|e| err(e.to_string()))?;
+    let view = staging
+        .slice(..)
+        .get_mapped_range()
+        .map_err(|e| err(e.to_string()))?;
     let ticks: Vec<u64> = bytemuck::cast_slice(&view).to_vec();
     drop(view);
     staging.unmap();
     let period = gpu.queue.get_timestamp_period() as f64 * 1e-9;
-    Ok((0..n as usize).map(|i| ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period / reps as f64).collect())
+    Ok((0..n as usize)
+        .map(|i| ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period / reps as f64)
+        .collect())
 }
 
 /// Benchmarks one training step of `spec` at `batch` on synthetic data.
-pub fn run(gpu: &Gpu, spec: &ModelSpec, batch: usize, optimizer: OptimizerKind, seconds: f64) -> Result<BenchResult> {
+pub fn run(
+    gpu: &Gpu,
+    spec: &ModelSpec,
+    batch: usize,
+    optimizer: OptimizerKind,
+    seconds: f64,
+) -> Result<BenchResult> {
     let validation = validate(gpu, spec, batch)?;
     let net = Network::new(gpu, spec.clone(), &spec.init_params(1))?;
     // Synthetic images: what is computed does not depend on the pixel values.
     let count = (batch * 8).max(1024);
     let mut rng = crate::rng::Rng::new(5);
     let split = Split {
-        images: Images { count, rows: 28, cols: 28, pixels: (0..count * 784).map(|_| rng.below(256) as u8).collect() },
+        images: Images {
+            count,
+            rows: 28,
+            cols: 28,
+            pixels: (0..count * 784).map(|_| rng.below(256) as u8).collect(),
+        },
         labels: (0..count).map(|_| rng.below(10) as u8).collect(),
     };
     let gsplit = GpuSplit::upload(gpu, "bench", &split)?;
@@ -190,11 +258,33 @@ pub fn run(gpu: &Gpu, spec: &ModelSpec, batch: usize, optimizer: OptimizerKind, 
     let indices = gpu.upload("bench indices", &indices)?;
     let metrics_t = gpu.zeros("bench metrics", metrics::LEN)?;
     let lr = gpu.upload("lr", &[1e-4f32])?;
-    let opt = OptimizerConfig { kind: optimizer, momentum: 0.9, nesterov: false, weight_decay: 0.0, l1: 0.0, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
+    let opt = OptimizerConfig {
+        kind: optimizer,
+        momentum: 0.9,
+        nesterov: false,
+        weight_decay: 0.0,
+        l1: 0.0,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    };
     let bufs = Buffers::new(gpu, spec, batch, Mode::Train)?;
     let inputs = PlanInputs {
-        source: Source { images: &gsplit.images, labels: &gsplit.labels, indices: &indices, counter: &net.counter },
-        gather: GatherConfig { batch, mean: 0.5, std: 0.5, flip: false, max_shift: 0, seed: 0, stride: batch },
+        source: Source {
+            images: &gsplit.images,
+            labels: &gsplit.labels,
+            indices: &indices,
+            counter: &net.counter,
+        },
+        gather: GatherConfig {
+            batch,
+            mean: 0.5,
+            std: 0.5,
+            flip: false,
+            max_shift: 0,
+            seed: 0,
+            stride: batch,
+        },
         metrics: &metrics_t,
         dropout_seed: 1,
     };
@@ -204,21 +294,45 @@ pub fn run(gpu: &Gpu, spec: &ModelSpec, batch: usize, optimizer: OptimizerKind, 
     let kernels = plan
         .iter()
         .zip(&times)
-        .map(|(d, &t)| KernelTime { label: d.label().to_string(), seconds: t, flops: d.flops(), bytes: d.bytes() })
+        .map(|(d, &t)| KernelTime {
+            label: d.label().to_string(),
+            seconds: t,
+            flops: d.flops(),
+            bytes: d.bytes(),
+        })
         .collect();
 
     // End to end: steps recorded in bulk, reset the counter now and then so indices stay valid.
     let train_ips = steady_rate(gpu, &plan, batch, seconds, &net)?;
     let eval_bufs = Buffers::new(gpu, spec, batch, Mode::Eval)?;
     let eval_counter = gpu.upload("eval counter", &[0u32, 0])?;
-    let eval_inputs = PlanInputs { source: Source { counter: &eval_counter, ..inputs.source }, ..inputs };
+    let eval_inputs = PlanInputs {
+        source: Source {
+            counter: &eval_counter,
+            ..inputs.source
+        },
+        ..inputs
+    };
     let eval_plan = net::eval_step(gpu, &net, &eval_bufs, &eval_inputs, batch)?;
     let infer_ips = steady_rate(gpu, &eval_plan, batch, seconds / 2.0, &net)?;
     let step_seconds = batch as f64 / train_ips;
-    Ok(BenchResult { validation, kernels, train_images_per_second: train_ips, infer_images_per_second: infer_ips, step_seconds, timing })
+    Ok(BenchResult {
+        validation,
+        kernels,
+        train_images_per_second: train_ips,
+        infer_images_per_second: infer_ips,
+        step_seconds,
+        timing,
+    })
 }
 
-fn steady_rate(gpu: &Gpu, plan: &[Dispatch], batch: usize, seconds: f64, net: &Network) -> Result<f64> {
+fn steady_rate(
+    gpu: &Gpu,
+    plan: &[Dispatch],
+    batch: usize,
+    seconds: f64,
+    net: &Network,
+) -> Result<f64> {
     let submit = |steps: usize| -> Result<f64> {
         gpu.write(&net.counter, &[0u32, 0])?;
         gpu.sync()?;

@@ -17,7 +17,10 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum CheckpointError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: not a readable safetensors file ({message})")]
     Format { path: PathBuf, message: String },
     #[error("{path}: {message}")]
@@ -57,7 +60,10 @@ pub struct Checkpoint {
 }
 
 /// (name, shape, values) of every model tensor in state-dict order.
-fn model_tensors<'a>(spec: &ModelSpec, params: &'a [LayerParams]) -> Vec<(String, Vec<usize>, &'a [f32])> {
+fn model_tensors<'a>(
+    spec: &ModelSpec,
+    params: &'a [LayerParams],
+) -> Vec<(String, Vec<usize>, &'a [f32])> {
     let mut out = Vec::new();
     for (i, layer) in spec.layers.iter().enumerate() {
         let p = &params[i];
@@ -72,7 +78,12 @@ fn model_tensors<'a>(spec: &ModelSpec, params: &'a [LayerParams]) -> Vec<(String
                 out.push((format!("{i}.bias"), vec![o], &p.bias[..]));
             }
             Layer::BatchNorm => {
-                for (name, v) in [("weight", &p.weight), ("bias", &p.bias), ("running_mean", &p.running_mean), ("running_var", &p.running_var)] {
+                for (name, v) in [
+                    ("weight", &p.weight),
+                    ("bias", &p.bias),
+                    ("running_mean", &p.running_mean),
+                    ("running_var", &p.running_var),
+                ] {
                     out.push((format!("{i}.{name}"), vec![input.c], &v[..]));
                 }
             }
@@ -94,31 +105,58 @@ pub fn to_bytes(c: &Checkpoint) -> Result<Vec<u8>, String> {
     }
     for (i, layer) in c.spec.layers.iter().enumerate() {
         if matches!(layer, Layer::BatchNorm) {
-            owned.push((format!("{i}.num_batches_tracked"), Dtype::I64, vec![], (c.meta.step as i64).to_le_bytes().to_vec()));
+            owned.push((
+                format!("{i}.num_batches_tracked"),
+                Dtype::I64,
+                vec![],
+                (c.meta.step as i64).to_le_bytes().to_vec(),
+            ));
         }
     }
     if let Some(o) = &c.optim {
         let (n1, n2) = moment_names(o.kind.unwrap_or_default());
         for (k, v) in &o.m1 {
-            owned.push((format!("optim.{k}.{n1}"), Dtype::F32, vec![v.len()], f32_bytes(v)));
+            owned.push((
+                format!("optim.{k}.{n1}"),
+                Dtype::F32,
+                vec![v.len()],
+                f32_bytes(v),
+            ));
         }
         if let Some(n2) = n2 {
             for (k, v) in &o.m2 {
-                owned.push((format!("optim.{k}.{n2}"), Dtype::F32, vec![v.len()], f32_bytes(v)));
+                owned.push((
+                    format!("optim.{k}.{n2}"),
+                    Dtype::F32,
+                    vec![v.len()],
+                    f32_bytes(v),
+                ));
             }
         }
-        owned.push(("optim.step".into(), Dtype::I64, vec![], (o.step as i64).to_le_bytes().to_vec()));
+        owned.push((
+            "optim.step".into(),
+            Dtype::I64,
+            vec![],
+            (o.step as i64).to_le_bytes().to_vec(),
+        ));
     }
     let views: Vec<(String, TensorView)> = owned
         .iter()
-        .map(|(n, d, s, b)| TensorView::new(*d, s.clone(), b).map(|v| (n.clone(), v)).map_err(|e| e.to_string()))
+        .map(|(n, d, s, b)| {
+            TensorView::new(*d, s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| e.to_string())
+        })
         .collect::<Result<_, _>>()?;
     let m = &c.meta;
     let mut meta = HashMap::new();
     meta.insert("spec".to_string(), c.spec.to_text());
     meta.insert("input_mean".into(), m.input_mean.to_string());
     meta.insert("input_std".into(), m.input_std.to_string());
-    meta.insert("classes".into(), serde_json::to_string(&m.classes).unwrap_or_default());
+    meta.insert(
+        "classes".into(),
+        serde_json::to_string(&m.classes).unwrap_or_default(),
+    );
     meta.insert("config".into(), m.config.clone());
     meta.insert("epoch".into(), m.epoch.to_string());
     meta.insert("step".into(), m.step.to_string());
@@ -139,44 +177,79 @@ fn moment_names(kind: OptimizerKind) -> (&'static str, Option<&'static str>) {
 
 /// Writes a checkpoint atomically (temporary file + rename).
 pub fn save(path: &Path, c: &Checkpoint) -> Result<(), CheckpointError> {
-    let bytes = to_bytes(c).map_err(|message| CheckpointError::Format { path: path.into(), message })?;
-    crate::fsutil::write_atomic(path, &bytes).map_err(|source| CheckpointError::Io { path: path.into(), source })
+    let bytes = to_bytes(c).map_err(|message| CheckpointError::Format {
+        path: path.into(),
+        message,
+    })?;
+    crate::fsutil::write_atomic(path, &bytes).map_err(|source| CheckpointError::Io {
+        path: path.into(),
+        source,
+    })
 }
 
 /// Reads a checkpoint. `spec_override` gives the model for files without our metadata
 /// (e.g. a PyTorch state dict saved with safetensors).
 pub fn load(path: &Path, spec_override: Option<&ModelSpec>) -> Result<Checkpoint, CheckpointError> {
-    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io { path: path.into(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
+        path: path.into(),
+        source,
+    })?;
     from_bytes(path, &bytes, spec_override)
 }
 
-pub fn from_bytes(path: &Path, bytes: &[u8], spec_override: Option<&ModelSpec>) -> Result<Checkpoint, CheckpointError> {
-    let fmt = |message: String| CheckpointError::Format { path: path.into(), message };
-    let mismatch = |message: String| CheckpointError::Mismatch { path: path.into(), message };
+pub fn from_bytes(
+    path: &Path,
+    bytes: &[u8],
+    spec_override: Option<&ModelSpec>,
+) -> Result<Checkpoint, CheckpointError> {
+    let fmt = |message: String| CheckpointError::Format {
+        path: path.into(),
+        message,
+    };
+    let mismatch = |message: String| CheckpointError::Mismatch {
+        path: path.into(),
+        message,
+    };
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| fmt(e.to_string()))?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| fmt(e.to_string()))?;
     let md = header.metadata().clone().unwrap_or_default();
     let spec = match (spec_override, md.get("spec")) {
         (Some(s), Some(text)) => {
-            let own = ModelSpec::parse(text).map_err(|e| mismatch(format!("metadata `spec` is invalid: {e}")))?;
+            let own = ModelSpec::parse(text)
+                .map_err(|e| mismatch(format!("metadata `spec` is invalid: {e}")))?;
             if own.layers != s.layers {
-                return Err(mismatch(format!("the checkpoint holds model `{}`, not `{}`", own.to_text(), s.to_text())));
+                return Err(mismatch(format!(
+                    "the checkpoint holds model `{}`, not `{}`",
+                    own.to_text(),
+                    s.to_text()
+                )));
             }
             own
         }
         (Some(s), None) => s.clone(),
-        (None, Some(text)) => ModelSpec::parse(text).map_err(|e| mismatch(format!("metadata `spec` is invalid: {e}")))?,
-        (None, None) => return Err(mismatch("no `spec` in the metadata; pass --model to say which network this is".into())),
+        (None, Some(text)) => ModelSpec::parse(text)
+            .map_err(|e| mismatch(format!("metadata `spec` is invalid: {e}")))?,
+        (None, None) => {
+            return Err(mismatch(
+                "no `spec` in the metadata; pass --model to say which network this is".into(),
+            ))
+        }
     };
     let num = |key: &str, default: f64| -> Result<f64, CheckpointError> {
-        md.get(key).map_or(Ok(default), |v| v.parse().map_err(|_| mismatch(format!("metadata `{key}` = {v:?} is not a number"))))
+        md.get(key).map_or(Ok(default), |v| {
+            v.parse()
+                .map_err(|_| mismatch(format!("metadata `{key}` = {v:?} is not a number")))
+        })
     };
     let meta = Meta {
         input_mean: num("input_mean", 0.5)? as f32,
         input_std: num("input_std", 0.5)? as f32,
         classes: md
             .get("classes")
-            .map(|c| serde_json::from_str(c).map_err(|_| mismatch(format!("metadata `classes` = {c:?} is not a JSON list"))))
+            .map(|c| {
+                serde_json::from_str(c)
+                    .map_err(|_| mismatch(format!("metadata `classes` = {c:?} is not a JSON list")))
+            })
             .transpose()?
             .unwrap_or_else(|| crate::data::CLASSES.iter().map(|s| s.to_string()).collect()),
         config: md.get("config").cloned().unwrap_or_default(),
@@ -187,14 +260,27 @@ pub fn from_bytes(path: &Path, bytes: &[u8], spec_override: Option<&ModelSpec>) 
     };
 
     let read_f32 = |name: &str, shape: &[usize]| -> Result<Vec<f32>, CheckpointError> {
-        let t = st.tensor(name).map_err(|_| mismatch(format!("tensor `{name}` is missing (expected shape {shape:?})")))?;
+        let t = st.tensor(name).map_err(|_| {
+            mismatch(format!(
+                "tensor `{name}` is missing (expected shape {shape:?})"
+            ))
+        })?;
         if t.dtype() != Dtype::F32 {
-            return Err(mismatch(format!("tensor `{name}` is {:?}, expected F32", t.dtype())));
+            return Err(mismatch(format!(
+                "tensor `{name}` is {:?}, expected F32",
+                t.dtype()
+            )));
         }
         if t.shape() != shape {
-            return Err(mismatch(format!("tensor `{name}` has shape {:?}, expected {shape:?}", t.shape())));
+            return Err(mismatch(format!(
+                "tensor `{name}` has shape {:?}, expected {shape:?}",
+                t.shape()
+            )));
         }
-        Ok(t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        Ok(t.data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
     };
     // The same layout the model would save, read back tensor by tensor.
     let template = spec.init_params(0);
@@ -220,7 +306,11 @@ pub fn from_bytes(path: &Path, bytes: &[u8], spec_override: Option<&ModelSpec>) 
             // Optional: PyTorch state dicts always have it, others may not.
             if let Ok(t) = st.tensor(&name) {
                 if t.dtype() != Dtype::I64 || !t.shape().is_empty() {
-                    return Err(mismatch(format!("tensor `{name}` should be an I64 scalar, is {:?} {:?}", t.dtype(), t.shape())));
+                    return Err(mismatch(format!(
+                        "tensor `{name}` should be an I64 scalar, is {:?} {:?}",
+                        t.dtype(),
+                        t.shape()
+                    )));
                 }
             }
             expected.push(name);
@@ -235,9 +325,14 @@ pub fn from_bytes(path: &Path, bytes: &[u8], spec_override: Option<&ModelSpec>) 
     });
     let mut optim = None;
     if st.names().iter().any(|n| n.starts_with("optim.")) {
-        let kind = kind.ok_or_else(|| mismatch("optimizer state without an `optimizer` metadata entry".into()))?;
+        let kind = kind.ok_or_else(|| {
+            mismatch("optimizer state without an `optimizer` metadata entry".into())
+        })?;
         let (n1, n2) = moment_names(kind);
-        let mut o = OptimState { kind: Some(kind), ..Default::default() };
+        let mut o = OptimState {
+            kind: Some(kind),
+            ..Default::default()
+        };
         for (name, shape, _) in model_tensors(&spec, &template) {
             if name.ends_with("running_mean") || name.ends_with("running_var") {
                 continue;
@@ -252,16 +347,33 @@ pub fn from_bytes(path: &Path, bytes: &[u8], spec_override: Option<&ModelSpec>) 
                 expected.push(k2);
             }
         }
-        let t = st.tensor("optim.step").map_err(|_| mismatch("tensor `optim.step` is missing".into()))?;
-        let b: [u8; 8] = t.data().try_into().map_err(|_| mismatch("tensor `optim.step` is not an I64 scalar".into()))?;
+        let t = st
+            .tensor("optim.step")
+            .map_err(|_| mismatch("tensor `optim.step` is missing".into()))?;
+        let b: [u8; 8] = t
+            .data()
+            .try_into()
+            .map_err(|_| mismatch("tensor `optim.step` is not an I64 scalar".into()))?;
         o.step = i64::from_le_bytes(b).max(0) as u64;
         expected.push("optim.step".into());
         optim = Some(o);
     }
-    let mut unexpected: Vec<&str> = st.names().into_iter().filter(|n| !expected.iter().any(|e| e == n)).collect();
+    let mut unexpected: Vec<&str> = st
+        .names()
+        .into_iter()
+        .filter(|n| !expected.iter().any(|e| e == n))
+        .collect();
     unexpected.sort();
     if let Some(n) = unexpected.first() {
-        return Err(mismatch(format!("unexpected tensor `{n}`: this checkpoint is for a different model than `{}`", spec.to_text())));
+        return Err(mismatch(format!(
+            "unexpected tensor `{n}`: this checkpoint is for a different model than `{}`",
+            spec.to_text()
+        )));
     }
-    Ok(Checkpoint { spec, params, meta, optim })
+    Ok(Checkpoint {
+        spec,
+        params,
+        meta,
+        optim,
+    })
 }

@@ -38,11 +38,25 @@ pub struct EvalReport {
 }
 
 /// Evaluates `ckpt` on every example of `split`, in eval mode, on the GPU.
-pub fn evaluate(gpu: &Gpu, ckpt: &Checkpoint, split: &Split, batch: usize) -> Result<EvalReport, GpuError> {
+pub fn evaluate(
+    gpu: &Gpu,
+    ckpt: &Checkpoint,
+    split: &Split,
+    batch: usize,
+) -> Result<EvalReport, GpuError> {
     let net = Network::new(gpu, ckpt.spec.clone(), &ckpt.params)?;
     let g = GpuSplit::upload(gpu, "eval", split)?;
     let ids: Vec<u32> = (0..split.len() as u32).collect();
-    let ev = Evaluator::with_confusion(gpu, &net, &g, &ids, batch, ckpt.meta.input_mean, ckpt.meta.input_std, true)?;
+    let ev = Evaluator::with_confusion(
+        gpu,
+        &net,
+        &g,
+        &ids,
+        batch,
+        ckpt.meta.input_mean,
+        ckpt.meta.input_std,
+        true,
+    )?;
     let e = ev.run(gpu)?;
     let flat = ev.confusion(gpu)?.unwrap_or_default();
     let k = crate::model::NUM_CLASSES;
@@ -52,17 +66,36 @@ pub fn evaluate(gpu: &Gpu, ckpt: &Checkpoint, split: &Split, batch: usize) -> Re
             let support: u32 = confusion[c].iter().sum();
             let predicted: u32 = (0..k).map(|r| confusion[r][c]).sum();
             let tp = confusion[c][c] as f64;
-            let recall = if support > 0 { tp / support as f64 } else { 0.0 };
+            let recall = if support > 0 {
+                tp / support as f64
+            } else {
+                0.0
+            };
             ClassReport {
-                class: ckpt.meta.classes.get(c).cloned().unwrap_or_else(|| c.to_string()),
+                class: ckpt
+                    .meta
+                    .classes
+                    .get(c)
+                    .cloned()
+                    .unwrap_or_else(|| c.to_string()),
                 support: support as usize,
-                precision: if predicted > 0 { tp / predicted as f64 } else { 0.0 },
+                precision: if predicted > 0 {
+                    tp / predicted as f64
+                } else {
+                    0.0
+                },
                 recall,
                 accuracy: recall,
             }
         })
         .collect();
-    Ok(EvalReport { accuracy: e.accuracy, loss: e.loss, count: e.count, per_class, confusion })
+    Ok(EvalReport {
+        accuracy: e.accuracy,
+        loss: e.loss,
+        count: e.count,
+        per_class,
+        confusion,
+    })
 }
 
 /// How to decide whether to invert an image (Fashion-MNIST items are light on black).
@@ -81,9 +114,15 @@ pub fn load_image(path: &Path, invert: Invert) -> Result<Vec<u8>, ImageError> {
     let name = path.display().to_string();
     let img = image::ImageReader::open(path)
         .and_then(|r| r.with_guessed_format())
-        .map_err(|e| ImageError::Unreadable { path: name.clone(), message: e.to_string() })?
+        .map_err(|e| ImageError::Unreadable {
+            path: name.clone(),
+            message: e.to_string(),
+        })?
         .decode()
-        .map_err(|e| ImageError::Unreadable { path: name.clone(), message: e.to_string() })?;
+        .map_err(|e| ImageError::Unreadable {
+            path: name.clone(),
+            message: e.to_string(),
+        })?;
     let gray = img.to_luma8();
     let (w, h) = gray.dimensions();
     if w == 0 || h == 0 {
@@ -106,7 +145,10 @@ pub fn load_image(path: &Path, invert: Invert) -> Result<Vec<u8>, ImageError> {
         Invert::No => false,
     };
     let scale = 28.0 / w.max(h) as f64;
-    let (nw, nh) = (((w as f64 * scale).round() as u32).clamp(1, 28), ((h as f64 * scale).round() as u32).clamp(1, 28));
+    let (nw, nh) = (
+        ((w as f64 * scale).round() as u32).clamp(1, 28),
+        ((h as f64 * scale).round() as u32).clamp(1, 28),
+    );
     let small = image::imageops::resize(&gray, nw, nh, image::imageops::FilterType::Triangle);
     let mut out = vec![0u8; 784];
     let (ox, oy) = ((28 - nw) / 2, (28 - nh) / 2);
@@ -120,23 +162,40 @@ pub fn load_image(path: &Path, invert: Invert) -> Result<Vec<u8>, ImageError> {
 }
 
 /// Class probabilities (softmax of the logits) for each 28x28 image.
-pub fn predict(gpu: &Gpu, ckpt: &Checkpoint, images: &[Vec<u8>]) -> Result<Vec<Vec<f32>>, GpuError> {
+pub fn predict(
+    gpu: &Gpu,
+    ckpt: &Checkpoint,
+    images: &[Vec<u8>],
+) -> Result<Vec<Vec<f32>>, GpuError> {
     let net = Network::new(gpu, ckpt.spec.clone(), &ckpt.params)?;
     let mut out = Vec::new();
     for chunk in images.chunks(256) {
         let n = chunk.len();
         let split = Split {
-            images: Images { count: n, rows: 28, cols: 28, pixels: chunk.concat() },
+            images: Images {
+                count: n,
+                rows: 28,
+                cols: 28,
+                pixels: chunk.concat(),
+            },
             labels: vec![0; n],
         };
         let g = GpuSplit::upload(gpu, "predict", &split)?;
         let ids: Vec<u32> = (0..n as u32).collect();
         let idx = gpu.upload("predict indices", &ids)?;
         let counter = gpu.upload("predict counter", &[0u32, 0])?;
-        let metrics = gpu.zeros("predict metrics", crate::kernels::softmax_xent::metrics::LEN)?;
+        let metrics = gpu.zeros(
+            "predict metrics",
+            crate::kernels::softmax_xent::metrics::LEN,
+        )?;
         let bufs = Buffers::new(gpu, &ckpt.spec, n, Mode::Eval)?;
         let inputs = PlanInputs {
-            source: Source { images: &g.images, labels: &g.labels, indices: &idx, counter: &counter },
+            source: Source {
+                images: &g.images,
+                labels: &g.labels,
+                indices: &idx,
+                counter: &counter,
+            },
             gather: crate::kernels::data::GatherConfig {
                 batch: n,
                 mean: ckpt.meta.input_mean,

@@ -8,7 +8,11 @@ use wgpu_fmnist::model::{self, OptimizerKind};
 use wgpu_fmnist::train::{self, report, PartialConfig, TrainConfig};
 
 #[derive(Parser)]
-#[command(name = "wgpu-fmnist", version, about = "Train and run Fashion-MNIST classifiers on the GPU with WGSL compute shaders")]
+#[command(
+    name = "wgpu-fmnist",
+    version,
+    about = "Train and run Fashion-MNIST classifiers on the GPU with WGSL compute shaders"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -236,7 +240,11 @@ struct GpuArgs {
 
 impl GpuArgs {
     fn request(&self) -> AdapterRequest {
-        AdapterRequest { backend: self.backend, adapter: self.adapter.clone(), software: self.software }
+        AdapterRequest {
+            backend: self.backend,
+            adapter: self.adapter.clone(),
+            software: self.software,
+        }
     }
 }
 
@@ -255,12 +263,18 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     if err.downcast_ref::<wgpu_fmnist::data::DataError>().is_some() {
         return 4;
     }
-    if err.downcast_ref::<wgpu_fmnist::checkpoint::CheckpointError>().is_some()
-        || err.downcast_ref::<wgpu_fmnist::infer::ImageError>().is_some()
+    if err
+        .downcast_ref::<wgpu_fmnist::checkpoint::CheckpointError>()
+        .is_some()
+        || err
+            .downcast_ref::<wgpu_fmnist::infer::ImageError>()
+            .is_some()
     {
         return 6;
     }
-    if err.downcast_ref::<train::ConfigError>().is_some() || err.downcast_ref::<model::SpecError>().is_some() {
+    if err.downcast_ref::<train::ConfigError>().is_some()
+        || err.downcast_ref::<model::SpecError>().is_some()
+    {
         return 2;
     }
     match err.downcast_ref::<train::TrainError>() {
@@ -281,15 +295,49 @@ fn main() -> ExitCode {
         Command::Probe(args) => probe(&args),
         Command::Train(args) => run_train(&args),
         Command::Summary { model } => summary(&model),
-        Command::Eval { checkpoint, data, split, model, batch_size, json, gpu } => {
-            eval(&checkpoint, data.as_deref(), split, model.as_deref(), batch_size, json, &gpu)
-        }
-        Command::Predict { checkpoint, images, top, invert, model, json, gpu } => {
-            predict(&checkpoint, &images, top, invert, model.as_deref(), json, &gpu)
-        }
-        Command::Bench { model, batch_size, optimizer, seconds, kernels, json, gpu } => {
-            bench(&model, batch_size, optimizer, seconds, kernels, json, &gpu)
-        }
+        Command::Eval {
+            checkpoint,
+            data,
+            split,
+            model,
+            batch_size,
+            json,
+            gpu,
+        } => eval(
+            &checkpoint,
+            data.as_deref(),
+            split,
+            model.as_deref(),
+            batch_size,
+            json,
+            &gpu,
+        ),
+        Command::Predict {
+            checkpoint,
+            images,
+            top,
+            invert,
+            model,
+            json,
+            gpu,
+        } => predict(
+            &checkpoint,
+            &images,
+            top,
+            invert,
+            model.as_deref(),
+            json,
+            &gpu,
+        ),
+        Command::Bench {
+            model,
+            batch_size,
+            optimizer,
+            seconds,
+            kernels,
+            json,
+            gpu,
+        } => bench(&model, batch_size, optimizer, seconds, kernels, json, &gpu),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -336,13 +384,31 @@ fn devices(backend: Backend, json: bool) -> anyhow::Result<()> {
         println!("{}", a.info.name);
         println!("  backend            {:?}", a.info.backend);
         println!("  type               {:?}", a.info.device_type);
-        println!("  driver             {} {}", a.info.driver, a.info.driver_info);
-        println!("  storage binding    {}", bytes(l.max_storage_buffer_binding_size));
+        println!(
+            "  driver             {} {}",
+            a.info.driver, a.info.driver_info
+        );
+        println!(
+            "  storage binding    {}",
+            bytes(l.max_storage_buffer_binding_size)
+        );
         println!("  buffer size        {}", bytes(l.max_buffer_size));
-        println!("  workgroup storage  {}", bytes(l.max_compute_workgroup_storage_size as u64));
-        println!("  invocations/group  {}", l.max_compute_invocations_per_workgroup);
-        println!("  groups/dimension   {}", l.max_compute_workgroups_per_dimension);
-        println!("  storage buffers    {} per stage", l.max_storage_buffers_per_shader_stage);
+        println!(
+            "  workgroup storage  {}",
+            bytes(l.max_compute_workgroup_storage_size as u64)
+        );
+        println!(
+            "  invocations/group  {}",
+            l.max_compute_invocations_per_workgroup
+        );
+        println!(
+            "  groups/dimension   {}",
+            l.max_compute_workgroups_per_dimension
+        );
+        println!(
+            "  storage buffers    {} per stage",
+            l.max_storage_buffers_per_shader_stage
+        );
         let mut feats = Vec::new();
         for (name, f) in [
             ("timestamp-query", wgpu::Features::TIMESTAMP_QUERY),
@@ -353,7 +419,14 @@ fn devices(backend: Backend, json: bool) -> anyhow::Result<()> {
                 feats.push(name);
             }
         }
-        println!("  features           {}", if feats.is_empty() { "-".to_string() } else { feats.join(", ") });
+        println!(
+            "  features           {}",
+            if feats.is_empty() {
+                "-".to_string()
+            } else {
+                feats.join(", ")
+            }
+        );
     }
     Ok(())
 }
@@ -372,7 +445,10 @@ fn bytes(n: u64) -> String {
 
 fn probe(args: &GpuArgs) -> anyhow::Result<()> {
     let gpu = gpu::Gpu::new(&args.request())?;
-    println!("{} ({:?}, {:?})", gpu.info.name, gpu.info.backend, gpu.info.device_type);
+    println!(
+        "{} ({:?}, {:?})",
+        gpu.info.name, gpu.info.backend, gpu.info.device_type
+    );
     Ok(())
 }
 
@@ -393,20 +469,28 @@ fn summary(name: &str) -> anyhow::Result<()> {
 /// A fresh run folder: `out/name`, or `out/name-2`, `-3`, ... when the name was not given
 /// explicitly and is taken. An explicit name that exists is an error (nothing is overwritten).
 fn run_dir(cfg: &TrainConfig, explicit: bool) -> anyhow::Result<PathBuf> {
-    std::fs::create_dir_all(&cfg.out).map_err(|e| anyhow::anyhow!("--out {}: {e}", cfg.out.display()))?;
+    std::fs::create_dir_all(&cfg.out)
+        .map_err(|e| anyhow::anyhow!("--out {}: {e}", cfg.out.display()))?;
     let base = cfg.out.join(&cfg.name);
     if explicit {
         if base.exists() {
             anyhow::bail!(train::ConfigError::Invalid {
                 flag: "--name",
-                message: format!("{} already exists; choose another name or remove it", base.display()),
+                message: format!(
+                    "{} already exists; choose another name or remove it",
+                    base.display()
+                ),
             });
         }
         std::fs::create_dir(&base).map_err(|e| anyhow::anyhow!("{}: {e}", base.display()))?;
         return Ok(base);
     }
     for k in 1.. {
-        let dir = if k == 1 { base.clone() } else { cfg.out.join(format!("{}-{k}", cfg.name)) };
+        let dir = if k == 1 {
+            base.clone()
+        } else {
+            cfg.out.join(format!("{}-{k}", cfg.name))
+        };
         match std::fs::create_dir(&dir) {
             Ok(()) => return Ok(dir),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -432,10 +516,21 @@ fn install_interrupt() -> &'static std::sync::atomic::AtomicBool {
 
 fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
     let (cfg, dir, resume) = if let Some(dir) = &args.resume {
-        let bad = |m: String| train::ConfigError::Invalid { flag: "--resume", message: m };
-        let text = std::fs::read_to_string(dir.join("config.toml")).map_err(|e| bad(format!("{}: {e}", dir.join("config.toml").display())))?;
-        let mut cfg: TrainConfig = toml::from_str(&text).map_err(|e| bad(format!("{}: {e}", dir.join("config.toml").display())))?;
-        let changed = PartialConfig { epochs: None, backend: None, adapter: None, software: None, ..args.partial() };
+        let bad = |m: String| train::ConfigError::Invalid {
+            flag: "--resume",
+            message: m,
+        };
+        let text = std::fs::read_to_string(dir.join("config.toml"))
+            .map_err(|e| bad(format!("{}: {e}", dir.join("config.toml").display())))?;
+        let mut cfg: TrainConfig = toml::from_str(&text)
+            .map_err(|e| bad(format!("{}: {e}", dir.join("config.toml").display())))?;
+        let changed = PartialConfig {
+            epochs: None,
+            backend: None,
+            adapter: None,
+            software: None,
+            ..args.partial()
+        };
         if changed != PartialConfig::default() || args.config.is_some() {
             anyhow::bail!(bad("a resumed run keeps its configuration; only --epochs, --json/--quiet and the adapter flags may be given".into()));
         }
@@ -450,7 +545,11 @@ fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
         }
         let ckpt = wgpu_fmnist::checkpoint::load(&dir.join("last.safetensors"), None)?;
         if ckpt.meta.epoch >= cfg.epochs && ckpt.meta.step_in_epoch == 0 {
-            anyhow::bail!(bad(format!("{} already finished its {} epochs; pass --epochs N to train further", dir.display(), ckpt.meta.epoch)));
+            anyhow::bail!(bad(format!(
+                "{} already finished its {} epochs; pass --epochs N to train further",
+                dir.display(),
+                ckpt.meta.epoch
+            )));
         }
         (cfg, dir.clone(), Some(ckpt))
     } else {
@@ -465,10 +564,22 @@ fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
     };
     let quiet = args.quiet || args.json;
     let data = wgpu_fmnist::data::load(cfg.data.as_deref(), quiet)?;
-    let gpu = gpu::Gpu::new(&AdapterRequest { backend: cfg.backend, adapter: cfg.adapter.clone(), software: cfg.software })?;
-    let adapter = format!("{} ({:?}, {:?})", gpu.info.name, gpu.info.backend, gpu.info.device_type);
+    let gpu = gpu::Gpu::new(&AdapterRequest {
+        backend: cfg.backend,
+        adapter: cfg.adapter.clone(),
+        software: cfg.software,
+    })?;
+    let adapter = format!(
+        "{} ({:?}, {:?})",
+        gpu.info.name, gpu.info.backend, gpu.info.device_type
+    );
     wgpu_fmnist::fsutil::write_atomic(&dir.join("config.toml"), cfg.to_toml().as_bytes())?;
-    let metrics = std::fs::OpenOptions::new().create(true).append(resume.is_some()).write(true).truncate(resume.is_none()).open(dir.join("metrics.jsonl"))?;
+    let metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(resume.is_some())
+        .write(true)
+        .truncate(resume.is_none())
+        .open(dir.join("metrics.jsonl"))?;
     let output = if args.json {
         report::Output::Json
     } else if args.quiet {
@@ -483,12 +594,19 @@ fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
     }
     if let Some(c) = &resume {
         if output == report::Output::Human {
-            eprintln!("resuming after epoch {} (+{} steps), step {}", c.meta.epoch, c.meta.step_in_epoch, c.meta.step);
+            eprintln!(
+                "resuming after epoch {} (+{} steps), step {}",
+                c.meta.epoch, c.meta.step_in_epoch, c.meta.step
+            );
         }
     }
     let mut reporter = report::ConsoleReporter::new(output, Some(metrics));
     let stop = install_interrupt();
-    let opts = train::RunOptions { run_dir: Some(&dir), resume: resume.as_ref(), stop: Some(stop) };
+    let opts = train::RunOptions {
+        run_dir: Some(&dir),
+        resume: resume.as_ref(),
+        stop: Some(stop),
+    };
     let outcome = train::train_with(&gpu, &cfg, &data, &mut reporter, &opts)?;
     let summary = serde_json::json!({
         "kind": "summary",
@@ -504,7 +622,9 @@ fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
     });
     {
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().append(true).open(dir.join("metrics.jsonl"))?;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join("metrics.jsonl"))?;
         writeln!(f, "{summary}")?;
     }
     match output {
@@ -512,16 +632,39 @@ fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
         report::Output::Human => {
             eprintln!();
             eprintln!("  model             {}", cfg.model);
-            eprintln!("  epochs            {}{}", outcome.epochs_run, if outcome.stopped_early { " (stopped early)" } else { "" });
-            if let Some(best) = outcome.history.iter().filter_map(|r| r.val_accuracy).reduce(f64::max) {
+            eprintln!(
+                "  epochs            {}{}",
+                outcome.epochs_run,
+                if outcome.stopped_early {
+                    " (stopped early)"
+                } else {
+                    ""
+                }
+            );
+            if let Some(best) = outcome
+                .history
+                .iter()
+                .filter_map(|r| r.val_accuracy)
+                .reduce(f64::max)
+            {
                 eprintln!("  best val accuracy {:.2} %", best * 100.0);
             }
             eprintln!("  test accuracy     {:.2} %", outcome.test_accuracy * 100.0);
             eprintln!("  test loss         {:.4}", outcome.test_loss);
-            eprintln!("  training speed    {:.0} images/s", outcome.images_per_second);
+            eprintln!(
+                "  training speed    {:.0} images/s",
+                outcome.images_per_second
+            );
             eprintln!("  wall time         {:.1} s", outcome.wall_seconds);
             eprintln!("  run folder        {}", dir.display());
-            eprintln!("  checkpoints       last.safetensors{}", if dir.join("best.safetensors").exists() { ", best.safetensors" } else { "" });
+            eprintln!(
+                "  checkpoints       last.safetensors{}",
+                if dir.join("best.safetensors").exists() {
+                    ", best.safetensors"
+                } else {
+                    ""
+                }
+            );
         }
         report::Output::Quiet => {}
     }
@@ -540,26 +683,40 @@ fn bench(
     let (spec, preset) = model::resolve(name)?;
     let batch = batch.or(preset.map(|p| p.batch_size)).unwrap_or(32);
     if batch == 0 {
-        anyhow::bail!(train::ConfigError::Invalid { flag: "--batch-size", message: "must be at least 1".into() });
+        anyhow::bail!(train::ConfigError::Invalid {
+            flag: "--batch-size",
+            message: "must be at least 1".into()
+        });
     }
-    let optimizer = optimizer.or(preset.map(|p| p.optimizer)).unwrap_or_default();
+    let optimizer = optimizer
+        .or(preset.map(|p| p.optimizer))
+        .unwrap_or_default();
     let gpu = gpu::Gpu::new(&args.request())?;
-    let adapter = format!("{} ({:?}, {:?})", gpu.info.name, gpu.info.backend, gpu.info.device_type);
+    let adapter = format!(
+        "{} ({:?}, {:?})",
+        gpu.info.name, gpu.info.backend, gpu.info.device_type
+    );
     let r = wgpu_fmnist::bench::run(&gpu, &spec, batch, optimizer, seconds)?;
     if json {
         for k in &r.kernels {
-            println!("{}", serde_json::json!({
-                "kernel": k.label, "shape": k.label.split_once(' ').map(|x| x.1).unwrap_or(""),
-                "seconds": k.seconds, "gflops": k.flops / k.seconds / 1e9, "gbytes_per_second": k.bytes / k.seconds / 1e9,
-            }));
+            println!(
+                "{}",
+                serde_json::json!({
+                    "kernel": k.label, "shape": k.label.split_once(' ').map(|x| x.1).unwrap_or(""),
+                    "seconds": k.seconds, "gflops": k.flops / k.seconds / 1e9, "gbytes_per_second": k.bytes / k.seconds / 1e9,
+                })
+            );
         }
-        println!("{}", serde_json::json!({
-            "model": name, "batch_size": batch, "adapter": adapter, "timing": r.timing,
-            "train_images_per_second": r.train_images_per_second, "infer_images_per_second": r.infer_images_per_second,
-            "step_seconds": r.step_seconds, "kernel_seconds_sum": r.kernels.iter().map(|k| k.seconds).sum::<f64>(),
-            "validated_batch": r.validation.batch, "validated_tensors": r.validation.tensors,
-            "validation_worst_error_over_tolerance": r.validation.worst_relative,
-        }));
+        println!(
+            "{}",
+            serde_json::json!({
+                "model": name, "batch_size": batch, "adapter": adapter, "timing": r.timing,
+                "train_images_per_second": r.train_images_per_second, "infer_images_per_second": r.infer_images_per_second,
+                "step_seconds": r.step_seconds, "kernel_seconds_sum": r.kernels.iter().map(|k| k.seconds).sum::<f64>(),
+                "validated_batch": r.validation.batch, "validated_tensors": r.validation.tensors,
+                "validation_worst_error_over_tolerance": r.validation.worst_relative,
+            })
+        );
         return Ok(());
     }
     println!("{name} at batch {batch} on {adapter} ({})", r.timing);
@@ -582,15 +739,36 @@ fn bench(
                     x.flops += k.flops;
                     x.bytes += k.bytes;
                 }
-                None => rows.push(wgpu_fmnist::bench::KernelTime { label: entry, ..k.clone() }),
+                None => rows.push(wgpu_fmnist::bench::KernelTime {
+                    label: entry,
+                    ..k.clone()
+                }),
             }
         }
         rows.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
     }
-    println!("{:<64} {:>10} {:>9} {:>8}", if all_kernels { "kernel (every dispatch of one step)" } else { "kernel (all calls in one step)" }, "us", "GFLOP/s", "GB/s");
+    println!(
+        "{:<64} {:>10} {:>9} {:>8}",
+        if all_kernels {
+            "kernel (every dispatch of one step)"
+        } else {
+            "kernel (all calls in one step)"
+        },
+        "us",
+        "GFLOP/s",
+        "GB/s"
+    );
     for k in &rows {
-        let gf = if k.flops > 0.0 { format!("{:.2}", k.flops / k.seconds / 1e9) } else { "-".into() };
-        let gb = if k.bytes > 0.0 { format!("{:.2}", k.bytes / k.seconds / 1e9) } else { "-".into() };
+        let gf = if k.flops > 0.0 {
+            format!("{:.2}", k.flops / k.seconds / 1e9)
+        } else {
+            "-".into()
+        };
+        let gb = if k.bytes > 0.0 {
+            format!("{:.2}", k.bytes / k.seconds / 1e9)
+        } else {
+            "-".into()
+        };
         let label: String = k.label.chars().take(64).collect();
         println!("{label:<64} {:>10.1} {gf:>9} {gb:>8}", k.seconds * 1e6);
     }
@@ -602,7 +780,10 @@ fn bench(
     Ok(())
 }
 
-fn load_checkpoint(path: &std::path::Path, model: Option<&str>) -> anyhow::Result<wgpu_fmnist::checkpoint::Checkpoint> {
+fn load_checkpoint(
+    path: &std::path::Path,
+    model: Option<&str>,
+) -> anyhow::Result<wgpu_fmnist::checkpoint::Checkpoint> {
     let spec = model.map(model::resolve).transpose()?.map(|(s, _)| s);
     Ok(wgpu_fmnist::checkpoint::load(path, spec.as_ref())?)
 }
@@ -617,7 +798,10 @@ fn eval(
     args: &GpuArgs,
 ) -> anyhow::Result<()> {
     if batch == 0 {
-        anyhow::bail!(train::ConfigError::Invalid { flag: "--batch-size", message: "must be at least 1".into() });
+        anyhow::bail!(train::ConfigError::Invalid {
+            flag: "--batch-size",
+            message: "must be at least 1".into()
+        });
     }
     let ckpt = load_checkpoint(path, model)?;
     let ds = wgpu_fmnist::data::load(data, json)?;
@@ -631,17 +815,36 @@ fn eval(
         println!("{}", serde_json::to_string(&r)?);
         return Ok(());
     }
-    println!("checkpoint  {} (epoch {}, step {})", path.display(), ckpt.meta.epoch, ckpt.meta.step);
+    println!(
+        "checkpoint  {} (epoch {}, step {})",
+        path.display(),
+        ckpt.meta.epoch,
+        ckpt.meta.step
+    );
     println!("model       {}", ckpt.spec.to_text());
-    println!("data        {} split of {} ({} images)", format!("{split:?}").to_lowercase(), ds.dir.display(), r.count);
+    println!(
+        "data        {} split of {} ({} images)",
+        format!("{split:?}").to_lowercase(),
+        ds.dir.display(),
+        r.count
+    );
     println!("adapter     {} ({:?})", gpu.info.name, gpu.info.backend);
     println!();
     println!("accuracy    {:.2} %", r.accuracy * 100.0);
     println!("loss        {:.4}", r.loss);
     println!();
-    println!("{:<12} {:>8} {:>10} {:>8}", "class", "support", "precision", "recall");
+    println!(
+        "{:<12} {:>8} {:>10} {:>8}",
+        "class", "support", "precision", "recall"
+    );
     for c in &r.per_class {
-        println!("{:<12} {:>8} {:>9.1}% {:>7.1}%", c.class, c.support, c.precision * 100.0, c.recall * 100.0);
+        println!(
+            "{:<12} {:>8} {:>9.1}% {:>7.1}%",
+            c.class,
+            c.support,
+            c.precision * 100.0,
+            c.recall * 100.0
+        );
     }
     println!();
     println!("confusion (rows: true class, columns: predicted)");
@@ -651,7 +854,13 @@ fn eval(
     }
     println!();
     for (i, row) in r.confusion.iter().enumerate() {
-        print!("{:<12}", format!("{i} {}", r.per_class[i].class.chars().take(9).collect::<String>()));
+        print!(
+            "{:<12}",
+            format!(
+                "{i} {}",
+                r.per_class[i].class.chars().take(9).collect::<String>()
+            )
+        );
         for v in row {
             print!("{v:>6}");
         }
@@ -670,19 +879,38 @@ fn predict(
     args: &GpuArgs,
 ) -> anyhow::Result<()> {
     let ckpt = load_checkpoint(path, model)?;
-    let pixels: Vec<Vec<u8>> = images.iter().map(|p| wgpu_fmnist::infer::load_image(p, invert)).collect::<Result<_, _>>()?;
+    let pixels: Vec<Vec<u8>> = images
+        .iter()
+        .map(|p| wgpu_fmnist::infer::load_image(p, invert))
+        .collect::<Result<_, _>>()?;
     let gpu = gpu::Gpu::new(&args.request())?;
     let probs = wgpu_fmnist::infer::predict(&gpu, &ckpt, &pixels)?;
     for (img, p) in images.iter().zip(&probs) {
         let mut order: Vec<usize> = (0..p.len()).collect();
         order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
-        let name = |c: usize| ckpt.meta.classes.get(c).cloned().unwrap_or_else(|| c.to_string());
+        let name = |c: usize| {
+            ckpt.meta
+                .classes
+                .get(c)
+                .cloned()
+                .unwrap_or_else(|| c.to_string())
+        };
         if json {
-            let topk: Vec<serde_json::Value> =
-                order.iter().take(top.max(1)).map(|&c| serde_json::json!({"class": name(c), "index": c, "probability": p[c]})).collect();
-            println!("{}", serde_json::json!({"image": img.display().to_string(), "top": topk}));
+            let topk: Vec<serde_json::Value> = order
+                .iter()
+                .take(top.max(1))
+                .map(|&c| serde_json::json!({"class": name(c), "index": c, "probability": p[c]}))
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({"image": img.display().to_string(), "top": topk})
+            );
         } else {
-            let parts: Vec<String> = order.iter().take(top.max(1)).map(|&c| format!("{} {:.1}%", name(c), p[c] * 100.0)).collect();
+            let parts: Vec<String> = order
+                .iter()
+                .take(top.max(1))
+                .map(|&c| format!("{} {:.1}%", name(c), p[c] * 100.0))
+                .collect();
             println!("{}: {}", img.display(), parts.join(", "));
         }
     }

@@ -84,12 +84,18 @@ impl Network {
             }
             layers.push(st);
         }
-        Ok(Network { spec, layers, counter: gpu.upload("step counter", &[0u32, 0u32])? })
+        Ok(Network {
+            spec,
+            layers,
+            counter: gpu.upload("step counter", &[0u32, 0u32])?,
+        })
     }
 
     /// Copies every parameter and running statistic back to the host.
     pub fn download(&self, gpu: &Gpu) -> Result<Vec<LayerParams>> {
-        let read = |t: &Option<Tensor>| -> Result<Vec<f32>> { t.as_ref().map_or(Ok(vec![]), |t| gpu.read(t)) };
+        let read = |t: &Option<Tensor>| -> Result<Vec<f32>> {
+            t.as_ref().map_or(Ok(vec![]), |t| gpu.read(t))
+        };
         self.layers
             .iter()
             .map(|st| {
@@ -105,19 +111,33 @@ impl Network {
 
     /// Every trainable tensor.
     pub fn params(&self) -> impl Iterator<Item = &Param> {
-        self.layers.iter().flat_map(|l| l.weight.iter().chain(l.bias.iter()))
+        self.layers
+            .iter()
+            .flat_map(|l| l.weight.iter().chain(l.bias.iter()))
     }
 
     /// Trainable tensors with their state-dict names (`{i}.weight`, `{i}.bias`).
     pub fn named_params(&self) -> impl Iterator<Item = (String, &Param)> {
         self.layers.iter().enumerate().flat_map(|(i, l)| {
-            l.weight.iter().map(move |p| (format!("{i}.weight"), p)).chain(l.bias.iter().map(move |p| (format!("{i}.bias"), p)))
+            l.weight
+                .iter()
+                .map(move |p| (format!("{i}.weight"), p))
+                .chain(l.bias.iter().map(move |p| (format!("{i}.bias"), p)))
         })
     }
 
     /// The optimizer moments on the host (for checkpoints).
-    pub fn download_optim(&self, gpu: &Gpu, kind: OptimizerKind, step: u64) -> Result<crate::checkpoint::OptimState> {
-        let mut o = crate::checkpoint::OptimState { kind: Some(kind), step, ..Default::default() };
+    pub fn download_optim(
+        &self,
+        gpu: &Gpu,
+        kind: OptimizerKind,
+        step: u64,
+    ) -> Result<crate::checkpoint::OptimState> {
+        let mut o = crate::checkpoint::OptimState {
+            kind: Some(kind),
+            step,
+            ..Default::default()
+        };
         for (name, p) in self.named_params() {
             o.m1.insert(name.clone(), gpu.read(&p.m1)?);
             if kind != OptimizerKind::Sgd {
@@ -148,7 +168,11 @@ impl Network {
 
 /// A cheap second handle to a tensor's buffer (wgpu buffers are reference counted).
 fn clone_ref(t: &Tensor) -> Tensor {
-    Tensor { buffer: t.buffer.clone(), len: t.len, label: t.label.clone() }
+    Tensor {
+        buffer: t.buffer.clone(),
+        len: t.len,
+        label: t.label.clone(),
+    }
 }
 
 /// Whether a plan trains (batch statistics, dropout, backward, update) or evaluates.
@@ -179,7 +203,8 @@ impl Buffers {
         let mut bn_saved = Vec::new();
         for (i, layer) in spec.layers.iter().enumerate() {
             let out = spec.output(i);
-            let alias = matches!(layer, Layer::Flatten) || (mode == Mode::Eval && matches!(layer, Layer::Dropout { .. }));
+            let alias = matches!(layer, Layer::Flatten)
+                || (mode == Mode::Eval && matches!(layer, Layer::Dropout { .. }));
             if alias {
                 slot.push(slot[i]);
             } else {
@@ -187,11 +212,16 @@ impl Buffers {
                 slot.push(acts.len() - 1);
             }
             argmax.push(match layer {
-                Layer::MaxPool { .. } => Some(gpu.zeros(&format!("{i}.argmax"), batch * out.len())?),
+                Layer::MaxPool { .. } => {
+                    Some(gpu.zeros(&format!("{i}.argmax"), batch * out.len())?)
+                }
                 _ => None,
             });
             bn_saved.push(match layer {
-                Layer::BatchNorm => Some((gpu.zeros(&format!("{i}.save_mean"), out.c)?, gpu.zeros(&format!("{i}.save_invstd"), out.c)?)),
+                Layer::BatchNorm => Some((
+                    gpu.zeros(&format!("{i}.save_mean"), out.c)?,
+                    gpu.zeros(&format!("{i}.save_invstd"), out.c)?,
+                )),
                 _ => None,
             });
         }
@@ -211,7 +241,16 @@ impl Buffers {
         } else {
             vec![]
         };
-        Ok(Buffers { batch, mode, acts, grads, slot, labels: gpu.zeros("labels", batch)?, argmax, bn_saved })
+        Ok(Buffers {
+            batch,
+            mode,
+            acts,
+            grads,
+            slot,
+            labels: gpu.zeros("labels", batch)?,
+            argmax,
+            bn_saved,
+        })
     }
 
     pub fn logits(&self) -> &Tensor {
@@ -260,22 +299,59 @@ fn bn_tensors<'a>(net: &'a Network, bufs: &'a Buffers, i: usize) -> BatchNormTen
 
 fn conv_shape(spec: &ModelSpec, i: usize, batch: usize) -> Conv2dShape {
     let s = spec.input(i);
-    let Layer::Conv { out, k, stride, pad } = spec.layers[i] else { unreachable!("conv layer") };
-    Conv2dShape { n: batch, ci: s.c, h: s.h, w: s.w, co: out, kh: k, kw: k, stride, pad }
+    let Layer::Conv {
+        out,
+        k,
+        stride,
+        pad,
+    } = spec.layers[i]
+    else {
+        unreachable!("conv layer")
+    };
+    Conv2dShape {
+        n: batch,
+        ci: s.c,
+        h: s.h,
+        w: s.w,
+        co: out,
+        kh: k,
+        kw: k,
+        stride,
+        pad,
+    }
 }
 
 fn pool_shape(spec: &ModelSpec, i: usize, batch: usize) -> PoolShape {
     let s = spec.input(i);
-    let Layer::MaxPool { k, stride } = spec.layers[i] else { unreachable!("pool layer") };
-    PoolShape { n: batch, c: s.c, h: s.h, w: s.w, k, stride }
+    let Layer::MaxPool { k, stride } = spec.layers[i] else {
+        unreachable!("pool layer")
+    };
+    PoolShape {
+        n: batch,
+        c: s.c,
+        h: s.h,
+        w: s.w,
+        k,
+        stride,
+    }
 }
 
 fn linear_shape(spec: &ModelSpec, i: usize, batch: usize) -> LinearShape {
-    LinearShape { batch, inputs: spec.input(i).c, outputs: spec.output(i).c }
+    LinearShape {
+        batch,
+        inputs: spec.input(i).c,
+        outputs: spec.output(i).c,
+    }
 }
 
 /// The forward pass over `batch` examples (which may be fewer than `bufs.batch`).
-pub fn forward(gpu: &Gpu, net: &Network, bufs: &Buffers, batch: usize, dropout_seed: u32) -> Result<Vec<Dispatch>> {
+pub fn forward(
+    gpu: &Gpu,
+    net: &Network,
+    bufs: &Buffers,
+    batch: usize,
+    dropout_seed: u32,
+) -> Result<Vec<Dispatch>> {
     let spec = &net.spec;
     let mut out = Vec::new();
     for (i, layer) in spec.layers.iter().enumerate() {
@@ -286,28 +362,55 @@ pub fn forward(gpu: &Gpu, net: &Network, bufs: &Buffers, batch: usize, dropout_s
         match *layer {
             Layer::Conv { .. } => {
                 let (w, b) = (st.weight.as_ref().expect("w"), st.bias.as_ref().expect("b"));
-                out.extend(conv2d::conv2d_forward(gpu, conv_shape(spec, i, batch), x, &w.value, &b.value, y)?);
+                out.extend(conv2d::conv2d_forward(
+                    gpu,
+                    conv_shape(spec, i, batch),
+                    x,
+                    &w.value,
+                    &b.value,
+                    y,
+                )?);
             }
             Layer::Linear { .. } => {
                 let (w, b) = (st.weight.as_ref().expect("w"), st.bias.as_ref().expect("b"));
-                out.push(matmul::linear_forward(gpu, linear_shape(spec, i, batch), x, &w.value, &b.value, y)?);
+                out.push(matmul::linear_forward(
+                    gpu,
+                    linear_shape(spec, i, batch),
+                    x,
+                    &w.value,
+                    &b.value,
+                    y,
+                )?);
             }
             Layer::BatchNorm => {
                 let s = bn_shape(spec, i, batch);
                 let t = bn_tensors(net, bufs, i);
                 match bufs.mode {
-                    Mode::Train => out.extend(batchnorm::batchnorm_forward_train(gpu, s, &t, x, y)?),
+                    Mode::Train => {
+                        out.extend(batchnorm::batchnorm_forward_train(gpu, s, &t, x, y)?)
+                    }
                     Mode::Eval => out.push(batchnorm::batchnorm_forward_eval(gpu, s, &t, x, y)?),
                 }
             }
             Layer::Relu => out.push(elementwise::relu_forward(gpu, x, y, n)?),
             Layer::MaxPool { .. } => {
                 let a = bufs.argmax[i].as_ref().expect("argmax");
-                out.push(pool::maxpool_forward(gpu, pool_shape(spec, i, batch), x, y, a)?);
+                out.push(pool::maxpool_forward(
+                    gpu,
+                    pool_shape(spec, i, batch),
+                    x,
+                    y,
+                    a,
+                )?);
             }
             Layer::Dropout { p } => {
                 if bufs.mode == Mode::Train {
-                    let cfg = DropoutConfig { n, p, seed: dropout_seed, layer: i as u32 };
+                    let cfg = DropoutConfig {
+                        n,
+                        p,
+                        seed: dropout_seed,
+                        layer: i as u32,
+                    };
                     out.push(dropout::dropout_forward(gpu, cfg, &net.counter, x, y)?);
                 }
             }
@@ -318,7 +421,13 @@ pub fn forward(gpu: &Gpu, net: &Network, bufs: &Buffers, batch: usize, dropout_s
 }
 
 /// The backward pass: from the logits' gradient to every parameter gradient.
-pub fn backward(gpu: &Gpu, net: &Network, bufs: &Buffers, batch: usize, dropout_seed: u32) -> Result<Vec<Dispatch>> {
+pub fn backward(
+    gpu: &Gpu,
+    net: &Network,
+    bufs: &Buffers,
+    batch: usize,
+    dropout_seed: u32,
+) -> Result<Vec<Dispatch>> {
     let spec = &net.spec;
     let mut out = Vec::new();
     for (i, layer) in spec.layers.iter().enumerate().rev() {
@@ -352,12 +461,24 @@ pub fn backward(gpu: &Gpu, net: &Network, bufs: &Buffers, batch: usize, dropout_
                 }
             }
             Layer::BatchNorm => {
-                let (w, b) = (st.weight.as_ref().expect("gamma"), st.bias.as_ref().expect("beta"));
+                let (w, b) = (
+                    st.weight.as_ref().expect("gamma"),
+                    st.bias.as_ref().expect("beta"),
+                );
                 let t = bn_tensors(net, bufs, i);
                 // Buffers gives an input-layer BN an input gradient too: its dgamma/dbeta
                 // come from the same pair of dispatches.
                 let dx = dx.expect("bn input grad");
-                out.extend(batchnorm::batchnorm_backward(gpu, bn_shape(spec, i, batch), &t, x, dy, dx, &w.grad, &b.grad)?);
+                out.extend(batchnorm::batchnorm_backward(
+                    gpu,
+                    bn_shape(spec, i, batch),
+                    &t,
+                    x,
+                    dy,
+                    dx,
+                    &w.grad,
+                    &b.grad,
+                )?);
             }
             Layer::Relu => {
                 if let Some(dx) = dx {
@@ -367,12 +488,23 @@ pub fn backward(gpu: &Gpu, net: &Network, bufs: &Buffers, batch: usize, dropout_
             Layer::MaxPool { .. } => {
                 if let Some(dx) = dx {
                     let a = bufs.argmax[i].as_ref().expect("argmax");
-                    out.push(pool::maxpool_backward(gpu, pool_shape(spec, i, batch), dy, a, dx)?);
+                    out.push(pool::maxpool_backward(
+                        gpu,
+                        pool_shape(spec, i, batch),
+                        dy,
+                        a,
+                        dx,
+                    )?);
                 }
             }
             Layer::Dropout { p } => {
                 if let Some(dx) = dx {
-                    let cfg = DropoutConfig { n, p, seed: dropout_seed, layer: i as u32 };
+                    let cfg = DropoutConfig {
+                        n,
+                        p,
+                        seed: dropout_seed,
+                        layer: i as u32,
+                    };
                     out.push(dropout::dropout_backward(gpu, cfg, &net.counter, dy, dx)?);
                 }
             }
@@ -383,12 +515,22 @@ pub fn backward(gpu: &Gpu, net: &Network, bufs: &Buffers, batch: usize, dropout_
 }
 
 /// One optimizer update of every parameter, then the step counter's advance.
-pub fn update(gpu: &Gpu, net: &Network, opt: &OptimizerConfig, lr: &Tensor) -> Result<Vec<Dispatch>> {
+pub fn update(
+    gpu: &Gpu,
+    net: &Network,
+    opt: &OptimizerConfig,
+    lr: &Tensor,
+) -> Result<Vec<Dispatch>> {
     let mut out = Vec::new();
     for p in net.params() {
         out.push(match opt.kind {
             OptimizerKind::Sgd => {
-                let cfg = SgdConfig { momentum: opt.momentum, nesterov: opt.nesterov, weight_decay: opt.weight_decay, l1: opt.l1 };
+                let cfg = SgdConfig {
+                    momentum: opt.momentum,
+                    nesterov: opt.nesterov,
+                    weight_decay: opt.weight_decay,
+                    l1: opt.l1,
+                };
                 optim::sgd_step(gpu, cfg, &p.value, &p.grad, &p.m1, &net.counter, lr)?
             }
             OptimizerKind::Adam | OptimizerKind::Adamw => {
@@ -428,11 +570,28 @@ pub fn train_step(
 ) -> Result<Vec<Dispatch>> {
     let mut plan = vec![gather(gpu, bufs, inputs, batch)?];
     plan.extend(forward(gpu, net, bufs, batch, inputs.dropout_seed)?);
-    let xs = XentShape { batch, classes: crate::model::NUM_CLASSES };
+    let xs = XentShape {
+        batch,
+        classes: crate::model::NUM_CLASSES,
+    };
     let logits = bufs.logits();
-    let dlogits = bufs.grads[*bufs.slot.last().expect("slot")].as_ref().expect("logit grad");
-    plan.push(softmax_xent::softmax_xent_forward(gpu, xs, logits, &bufs.labels, inputs.metrics)?);
-    plan.push(softmax_xent::softmax_xent_backward(gpu, xs, logits, &bufs.labels, dlogits)?);
+    let dlogits = bufs.grads[*bufs.slot.last().expect("slot")]
+        .as_ref()
+        .expect("logit grad");
+    plan.push(softmax_xent::softmax_xent_forward(
+        gpu,
+        xs,
+        logits,
+        &bufs.labels,
+        inputs.metrics,
+    )?);
+    plan.push(softmax_xent::softmax_xent_backward(
+        gpu,
+        xs,
+        logits,
+        &bufs.labels,
+        dlogits,
+    )?);
     plan.extend(backward(gpu, net, bufs, batch, inputs.dropout_seed)?);
     plan.extend(update(gpu, net, opt, lr)?);
     Ok(plan)
@@ -440,7 +599,13 @@ pub fn train_step(
 
 /// An evaluation step: gather, eval-mode forward, loss and accuracy into the metrics (and
 /// the confusion counts, when given), then advance the source's counter.
-pub fn eval_step(gpu: &Gpu, net: &Network, bufs: &Buffers, inputs: &PlanInputs, batch: usize) -> Result<Vec<Dispatch>> {
+pub fn eval_step(
+    gpu: &Gpu,
+    net: &Network,
+    bufs: &Buffers,
+    inputs: &PlanInputs,
+    batch: usize,
+) -> Result<Vec<Dispatch>> {
     eval_step_with(gpu, net, bufs, inputs, batch, None)
 }
 
@@ -454,17 +619,44 @@ pub fn eval_step_with(
 ) -> Result<Vec<Dispatch>> {
     let mut plan = vec![gather(gpu, bufs, inputs, batch)?];
     plan.extend(forward(gpu, net, bufs, batch, inputs.dropout_seed)?);
-    let xs = XentShape { batch, classes: crate::model::NUM_CLASSES };
-    plan.push(softmax_xent::softmax_xent_forward(gpu, xs, bufs.logits(), &bufs.labels, inputs.metrics)?);
+    let xs = XentShape {
+        batch,
+        classes: crate::model::NUM_CLASSES,
+    };
+    plan.push(softmax_xent::softmax_xent_forward(
+        gpu,
+        xs,
+        bufs.logits(),
+        &bufs.labels,
+        inputs.metrics,
+    )?);
     if let Some(c) = confusion {
-        plan.push(softmax_xent::confusion_accumulate(gpu, xs, bufs.logits(), &bufs.labels, c)?);
+        plan.push(softmax_xent::confusion_accumulate(
+            gpu,
+            xs,
+            bufs.logits(),
+            &bufs.labels,
+            c,
+        )?);
     }
     plan.push(optim::step_advance(gpu, inputs.source.counter)?);
     Ok(plan)
 }
 
 fn gather(gpu: &Gpu, bufs: &Buffers, inputs: &PlanInputs, batch: usize) -> Result<Dispatch> {
-    let cfg = GatherConfig { batch, ..inputs.gather };
+    let cfg = GatherConfig {
+        batch,
+        ..inputs.gather
+    };
     let s = &inputs.source;
-    data::gather_batch(gpu, cfg, s.images, s.labels, s.indices, s.counter, &bufs.acts[0], &bufs.labels)
+    data::gather_batch(
+        gpu,
+        cfg,
+        s.images,
+        s.labels,
+        s.indices,
+        s.counter,
+        &bufs.acts[0],
+        &bufs.labels,
+    )
 }

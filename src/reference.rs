@@ -14,7 +14,14 @@ pub struct StepReference {
 
 /// One step on `input` [batch, 1, 28, 28] with `labels`; dropout masks as the GPU draws them
 /// at global step `step` with `dropout_seed`.
-pub fn train_step(spec: &ModelSpec, params: &[LayerParams], input: &[f32], labels: &[u32], step: u32, dropout_seed: u32) -> StepReference {
+pub fn train_step(
+    spec: &ModelSpec,
+    params: &[LayerParams],
+    input: &[f32],
+    labels: &[u32],
+    step: u32,
+    dropout_seed: u32,
+) -> StepReference {
     let batch = labels.len();
     let mut acts = vec![input.to_vec()];
     let mut argmax: Vec<Vec<u32>> = vec![Vec::new(); spec.layers.len()];
@@ -24,26 +31,70 @@ pub fn train_step(spec: &ModelSpec, params: &[LayerParams], input: &[f32], label
         let mut y = vec![0f32; batch * so.len()];
         let p = &params[i];
         match *layer {
-            Layer::Conv { out, k, stride, pad } => {
-                let s = conv2d::Conv2dShape { n: batch, ci: si.c, h: si.h, w: si.w, co: out, kh: k, kw: k, stride, pad };
+            Layer::Conv {
+                out,
+                k,
+                stride,
+                pad,
+            } => {
+                let s = conv2d::Conv2dShape {
+                    n: batch,
+                    ci: si.c,
+                    h: si.h,
+                    w: si.w,
+                    co: out,
+                    kh: k,
+                    kw: k,
+                    stride,
+                    pad,
+                };
                 conv2d::conv2d_forward_reference(&mut y, x, &p.weight, &p.bias, s);
             }
             Layer::Linear { out } => {
-                matmul::linear_forward_reference(&mut y, x, &p.weight, &p.bias, matmul::LinearShape { batch, inputs: si.c, outputs: out });
+                matmul::linear_forward_reference(
+                    &mut y,
+                    x,
+                    &p.weight,
+                    &p.bias,
+                    matmul::LinearShape {
+                        batch,
+                        inputs: si.c,
+                        outputs: out,
+                    },
+                );
             }
             Layer::BatchNorm => {
                 let s = batchnorm::BatchNormShape::new(batch, si.c, si.h * si.w);
-                let (mut m, mut v, mut rm, mut rv) = (vec![0.0; si.c], vec![0.0; si.c], p.running_mean.clone(), p.running_var.clone());
-                batchnorm::batchnorm_forward_train_reference(&mut y, &mut m, &mut v, &mut rm, &mut rv, x, &p.weight, &p.bias, s);
+                let (mut m, mut v, mut rm, mut rv) = (
+                    vec![0.0; si.c],
+                    vec![0.0; si.c],
+                    p.running_mean.clone(),
+                    p.running_var.clone(),
+                );
+                batchnorm::batchnorm_forward_train_reference(
+                    &mut y, &mut m, &mut v, &mut rm, &mut rv, x, &p.weight, &p.bias, s,
+                );
             }
             Layer::Relu => elementwise::relu_forward_reference(&mut y, x),
             Layer::MaxPool { k, stride } => {
-                let s = pool::PoolShape { n: batch, c: si.c, h: si.h, w: si.w, k, stride };
+                let s = pool::PoolShape {
+                    n: batch,
+                    c: si.c,
+                    h: si.h,
+                    w: si.w,
+                    k,
+                    stride,
+                };
                 argmax[i] = vec![0; y.len()];
                 pool::maxpool_forward_reference(&mut y, &mut argmax[i], x, s);
             }
             Layer::Dropout { p: prob } => {
-                let cfg = dropout::DropoutConfig { n: y.len(), p: prob, seed: dropout_seed, layer: i as u32 };
+                let cfg = dropout::DropoutConfig {
+                    n: y.len(),
+                    p: prob,
+                    seed: dropout_seed,
+                    layer: i as u32,
+                };
                 dropout::dropout_forward_reference(&mut y, x, cfg, step);
             }
             Layer::Flatten => y.copy_from_slice(x),
@@ -51,7 +102,10 @@ pub fn train_step(spec: &ModelSpec, params: &[LayerParams], input: &[f32], label
         acts.push(y);
     }
     let logits = acts.last().expect("logits").clone();
-    let xs = softmax_xent::XentShape { batch, classes: NUM_CLASSES };
+    let xs = softmax_xent::XentShape {
+        batch,
+        classes: NUM_CLASSES,
+    };
     let mut dy = vec![0f32; logits.len()];
     let (loss_sum, _) = softmax_xent::softmax_xent_reference(&mut dy, &logits, labels, xs);
 
@@ -62,15 +116,34 @@ pub fn train_step(spec: &ModelSpec, params: &[LayerParams], input: &[f32], label
         let mut dx = vec![0f32; x.len()];
         let p = &params[i];
         match *layer {
-            Layer::Conv { out, k, stride, pad } => {
-                let s = conv2d::Conv2dShape { n: batch, ci: si.c, h: si.h, w: si.w, co: out, kh: k, kw: k, stride, pad };
+            Layer::Conv {
+                out,
+                k,
+                stride,
+                pad,
+            } => {
+                let s = conv2d::Conv2dShape {
+                    n: batch,
+                    ci: si.c,
+                    h: si.h,
+                    w: si.w,
+                    co: out,
+                    kh: k,
+                    kw: k,
+                    stride,
+                    pad,
+                };
                 let (mut dw, mut db) = (vec![0.0; p.weight.len()], vec![0.0; out]);
                 conv2d::conv2d_backward_reference(&mut dx, &mut dw, &mut db, &dy, x, &p.weight, s);
                 grads.push((format!("{i}.bias"), db));
                 grads.push((format!("{i}.weight"), dw));
             }
             Layer::Linear { out } => {
-                let s = matmul::LinearShape { batch, inputs: si.c, outputs: out };
+                let s = matmul::LinearShape {
+                    batch,
+                    inputs: si.c,
+                    outputs: out,
+                };
                 let (mut dw, mut db) = (vec![0.0; p.weight.len()], vec![0.0; out]);
                 matmul::linear_backward_reference(&mut dx, &mut dw, &mut db, &dy, x, &p.weight, s);
                 grads.push((format!("{i}.bias"), db));
@@ -79,17 +152,31 @@ pub fn train_step(spec: &ModelSpec, params: &[LayerParams], input: &[f32], label
             Layer::BatchNorm => {
                 let s = batchnorm::BatchNormShape::new(batch, si.c, si.h * si.w);
                 let (mut dg, mut db) = (vec![0.0; si.c], vec![0.0; si.c]);
-                batchnorm::batchnorm_backward_reference(&mut dx, &mut dg, &mut db, &dy, x, &p.weight, s);
+                batchnorm::batchnorm_backward_reference(
+                    &mut dx, &mut dg, &mut db, &dy, x, &p.weight, s,
+                );
                 grads.push((format!("{i}.bias"), db));
                 grads.push((format!("{i}.weight"), dg));
             }
             Layer::Relu => elementwise::relu_backward_reference(&mut dx, &dy, x),
             Layer::MaxPool { k, stride } => {
-                let s = pool::PoolShape { n: batch, c: si.c, h: si.h, w: si.w, k, stride };
+                let s = pool::PoolShape {
+                    n: batch,
+                    c: si.c,
+                    h: si.h,
+                    w: si.w,
+                    k,
+                    stride,
+                };
                 pool::maxpool_backward_reference(&mut dx, &dy, &argmax[i], s);
             }
             Layer::Dropout { p: prob } => {
-                let cfg = dropout::DropoutConfig { n: batch * so.len(), p: prob, seed: dropout_seed, layer: i as u32 };
+                let cfg = dropout::DropoutConfig {
+                    n: batch * so.len(),
+                    p: prob,
+                    seed: dropout_seed,
+                    layer: i as u32,
+                };
                 dropout::dropout_backward_reference(&mut dx, &dy, cfg, step);
             }
             Layer::Flatten => dx.copy_from_slice(&dy),
@@ -97,5 +184,9 @@ pub fn train_step(spec: &ModelSpec, params: &[LayerParams], input: &[f32], label
         dy = dx;
     }
     grads.reverse();
-    StepReference { logits, loss: loss_sum / batch as f64, grads }
+    StepReference {
+        logits,
+        loss: loss_sum / batch as f64,
+        grads,
+    }
 }

@@ -5,8 +5,12 @@ use crate::gpu::Shader;
 
 /// Parses and validates `source`; the error text names `path` with line and column.
 pub fn validate_wgsl(path: &str, source: &str) -> Result<naga::Module, String> {
-    let module = naga::front::wgsl::parse_str(source).map_err(|e| e.emit_to_string_with_path(source, path))?;
-    let mut validator = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::default());
+    let module = naga::front::wgsl::parse_str(source)
+        .map_err(|e| e.emit_to_string_with_path(source, path))?;
+    let mut validator = naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::default(),
+    );
     validator
         .validate(&module)
         .map_err(|e| e.emit_to_string_with_path(source, path))?;

@@ -9,14 +9,21 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use wgpu_fmnist::checkpoint;
 use wgpu_fmnist::data::Dataset;
-use wgpu_fmnist::train::{self, report::Silent, PartialConfig, RunOptions, TrainConfig, TrainError};
+use wgpu_fmnist::train::{
+    self, report::Silent, PartialConfig, RunOptions, TrainConfig, TrainError,
+};
 
 fn dataset() -> Dataset {
-    Dataset { dir: PathBuf::from("synthetic"), train: synthetic(300, 3), test: synthetic(100, 4) }
+    Dataset {
+        dir: PathBuf::from("synthetic"),
+        train: synthetic(300, 3),
+        test: synthetic(100, 4),
+    }
 }
 
 /// Small, but with every stateful piece: batch norm, dropout (RNG by step), Adam (step count).
-const SPEC: &str = "conv(4,3) bn dropout(0.3) relu maxpool(2) flatten linear(16) bn relu linear(10)";
+const SPEC: &str =
+    "conv(4,3) bn dropout(0.3) relu maxpool(2) flatten linear(16) bn relu linear(10)";
 
 fn config(epochs: usize) -> TrainConfig {
     let p = PartialConfig {
@@ -42,19 +49,47 @@ fn tmp(name: &str) -> PathBuf {
 fn saved_checkpoint_reloads_with_identical_weights_and_logits() {
     let dir = tmp("roundtrip");
     let data = dataset();
-    let out = train::train_with(gpu(), &config(1), &data, &mut Silent, &RunOptions { run_dir: Some(&dir), ..Default::default() }).unwrap();
+    let out = train::train_with(
+        gpu(),
+        &config(1),
+        &data,
+        &mut Silent,
+        &RunOptions {
+            run_dir: Some(&dir),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let c = checkpoint::load(&dir.join("last.safetensors"), None).unwrap();
-    assert!(c.params == out.params, "reloaded parameters differ from the trained ones");
-    assert_eq!(c.spec.to_text(), wgpu_fmnist::model::ModelSpec::parse(SPEC).unwrap().to_text());
+    assert!(
+        c.params == out.params,
+        "reloaded parameters differ from the trained ones"
+    );
+    assert_eq!(
+        c.spec.to_text(),
+        wgpu_fmnist::model::ModelSpec::parse(SPEC)
+            .unwrap()
+            .to_text()
+    );
     assert_eq!((c.meta.epoch, c.meta.step, c.meta.step_in_epoch), (1, 8, 0));
     assert!(dir.join("best.safetensors").is_file());
     // Same logits from the trained weights and from the file.
-    let images: Vec<Vec<u8>> = (0..5).map(|i| data.test.images.pixels[i * 784..(i + 1) * 784].to_vec()).collect();
+    let images: Vec<Vec<u8>> = (0..5)
+        .map(|i| data.test.images.pixels[i * 784..(i + 1) * 784].to_vec())
+        .collect();
     let from_file = wgpu_fmnist::infer::predict(gpu(), &c, &images).unwrap();
-    let trained = checkpoint::Checkpoint { params: out.params.clone(), ..c.clone() };
-    assert_eq!(from_file, wgpu_fmnist::infer::predict(gpu(), &trained, &images).unwrap());
+    let trained = checkpoint::Checkpoint {
+        params: out.params.clone(),
+        ..c.clone()
+    };
+    assert_eq!(
+        from_file,
+        wgpu_fmnist::infer::predict(gpu(), &trained, &images).unwrap()
+    );
     // Saving the loaded checkpoint again and loading that gives the same checkpoint.
-    let again = checkpoint::from_bytes(Path::new("again"), &checkpoint::to_bytes(&c).unwrap(), None).unwrap();
+    let again =
+        checkpoint::from_bytes(Path::new("again"), &checkpoint::to_bytes(&c).unwrap(), None)
+            .unwrap();
     assert!(again.params == c.params && again.meta == c.meta && again.optim == c.optim);
 }
 
@@ -65,19 +100,47 @@ fn resume_is_bit_identical_to_an_uninterrupted_run() {
 
     // 1 epoch, then resume for the second.
     let dir = tmp("resume");
-    let opts = RunOptions { run_dir: Some(&dir), ..Default::default() };
+    let opts = RunOptions {
+        run_dir: Some(&dir),
+        ..Default::default()
+    };
     train::train_with(gpu(), &config(1), &data, &mut Silent, &opts).unwrap();
     let c = checkpoint::load(&dir.join("last.safetensors"), None).unwrap();
-    assert!(c.optim.as_ref().is_some_and(|o| !o.m2.is_empty()), "Adam moments are saved");
-    let resumed = train::train_with(gpu(), &config(2), &data, &mut Silent, &RunOptions { resume: Some(&c), ..opts }).unwrap();
-    assert!(resumed.params == straight.params, "1 epoch + resume + 1 epoch differs from 2 epochs");
+    assert!(
+        c.optim.as_ref().is_some_and(|o| !o.m2.is_empty()),
+        "Adam moments are saved"
+    );
+    let resumed = train::train_with(
+        gpu(),
+        &config(2),
+        &data,
+        &mut Silent,
+        &RunOptions {
+            resume: Some(&c),
+            ..opts
+        },
+    )
+    .unwrap();
+    assert!(
+        resumed.params == straight.params,
+        "1 epoch + resume + 1 epoch differs from 2 epochs"
+    );
 }
 
 /// Sets the stop flag at the first progress report: the run stops mid-epoch.
 struct StopSoon<'a>(&'a AtomicBool);
 
 impl train::Reporter for StopSoon<'_> {
-    fn start(&mut self, _: &TrainConfig, _: &wgpu_fmnist::model::ModelSpec, _: usize, _: usize, _: usize, _: usize) {}
+    fn start(
+        &mut self,
+        _: &TrainConfig,
+        _: &wgpu_fmnist::model::ModelSpec,
+        _: usize,
+        _: usize,
+        _: usize,
+        _: usize,
+    ) {
+    }
     fn epoch_start(&mut self, _: usize, _: usize) {}
     fn progress(&mut self, _: &train::Progress) {
         self.0.store(true, Ordering::SeqCst);
@@ -92,15 +155,40 @@ fn interrupted_run_saves_and_resumes_exactly() {
     let straight = train::train(gpu(), &config(2), &data, &mut Silent).unwrap();
     let dir = tmp("interrupt");
     let stop = AtomicBool::new(false);
-    let opts = RunOptions { run_dir: Some(&dir), stop: Some(&stop), ..Default::default() };
+    let opts = RunOptions {
+        run_dir: Some(&dir),
+        stop: Some(&stop),
+        ..Default::default()
+    };
     match train::train_with(gpu(), &config(2), &data, &mut StopSoon(&stop), &opts) {
         Err(TrainError::Interrupted { saved }) => assert_eq!(saved, dir.join("last.safetensors")),
-        other => panic!("expected an interruption, got {:?}", other.map(|o| o.epochs_run)),
+        other => panic!(
+            "expected an interruption, got {:?}",
+            other.map(|o| o.epochs_run)
+        ),
     }
     let c = checkpoint::load(&dir.join("last.safetensors"), None).unwrap();
-    assert!(c.meta.step > 0 && c.meta.step < 16, "stopped mid-run at step {}", c.meta.step);
-    let resumed = train::train_with(gpu(), &config(2), &data, &mut Silent, &RunOptions { run_dir: Some(&dir), resume: Some(&c), stop: None }).unwrap();
-    assert!(resumed.params == straight.params, "interrupted + resumed run differs from the uninterrupted one");
+    assert!(
+        c.meta.step > 0 && c.meta.step < 16,
+        "stopped mid-run at step {}",
+        c.meta.step
+    );
+    let resumed = train::train_with(
+        gpu(),
+        &config(2),
+        &data,
+        &mut Silent,
+        &RunOptions {
+            run_dir: Some(&dir),
+            resume: Some(&c),
+            stop: None,
+        },
+    )
+    .unwrap();
+    assert!(
+        resumed.params == straight.params,
+        "interrupted + resumed run differs from the uninterrupted one"
+    );
 }
 
 fn binary() -> &'static str {
@@ -121,20 +209,39 @@ fn pytorch_state_dict_evaluates_like_pytorch() {
         return;
     }
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mlp_pytorch.safetensors");
-    let r = Command::new(binary()).args(["eval", "--model", "mlp", "--json", "--checkpoint"]).arg(&file).output().unwrap();
+    let r = Command::new(binary())
+        .args(["eval", "--model", "mlp", "--json", "--checkpoint"])
+        .arg(&file)
+        .output()
+        .unwrap();
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
-    assert!((v["accuracy"].as_f64().unwrap() - 0.8563).abs() < 1e-4, "{v}");
+    assert!(
+        (v["accuracy"].as_f64().unwrap() - 0.8563).abs() < 1e-4,
+        "{v}"
+    );
     assert_eq!(v["confusion"].as_array().unwrap().len(), 10);
     assert_eq!(v["per_class"][1]["support"], 1000);
     // Without --model there is no way to know the network: a clear error.
-    let r = Command::new(binary()).args(["eval", "--checkpoint"]).arg(&file).output().unwrap();
+    let r = Command::new(binary())
+        .args(["eval", "--checkpoint"])
+        .arg(&file)
+        .output()
+        .unwrap();
     assert_eq!(r.status.code(), Some(6));
     assert!(String::from_utf8_lossy(&r.stderr).contains("--model"));
     // The wrong model names the first tensor that does not fit.
-    let r = Command::new(binary()).args(["eval", "--model", "regcnn", "--checkpoint"]).arg(&file).output().unwrap();
+    let r = Command::new(binary())
+        .args(["eval", "--model", "regcnn", "--checkpoint"])
+        .arg(&file)
+        .output()
+        .unwrap();
     assert_eq!(r.status.code(), Some(6));
-    assert!(String::from_utf8_lossy(&r.stderr).contains("`0.weight`"), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("`0.weight`"),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
 }
 
 #[test]
@@ -146,7 +253,20 @@ fn cli_trains_then_predicts_the_sample_images() {
     }
     let out = tmp("predict");
     let r = Command::new(binary())
-        .args(["train", "--model", "mlp", "--epochs", "1", "--limit-train", "20000", "--limit-test", "1000", "--quiet", "--name", "p"])
+        .args([
+            "train",
+            "--model",
+            "mlp",
+            "--epochs",
+            "1",
+            "--limit-train",
+            "20000",
+            "--limit-test",
+            "1000",
+            "--quiet",
+            "--name",
+            "p",
+        ])
         .arg("--out")
         .arg(&out)
         .output()
@@ -162,14 +282,24 @@ fn cli_trains_then_predicts_the_sample_images() {
         .unwrap();
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let want = ["Trouser", "Bag", "Bag", "Sneaker", "Sandal"];
-    for (line, (file, class)) in String::from_utf8_lossy(&r.stdout).lines().zip(files.iter().zip(want)) {
+    for (line, (file, class)) in String::from_utf8_lossy(&r.stdout)
+        .lines()
+        .zip(files.iter().zip(want))
+    {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         assert_eq!(v["top"][0]["class"], class, "{file}: {v}");
     }
     // eval of the same checkpoint works and reports per-class figures.
-    let r = Command::new(binary()).args(["eval", "--checkpoint"]).arg(&ckpt).output().unwrap();
+    let r = Command::new(binary())
+        .args(["eval", "--checkpoint"])
+        .arg(&ckpt)
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&r.stdout);
-    assert!(r.status.success() && text.contains("precision") && text.contains("Ankle boot"), "{text}");
+    assert!(
+        r.status.success() && text.contains("precision") && text.contains("Ankle boot"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -179,31 +309,67 @@ fn bad_checkpoints_and_images_are_clear_errors() {
     let junk = dir.join("junk.safetensors");
     std::fs::write(&junk, b"this is not a checkpoint").unwrap();
     let err = checkpoint::load(&junk, None).unwrap_err();
-    assert!(matches!(err, checkpoint::CheckpointError::Format { .. }), "{err}");
+    assert!(
+        matches!(err, checkpoint::CheckpointError::Format { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("junk.safetensors"));
     // A truncated checkpoint.
     let good = dir.join("good.safetensors");
-    train::train_with(gpu(), &config(1), &dataset(), &mut Silent, &RunOptions { run_dir: Some(&dir), ..Default::default() }).unwrap();
+    train::train_with(
+        gpu(),
+        &config(1),
+        &dataset(),
+        &mut Silent,
+        &RunOptions {
+            run_dir: Some(&dir),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     std::fs::rename(dir.join("last.safetensors"), &good).unwrap();
     let bytes = std::fs::read(&good).unwrap();
     let cut = dir.join("cut.safetensors");
     std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
-    assert!(matches!(checkpoint::load(&cut, None), Err(checkpoint::CheckpointError::Format { .. })));
+    assert!(matches!(
+        checkpoint::load(&cut, None),
+        Err(checkpoint::CheckpointError::Format { .. })
+    ));
     // A checkpoint of another model.
     let (mlp, _) = wgpu_fmnist::model::resolve("mlp").unwrap();
     let err = checkpoint::load(&good, Some(&mlp)).unwrap_err();
-    assert!(err.to_string().contains("not `flatten linear(128)"), "{err}");
+    assert!(
+        err.to_string().contains("not `flatten linear(128)"),
+        "{err}"
+    );
     // From the CLI: exit code 6 and the file named.
-    let r = Command::new(binary()).args(["eval", "--checkpoint"]).arg(&cut).output().unwrap();
+    let r = Command::new(binary())
+        .args(["eval", "--checkpoint"])
+        .arg(&cut)
+        .output()
+        .unwrap();
     assert_eq!(r.status.code(), Some(6));
     assert!(String::from_utf8_lossy(&r.stderr).contains("cut.safetensors"));
     let not_image = dir.join("notes.png");
     std::fs::write(&not_image, b"plain text, not a PNG").unwrap();
-    let r = Command::new(binary()).args(["predict", "--checkpoint"]).arg(&good).arg(&not_image).output().unwrap();
+    let r = Command::new(binary())
+        .args(["predict", "--checkpoint"])
+        .arg(&good)
+        .arg(&not_image)
+        .output()
+        .unwrap();
     assert_eq!(r.status.code(), Some(6));
     let stderr = String::from_utf8_lossy(&r.stderr);
-    assert!(stderr.contains("notes.png") && stderr.contains("not an image"), "{stderr}");
-    let r = Command::new(binary()).args(["predict", "--checkpoint"]).arg(&good).arg(dir.join("missing.png")).output().unwrap();
+    assert!(
+        stderr.contains("notes.png") && stderr.contains("not an image"),
+        "{stderr}"
+    );
+    let r = Command::new(binary())
+        .args(["predict", "--checkpoint"])
+        .arg(&good)
+        .arg(dir.join("missing.png"))
+        .output()
+        .unwrap();
     assert_eq!(r.status.code(), Some(6));
 }
 
@@ -216,7 +382,19 @@ fn ctrl_c_saves_last_and_exits_130_then_resume_finishes() {
     }
     let out = tmp("sigint");
     let mut child = Command::new(binary())
-        .args(["train", "--model", "mlp", "--epochs", "3", "--limit-train", "30000", "--limit-test", "500", "--name", "c"])
+        .args([
+            "train",
+            "--model",
+            "mlp",
+            "--epochs",
+            "3",
+            "--limit-train",
+            "30000",
+            "--limit-test",
+            "500",
+            "--name",
+            "c",
+        ])
         .arg("--out")
         .arg(&out)
         .stderr(std::process::Stdio::piped())
@@ -231,21 +409,39 @@ fn ctrl_c_saves_last_and_exits_130_then_resume_finishes() {
         }
     }
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let code = child.wait().unwrap().code();
     assert_eq!(code, Some(130), "exit code after Ctrl-C; stderr: {rest:?}");
-    assert!(rest.iter().any(|l| l.contains("interrupted") && l.contains("last.safetensors")), "{rest:?}");
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("interrupted") && l.contains("last.safetensors")),
+        "{rest:?}"
+    );
     let c = checkpoint::load(&out.join("c/last.safetensors"), None).unwrap();
     assert!(c.meta.step > 0 && c.meta.epoch < 3);
     // Resume finishes the run.
-    let r = Command::new(binary()).arg("train").arg("--resume").arg(out.join("c")).arg("--quiet").output().unwrap();
+    let r = Command::new(binary())
+        .arg("train")
+        .arg("--resume")
+        .arg(out.join("c"))
+        .arg("--quiet")
+        .output()
+        .unwrap();
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let done = checkpoint::load(&out.join("c/last.safetensors"), None).unwrap();
     assert_eq!(done.meta.epoch, 3);
     // Resuming a finished run says how to go further.
-    let r = Command::new(binary()).arg("train").arg("--resume").arg(out.join("c")).output().unwrap();
+    let r = Command::new(binary())
+        .arg("train")
+        .arg("--resume")
+        .arg(out.join("c"))
+        .output()
+        .unwrap();
     assert_eq!(r.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&r.stderr).contains("--epochs"));
 }

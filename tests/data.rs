@@ -20,7 +20,12 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 }
 
 fn images(count: usize) -> Images {
-    Images { count, rows: 28, cols: 28, pixels: (0..count * 784).map(|i| (i % 251) as u8).collect() }
+    Images {
+        count,
+        rows: 28,
+        cols: 28,
+        pixels: (0..count * 784).map(|i| (i % 251) as u8).collect(),
+    }
 }
 
 fn labels(count: usize) -> Vec<u8> {
@@ -29,10 +34,26 @@ fn labels(count: usize) -> Vec<u8> {
 
 /// Writes a complete data directory (gzipped train, plain test) with the given counts.
 fn write_dataset(dir: &Path, train: usize, test: usize) {
-    std::fs::write(dir.join("train-images-idx3-ubyte.gz"), gzip(&idx::encode_images(&images(train)))).unwrap();
-    std::fs::write(dir.join("train-labels-idx1-ubyte.gz"), gzip(&idx::encode_labels(&labels(train)))).unwrap();
-    std::fs::write(dir.join("t10k-images-idx3-ubyte"), idx::encode_images(&images(test))).unwrap();
-    std::fs::write(dir.join("t10k-labels-idx1-ubyte"), idx::encode_labels(&labels(test))).unwrap();
+    std::fs::write(
+        dir.join("train-images-idx3-ubyte.gz"),
+        gzip(&idx::encode_images(&images(train))),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("train-labels-idx1-ubyte.gz"),
+        gzip(&idx::encode_labels(&labels(train))),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("t10k-images-idx3-ubyte"),
+        idx::encode_images(&images(test)),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("t10k-labels-idx1-ubyte"),
+        idx::encode_labels(&labels(test)),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -67,14 +88,23 @@ fn truncated_files_are_reported() {
     std::fs::write(&p, &bytes).unwrap();
     let err = idx::read_images(&p).unwrap_err();
     assert!(matches!(err, DataError::Truncated { .. }), "{err:?}");
-    assert!(err.to_string().contains(&p.display().to_string()), "the error names the file: {err}");
+    assert!(
+        err.to_string().contains(&p.display().to_string()),
+        "the error names the file: {err}"
+    );
     // Shorter than the header.
     std::fs::write(&p, &bytes[..10]).unwrap();
-    assert!(matches!(idx::read_images(&p), Err(DataError::Truncated { .. })));
+    assert!(matches!(
+        idx::read_images(&p),
+        Err(DataError::Truncated { .. })
+    ));
     // A gzip stream cut short.
     let gz = gzip(&idx::encode_images(&images(4)));
     std::fs::write(&p, &gz[..gz.len() / 2]).unwrap();
-    assert!(matches!(idx::read_images(&p), Err(DataError::BadGzip { .. })));
+    assert!(matches!(
+        idx::read_images(&p),
+        Err(DataError::BadGzip { .. })
+    ));
 }
 
 #[test]
@@ -87,16 +117,27 @@ fn corrupt_gzip_is_reported() {
         *b ^= 0xa5;
     }
     std::fs::write(&p, &gz).unwrap();
-    assert!(matches!(idx::read_images(&p), Err(DataError::BadGzip { .. })));
+    assert!(matches!(
+        idx::read_images(&p),
+        Err(DataError::BadGzip { .. })
+    ));
 }
 
 #[test]
 fn count_mismatch_is_reported() {
     let dir = tmpdir("count");
     write_dataset(&dir, 12, 5);
-    std::fs::write(dir.join("t10k-labels-idx1-ubyte"), idx::encode_labels(&labels(6))).unwrap();
+    std::fs::write(
+        dir.join("t10k-labels-idx1-ubyte"),
+        idx::encode_labels(&labels(6)),
+    )
+    .unwrap();
     match data::load_dir(&dir) {
-        Err(DataError::CountMismatch { image_count: 5, label_count: 6, .. }) => {}
+        Err(DataError::CountMismatch {
+            image_count: 5,
+            label_count: 6,
+            ..
+        }) => {}
         other => panic!("expected CountMismatch, got {other:?}"),
     }
 }
@@ -107,7 +148,11 @@ fn label_out_of_range_is_reported() {
     let p = dir.join("labels");
     std::fs::write(&p, idx::encode_labels(&[0, 9, 10, 1])).unwrap();
     match idx::read_labels(&p, 10) {
-        Err(DataError::LabelOutOfRange { index: 2, label: 10, .. }) => {}
+        Err(DataError::LabelOutOfRange {
+            index: 2,
+            label: 10,
+            ..
+        }) => {}
         other => panic!("expected LabelOutOfRange, got {other:?}"),
     }
 }
@@ -116,9 +161,25 @@ fn label_out_of_range_is_reported() {
 fn wrong_image_size_and_missing_files_are_reported() {
     let dir = tmpdir("size");
     write_dataset(&dir, 3, 3);
-    let small = Images { count: 3, rows: 8, cols: 8, pixels: vec![0; 192] };
-    std::fs::write(dir.join("t10k-images-idx3-ubyte"), idx::encode_images(&small)).unwrap();
-    assert!(matches!(data::load_dir(&dir), Err(DataError::WrongImageSize { rows: 8, cols: 8, .. })));
+    let small = Images {
+        count: 3,
+        rows: 8,
+        cols: 8,
+        pixels: vec![0; 192],
+    };
+    std::fs::write(
+        dir.join("t10k-images-idx3-ubyte"),
+        idx::encode_images(&small),
+    )
+    .unwrap();
+    assert!(matches!(
+        data::load_dir(&dir),
+        Err(DataError::WrongImageSize {
+            rows: 8,
+            cols: 8,
+            ..
+        })
+    ));
     std::fs::remove_file(dir.join("t10k-images-idx3-ubyte")).unwrap();
     let err = data::find(Some(&dir), true).unwrap_err();
     assert!(err.to_string().contains("t10k-images-idx3-ubyte"), "{err}");
@@ -160,14 +221,26 @@ fn serve(files: Vec<(String, Vec<u8>)>, requests: usize) -> String {
                 }
             }
             let req = String::from_utf8_lossy(&head);
-            let path = req.split_whitespace().nth(1).unwrap_or("/").trim_start_matches('/').to_string();
+            let path = req
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("/")
+                .trim_start_matches('/')
+                .to_string();
             match files.iter().find(|(name, _)| *name == path) {
                 Some((_, body)) => {
-                    let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
                     let _ = s.write_all(body);
                 }
                 None => {
-                    let _ = write!(s, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
                 }
             }
         }
@@ -177,15 +250,30 @@ fn serve(files: Vec<(String, Vec<u8>)>, requests: usize) -> String {
 
 fn dataset_files() -> Vec<(String, Vec<u8>)> {
     vec![
-        ("train-images-idx3-ubyte.gz".into(), gzip(&idx::encode_images(&images(20)))),
-        ("train-labels-idx1-ubyte.gz".into(), gzip(&idx::encode_labels(&labels(20)))),
-        ("t10k-images-idx3-ubyte.gz".into(), gzip(&idx::encode_images(&images(10)))),
-        ("t10k-labels-idx1-ubyte.gz".into(), gzip(&idx::encode_labels(&labels(10)))),
+        (
+            "train-images-idx3-ubyte.gz".into(),
+            gzip(&idx::encode_images(&images(20))),
+        ),
+        (
+            "train-labels-idx1-ubyte.gz".into(),
+            gzip(&idx::encode_labels(&labels(20))),
+        ),
+        (
+            "t10k-images-idx3-ubyte.gz".into(),
+            gzip(&idx::encode_images(&images(10))),
+        ),
+        (
+            "t10k-labels-idx1-ubyte.gz".into(),
+            gzip(&idx::encode_labels(&labels(10))),
+        ),
     ]
 }
 
 fn md5_of(files: &[(String, Vec<u8>)]) -> Vec<(String, String)> {
-    files.iter().map(|(n, b)| (n.clone(), format!("{:x}", md5::compute(b)))).collect()
+    files
+        .iter()
+        .map(|(n, b)| (n.clone(), format!("{:x}", md5::compute(b))))
+        .collect()
 }
 
 #[test]
@@ -198,7 +286,11 @@ fn download_fetches_and_verifies_files() {
     data::download::fetch_all_with(&url, &dir, &sums_ref, true).unwrap();
     let ds = data::load_dir(&dir).unwrap();
     assert_eq!((ds.train.len(), ds.test.len()), (20, 10));
-    assert!(std::fs::read_dir(&dir).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".part")));
+    assert!(std::fs::read_dir(&dir).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .ends_with(".part")));
 }
 
 #[test]
@@ -212,14 +304,19 @@ fn corrupted_download_is_rejected_and_removed() {
     let sums_ref: Vec<(&str, &str)> = sums.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     let err = data::download::fetch_all_with(&url, &dir, &sums_ref, true).unwrap_err();
     assert!(matches!(err, DataError::Checksum { .. }), "{err:?}");
-    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "nothing may be left behind");
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "nothing may be left behind"
+    );
 }
 
 #[test]
 fn missing_file_on_the_server_is_an_http_error() {
     let url = serve(vec![], 1);
     let dir = tmpdir("404");
-    let err = data::download::fetch_all_with(&url, &dir, &[("nothing.gz", "00")], true).unwrap_err();
+    let err =
+        data::download::fetch_all_with(&url, &dir, &[("nothing.gz", "00")], true).unwrap_err();
     assert!(err.to_string().contains("HTTP 404"), "{err}");
 }
 
@@ -229,7 +326,12 @@ fn canonical_checksums_are_the_published_ones() {
     let sums: Vec<&str> = data::download::CHECKSUMS.iter().map(|(_, s)| *s).collect();
     assert_eq!(
         sums,
-        ["8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe", "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310"]
+        [
+            "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "25c81989df183df01b3e8a0aad5dffbe",
+            "bef4ecab320f06d8554ea6380940ec79",
+            "bb300cfdad3c16e7a12a480ee83cd310"
+        ]
     );
 }
 
@@ -238,18 +340,46 @@ fn offline_without_data_lists_the_three_ways_to_get_it() {
     let dir = tmpdir("offline");
     let places = [dir.join("nowhere"), dir.join("also-nowhere")];
     // Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
-    let err = data::find_in(None, None, &places, "http://127.0.0.1:9/", &dir.join("download"), true).unwrap_err();
+    let err = data::find_in(
+        None,
+        None,
+        &places,
+        "http://127.0.0.1:9/",
+        &dir.join("download"),
+        true,
+    )
+    .unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, DataError::NotFound { .. }), "{msg}");
-    for needle in ["--data", "FMNIST_DATA", "apt-get install dataset-fashion-mnist", "downloaded into", "nowhere", "127.0.0.1:9"] {
+    for needle in [
+        "--data",
+        "FMNIST_DATA",
+        "apt-get install dataset-fashion-mnist",
+        "downloaded into",
+        "nowhere",
+        "127.0.0.1:9",
+    ] {
         assert!(msg.contains(needle), "missing {needle:?} in: {msg}");
     }
     // The download left nothing half-written behind.
-    let leftovers: Vec<_> = std::fs::read_dir(dir.join("download")).map(|d| d.flatten().collect()).unwrap_or_default();
+    let leftovers: Vec<_> = std::fs::read_dir(dir.join("download"))
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     // A directory found in a standard place is used without downloading.
     let good = dir.join("good");
     std::fs::create_dir_all(&good).unwrap();
     write_dataset(&good, 3, 2);
-    assert_eq!(data::find_in(None, None, &[places[0].clone(), good.clone()], "http://127.0.0.1:9/", &dir, true).unwrap(), good);
+    assert_eq!(
+        data::find_in(
+            None,
+            None,
+            &[places[0].clone(), good.clone()],
+            "http://127.0.0.1:9/",
+            &dir,
+            true
+        )
+        .unwrap(),
+        good
+    );
 }

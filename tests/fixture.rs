@@ -17,7 +17,11 @@ struct Fixture(HashMap<String, Vec<f32>>);
 
 impl Fixture {
     fn load() -> Fixture {
-        let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/step.bin")).expect("fixture file");
+        let bytes = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/step.bin"
+        ))
+        .expect("fixture file");
         assert_eq!(&bytes[..8], b"WFMNFIX1", "fixture magic");
         let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap()) as usize;
         assert_eq!(u32_at(8), 1, "fixture version");
@@ -31,7 +35,10 @@ impl Fixture {
             let rank = u32_at(o);
             let n: usize = (0..rank).map(|r| u32_at(o + 4 + 4 * r)).product();
             o += 4 + 4 * rank;
-            let data = bytes[o..o + 4 * n].chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+            let data = bytes[o..o + 4 * n]
+                .chunks(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
             o += 4 * n;
             map.insert(name, data);
         }
@@ -40,7 +47,9 @@ impl Fixture {
     }
 
     fn get(&self, name: &str) -> &[f32] {
-        self.0.get(name).unwrap_or_else(|| panic!("fixture lacks {name}"))
+        self.0
+            .get(name)
+            .unwrap_or_else(|| panic!("fixture lacks {name}"))
     }
 
     /// The tensor `name`, stored whole or as every k-th element ("name@k"), and that k.
@@ -49,13 +58,18 @@ impl Fixture {
             return Some((v, 1));
         }
         let prefix = format!("{name}@");
-        self.0.iter().find(|(k, _)| k.starts_with(&prefix)).map(|(k, v)| (v.as_slice(), k[prefix.len()..].parse().unwrap()))
+        self.0
+            .iter()
+            .find(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, v)| (v.as_slice(), k[prefix.len()..].parse().unwrap()))
     }
 }
 
 /// The same integer hash as tools/make_fixture.py's `fixed_values`.
 fn fixed_values(n: usize, salt: u64) -> Vec<f64> {
-    (0..n as u64).map(|i| ((i * 2654435761 + salt * 40503) % (1 << 32)) as f64 / 4294967296.0).collect()
+    (0..n as u64)
+        .map(|i| ((i * 2654435761 + salt * 40503) % (1 << 32)) as f64 / 4294967296.0)
+        .collect()
 }
 
 fn fixed_weights(spec: &ModelSpec) -> Vec<LayerParams> {
@@ -66,12 +80,24 @@ fn fixed_weights(spec: &ModelSpec) -> Vec<LayerParams> {
         match layer {
             Layer::Conv { .. } | Layer::Linear { .. } => {
                 let fan_in = (p.weight.len() / p.bias.len()) as f64;
-                p.weight = fixed_values(p.weight.len(), salt).iter().map(|u| ((2.0 * u - 1.0) / fan_in.sqrt()) as f32).collect();
-                p.bias = fixed_values(p.bias.len(), salt + 1).iter().map(|u| ((2.0 * u - 1.0) / fan_in.sqrt()) as f32).collect();
+                p.weight = fixed_values(p.weight.len(), salt)
+                    .iter()
+                    .map(|u| ((2.0 * u - 1.0) / fan_in.sqrt()) as f32)
+                    .collect();
+                p.bias = fixed_values(p.bias.len(), salt + 1)
+                    .iter()
+                    .map(|u| ((2.0 * u - 1.0) / fan_in.sqrt()) as f32)
+                    .collect();
             }
             Layer::BatchNorm => {
-                p.weight = fixed_values(p.weight.len(), salt).iter().map(|u| (1.0 + 0.1 * (2.0 * u - 1.0)) as f32).collect();
-                p.bias = fixed_values(p.bias.len(), salt + 1).iter().map(|u| (0.1 * (2.0 * u - 1.0)) as f32).collect();
+                p.weight = fixed_values(p.weight.len(), salt)
+                    .iter()
+                    .map(|u| (1.0 + 0.1 * (2.0 * u - 1.0)) as f32)
+                    .collect();
+                p.bias = fixed_values(p.bias.len(), salt + 1)
+                    .iter()
+                    .map(|u| (0.1 * (2.0 * u - 1.0)) as f32)
+                    .collect();
             }
             _ => {}
         }
@@ -85,8 +111,13 @@ fn check_model(name: &str, spec_text: &str) {
     let g = gpu();
     let net = Network::new(g, spec.clone(), &fixed_weights(&spec)).unwrap();
     let bufs = Buffers::new(g, &spec, BATCH, Mode::Train).unwrap();
-    g.write(&bufs.acts[0], fx.get(&format!("{name}.input"))).unwrap();
-    let labels: Vec<u32> = fx.get(&format!("{name}.labels")).iter().map(|&v| v as u32).collect();
+    g.write(&bufs.acts[0], fx.get(&format!("{name}.input")))
+        .unwrap();
+    let labels: Vec<u32> = fx
+        .get(&format!("{name}.labels"))
+        .iter()
+        .map(|&v| v as u32)
+        .collect();
     g.write(&bufs.labels, &labels).unwrap();
     let metrics_t = g.zeros("metrics", metrics::LEN).unwrap();
     let lr = g.upload("lr", &[0.05f32]).unwrap();
@@ -100,11 +131,18 @@ fn check_model(name: &str, spec_text: &str) {
         beta2: 0.999,
         eps: 1e-8,
     };
-    let xs = XentShape { batch: BATCH, classes: 10 };
+    let xs = XentShape {
+        batch: BATCH,
+        classes: 10,
+    };
     let dlogits = bufs.grads[*bufs.slot.last().unwrap()].as_ref().unwrap();
     let mut plan = net::forward(g, &net, &bufs, BATCH, 0).unwrap();
-    plan.push(softmax_xent::softmax_xent_forward(g, xs, bufs.logits(), &bufs.labels, &metrics_t).unwrap());
-    plan.push(softmax_xent::softmax_xent_backward(g, xs, bufs.logits(), &bufs.labels, dlogits).unwrap());
+    plan.push(
+        softmax_xent::softmax_xent_forward(g, xs, bufs.logits(), &bufs.labels, &metrics_t).unwrap(),
+    );
+    plan.push(
+        softmax_xent::softmax_xent_backward(g, xs, bufs.logits(), &bufs.labels, dlogits).unwrap(),
+    );
     plan.extend(net::backward(g, &net, &bufs, BATCH, 0).unwrap());
     plan.extend(net::update(g, &net, &opt, &lr).unwrap());
     g.run(&plan.iter().collect::<Vec<_>>()).unwrap();
@@ -113,9 +151,21 @@ fn check_model(name: &str, spec_text: &str) {
     // outputs agree to ~1e-5 relative; 1e-4 + 1e-3 |ref| leaves room without hiding bugs
     // (a wrong index or a missing term is off by O(1)).
     let (atol, rtol) = (1e-4, 1e-3);
-    assert_close(&format!("{name} logits"), &g.read::<f32>(bufs.logits()).unwrap(), fx.get(&format!("{name}.logits")), atol, rtol);
+    assert_close(
+        &format!("{name} logits"),
+        &g.read::<f32>(bufs.logits()).unwrap(),
+        fx.get(&format!("{name}.logits")),
+        atol,
+        rtol,
+    );
     let m: Vec<f32> = g.read(&metrics_t).unwrap();
-    assert_close(&format!("{name} loss"), &[m[metrics::LOSS_SUM] / BATCH as f32], fx.get(&format!("{name}.loss")), atol, rtol);
+    assert_close(
+        &format!("{name} loss"),
+        &[m[metrics::LOSS_SUM] / BATCH as f32],
+        fx.get(&format!("{name}.loss")),
+        atol,
+        rtol,
+    );
 
     let after = net.download(g).unwrap();
     let mut checked = 0;
@@ -123,25 +173,55 @@ fn check_model(name: &str, spec_text: &str) {
         for (kind, param) in [("weight", &st.weight), ("bias", &st.bias)] {
             let Some(param) = param else { continue };
             let key = format!("{i}.{kind}");
-            let (want, k) = fx.sampled(&format!("{name}.grad.{key}")).unwrap_or_else(|| panic!("no gradient for {key}"));
-            let got: Vec<f32> = g.read::<f32>(&param.grad).unwrap().into_iter().step_by(k).collect();
+            let (want, k) = fx
+                .sampled(&format!("{name}.grad.{key}"))
+                .unwrap_or_else(|| panic!("no gradient for {key}"));
+            let got: Vec<f32> = g
+                .read::<f32>(&param.grad)
+                .unwrap()
+                .into_iter()
+                .step_by(k)
+                .collect();
             // Gradients are differences of similar terms: judge them against their own scale.
             let scale = want.iter().fold(0f32, |a, v| a.max(v.abs())) as f64;
-            assert_close(&format!("{name} grad {key}"), &got, want, atol * scale.max(1e-3) * 10.0, rtol * 10.0);
+            assert_close(
+                &format!("{name} grad {key}"),
+                &got,
+                want,
+                atol * scale.max(1e-3) * 10.0,
+                rtol * 10.0,
+            );
             checked += 1;
         }
         let p = &after[i];
-        for (kind, values) in [("weight", &p.weight), ("bias", &p.bias), ("running_mean", &p.running_mean), ("running_var", &p.running_var)] {
+        for (kind, values) in [
+            ("weight", &p.weight),
+            ("bias", &p.bias),
+            ("running_mean", &p.running_mean),
+            ("running_var", &p.running_var),
+        ] {
             if values.is_empty() {
                 continue;
             }
             let key = format!("{i}.{kind}");
-            let (want, k) = fx.sampled(&format!("{name}.after.{key}")).unwrap_or_else(|| panic!("no value after the step for {key}"));
+            let (want, k) = fx
+                .sampled(&format!("{name}.after.{key}"))
+                .unwrap_or_else(|| panic!("no value after the step for {key}"));
             let got: Vec<f32> = values.iter().copied().step_by(k).collect();
             assert_close(&format!("{name} after step {key}"), &got, want, atol, rtol);
         }
     }
-    let expected = spec.layers.iter().filter(|l| matches!(l, Layer::Conv { .. } | Layer::Linear { .. } | Layer::BatchNorm)).count() * 2;
+    let expected = spec
+        .layers
+        .iter()
+        .filter(|l| {
+            matches!(
+                l,
+                Layer::Conv { .. } | Layer::Linear { .. } | Layer::BatchNorm
+            )
+        })
+        .count()
+        * 2;
     assert_eq!(checked, expected, "every parameter gradient was compared");
 }
 

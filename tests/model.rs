@@ -8,7 +8,15 @@ fn parses_the_design_example() {
         "conv(32,3) bn dropout(0.2) relu maxpool(2) conv(64,3) bn dropout(0.2) relu maxpool(2) flatten linear(128) relu linear(10)",
     )
     .unwrap();
-    assert_eq!(s.layers[0], Layer::Conv { out: 32, k: 3, stride: 1, pad: 0 });
+    assert_eq!(
+        s.layers[0],
+        Layer::Conv {
+            out: 32,
+            k: 3,
+            stride: 1,
+            pad: 0
+        }
+    );
     assert_eq!(s.layers[4], Layer::MaxPool { k: 2, stride: 2 });
     assert_eq!(s.layers[2], Layer::Dropout { p: 0.2 });
     // 28 -> 26 -> 13 -> 11 -> 5: the first linear layer sees 64x5x5 = 1600, not seed 000's 64x12x12.
@@ -20,18 +28,36 @@ fn parses_the_design_example() {
 #[test]
 fn accepts_spaces_inside_arguments_and_optional_arguments() {
     let s = ModelSpec::parse("conv( 8, 5, 2, 2 ) relu maxpool(3,2) flatten linear(10)").unwrap();
-    assert_eq!(s.layers[0], Layer::Conv { out: 8, k: 5, stride: 2, pad: 2 });
+    assert_eq!(
+        s.layers[0],
+        Layer::Conv {
+            out: 8,
+            k: 5,
+            stride: 2,
+            pad: 2
+        }
+    );
     assert_eq!(s.output(0).h, 14);
     assert_eq!(s.output(2).h, 6);
 }
 
 #[test]
 fn preset_shapes_match_the_seeds() {
-    let flat_inputs = [("mlp", 784), ("cnn1", 1600), ("cnn2", 128 * 3 * 3), ("regcnn", 1600), ("vgg", 128 * 7 * 7)];
+    let flat_inputs = [
+        ("mlp", 784),
+        ("cnn1", 1600),
+        ("cnn2", 128 * 3 * 3),
+        ("regcnn", 1600),
+        ("vgg", 128 * 7 * 7),
+    ];
     for (name, features) in flat_inputs {
         let (spec, preset) = model::resolve(name).unwrap();
         assert!(preset.is_some());
-        let first_linear = spec.layers.iter().position(|l| matches!(l, Layer::Linear { .. })).unwrap();
+        let first_linear = spec
+            .layers
+            .iter()
+            .position(|l| matches!(l, Layer::Linear { .. }))
+            .unwrap();
         assert_eq!(spec.input(first_linear).c, features, "{name}");
     }
     assert_eq!(PRESETS.len(), 5);
@@ -41,7 +67,10 @@ fn preset_shapes_match_the_seeds() {
         (0..s.layers.len()).map(|i| s.param_count(i)).sum::<usize>()
     };
     assert_eq!(count("mlp"), 784 * 128 + 128 + 128 * 64 + 64 + 64 * 10 + 10);
-    assert_eq!(count("vgg"), 640 + 128 + 36928 + 128 + 73856 + 256 + 147584 + 256 + 6272 * 640 + 640 + 6410);
+    assert_eq!(
+        count("vgg"),
+        640 + 128 + 36928 + 128 + 73856 + 256 + 147584 + 256 + 6272 * 640 + 640 + 6410
+    );
 }
 
 #[test]
@@ -51,7 +80,10 @@ fn syntax_errors_name_the_layer() {
         ("flatten linear(10 relu", "missing `)`"),
         ("flatten lineer(10)", "unknown layer"),
         ("flatten dropout(x) linear(10)", "p must be a number"),
-        ("conv(a,3) flatten linear(10)", "out must be a non-negative integer"),
+        (
+            "conv(a,3) flatten linear(10)",
+            "out must be a non-negative integer",
+        ),
     ];
     for (spec, needle) in cases {
         let err = ModelSpec::parse(spec).unwrap_err();
@@ -63,14 +95,26 @@ fn syntax_errors_name_the_layer() {
 fn shape_errors_name_the_layer_and_the_shape() {
     let err = ModelSpec::parse("conv(8,3) linear(10)").unwrap_err();
     assert!(matches!(err, SpecError::Shape { index: 1, .. }));
-    assert!(err.to_string().contains("8x26x26") && err.to_string().contains("flatten"), "{err}");
-    let err = ModelSpec::parse("maxpool(2) maxpool(2) maxpool(2) maxpool(2) maxpool(2) flatten linear(10)").unwrap_err();
-    assert!(err.to_string().contains("layer 4") && err.to_string().contains("1x1"), "{err}");
+    assert!(
+        err.to_string().contains("8x26x26") && err.to_string().contains("flatten"),
+        "{err}"
+    );
+    let err = ModelSpec::parse(
+        "maxpool(2) maxpool(2) maxpool(2) maxpool(2) maxpool(2) flatten linear(10)",
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("layer 4") && err.to_string().contains("1x1"),
+        "{err}"
+    );
     let err = ModelSpec::parse("flatten conv(3,3) linear(10)").unwrap_err();
     assert!(err.to_string().contains("layer 1"), "{err}");
     let err = ModelSpec::parse("flatten dropout(1.5) linear(10)").unwrap_err();
     assert!(err.to_string().contains("[0, 1)"), "{err}");
-    assert!(matches!(ModelSpec::parse("flatten linear(7)"), Err(SpecError::Output { .. })));
+    assert!(matches!(
+        ModelSpec::parse("flatten linear(7)"),
+        Err(SpecError::Output { .. })
+    ));
     assert!(matches!(ModelSpec::parse("   "), Err(SpecError::Empty)));
 }
 
@@ -79,12 +123,19 @@ fn init_follows_pytorch_bounds() {
     let (spec, _) = model::resolve("regcnn").unwrap();
     let p = spec.init_params(1);
     let bound = 1.0 / 9f32.sqrt(); // conv0: fan_in 1*3*3
-    assert!(p[0].weight.iter().all(|w| w.abs() <= bound) && p[0].weight.iter().any(|w| w.abs() > bound * 0.9));
+    assert!(
+        p[0].weight.iter().all(|w| w.abs() <= bound)
+            && p[0].weight.iter().any(|w| w.abs() > bound * 0.9)
+    );
     assert_eq!(p[1].weight, vec![1.0; 32]);
     assert_eq!(p[1].running_var, vec![1.0; 32]);
     let b = 1.0 / 1600f32.sqrt();
     assert!(p[11].weight.iter().all(|w| w.abs() <= b));
-    assert_ne!(spec.init_params(2)[0].weight, p[0].weight, "seed changes the init");
+    assert_ne!(
+        spec.init_params(2)[0].weight,
+        p[0].weight,
+        "seed changes the init"
+    );
     assert_eq!(spec.init_params(1), p, "same seed, same init");
 }
 
@@ -92,6 +143,9 @@ fn init_follows_pytorch_bounds() {
 fn summary_lists_every_layer_with_totals() {
     let (spec, _) = model::resolve("regcnn").unwrap();
     let text = spec.summary();
-    assert!(text.contains("64x5x5") && text.contains("1600") && text.contains("225,226"), "{text}");
+    assert!(
+        text.contains("64x5x5") && text.contains("1600") && text.contains("225,226"),
+        "{text}"
+    );
     assert_eq!(text.lines().count(), 2 + spec.layers.len() + 2);
 }

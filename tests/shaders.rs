@@ -8,7 +8,11 @@ use wgpu_fmnist::shader_check::{validate_shader, validate_wgsl};
 fn every_shader_validates_with_naga() {
     for shader in SHADERS {
         let module = validate_shader(shader).unwrap_or_else(|e| panic!("{e}"));
-        assert!(!module.entry_points.is_empty(), "{} has no entry points", shader.path);
+        assert!(
+            !module.entry_points.is_empty(),
+            "{} has no entry points",
+            shader.path
+        );
     }
 }
 
@@ -16,5 +20,8 @@ fn every_shader_validates_with_naga() {
 fn shader_error_names_file_and_line() {
     let source = "@compute @workgroup_size(1)\nfn main() {\n    let x: f32 = 1u;\n}\n";
     let err = validate_wgsl("shaders/broken.wgsl", source).unwrap_err();
-    assert!(err.contains("shaders/broken.wgsl:3:"), "error does not point at file:line: {err}");
+    assert!(
+        err.contains("shaders/broken.wgsl:3:"),
+        "error does not point at file:line: {err}"
+    );
 }

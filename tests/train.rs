@@ -4,18 +4,27 @@
 mod common;
 
 use common::gpu;
+use common::synthetic;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use common::synthetic;
 use wgpu_fmnist::data::Dataset;
 use wgpu_fmnist::train::{self, report::Silent, PartialConfig, TrainConfig};
 
 fn synthetic_dataset() -> Dataset {
-    Dataset { dir: PathBuf::from("synthetic"), train: synthetic(600, 1), test: synthetic(200, 2) }
+    Dataset {
+        dir: PathBuf::from("synthetic"),
+        train: synthetic(600, 1),
+        test: synthetic(200, 2),
+    }
 }
 
 fn config(model: &str, extra: PartialConfig) -> TrainConfig {
-    let base = PartialConfig { model: Some(model.into()), epochs: Some(1), val: Some(100), ..Default::default() };
+    let base = PartialConfig {
+        model: Some(model.into()),
+        epochs: Some(1),
+        val: Some(100),
+        ..Default::default()
+    };
     TrainConfig::resolve(&base.overlay(&extra)).unwrap()
 }
 
@@ -24,25 +33,61 @@ fn same_seed_gives_bit_identical_weights() {
     // regcnn has batch norm and dropout; 500 training images at batch 32 end on a partial
     // batch of 20, so every plan runs.
     let data = synthetic_dataset();
-    let cfg = config("regcnn", PartialConfig { seed: Some(7), epochs: Some(2), ..Default::default() });
+    let cfg = config(
+        "regcnn",
+        PartialConfig {
+            seed: Some(7),
+            epochs: Some(2),
+            ..Default::default()
+        },
+    );
     let a = train::train(gpu(), &cfg, &data, &mut Silent).unwrap();
     let b = train::train(gpu(), &cfg, &data, &mut Silent).unwrap();
     assert!(a.params == b.params, "two runs with the same seed differ");
-    assert_eq!(a.history.iter().map(|h| h.train_loss).collect::<Vec<_>>(), b.history.iter().map(|h| h.train_loss).collect::<Vec<_>>());
-    let c = train::train(gpu(), &config("regcnn", PartialConfig { seed: Some(8), epochs: Some(2), ..Default::default() }), &data, &mut Silent).unwrap();
-    assert!(a.params != c.params, "a different seed should give different weights");
+    assert_eq!(
+        a.history.iter().map(|h| h.train_loss).collect::<Vec<_>>(),
+        b.history.iter().map(|h| h.train_loss).collect::<Vec<_>>()
+    );
+    let c = train::train(
+        gpu(),
+        &config(
+            "regcnn",
+            PartialConfig {
+                seed: Some(8),
+                epochs: Some(2),
+                ..Default::default()
+            },
+        ),
+        &data,
+        &mut Silent,
+    )
+    .unwrap();
+    assert!(
+        a.params != c.params,
+        "a different seed should give different weights"
+    );
 }
 
 #[test]
 fn every_optimizer_learns_the_synthetic_task() {
     let data = synthetic_dataset();
     for (opt, lr) in [("sgd", 0.05), ("adam", 1e-3), ("adamw", 1e-3)] {
-        let extra: PartialConfig = toml::from_str(&format!("optimizer = \"{opt}\"\nlr = {lr}\nepochs = 3\nmomentum = 0.0")).unwrap();
+        let extra: PartialConfig = toml::from_str(&format!(
+            "optimizer = \"{opt}\"\nlr = {lr}\nepochs = 3\nmomentum = 0.0"
+        ))
+        .unwrap();
         let cfg = config("mlp", extra);
         let out = train::train(gpu(), &cfg, &data, &mut Silent).unwrap();
         let losses: Vec<f64> = out.history.iter().map(|h| h.train_loss).collect();
-        assert!(losses[2] < losses[0], "{opt}: loss did not fall: {losses:?}");
-        assert!(out.test_accuracy > 0.9, "{opt}: test accuracy {} on an easy task", out.test_accuracy);
+        assert!(
+            losses[2] < losses[0],
+            "{opt}: loss did not fall: {losses:?}"
+        );
+        assert!(
+            out.test_accuracy > 0.9,
+            "{opt}: test accuracy {} on an easy task",
+            out.test_accuracy
+        );
         assert_eq!(out.history.last().unwrap().step, 3 * 500usize.div_ceil(32));
     }
 }
@@ -50,8 +95,11 @@ fn every_optimizer_learns_the_synthetic_task() {
 #[test]
 fn diverging_run_stops_with_a_clear_error() {
     let data = synthetic_dataset();
-    let extra: PartialConfig = toml::from_str("optimizer = \"sgd\"\nlr = 1e30\nmomentum = 0.0").unwrap();
-    let err = train::train(gpu(), &config("mlp", extra), &data, &mut Silent).err().expect("lr 1e30 must diverge");
+    let extra: PartialConfig =
+        toml::from_str("optimizer = \"sgd\"\nlr = 1e30\nmomentum = 0.0").unwrap();
+    let err = train::train(gpu(), &config("mlp", extra), &data, &mut Silent)
+        .err()
+        .expect("lr 1e30 must diverge");
     assert!(matches!(err, train::TrainError::Diverged { .. }), "{err}");
     assert!(err.to_string().contains("--lr"), "{err}");
 }
@@ -59,12 +107,29 @@ fn diverging_run_stops_with_a_clear_error() {
 #[test]
 fn impossible_settings_are_refused() {
     let data = synthetic_dataset();
-    let cfg = config("mlp", PartialConfig { val: Some(600), ..Default::default() });
-    let err = train::train(gpu(), &cfg, &data, &mut Silent).err().expect("val = all training images");
+    let cfg = config(
+        "mlp",
+        PartialConfig {
+            val: Some(600),
+            ..Default::default()
+        },
+    );
+    let err = train::train(gpu(), &cfg, &data, &mut Silent)
+        .err()
+        .expect("val = all training images");
     assert!(err.to_string().contains("--val"), "{err}");
-    for (toml, flag) in [("epochs = 0", "--epochs"), ("lr = -1.0", "--lr"), ("momentum = 1.5", "--momentum"), ("batch_size = 0", "--batch-size")] {
+    for (toml, flag) in [
+        ("epochs = 0", "--epochs"),
+        ("lr = -1.0", "--lr"),
+        ("momentum = 1.5", "--momentum"),
+        ("batch_size = 0", "--batch-size"),
+    ] {
         let extra: PartialConfig = toml::from_str(toml).unwrap();
-        let err = TrainConfig::resolve(&PartialConfig { model: Some("mlp".into()), ..extra }).unwrap_err();
+        let err = TrainConfig::resolve(&PartialConfig {
+            model: Some("mlp".into()),
+            ..extra
+        })
+        .unwrap_err();
         assert!(err.to_string().contains(flag), "{toml}: {err}");
     }
 }
@@ -84,7 +149,10 @@ fn real_data() -> Option<&'static Path> {
     if dir.is_dir() {
         Some(dir)
     } else {
-        eprintln!("skipped: {} not installed (CI installs dataset-fashion-mnist)", dir.display());
+        eprintln!(
+            "skipped: {} not installed (CI installs dataset-fashion-mnist)",
+            dir.display()
+        );
         None
     }
 }
@@ -94,7 +162,19 @@ fn cli_trains_regcnn_on_real_data_well_above_chance() {
     let Some(data) = real_data() else { return };
     let out = out_dir("regcnn");
     let result = Command::new(binary())
-        .args(["train", "--model", "regcnn", "--epochs", "1", "--limit-train", "2200", "--val", "200", "--limit-test", "500"])
+        .args([
+            "train",
+            "--model",
+            "regcnn",
+            "--epochs",
+            "1",
+            "--limit-train",
+            "2200",
+            "--val",
+            "200",
+            "--limit-test",
+            "500",
+        ])
         .args(["--lr", "0.01", "--json", "--name", "t"])
         .arg("--data")
         .arg(data)
@@ -103,26 +183,62 @@ fn cli_trains_regcnn_on_real_data_well_above_chance() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&result.stdout);
-    assert!(result.status.success(), "train failed: {}\n{stdout}", String::from_utf8_lossy(&result.stderr));
-    let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    assert!(
+        result.status.success(),
+        "train failed: {}\n{stdout}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
     let summary = lines.last().unwrap();
     assert_eq!(summary["kind"], "summary");
     let acc = summary["test_accuracy"].as_f64().unwrap();
-    assert!(acc > 0.6, "test accuracy {acc} after 2,000 images (chance is 0.1)");
-    for key in ["test_loss", "epochs", "images_per_second", "wall_seconds", "adapter"] {
+    assert!(
+        acc > 0.6,
+        "test accuracy {acc} after 2,000 images (chance is 0.1)"
+    );
+    for key in [
+        "test_loss",
+        "epochs",
+        "images_per_second",
+        "wall_seconds",
+        "adapter",
+    ] {
         assert!(!summary[key].is_null(), "summary lacks {key}: {summary}");
     }
     assert_eq!(lines[0]["kind"], "epoch");
     assert!(lines[0]["val_accuracy"].as_f64().unwrap() > 0.5);
     // The run folder holds the resolved configuration and the metrics log.
     let run = out.join("t");
-    let cfg: TrainConfig = toml::from_str(&std::fs::read_to_string(run.join("config.toml")).unwrap()).unwrap();
-    assert_eq!(cfg.spec, wgpu_fmnist::model::resolve("regcnn").unwrap().0.to_text());
+    let cfg: TrainConfig =
+        toml::from_str(&std::fs::read_to_string(run.join("config.toml")).unwrap()).unwrap();
+    assert_eq!(
+        cfg.spec,
+        wgpu_fmnist::model::resolve("regcnn").unwrap().0.to_text()
+    );
     assert_eq!(cfg.lr, 0.01);
     let log = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
-    assert!(log.lines().any(|l| l.contains("\"kind\":\"epoch\"")) && log.lines().last().unwrap().contains("summary"));
+    assert!(
+        log.lines().any(|l| l.contains("\"kind\":\"epoch\""))
+            && log.lines().last().unwrap().contains("summary")
+    );
     // Reusing an explicit run name is refused rather than overwriting it.
-    let again = Command::new(binary()).args(["train", "--model", "mlp", "--name", "t", "--limit-train", "300"]).arg("--out").arg(&out).output().unwrap();
+    let again = Command::new(binary())
+        .args([
+            "train",
+            "--model",
+            "mlp",
+            "--name",
+            "t",
+            "--limit-train",
+            "300",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
 }
@@ -130,26 +246,63 @@ fn cli_trains_regcnn_on_real_data_well_above_chance() {
 #[test]
 fn cli_reports_bad_flags_and_data_clearly() {
     let out = out_dir("bad");
-    let run = |args: &[&str]| Command::new(binary()).args(args).arg("--out").arg(&out).output().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(binary())
+            .args(args)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
     let r = run(&["train", "--model", "conv(8,3) linear(10)"]);
     assert_eq!(r.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&r.stderr).contains("add `flatten`"), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("add `flatten`"),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
     let r = run(&["train", "--model", "mlp", "--lr", "0"]);
     assert_eq!(r.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&r.stderr).contains("--lr"));
     let empty = out_dir("empty-data");
     std::fs::create_dir_all(&empty).unwrap();
-    let r = Command::new(binary()).args(["train", "--model", "mlp", "--data"]).arg(&empty).arg("--out").arg(&out).output().unwrap();
+    let r = Command::new(binary())
+        .args(["train", "--model", "mlp", "--data"])
+        .arg(&empty)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
     assert_eq!(r.status.code(), Some(4));
-    assert!(String::from_utf8_lossy(&r.stderr).contains("train-images-idx3-ubyte"), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("train-images-idx3-ubyte"),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
     // A batch whose activations exceed the adapter's storage-binding limit: a clear error
     // naming the buffer and the flag to change, not a lost device.
     if real_data().is_some() {
-        let r = run(&["train", "--model", "vgg", "--batch-size", "4096", "--limit-train", "9000", "--val", "100"]);
+        let r = run(&[
+            "train",
+            "--model",
+            "vgg",
+            "--batch-size",
+            "4096",
+            "--limit-train",
+            "9000",
+            "--val",
+            "100",
+        ]);
         assert_eq!(r.status.code(), Some(2));
         let stderr = String::from_utf8_lossy(&r.stderr);
-        assert!(stderr.contains("needs") && stderr.contains("--batch-size"), "{stderr}");
+        assert!(
+            stderr.contains("needs") && stderr.contains("--batch-size"),
+            "{stderr}"
+        );
     }
-    let r = Command::new(binary()).args(["summary", "--model", "vgg"]).output().unwrap();
+    let r = Command::new(binary())
+        .args(["summary", "--model", "vgg"])
+        .output()
+        .unwrap();
     assert!(r.status.success() && String::from_utf8_lossy(&r.stdout).contains("128x7x7"));
 }

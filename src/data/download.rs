@@ -14,10 +14,22 @@ pub const CANONICAL_URL: &str = "http://fashion-mnist.s3-website.eu-central-1.am
 
 /// (file, published MD5 of the .gz file)
 pub const CHECKSUMS: [(&str, &str); 4] = [
-    ("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
-    ("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
-    ("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
-    ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"),
+    (
+        "train-images-idx3-ubyte.gz",
+        "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    ),
+    (
+        "train-labels-idx1-ubyte.gz",
+        "25c81989df183df01b3e8a0aad5dffbe",
+    ),
+    (
+        "t10k-images-idx3-ubyte.gz",
+        "bef4ecab320f06d8554ea6380940ec79",
+    ),
+    (
+        "t10k-labels-idx1-ubyte.gz",
+        "bb300cfdad3c16e7a12a480ee83cd310",
+    ),
 ];
 
 /// `$FMNIST_MIRROR` (an http:// base URL ending in '/') or the canonical mirror.
@@ -31,19 +43,36 @@ pub fn fetch_all(base: &str, dir: &Path, quiet: bool) -> Result<(), DataError> {
 }
 
 /// As `fetch_all` with explicit checksums (tests serve their own files).
-pub fn fetch_all_with(base: &str, dir: &Path, sums: &[(&str, &str)], quiet: bool) -> Result<(), DataError> {
+pub fn fetch_all_with(
+    base: &str,
+    dir: &Path,
+    sums: &[(&str, &str)],
+    quiet: bool,
+) -> Result<(), DataError> {
     std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
     for (name, md5) in sums {
         let dest = dir.join(name);
         if dest.is_file() && file_md5(&dest)? == *md5 {
             continue;
         }
-        let url = format!("{}{}", if base.ends_with('/') { base.to_string() } else { format!("{base}/") }, name);
+        let url = format!(
+            "{}{}",
+            if base.ends_with('/') {
+                base.to_string()
+            } else {
+                format!("{base}/")
+            },
+            name
+        );
         let part = dir.join(format!("{name}.part"));
         let result = fetch(&url, &part, quiet).and_then(|()| {
             let got = file_md5(&part)?;
             if got != *md5 {
-                return Err(DataError::Checksum { path: dest.clone(), expected: md5.to_string(), got });
+                return Err(DataError::Checksum {
+                    path: dest.clone(),
+                    expected: md5.to_string(),
+                    got,
+                });
             }
             std::fs::rename(&part, &dest).map_err(|e| DataError::io(&dest, e))
         });
@@ -61,7 +90,10 @@ fn file_md5(path: &Path) -> Result<String, DataError> {
 }
 
 fn err(url: &str, message: impl Into<String>) -> DataError {
-    DataError::Download { url: url.to_string(), message: message.into() }
+    DataError::Download {
+        url: url.to_string(),
+        message: message.into(),
+    }
 }
 
 /// GET `url` (http:// only, following up to 5 redirects) into `dest`.
@@ -78,25 +110,38 @@ pub fn fetch(url: &str, dest: &Path, quiet: bool) -> Result<(), DataError> {
 
 /// One request. Returns the redirect target, if any.
 fn get(url: &str, dest: &Path, quiet: bool) -> Result<Option<String>, DataError> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| err(url, "only http:// URLs are supported"))?;
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| err(url, "only http:// URLs are supported"))?;
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
     let host = hostport.split(':').next().unwrap_or(hostport);
-    let addr = if hostport.contains(':') { hostport.to_string() } else { format!("{hostport}:80") };
+    let addr = if hostport.contains(':') {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:80")
+    };
     let sock = addr
         .to_socket_addrs()
         .map_err(|e| err(url, format!("cannot resolve {hostport}: {e}")))?
         .next()
         .ok_or_else(|| err(url, format!("no address for {hostport}")))?;
-    let mut stream = TcpStream::connect_timeout(&sock, Duration::from_secs(10)).map_err(|e| err(url, e.to_string()))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| err(url, e.to_string()))?;
+    let mut stream = TcpStream::connect_timeout(&sock, Duration::from_secs(10))
+        .map_err(|e| err(url, e.to_string()))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| err(url, e.to_string()))?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: wgpu-fmnist\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).map_err(|e| err(url, e.to_string()))?;
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| err(url, e.to_string()))?;
     let mut reader = BufReader::new(stream);
     let mut status_line = String::new();
-    reader.read_line(&mut status_line).map_err(|e| err(url, e.to_string()))?;
+    reader
+        .read_line(&mut status_line)
+        .map_err(|e| err(url, e.to_string()))?;
     let status: u16 = status_line
         .split_whitespace()
         .nth(1)
@@ -107,7 +152,9 @@ fn get(url: &str, dest: &Path, quiet: bool) -> Result<Option<String>, DataError>
     let mut chunked = false;
     loop {
         let mut line = String::new();
-        reader.read_line(&mut line).map_err(|e| err(url, e.to_string()))?;
+        reader
+            .read_line(&mut line)
+            .map_err(|e| err(url, e.to_string()))?;
         let line = line.trim_end();
         if line.is_empty() {
             break;
@@ -123,7 +170,9 @@ fn get(url: &str, dest: &Path, quiet: bool) -> Result<Option<String>, DataError>
         }
     }
     if (300..400).contains(&status) {
-        return location.map(Some).ok_or_else(|| err(url, format!("HTTP {status} without a Location")));
+        return location
+            .map(Some)
+            .ok_or_else(|| err(url, format!("HTTP {status} without a Location")));
     }
     if status != 200 {
         return Err(err(url, format!("HTTP {status}")));
@@ -134,10 +183,16 @@ fn get(url: &str, dest: &Path, quiet: bool) -> Result<Option<String>, DataError>
         indicatif::ProgressBar::new(length.unwrap_or(0))
     };
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    bar.set_message(dest.file_name().map(|n| n.to_string_lossy().trim_end_matches(".part").to_string()).unwrap_or_default());
+    bar.set_message(
+        dest.file_name()
+            .map(|n| n.to_string_lossy().trim_end_matches(".part").to_string())
+            .unwrap_or_default(),
+    );
     if !quiet && bar.is_hidden() {
         eprintln!("downloading {url}");
     }
@@ -158,7 +213,10 @@ fn get(url: &str, dest: &Path, quiet: bool) -> Result<Option<String>, DataError>
     bar.finish_and_clear();
     if let Some(len) = length {
         if body.len() as u64 != len {
-            return Err(err(url, format!("connection closed after {} of {len} bytes", body.len())));
+            return Err(err(
+                url,
+                format!("connection closed after {} of {len} bytes", body.len()),
+            ));
         }
     }
     std::fs::write(dest, &body).map_err(|e| DataError::io(dest, e))?;

@@ -24,7 +24,10 @@ pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>, DataError> {
         let mut out = Vec::with_capacity(raw.len() * 4);
         flate2::read::MultiGzDecoder::new(&raw[..])
             .read_to_end(&mut out)
-            .map_err(|e| DataError::BadGzip { path: path.to_path_buf(), message: e.to_string() })?;
+            .map_err(|e| DataError::BadGzip {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
         Ok(out)
     } else {
         Ok(raw)
@@ -36,12 +39,19 @@ fn header(path: &Path, bytes: &[u8], magic: u32, dims: usize) -> Result<Vec<usiz
     let be = |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
     // The magic first: a wrong file should say so even when it is short.
     if bytes.len() >= 4 && be(0) != magic {
-        return Err(DataError::BadMagic { path: path.to_path_buf(), found: be(0), expected: magic });
+        return Err(DataError::BadMagic {
+            path: path.to_path_buf(),
+            found: be(0),
+            expected: magic,
+        });
     }
     if bytes.len() < need {
         return Err(DataError::Truncated {
             path: path.to_path_buf(),
-            message: format!("{} bytes is shorter than the {need}-byte IDX header", bytes.len()),
+            message: format!(
+                "{} bytes is shorter than the {need}-byte IDX header",
+                bytes.len()
+            ),
         });
     }
     let sizes: Vec<usize> = (0..dims).map(|d| be(4 + 4 * d) as usize).collect();
@@ -50,13 +60,18 @@ fn header(path: &Path, bytes: &[u8], magic: u32, dims: usize) -> Result<Vec<usiz
     if have < payload {
         return Err(DataError::Truncated {
             path: path.to_path_buf(),
-            message: format!("header promises {payload} data bytes ({sizes:?}) but the file has {have}"),
+            message: format!(
+                "header promises {payload} data bytes ({sizes:?}) but the file has {have}"
+            ),
         });
     }
     if have > payload {
         return Err(DataError::Malformed {
             path: path.to_path_buf(),
-            message: format!("{} bytes follow the {payload} data bytes the header describes", have - payload),
+            message: format!(
+                "{} bytes follow the {payload} data bytes the header describes",
+                have - payload
+            ),
         });
     }
     Ok(sizes)
@@ -65,15 +80,29 @@ fn header(path: &Path, bytes: &[u8], magic: u32, dims: usize) -> Result<Vec<usiz
 /// Parses an IDX3 u8 image file (already decompressed).
 pub fn parse_images(path: &Path, bytes: &[u8]) -> Result<Images, DataError> {
     let dims = header(path, bytes, MAGIC_U8_3D, 3)?;
-    Ok(Images { count: dims[0], rows: dims[1], cols: dims[2], pixels: bytes[16..].to_vec() })
+    Ok(Images {
+        count: dims[0],
+        rows: dims[1],
+        cols: dims[2],
+        pixels: bytes[16..].to_vec(),
+    })
 }
 
 /// Parses an IDX1 u8 label file and checks every label is below `classes`.
 pub fn parse_labels(path: &Path, bytes: &[u8], classes: usize) -> Result<Vec<u8>, DataError> {
     header(path, bytes, MAGIC_U8_1D, 1)?;
     let labels = bytes[8..].to_vec();
-    if let Some((index, &label)) = labels.iter().enumerate().find(|(_, &l)| l as usize >= classes) {
-        return Err(DataError::LabelOutOfRange { path: path.to_path_buf(), index, label, classes });
+    if let Some((index, &label)) = labels
+        .iter()
+        .enumerate()
+        .find(|(_, &l)| l as usize >= classes)
+    {
+        return Err(DataError::LabelOutOfRange {
+            path: path.to_path_buf(),
+            index,
+            label,
+            classes,
+        });
     }
     Ok(labels)
 }
@@ -89,7 +118,12 @@ pub fn read_labels(path: &Path, classes: usize) -> Result<Vec<u8>, DataError> {
 /// Encodes images as an IDX3 file (for tests and tools).
 pub fn encode_images(images: &Images) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + images.pixels.len());
-    for v in [MAGIC_U8_3D, images.count as u32, images.rows as u32, images.cols as u32] {
+    for v in [
+        MAGIC_U8_3D,
+        images.count as u32,
+        images.rows as u32,
+        images.cols as u32,
+    ] {
         out.extend_from_slice(&v.to_be_bytes());
     }
     out.extend_from_slice(&images.pixels);

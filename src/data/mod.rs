@@ -13,11 +13,26 @@ use thiserror::Error;
 pub use idx::Images;
 
 /// Fashion-MNIST's class names, index = label.
-pub const CLASSES: [&str; 10] =
-    ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
+pub const CLASSES: [&str; 10] = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+];
 
 /// The four standard file stems; each may carry a `.gz` suffix.
-pub const FILES: [&str; 4] = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"];
+pub const FILES: [&str; 4] = [
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+];
 
 pub const DEBIAN_DIR: &str = "/usr/share/datasets/fashion-mnist";
 pub const LOCAL_DIR: &str = "data/fashion-mnist";
@@ -25,21 +40,42 @@ pub const LOCAL_DIR: &str = "data/fashion-mnist";
 #[derive(Debug, Error)]
 pub enum DataError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: not a gzip stream or corrupt gzip data: {message}")]
     BadGzip { path: PathBuf, message: String },
     #[error("{path}: wrong IDX magic number 0x{found:08x} (expected 0x{expected:08x}); is this the right file?")]
-    BadMagic { path: PathBuf, found: u32, expected: u32 },
+    BadMagic {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+    },
     #[error("{path}: truncated: {message}")]
     Truncated { path: PathBuf, message: String },
     #[error("{path}: malformed: {message}")]
     Malformed { path: PathBuf, message: String },
     #[error("{path}: label {label} at index {index} is out of range (expected 0..{classes})")]
-    LabelOutOfRange { path: PathBuf, index: usize, label: u8, classes: usize },
+    LabelOutOfRange {
+        path: PathBuf,
+        index: usize,
+        label: u8,
+        classes: usize,
+    },
     #[error("{images} holds {image_count} images but {labels} holds {label_count} labels")]
-    CountMismatch { images: PathBuf, labels: PathBuf, image_count: usize, label_count: usize },
+    CountMismatch {
+        images: PathBuf,
+        labels: PathBuf,
+        image_count: usize,
+        label_count: usize,
+    },
     #[error("{path}: images are {rows}x{cols}; the models take 28x28")]
-    WrongImageSize { path: PathBuf, rows: usize, cols: usize },
+    WrongImageSize {
+        path: PathBuf,
+        rows: usize,
+        cols: usize,
+    },
     #[error(
         "no Fashion-MNIST data found (searched: {searched}) and the download failed: {download_error}\n\
          Get the data in one of three ways:\n  \
@@ -47,18 +83,34 @@ pub enum DataError {
          2. on Debian/Ubuntu: apt-get install dataset-fashion-mnist (installs {debian})\n  \
          3. connect to the internet: the files are then downloaded into ./{local}"
     )]
-    NotFound { searched: String, download_error: String, debian: &'static str, local: &'static str },
+    NotFound {
+        searched: String,
+        download_error: String,
+        debian: &'static str,
+        local: &'static str,
+    },
     #[error("{dir}: missing {file}(.gz) (a data directory needs all four of {all})")]
-    MissingFile { dir: PathBuf, file: &'static str, all: String },
+    MissingFile {
+        dir: PathBuf,
+        file: &'static str,
+        all: String,
+    },
     #[error("downloading {url}: {message}")]
     Download { url: String, message: String },
     #[error("{path}: MD5 {got} does not match the published {expected}; the download is corrupt and was discarded")]
-    Checksum { path: PathBuf, expected: String, got: String },
+    Checksum {
+        path: PathBuf,
+        expected: String,
+        got: String,
+    },
 }
 
 impl DataError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        DataError::Io { path: path.to_path_buf(), source }
+        DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 
@@ -81,7 +133,12 @@ impl Split {
         let n = n.min(self.len());
         let px = self.images.rows * self.images.cols;
         Split {
-            images: Images { count: n, rows: self.images.rows, cols: self.images.cols, pixels: self.images.pixels[..n * px].to_vec() },
+            images: Images {
+                count: n,
+                rows: self.images.rows,
+                cols: self.images.cols,
+                pixels: self.images.pixels[..n * px].to_vec(),
+            },
             labels: self.labels[..n].to_vec(),
         }
     }
@@ -102,7 +159,11 @@ pub fn locate(dir: &Path, stem: &'static str) -> Result<PathBuf, DataError> {
             return Ok(p);
         }
     }
-    Err(DataError::MissingFile { dir: dir.to_path_buf(), file: stem, all: FILES.join(", ") })
+    Err(DataError::MissingFile {
+        dir: dir.to_path_buf(),
+        file: stem,
+        all: FILES.join(", "),
+    })
 }
 
 fn has_all(dir: &Path) -> bool {
@@ -113,7 +174,11 @@ fn has_all(dir: &Path) -> bool {
 pub fn load_split(images: &Path, labels: &Path) -> Result<Split, DataError> {
     let imgs = idx::read_images(images)?;
     if imgs.rows != 28 || imgs.cols != 28 {
-        return Err(DataError::WrongImageSize { path: images.to_path_buf(), rows: imgs.rows, cols: imgs.cols });
+        return Err(DataError::WrongImageSize {
+            path: images.to_path_buf(),
+            rows: imgs.rows,
+            cols: imgs.cols,
+        });
     }
     let labs = idx::read_labels(labels, CLASSES.len())?;
     if imgs.count != labs.len() {
@@ -124,13 +189,23 @@ pub fn load_split(images: &Path, labels: &Path) -> Result<Split, DataError> {
             label_count: labs.len(),
         });
     }
-    Ok(Split { images: imgs, labels: labs })
+    Ok(Split {
+        images: imgs,
+        labels: labs,
+    })
 }
 
 /// Loads train and test splits from a directory holding the four files.
 pub fn load_dir(dir: &Path) -> Result<Dataset, DataError> {
-    let p: Vec<PathBuf> = FILES.iter().map(|f| locate(dir, f)).collect::<Result<_, _>>()?;
-    Ok(Dataset { dir: dir.to_path_buf(), train: load_split(&p[0], &p[1])?, test: load_split(&p[2], &p[3])? })
+    let p: Vec<PathBuf> = FILES
+        .iter()
+        .map(|f| locate(dir, f))
+        .collect::<Result<_, _>>()?;
+    Ok(Dataset {
+        dir: dir.to_path_buf(),
+        train: load_split(&p[0], &p[1])?,
+        test: load_split(&p[2], &p[3])?,
+    })
 }
 
 /// Finds the data directory: an explicit one must hold the files (no fallback, so a typo is
@@ -138,7 +213,14 @@ pub fn load_dir(dir: &Path) -> Result<Dataset, DataError> {
 pub fn find(explicit: Option<&Path>, quiet: bool) -> Result<PathBuf, DataError> {
     let env = std::env::var_os("FMNIST_DATA").map(PathBuf::from);
     let places = [PathBuf::from(LOCAL_DIR), PathBuf::from(DEBIAN_DIR)];
-    find_in(explicit, env.as_deref(), &places, &download::base_url(), Path::new(LOCAL_DIR), quiet)
+    find_in(
+        explicit,
+        env.as_deref(),
+        &places,
+        &download::base_url(),
+        Path::new(LOCAL_DIR),
+        quiet,
+    )
 }
 
 /// `find` with every input explicit: `env` is `$FMNIST_DATA`, `places` the standard

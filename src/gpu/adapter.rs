@@ -3,7 +3,17 @@
 use super::{GpuError, Result};
 
 /// Which graphics API to run on. `Auto` tries every backend compiled in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     #[default]
@@ -83,7 +93,8 @@ pub(crate) fn quiet_driver_noise() {
                 .map(std::path::PathBuf::from)
                 .is_some_and(|p| p.is_dir());
             if !valid {
-                let dir = std::env::temp_dir().join(format!("wgpu-fmnist-runtime-{}", unsafe_uid()));
+                let dir =
+                    std::env::temp_dir().join(format!("wgpu-fmnist-runtime-{}", unsafe_uid()));
                 if std::fs::create_dir_all(&dir).is_ok() {
                     let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
                     // Called before any other thread of ours touches the environment.
@@ -99,7 +110,9 @@ fn unsafe_uid() -> u32 {
     use std::os::unix::fs::MetadataExt;
     // The owner of our own home-less temp dir is a good enough stand-in for getuid()
     // without a libc dependency.
-    std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0)
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0)
 }
 
 fn instance(backends: wgpu::Backends) -> wgpu::Instance {
@@ -120,7 +133,11 @@ fn enumerate(backend: Backend) -> Vec<wgpu::Adapter> {
 pub fn list_adapters(backend: Backend) -> Vec<AdapterSummary> {
     enumerate(backend)
         .into_iter()
-        .map(|a| AdapterSummary { info: a.get_info(), limits: a.limits(), features: a.features() })
+        .map(|a| AdapterSummary {
+            info: a.get_info(),
+            limits: a.limits(),
+            features: a.features(),
+        })
         .collect()
 }
 

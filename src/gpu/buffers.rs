@@ -80,7 +80,11 @@ impl Gpu {
                 })
             },
         )?;
-        Ok(Tensor { buffer, len, label: label.into() })
+        Ok(Tensor {
+            buffer,
+            len,
+            label: label.into(),
+        })
     }
 
     /// A storage buffer holding `data` (f32, u32 or any 4-byte Pod).
@@ -107,11 +111,18 @@ impl Gpu {
             let mut view = buffer
                 .slice(0..src.len() as u64)
                 .get_mapped_range_mut()
-                .map_err(|e| GpuError::Readback { label: label.into(), message: e.to_string() })?;
+                .map_err(|e| GpuError::Readback {
+                    label: label.into(),
+                    message: e.to_string(),
+                })?;
             view.copy_from_slice(src);
         }
         buffer.unmap();
-        Ok(Tensor { buffer, len: data.len(), label: label.into() })
+        Ok(Tensor {
+            buffer,
+            len: data.len(),
+            label: label.into(),
+        })
     }
 
     /// Overwrites the start of `tensor` with `data` (queued; ordered before later submits).
@@ -122,29 +133,44 @@ impl Gpu {
                 message: format!("writing {} elements into {}", data.len(), tensor.len),
             });
         }
-        self.queue.write_buffer(&tensor.buffer, 0, bytemuck::cast_slice(data));
+        self.queue
+            .write_buffer(&tensor.buffer, 0, bytemuck::cast_slice(data));
         Ok(())
     }
 
     /// Overwrites elements starting at `offset` (in elements) of `tensor`.
-    pub fn write_at<T: bytemuck::Pod>(&self, tensor: &Tensor, offset: usize, data: &[T]) -> Result<()> {
+    pub fn write_at<T: bytemuck::Pod>(
+        &self,
+        tensor: &Tensor,
+        offset: usize,
+        data: &[T],
+    ) -> Result<()> {
         if offset + data.len() > tensor.len.max(1) {
             return Err(GpuError::Shape {
                 label: tensor.label.clone(),
-                message: format!("writing {} elements at {offset} into {}", data.len(), tensor.len),
+                message: format!(
+                    "writing {} elements at {offset} into {}",
+                    data.len(),
+                    tensor.len
+                ),
             });
         }
-        self.queue.write_buffer(&tensor.buffer, (offset * 4) as u64, bytemuck::cast_slice(data));
+        self.queue.write_buffer(
+            &tensor.buffer,
+            (offset * 4) as u64,
+            bytemuck::cast_slice(data),
+        );
         Ok(())
     }
 
     /// A uniform buffer holding one parameter struct.
     pub fn uniform<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
-        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: bytemuck::bytes_of(value),
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-        })
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytemuck::bytes_of(value),
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            })
     }
 
     /// Copies `tensor` to the host, waiting for all queued work first.
@@ -167,12 +193,21 @@ impl Gpu {
             let _ = tx.send(r);
         });
         self.sync()?;
-        let mapped = rx.recv().map_err(|e| GpuError::Readback { label: tensor.label.clone(), message: e.to_string() })?;
-        mapped.map_err(|e| GpuError::Readback { label: tensor.label.clone(), message: e.to_string() })?;
+        let mapped = rx.recv().map_err(|e| GpuError::Readback {
+            label: tensor.label.clone(),
+            message: e.to_string(),
+        })?;
+        mapped.map_err(|e| GpuError::Readback {
+            label: tensor.label.clone(),
+            message: e.to_string(),
+        })?;
         let view = staging
             .slice(..)
             .get_mapped_range()
-            .map_err(|e| GpuError::Readback { label: tensor.label.clone(), message: e.to_string() })?;
+            .map_err(|e| GpuError::Readback {
+                label: tensor.label.clone(),
+                message: e.to_string(),
+            })?;
         let out = bytemuck::cast_slice::<u8, T>(&view).to_vec();
         drop(view);
         staging.unmap();

@@ -8,7 +8,11 @@ pub type Result<T, E = GpuError> = std::result::Result<T, E>;
 #[derive(Debug, Error)]
 pub enum GpuError {
     #[error("no GPU adapter matches {wanted}.\n  adapters found: {found}\n  {hint}")]
-    NoAdapter { wanted: String, found: String, hint: String },
+    NoAdapter {
+        wanted: String,
+        found: String,
+        hint: String,
+    },
 
     #[error("adapter '{adapter}' is too small: it lacks {what}")]
     AdapterTooSmall { adapter: String, what: String },
@@ -20,10 +24,19 @@ pub enum GpuError {
         "buffer '{label}' needs {size} bytes but the adapter allows at most {limit} bytes {which}; \
          use a smaller --batch-size"
     )]
-    BufferTooLarge { label: String, size: u64, limit: u64, which: &'static str },
+    BufferTooLarge {
+        label: String,
+        size: u64,
+        limit: u64,
+        which: &'static str,
+    },
 
     #[error("dispatch of '{kernel}' needs {groups} workgroups in one dimension, more than the adapter's {limit}")]
-    DispatchTooLarge { kernel: String, groups: u64, limit: u32 },
+    DispatchTooLarge {
+        kernel: String,
+        groups: u64,
+        limit: u32,
+    },
 
     #[error("GPU validation error in {context}: {message}")]
     Validation { context: String, message: String },

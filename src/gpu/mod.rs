@@ -11,7 +11,8 @@ pub use adapter::{list_adapters, AdapterRequest, AdapterSummary, Backend};
 pub use buffers::{grid, Tensor};
 pub use error::{GpuError, Result};
 pub use pipelines::{
-    Dispatch, Shader, BATCHNORM, CONV2D, DATA, DROPOUT, ELEMENTWISE, MATMUL, OPTIM, POOL, SHADERS, SOFTMAX_XENT,
+    Dispatch, Shader, BATCHNORM, CONV2D, DATA, DROPOUT, ELEMENTWISE, MATMUL, OPTIM, POOL, SHADERS,
+    SOFTMAX_XENT,
 };
 
 use std::sync::{Arc, Mutex};
@@ -61,14 +62,18 @@ impl Gpu {
         limits.max_storage_buffers_per_shader_stage = STORAGE_BUFFERS_NEEDED;
         limits.max_storage_buffer_binding_size = available.max_storage_buffer_binding_size;
         limits.max_buffer_size = available.max_buffer_size;
-        limits.max_compute_workgroup_storage_size = available.max_compute_workgroup_storage_size.min(32 << 10);
-        limits.max_compute_invocations_per_workgroup = available.max_compute_invocations_per_workgroup.min(256);
+        limits.max_compute_workgroup_storage_size =
+            available.max_compute_workgroup_storage_size.min(32 << 10);
+        limits.max_compute_invocations_per_workgroup =
+            available.max_compute_invocations_per_workgroup.min(256);
         limits.max_compute_workgroup_size_x = available.max_compute_workgroup_size_x.min(256);
         limits.max_compute_workgroup_size_y = available.max_compute_workgroup_size_y.min(256);
-        limits.max_compute_workgroups_per_dimension = available.max_compute_workgroups_per_dimension;
+        limits.max_compute_workgroups_per_dimension =
+            available.max_compute_workgroups_per_dimension;
         limits.max_bind_groups = available.max_bind_groups.min(4);
         limits.max_bindings_per_bind_group = available.max_bindings_per_bind_group.min(640);
-        limits.max_uniform_buffers_per_shader_stage = available.max_uniform_buffers_per_shader_stage.min(12);
+        limits.max_uniform_buffers_per_shader_stage =
+            available.max_uniform_buffers_per_shader_stage.min(12);
         let check = limits.check_limits(&available);
         if !check {
             return Err(GpuError::AdapterTooSmall {
@@ -77,7 +82,8 @@ impl Gpu {
             });
         }
         // Timestamps are optional: `bench` uses them when present.
-        let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+        let wanted =
+            wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
         let features = adapter.features() & wanted;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("wgpu-fmnist"),
@@ -87,7 +93,10 @@ impl Gpu {
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         }))
-        .map_err(|e| GpuError::RequestDevice { adapter: info.name.clone(), message: e.to_string() })?;
+        .map_err(|e| GpuError::RequestDevice {
+            adapter: info.name.clone(),
+            message: e.to_string(),
+        })?;
 
         let uncaptured: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
         let sink = uncaptured.clone();
@@ -118,14 +127,20 @@ impl Gpu {
     pub fn sync(&self) -> Result<()> {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| GpuError::Lost { context: "waiting for the GPU".into(), message: e.to_string() })?;
+            .map_err(|e| GpuError::Lost {
+                context: "waiting for the GPU".into(),
+                message: e.to_string(),
+            })?;
         self.take_uncaptured("GPU work")
     }
 
     pub(crate) fn take_uncaptured(&self, context: &str) -> Result<()> {
         let mut slot = self.uncaptured.lock().unwrap_or_else(|p| p.into_inner());
         match slot.take() {
-            Some(message) => Err(GpuError::Validation { context: context.to_string(), message }),
+            Some(message) => Err(GpuError::Validation {
+                context: context.to_string(),
+                message,
+            }),
             None => Ok(()),
         }
     }
@@ -139,10 +154,16 @@ impl Gpu {
         let v = pollster::block_on(validation.pop());
         let o = pollster::block_on(oom.pop());
         if let Some(e) = v {
-            return Err(GpuError::Validation { context: context(), message: e.to_string() });
+            return Err(GpuError::Validation {
+                context: context(),
+                message: e.to_string(),
+            });
         }
         if let Some(e) = o {
-            return Err(GpuError::OutOfMemory { context: context(), message: e.to_string() });
+            return Err(GpuError::OutOfMemory {
+                context: context(),
+                message: e.to_string(),
+            });
         }
         Ok(value)
     }
@@ -161,7 +182,10 @@ impl Gpu {
         let names: Vec<&str> = dispatches.iter().map(|d| d.label()).collect();
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| GpuError::Lost { context: names.join(", "), message: e.to_string() })?;
+            .map_err(|e| GpuError::Lost {
+                context: names.join(", "),
+                message: e.to_string(),
+            })?;
         self.take_uncaptured(&names.join(", "))
     }
 }

@@ -35,8 +35,17 @@ pub const OPTIM: Shader = shader!("optim");
 pub const DATA: Shader = shader!("data");
 
 /// Every shader of the program (the naga test walks this list).
-pub const SHADERS: &[&Shader] =
-    &[&ELEMENTWISE, &MATMUL, &CONV2D, &BATCHNORM, &POOL, &DROPOUT, &SOFTMAX_XENT, &OPTIM, &DATA];
+pub const SHADERS: &[&Shader] = &[
+    &ELEMENTWISE,
+    &MATMUL,
+    &CONV2D,
+    &BATCHNORM,
+    &POOL,
+    &DROPOUT,
+    &SOFTMAX_XENT,
+    &OPTIM,
+    &DATA,
+];
 
 #[derive(Default)]
 pub(crate) struct PipelineCache {
@@ -90,17 +99,22 @@ impl Dispatch {
 
 impl Gpu {
     fn module(&self, shader: &'static Shader) -> Result<Arc<wgpu::ShaderModule>> {
-        let mut modules = self.pipelines.modules.lock().unwrap_or_else(|p| p.into_inner());
+        let mut modules = self
+            .pipelines
+            .modules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(m) = modules.get(shader.name) {
             return Ok(m.clone());
         }
         let module = self.scoped(
             || format!("compiling {}", shader.path),
             || {
-                self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(shader.path),
-                    source: wgpu::ShaderSource::Wgsl(shader.source.into()),
-                })
+                self.device
+                    .create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(shader.path),
+                        source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+                    })
             },
         )?;
         let module = Arc::new(module);
@@ -109,27 +123,42 @@ impl Gpu {
     }
 
     /// The pipeline for `entry` in `shader`, compiled on first use.
-    pub fn pipeline(&self, shader: &'static Shader, entry: &str) -> Result<Arc<wgpu::ComputePipeline>> {
+    pub fn pipeline(
+        &self,
+        shader: &'static Shader,
+        entry: &str,
+    ) -> Result<Arc<wgpu::ComputePipeline>> {
         let key = (shader.name, entry.to_string());
-        if let Some(p) = self.pipelines.pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        if let Some(p) = self
+            .pipelines
+            .pipelines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
             return Ok(p.clone());
         }
         let module = self.module(shader)?;
         let pipeline = self.scoped(
             || format!("creating pipeline {}::{entry}", shader.path),
             || {
-                self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(entry),
-                    layout: None,
-                    module: &module,
-                    entry_point: Some(entry),
-                    compilation_options: Default::default(),
-                    cache: None,
-                })
+                self.device
+                    .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                        label: Some(entry),
+                        layout: None,
+                        module: &module,
+                        entry_point: Some(entry),
+                        compilation_options: Default::default(),
+                        cache: None,
+                    })
             },
         )?;
         let pipeline = Arc::new(pipeline);
-        self.pipelines.pipelines.lock().unwrap_or_else(|p| p.into_inner()).insert(key, pipeline.clone());
+        self.pipelines
+            .pipelines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, pipeline.clone());
         Ok(pipeline)
     }
 
@@ -146,12 +175,19 @@ impl Gpu {
         let label = format!("{}::{entry} {shape}", shader.name);
         let limit = self.limits.max_compute_workgroups_per_dimension;
         if let Some(&g) = workgroups.iter().find(|&&g| g > limit) {
-            return Err(GpuError::DispatchTooLarge { kernel: label, groups: g as u64, limit });
+            return Err(GpuError::DispatchTooLarge {
+                kernel: label,
+                groups: g as u64,
+                limit,
+            });
         }
         let pipeline = self.pipeline(shader, entry)?;
         let entries: Vec<wgpu::BindGroupEntry> = bindings
             .iter()
-            .map(|(binding, buffer)| wgpu::BindGroupEntry { binding: *binding, resource: buffer.as_entire_binding() })
+            .map(|(binding, buffer)| wgpu::BindGroupEntry {
+                binding: *binding,
+                resource: buffer.as_entire_binding(),
+            })
             .collect();
         let bind_group = self.scoped(
             || format!("binding buffers for {label}"),
@@ -163,6 +199,13 @@ impl Gpu {
                 })
             },
         )?;
-        Ok(Dispatch { pipeline, bind_group, workgroups, label, flops: 0.0, bytes: 0.0 })
+        Ok(Dispatch {
+            pipeline,
+            bind_group,
+            workgroups,
+            label,
+            flops: 0.0,
+            bytes: 0.0,
+        })
     }
 }

@@ -30,7 +30,13 @@ pub struct BatchNormShape {
 
 impl BatchNormShape {
     pub fn new(n: usize, c: usize, hw: usize) -> Self {
-        BatchNormShape { n, c, hw, momentum: 0.1, eps: 1e-5 }
+        BatchNormShape {
+            n,
+            c,
+            hw,
+            momentum: 0.1,
+            eps: 1e-5,
+        }
     }
     pub fn len(&self) -> usize {
         self.n * self.c * self.hw
@@ -43,7 +49,10 @@ impl BatchNormShape {
     }
     fn params(&self) -> Result<Params> {
         if self.is_empty() {
-            return Err(GpuError::Shape { label: "batchnorm".into(), message: format!("empty shape {}", self.describe()) });
+            return Err(GpuError::Shape {
+                label: "batchnorm".into(),
+                message: format!("empty shape {}", self.describe()),
+            });
         }
         Ok(Params {
             n: dim("batchnorm", self.n)?,
@@ -72,7 +81,14 @@ pub struct BatchNormTensors<'a> {
 
 impl BatchNormTensors<'_> {
     fn check(&self, kernel: &str, s: &BatchNormShape) -> Result<()> {
-        for t in [self.gamma, self.beta, self.running_mean, self.running_var, self.save_mean, self.save_invstd] {
+        for t in [
+            self.gamma,
+            self.beta,
+            self.running_mean,
+            self.running_var,
+            self.save_mean,
+            self.save_invstd,
+        ] {
             check_len(kernel, &s.describe(), t, s.c)?;
         }
         Ok(())
@@ -92,42 +108,50 @@ pub fn batchnorm_forward_train(
     check_len("batchnorm_forward_train", &desc, x, s.len())?;
     check_len("batchnorm_forward_train", &desc, y, s.len())?;
     let p = gpu.uniform("batchnorm params", &s.params()?);
-    let stats = gpu.dispatch(
-        &BATCHNORM,
-        "batchnorm_stats",
-        &desc,
-        &[
-            (0, &p),
-            (1, &x.buffer),
-            (5, &t.save_mean.buffer),
-            (6, &t.save_invstd.buffer),
-            (7, &t.running_mean.buffer),
-            (8, &t.running_var.buffer),
-        ],
-        [s.c as u32, 1, 1],
-    )?
-    .with_cost(4.0 * s.len() as f64, 8.0 * s.len() as f64);
-    let norm = gpu.dispatch(
-        &BATCHNORM,
-        "batchnorm_forward_train",
-        &desc,
-        &[
-            (0, &p),
-            (13, &x.buffer),
-            (14, &y.buffer),
-            (3, &t.gamma.buffer),
-            (4, &t.beta.buffer),
-            (5, &t.save_mean.buffer),
-            (6, &t.save_invstd.buffer),
-        ],
-        grid(s.len().div_ceil(4), WG),
-    )?
-    .with_cost(3.0 * s.len() as f64, 8.0 * s.len() as f64);
+    let stats = gpu
+        .dispatch(
+            &BATCHNORM,
+            "batchnorm_stats",
+            &desc,
+            &[
+                (0, &p),
+                (1, &x.buffer),
+                (5, &t.save_mean.buffer),
+                (6, &t.save_invstd.buffer),
+                (7, &t.running_mean.buffer),
+                (8, &t.running_var.buffer),
+            ],
+            [s.c as u32, 1, 1],
+        )?
+        .with_cost(4.0 * s.len() as f64, 8.0 * s.len() as f64);
+    let norm = gpu
+        .dispatch(
+            &BATCHNORM,
+            "batchnorm_forward_train",
+            &desc,
+            &[
+                (0, &p),
+                (13, &x.buffer),
+                (14, &y.buffer),
+                (3, &t.gamma.buffer),
+                (4, &t.beta.buffer),
+                (5, &t.save_mean.buffer),
+                (6, &t.save_invstd.buffer),
+            ],
+            grid(s.len().div_ceil(4), WG),
+        )?
+        .with_cost(3.0 * s.len() as f64, 8.0 * s.len() as f64);
     Ok([stats, norm])
 }
 
 /// Evaluation forward with the running statistics.
-pub fn batchnorm_forward_eval(gpu: &Gpu, s: BatchNormShape, t: &BatchNormTensors, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
+pub fn batchnorm_forward_eval(
+    gpu: &Gpu,
+    s: BatchNormShape,
+    t: &BatchNormTensors,
+    x: &Tensor,
+    y: &Tensor,
+) -> Result<Dispatch> {
     let desc = s.describe();
     t.check("batchnorm_forward_eval", &s)?;
     check_len("batchnorm_forward_eval", &desc, x, s.len())?;
@@ -171,40 +195,42 @@ pub fn batchnorm_backward(
     check_len("batchnorm_backward", &desc, dgamma, s.c)?;
     check_len("batchnorm_backward", &desc, dbeta, s.c)?;
     let p = gpu.uniform("batchnorm params", &s.params()?);
-    let reduce = gpu.dispatch(
-        &BATCHNORM,
-        "batchnorm_backward_reduce",
-        &desc,
-        &[
-            (0, &p),
-            (1, &x.buffer),
-            (5, &t.save_mean.buffer),
-            (6, &t.save_invstd.buffer),
-            (9, &dy.buffer),
-            (11, &dgamma.buffer),
-            (12, &dbeta.buffer),
-        ],
-        [s.c as u32, 1, 1],
-    )?
-    .with_cost(5.0 * s.len() as f64, 8.0 * s.len() as f64);
-    let input = gpu.dispatch(
-        &BATCHNORM,
-        "batchnorm_backward",
-        &desc,
-        &[
-            (0, &p),
-            (13, &x.buffer),
-            (3, &t.gamma.buffer),
-            (5, &t.save_mean.buffer),
-            (6, &t.save_invstd.buffer),
-            (15, &dy.buffer),
-            (16, &dx.buffer),
-            (11, &dgamma.buffer),
-            (12, &dbeta.buffer),
-        ],
-        grid(s.len().div_ceil(4), WG),
-    )?
-    .with_cost(7.0 * s.len() as f64, 12.0 * s.len() as f64);
+    let reduce = gpu
+        .dispatch(
+            &BATCHNORM,
+            "batchnorm_backward_reduce",
+            &desc,
+            &[
+                (0, &p),
+                (1, &x.buffer),
+                (5, &t.save_mean.buffer),
+                (6, &t.save_invstd.buffer),
+                (9, &dy.buffer),
+                (11, &dgamma.buffer),
+                (12, &dbeta.buffer),
+            ],
+            [s.c as u32, 1, 1],
+        )?
+        .with_cost(5.0 * s.len() as f64, 8.0 * s.len() as f64);
+    let input = gpu
+        .dispatch(
+            &BATCHNORM,
+            "batchnorm_backward",
+            &desc,
+            &[
+                (0, &p),
+                (13, &x.buffer),
+                (3, &t.gamma.buffer),
+                (5, &t.save_mean.buffer),
+                (6, &t.save_invstd.buffer),
+                (15, &dy.buffer),
+                (16, &dx.buffer),
+                (11, &dgamma.buffer),
+                (12, &dbeta.buffer),
+            ],
+            grid(s.len().div_ceil(4), WG),
+        )?
+        .with_cost(7.0 * s.len() as f64, 12.0 * s.len() as f64);
     Ok([reduce, input])
 }
 
@@ -229,7 +255,9 @@ pub fn batchnorm_forward_train_reference(
     for c in 0..s.c {
         let vals = || (0..s.n).flat_map(move |b| (0..s.hw).map(move |j| (b, j)));
         let mean = vals().map(|(b, j)| x[idx(&s, b, c, j)] as f64).sum::<f64>() / count;
-        let ss = vals().map(|(b, j)| (x[idx(&s, b, c, j)] as f64 - mean).powi(2)).sum::<f64>();
+        let ss = vals()
+            .map(|(b, j)| (x[idx(&s, b, c, j)] as f64 - mean).powi(2))
+            .sum::<f64>();
         let var = ss / count;
         let unbiased = if count > 1.0 { ss / (count - 1.0) } else { var };
         let invstd = 1.0 / (var + s.eps as f64).sqrt();
@@ -258,7 +286,8 @@ pub fn batchnorm_forward_eval_reference(
     for (i, out) in y.iter_mut().enumerate() {
         let c = (i / s.hw) % s.c;
         let inv = 1.0 / (running_var[c] as f64 + s.eps as f64).sqrt();
-        *out = ((x[i] as f64 - running_mean[c] as f64) * inv * gamma[c] as f64 + beta[c] as f64) as f32;
+        *out = ((x[i] as f64 - running_mean[c] as f64) * inv * gamma[c] as f64 + beta[c] as f64)
+            as f32;
     }
 }
 
@@ -280,13 +309,16 @@ pub fn batchnorm_backward_reference(
         let mean = vals().map(|i| x[i] as f64).sum::<f64>() / count;
         let var = vals().map(|i| (x[i] as f64 - mean).powi(2)).sum::<f64>() / count;
         let invstd = 1.0 / (var + s.eps as f64).sqrt();
-        let dg: f64 = vals().map(|i| dy[i] as f64 * (x[i] as f64 - mean) * invstd).sum();
+        let dg: f64 = vals()
+            .map(|i| dy[i] as f64 * (x[i] as f64 - mean) * invstd)
+            .sum();
         let db: f64 = vals().map(|i| dy[i] as f64).sum();
         dgamma[c] = dg as f32;
         dbeta[c] = db as f32;
         for i in vals() {
             let xhat = (x[i] as f64 - mean) * invstd;
-            dx[i] = (gamma[c] as f64 * invstd / count * (count * dy[i] as f64 - db - xhat * dg)) as f32;
+            dx[i] =
+                (gamma[c] as f64 * invstd / count * (count * dy[i] as f64 - db - xhat * dg)) as f32;
         }
     }
 }

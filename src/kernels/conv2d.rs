@@ -68,7 +68,16 @@ impl Conv2dShape {
     pub fn describe(&self) -> String {
         format!(
             "x[{},{},{},{}] w[{},{},{},{}] stride {} pad {}",
-            self.n, self.ci, self.h, self.w, self.co, self.ci, self.kh, self.kw, self.stride, self.pad
+            self.n,
+            self.ci,
+            self.h,
+            self.w,
+            self.co,
+            self.ci,
+            self.kh,
+            self.kw,
+            self.stride,
+            self.pad
         )
     }
     fn validate(&self) -> Result<()> {
@@ -165,7 +174,10 @@ fn conv3x3(
     src: &Tensor,
     dst: &Tensor,
 ) -> Result<Vec<Dispatch>> {
-    let packed = gpu.zeros(&format!("{entry_label} packed weights"), (q.ic * 9 * q.oc_pad) as usize)?;
+    let packed = gpu.zeros(
+        &format!("{entry_label} packed weights"),
+        (q.ic * 9 * q.oc_pad) as usize,
+    )?;
     let qb = gpu.uniform("conv2d 3x3 params", &q);
     let pack = gpu.dispatch(
         &CONV2D,
@@ -176,13 +188,20 @@ fn conv3x3(
     )?;
     let threads = (q.n * q.oc_pad / 8 * q.oh * q.ow.div_ceil(8)) as usize;
     let flops = 2.0 * (q.n * q.oc * q.oh * q.ow) as f64 * (q.ic * 9) as f64;
-    let bytes = 4.0 * ((q.n * q.ic * q.ih * q.iw) + (q.n * q.oc * q.oh * q.ow) + q.ic * 9 * q.oc) as f64;
+    let bytes =
+        4.0 * ((q.n * q.ic * q.ih * q.iw) + (q.n * q.oc * q.oh * q.ow) + q.ic * 9 * q.oc) as f64;
     let conv = gpu
         .dispatch(
             &CONV2D,
             "conv2d_forward_3x3",
             desc,
-            &[(20, &qb), (21, &packed.buffer), (23, &src.buffer), (24, &dst.buffer), (3, &bias.buffer)],
+            &[
+                (20, &qb),
+                (21, &packed.buffer),
+                (23, &src.buffer),
+                (24, &dst.buffer),
+                (3, &bias.buffer),
+            ],
             grid(threads, WG),
         )?
         .with_cost(flops, bytes);
@@ -190,12 +209,27 @@ fn conv3x3(
 }
 
 /// y = conv(x, w) + b (overwrites y).
-pub fn conv2d_forward(gpu: &Gpu, s: Conv2dShape, x: &Tensor, w: &Tensor, b: &Tensor, y: &Tensor) -> Result<Vec<Dispatch>> {
+pub fn conv2d_forward(
+    gpu: &Gpu,
+    s: Conv2dShape,
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    y: &Tensor,
+) -> Result<Vec<Dispatch>> {
     conv2d_forward_with(gpu, Variant::Auto, s, x, w, b, y)
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn conv2d_forward_with(gpu: &Gpu, v: Variant, s: Conv2dShape, x: &Tensor, w: &Tensor, b: &Tensor, y: &Tensor) -> Result<Vec<Dispatch>> {
+pub fn conv2d_forward_with(
+    gpu: &Gpu,
+    v: Variant,
+    s: Conv2dShape,
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    y: &Tensor,
+) -> Result<Vec<Dispatch>> {
     if !s.use_fast(v)? {
         return Ok(vec![conv2d_forward_generic(gpu, s, x, w, b, y)?]);
     }
@@ -223,11 +257,24 @@ pub fn conv2d_forward_with(gpu: &Gpu, v: Variant, s: Conv2dShape, x: &Tensor, w:
 }
 
 /// dx = conv_transpose(dy, w) (overwrites dx).
-pub fn conv2d_backward_input(gpu: &Gpu, s: Conv2dShape, dy: &Tensor, w: &Tensor, dx: &Tensor) -> Result<Vec<Dispatch>> {
+pub fn conv2d_backward_input(
+    gpu: &Gpu,
+    s: Conv2dShape,
+    dy: &Tensor,
+    w: &Tensor,
+    dx: &Tensor,
+) -> Result<Vec<Dispatch>> {
     conv2d_backward_input_with(gpu, Variant::Auto, s, dy, w, dx)
 }
 
-pub fn conv2d_backward_input_with(gpu: &Gpu, v: Variant, s: Conv2dShape, dy: &Tensor, w: &Tensor, dx: &Tensor) -> Result<Vec<Dispatch>> {
+pub fn conv2d_backward_input_with(
+    gpu: &Gpu,
+    v: Variant,
+    s: Conv2dShape,
+    dy: &Tensor,
+    w: &Tensor,
+    dx: &Tensor,
+) -> Result<Vec<Dispatch>> {
     if !s.use_fast(v)? {
         return Ok(vec![conv2d_backward_input_generic(gpu, s, dy, w, dx)?]);
     }
@@ -257,11 +304,24 @@ pub fn conv2d_backward_input_with(gpu: &Gpu, v: Variant, s: Conv2dShape, dy: &Te
 }
 
 /// dw = correlation of x with dy over the batch (overwrites dw).
-pub fn conv2d_backward_weight(gpu: &Gpu, s: Conv2dShape, dy: &Tensor, x: &Tensor, dw: &Tensor) -> Result<Vec<Dispatch>> {
+pub fn conv2d_backward_weight(
+    gpu: &Gpu,
+    s: Conv2dShape,
+    dy: &Tensor,
+    x: &Tensor,
+    dw: &Tensor,
+) -> Result<Vec<Dispatch>> {
     conv2d_backward_weight_with(gpu, Variant::Auto, s, dy, x, dw)
 }
 
-pub fn conv2d_backward_weight_with(gpu: &Gpu, v: Variant, s: Conv2dShape, dy: &Tensor, x: &Tensor, dw: &Tensor) -> Result<Vec<Dispatch>> {
+pub fn conv2d_backward_weight_with(
+    gpu: &Gpu,
+    v: Variant,
+    s: Conv2dShape,
+    dy: &Tensor,
+    x: &Tensor,
+    dw: &Tensor,
+) -> Result<Vec<Dispatch>> {
     if !s.use_fast(v)? {
         return Ok(vec![conv2d_backward_weight_generic(gpu, s, dy, x, dw)?]);
     }
@@ -276,16 +336,28 @@ pub fn conv2d_backward_weight_with(gpu: &Gpu, v: Variant, s: Conv2dShape, dy: &T
     let chunks = 2048usize.div_ceil(pairs).clamp(1, s.n);
     let chunk = s.n.div_ceil(chunks);
     let chunks = s.n.div_ceil(chunk);
-    let q = Params3 { chunk: dim("conv2d", chunk)?, ..Params3::zeroed() };
+    let q = Params3 {
+        chunk: dim("conv2d", chunk)?,
+        ..Params3::zeroed()
+    };
     let qb = gpu.uniform("conv2d 3x3 params", &q);
     let pb = gpu.uniform("conv2d params", &p);
-    let partials = gpu.zeros("conv2d weight-gradient partial sums", chunks * s.weight_len())?;
+    let partials = gpu.zeros(
+        "conv2d weight-gradient partial sums",
+        chunks * s.weight_len(),
+    )?;
     let sums = gpu
         .dispatch(
             &CONV2D,
             "conv2d_backward_weight_3x3",
             &desc,
-            &[(0, &pb), (20, &qb), (1, &x.buffer), (5, &dy.buffer), (25, &partials.buffer)],
+            &[
+                (0, &pb),
+                (20, &qb),
+                (1, &x.buffer),
+                (5, &dy.buffer),
+                (25, &partials.buffer),
+            ],
             grid(chunks * pairs, WG),
         )?
         .with_cost(s.flops(), s.bytes());
@@ -300,7 +372,14 @@ pub fn conv2d_backward_weight_with(gpu: &Gpu, v: Variant, s: Conv2dShape, dy: &T
 }
 
 /// y = conv(x, w) + b (overwrites y).
-pub fn conv2d_forward_generic(gpu: &Gpu, s: Conv2dShape, x: &Tensor, w: &Tensor, b: &Tensor, y: &Tensor) -> Result<Dispatch> {
+pub fn conv2d_forward_generic(
+    gpu: &Gpu,
+    s: Conv2dShape,
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    y: &Tensor,
+) -> Result<Dispatch> {
     let desc = s.describe();
     let p = s.params()?;
     check_len("conv2d_forward", &desc, x, s.input_len())?;
@@ -313,14 +392,26 @@ pub fn conv2d_forward_generic(gpu: &Gpu, s: Conv2dShape, x: &Tensor, w: &Tensor,
         &CONV2D,
         "conv2d_forward",
         &desc,
-        &[(0, &p), (1, &x.buffer), (2, &w.buffer), (3, &b.buffer), (4, &y.buffer)],
+        &[
+            (0, &p),
+            (1, &x.buffer),
+            (2, &w.buffer),
+            (3, &b.buffer),
+            (4, &y.buffer),
+        ],
         grid(threads, WG),
     )
     .map(|d| d.with_cost(s.flops(), s.bytes()))
 }
 
 /// dx = conv_transpose(dy, w) (overwrites dx).
-pub fn conv2d_backward_input_generic(gpu: &Gpu, s: Conv2dShape, dy: &Tensor, w: &Tensor, dx: &Tensor) -> Result<Dispatch> {
+pub fn conv2d_backward_input_generic(
+    gpu: &Gpu,
+    s: Conv2dShape,
+    dy: &Tensor,
+    w: &Tensor,
+    dx: &Tensor,
+) -> Result<Dispatch> {
     let desc = s.describe();
     let p = s.params()?;
     check_len("conv2d_backward_input", &desc, dy, s.output_len())?;
@@ -339,7 +430,13 @@ pub fn conv2d_backward_input_generic(gpu: &Gpu, s: Conv2dShape, dy: &Tensor, w: 
 }
 
 /// dw = correlation of x with dy over the batch (overwrites dw).
-pub fn conv2d_backward_weight_generic(gpu: &Gpu, s: Conv2dShape, dy: &Tensor, x: &Tensor, dw: &Tensor) -> Result<Dispatch> {
+pub fn conv2d_backward_weight_generic(
+    gpu: &Gpu,
+    s: Conv2dShape,
+    dy: &Tensor,
+    x: &Tensor,
+    dw: &Tensor,
+) -> Result<Dispatch> {
     let desc = s.describe();
     let p = s.params()?;
     check_len("conv2d_backward_weight", &desc, dy, s.output_len())?;
@@ -358,14 +455,25 @@ pub fn conv2d_backward_weight_generic(gpu: &Gpu, s: Conv2dShape, dy: &Tensor, x:
 }
 
 /// db = sum of dy over batch and space (overwrites db).
-pub fn conv2d_backward_bias(gpu: &Gpu, s: Conv2dShape, dy: &Tensor, db: &Tensor) -> Result<Dispatch> {
+pub fn conv2d_backward_bias(
+    gpu: &Gpu,
+    s: Conv2dShape,
+    dy: &Tensor,
+    db: &Tensor,
+) -> Result<Dispatch> {
     let desc = s.describe();
     let p = s.params()?;
     check_len("conv2d_backward_bias", &desc, dy, s.output_len())?;
     check_len("conv2d_backward_bias", &desc, db, s.co)?;
     let p = gpu.uniform("conv2d params", &p);
-    gpu.dispatch(&CONV2D, "conv2d_backward_bias", &desc, &[(0, &p), (5, &dy.buffer), (8, &db.buffer)], [s.co as u32, 1, 1])
-        .map(|d| d.with_cost(s.output_len() as f64, 4.0 * s.output_len() as f64))
+    gpu.dispatch(
+        &CONV2D,
+        "conv2d_backward_bias",
+        &desc,
+        &[(0, &p), (5, &dy.buffer), (8, &db.buffer)],
+        [s.co as u32, 1, 1],
+    )
+    .map(|d| d.with_cost(s.output_len() as f64, 4.0 * s.output_len() as f64))
 }
 
 /// Input index of output (oy, ox) through tap (ky, kx), or None in the padding.
@@ -383,9 +491,13 @@ pub fn conv2d_forward_reference(y: &mut [f32], x: &[f32], w: &[f32], b: &[f32], 
                     let mut acc = b[co] as f64;
                     for ci in 0..s.ci {
                         for ky in 0..s.kh {
-                            let Some(iy) = tap(&s, oy, ky, s.h) else { continue };
+                            let Some(iy) = tap(&s, oy, ky, s.h) else {
+                                continue;
+                            };
                             for kx in 0..s.kw {
-                                let Some(ix) = tap(&s, ox, kx, s.w) else { continue };
+                                let Some(ix) = tap(&s, ox, kx, s.w) else {
+                                    continue;
+                                };
                                 acc += x[((n * s.ci + ci) * s.h + iy) * s.w + ix] as f64
                                     * w[((co * s.ci + ci) * s.kh + ky) * s.kw + kx] as f64;
                             }
@@ -420,9 +532,13 @@ pub fn conv2d_backward_reference(
                     gb[co] += g;
                     for ci in 0..s.ci {
                         for ky in 0..s.kh {
-                            let Some(iy) = tap(&s, oy, ky, s.h) else { continue };
+                            let Some(iy) = tap(&s, oy, ky, s.h) else {
+                                continue;
+                            };
                             for kx in 0..s.kw {
-                                let Some(ix) = tap(&s, ox, kx, s.w) else { continue };
+                                let Some(ix) = tap(&s, ox, kx, s.w) else {
+                                    continue;
+                                };
                                 let xi = ((n * s.ci + ci) * s.h + iy) * s.w + ix;
                                 let wi = ((co * s.ci + ci) * s.kh + ky) * s.kw + kx;
                                 gx[xi] += g * w[wi] as f64;

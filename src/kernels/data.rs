@@ -41,7 +41,14 @@ pub struct GatherConfig {
 
 /// Packs bytes into u32 words (little-endian, zero padded) for upload.
 pub fn pack_bytes(bytes: &[u8]) -> Vec<u32> {
-    bytes.chunks(4).map(|c| c.iter().enumerate().fold(0u32, |w, (i, &b)| w | (b as u32) << (8 * i))).collect()
+    bytes
+        .chunks(4)
+        .map(|c| {
+            c.iter()
+                .enumerate()
+                .fold(0u32, |w, (i, &b)| w | (b as u32) << (8 * i))
+        })
+        .collect()
 }
 
 /// Builds the gather of `cfg.batch` examples from `indices` (u32 example numbers) into
@@ -59,7 +66,10 @@ pub fn gather_batch(
 ) -> Result<Dispatch> {
     let desc = format!("batch={} of {}", cfg.batch, indices.len);
     if indices.len == 0 || cfg.std <= 0.0 {
-        return Err(GpuError::Shape { label: "gather_batch".into(), message: format!("empty index list or std <= 0 ({desc})") });
+        return Err(GpuError::Shape {
+            label: "gather_batch".into(),
+            message: format!("empty index list or std <= 0 ({desc})"),
+        });
     }
     check_len("gather_batch", &desc, out_x, cfg.batch * PIXELS)?;
     check_len("gather_batch", &desc, out_labels, cfg.batch)?;
@@ -120,7 +130,11 @@ pub fn gather_batch_reference(
                 y -= ((h >> 16) % span) as i32 - cfg.max_shift as i32;
             }
             let inside = (0..SIDE as i32).contains(&x) && (0..SIDE as i32).contains(&y);
-            let v = if inside { images[example * PIXELS + y as usize * SIDE + x as usize] as f32 } else { 0.0 };
+            let v = if inside {
+                images[example * PIXELS + y as usize * SIDE + x as usize] as f32
+            } else {
+                0.0
+            };
             out_x[b * PIXELS + px] = (v / 255.0 - cfg.mean) * (1.0 / cfg.std);
         }
     }

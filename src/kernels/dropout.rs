@@ -58,7 +58,13 @@ fn scale(p: f32) -> f32 {
 const WG: u32 = 256;
 
 /// y = x * mask / (1 - p) at the step held in `counter[0]`. Overwrites y.
-pub fn dropout_forward(gpu: &Gpu, cfg: DropoutConfig, counter: &Tensor, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
+pub fn dropout_forward(
+    gpu: &Gpu,
+    cfg: DropoutConfig,
+    counter: &Tensor,
+    x: &Tensor,
+    y: &Tensor,
+) -> Result<Dispatch> {
     let desc = cfg.describe();
     check_len("dropout_forward", &desc, x, cfg.n)?;
     check_len("dropout_forward", &desc, y, cfg.n)?;
@@ -67,14 +73,25 @@ pub fn dropout_forward(gpu: &Gpu, cfg: DropoutConfig, counter: &Tensor, x: &Tens
         &DROPOUT,
         "dropout_forward",
         &desc,
-        &[(0, &p), (1, &x.buffer), (2, &y.buffer), (3, &counter.buffer)],
+        &[
+            (0, &p),
+            (1, &x.buffer),
+            (2, &y.buffer),
+            (3, &counter.buffer),
+        ],
         grid(cfg.n.div_ceil(4), WG),
     )
     .map(|d| d.with_cost(cfg.n as f64, 8.0 * cfg.n as f64))
 }
 
 /// dx = dy * mask / (1 - p) with the same mask as the forward of this step. Overwrites dx.
-pub fn dropout_backward(gpu: &Gpu, cfg: DropoutConfig, counter: &Tensor, dy: &Tensor, dx: &Tensor) -> Result<Dispatch> {
+pub fn dropout_backward(
+    gpu: &Gpu,
+    cfg: DropoutConfig,
+    counter: &Tensor,
+    dy: &Tensor,
+    dx: &Tensor,
+) -> Result<Dispatch> {
     let desc = cfg.describe();
     check_len("dropout_backward", &desc, dy, cfg.n)?;
     check_len("dropout_backward", &desc, dx, cfg.n)?;
@@ -83,7 +100,12 @@ pub fn dropout_backward(gpu: &Gpu, cfg: DropoutConfig, counter: &Tensor, dy: &Te
         &DROPOUT,
         "dropout_backward",
         &desc,
-        &[(0, &p), (3, &counter.buffer), (4, &dy.buffer), (5, &dx.buffer)],
+        &[
+            (0, &p),
+            (3, &counter.buffer),
+            (4, &dy.buffer),
+            (5, &dx.buffer),
+        ],
         grid(cfg.n.div_ceil(4), WG),
     )
     .map(|d| d.with_cost(cfg.n as f64, 8.0 * cfg.n as f64))
@@ -112,7 +134,11 @@ pub fn keep(cfg: &DropoutConfig, step: u32, i: usize) -> bool {
 
 pub fn dropout_forward_reference(y: &mut [f32], x: &[f32], cfg: DropoutConfig, step: u32) {
     for (i, (o, &v)) in y.iter_mut().zip(x).enumerate() {
-        *o = if keep(&cfg, step, i) { v * scale(cfg.p) } else { 0.0 };
+        *o = if keep(&cfg, step, i) {
+            v * scale(cfg.p)
+        } else {
+            0.0
+        };
     }
 }
 

@@ -18,23 +18,52 @@ pub fn relu_forward(gpu: &Gpu, x: &Tensor, y: &Tensor, n: usize) -> Result<Dispa
     let shape = format!("[{n}]");
     check_len("relu_forward", &shape, x, n)?;
     check_len("relu_forward", &shape, y, n)?;
-    let params = gpu.uniform("relu params", &Params { n: dim("relu", n)?, _pad: [0; 3] });
-    gpu.dispatch(&ELEMENTWISE, "relu_forward", &shape, &[(0, &params), (1, &x.buffer), (2, &y.buffer)], grid(n.div_ceil(4), WG))
-        .map(|d| d.with_cost(n as f64, 8.0 * n as f64))
+    let params = gpu.uniform(
+        "relu params",
+        &Params {
+            n: dim("relu", n)?,
+            _pad: [0; 3],
+        },
+    );
+    gpu.dispatch(
+        &ELEMENTWISE,
+        "relu_forward",
+        &shape,
+        &[(0, &params), (1, &x.buffer), (2, &y.buffer)],
+        grid(n.div_ceil(4), WG),
+    )
+    .map(|d| d.with_cost(n as f64, 8.0 * n as f64))
 }
 
 /// dx = dy where x > 0, else 0.
-pub fn relu_backward(gpu: &Gpu, x: &Tensor, dy: &Tensor, dx: &Tensor, n: usize) -> Result<Dispatch> {
+pub fn relu_backward(
+    gpu: &Gpu,
+    x: &Tensor,
+    dy: &Tensor,
+    dx: &Tensor,
+    n: usize,
+) -> Result<Dispatch> {
     let shape = format!("[{n}]");
     for t in [x, dy, dx] {
         check_len("relu_backward", &shape, t, n)?;
     }
-    let params = gpu.uniform("relu params", &Params { n: dim("relu", n)?, _pad: [0; 3] });
+    let params = gpu.uniform(
+        "relu params",
+        &Params {
+            n: dim("relu", n)?,
+            _pad: [0; 3],
+        },
+    );
     gpu.dispatch(
         &ELEMENTWISE,
         "relu_backward",
         &shape,
-        &[(0, &params), (1, &x.buffer), (3, &dy.buffer), (4, &dx.buffer)],
+        &[
+            (0, &params),
+            (1, &x.buffer),
+            (3, &dy.buffer),
+            (4, &dx.buffer),
+        ],
         grid(n.div_ceil(4), WG),
     )
     .map(|d| d.with_cost(n as f64, 12.0 * n as f64))

@@ -80,7 +80,11 @@ fn params(shape: &MatmulShape) -> Result<MatmulParams> {
 
 fn workgroups(shape: &MatmulShape) -> [u32; 3] {
     let tile = WG as usize * BLOCK;
-    [shape.n.div_ceil(tile).max(1) as u32, shape.m.div_ceil(tile).max(1) as u32, 1]
+    [
+        shape.n.div_ceil(tile).max(1) as u32,
+        shape.m.div_ceil(tile).max(1) as u32,
+        1,
+    ]
 }
 
 /// Which kernel computes a product.
@@ -117,7 +121,13 @@ pub fn vec4_kernel(s: &MatmulShape) -> Option<(&'static str, [u32; 3])> {
 }
 
 /// C = A * B (no bias). The tensors may be longer than the view (strided sub-views).
-pub fn matmul(gpu: &Gpu, shape: MatmulShape, a: &Tensor, b: &Tensor, c: &Tensor) -> Result<Dispatch> {
+pub fn matmul(
+    gpu: &Gpu,
+    shape: MatmulShape,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+) -> Result<Dispatch> {
     matmul_with(gpu, Variant::Auto, shape, a, b, None, c)
 }
 
@@ -149,9 +159,25 @@ pub fn matmul_with(
         let pb = gpu.uniform("matmul params", &p);
         let no_bias = gpu.zeros("no bias", 4)?;
         let bias_buf = bias.map_or(&no_bias.buffer, |b| &b.buffer);
-        let groups = [shape.n.div_ceil(64).max(1) as u32, shape.m.div_ceil(64).max(1) as u32, 1];
+        let groups = [
+            shape.n.div_ceil(64).max(1) as u32,
+            shape.m.div_ceil(64).max(1) as u32,
+            1,
+        ];
         return Ok(gpu
-            .dispatch(&MATMUL, "matmul_tiled", &desc, &[(0, &pb), (1, &a.buffer), (2, &b.buffer), (3, bias_buf), (4, &c.buffer)], groups)?
+            .dispatch(
+                &MATMUL,
+                "matmul_tiled",
+                &desc,
+                &[
+                    (0, &pb),
+                    (1, &a.buffer),
+                    (2, &b.buffer),
+                    (3, bias_buf),
+                    (4, &c.buffer),
+                ],
+                groups,
+            )?
             .with_cost(shape.flops(), shape.bytes()));
     }
     let fast = match variant {
@@ -159,12 +185,15 @@ pub fn matmul_with(
         // Only the NT kernel adds a bias (the linear forward); other layouts never need one.
         Variant::Auto => vec4_kernel(&shape).filter(|(e, _)| bias.is_none() || *e == "matmul_nt4"),
         Variant::Vec4 => Some(
-            vec4_kernel(&shape).filter(|(e, _)| bias.is_none() || *e == "matmul_nt4").ok_or_else(|| {
-                crate::gpu::GpuError::Shape {
+            vec4_kernel(&shape)
+                .filter(|(e, _)| bias.is_none() || *e == "matmul_nt4")
+                .ok_or_else(|| crate::gpu::GpuError::Shape {
                     label: "matmul".into(),
-                    message: format!("no vec4 kernel for {desc} with strides {:?} {:?}", shape.a_stride, shape.b_stride),
-                }
-            })?,
+                    message: format!(
+                        "no vec4 kernel for {desc} with strides {:?} {:?}",
+                        shape.a_stride, shape.b_stride
+                    ),
+                })?,
         ),
     };
     let mut p = params(&shape)?;
@@ -188,13 +217,25 @@ pub fn matmul_with(
                 &MATMUL,
                 "matmul_bias",
                 &desc,
-                &[(0, &pb), (1, &a.buffer), (2, &b.buffer), (3, &bb.buffer), (4, &c.buffer)],
+                &[
+                    (0, &pb),
+                    (1, &a.buffer),
+                    (2, &b.buffer),
+                    (3, &bb.buffer),
+                    (4, &c.buffer),
+                ],
                 workgroups(&shape),
             )?
         }
         (None, None) => {
             let pb = gpu.uniform("matmul params", &p);
-            gpu.dispatch(&MATMUL, "matmul", &desc, &[(0, &pb), (1, &a.buffer), (2, &b.buffer), (4, &c.buffer)], workgroups(&shape))?
+            gpu.dispatch(
+                &MATMUL,
+                "matmul",
+                &desc,
+                &[(0, &pb), (1, &a.buffer), (2, &b.buffer), (4, &c.buffer)],
+                workgroups(&shape),
+            )?
         }
     };
     Ok(d.with_cost(shape.flops(), shape.bytes()))
@@ -204,7 +245,10 @@ fn check_at_least(kernel: &str, shape: &str, t: &Tensor, needed: usize) -> Resul
     if t.len < needed {
         return Err(crate::gpu::GpuError::Shape {
             label: t.label.clone(),
-            message: format!("{kernel} with {shape} reads {needed} elements, the tensor has {}", t.len),
+            message: format!(
+                "{kernel} with {shape} reads {needed} elements, the tensor has {}",
+                t.len
+            ),
         });
     }
     Ok(())
@@ -220,28 +264,64 @@ pub struct LinearShape {
 
 impl LinearShape {
     fn describe(&self) -> String {
-        format!("batch={} in={} out={}", self.batch, self.inputs, self.outputs)
+        format!(
+            "batch={} in={} out={}",
+            self.batch, self.inputs, self.outputs
+        )
     }
     /// Y[batch,out] = X[batch,in] * W[out,in]^T
     pub fn forward(&self) -> MatmulShape {
-        MatmulShape { m: self.batch, n: self.outputs, k: self.inputs, a_stride: (self.inputs, 1), b_stride: (1, self.inputs) }
+        MatmulShape {
+            m: self.batch,
+            n: self.outputs,
+            k: self.inputs,
+            a_stride: (self.inputs, 1),
+            b_stride: (1, self.inputs),
+        }
     }
     /// dX[batch,in] = dY[batch,out] * W[out,in]
     pub fn backward_input(&self) -> MatmulShape {
-        MatmulShape { m: self.batch, n: self.inputs, k: self.outputs, a_stride: (self.outputs, 1), b_stride: (self.inputs, 1) }
+        MatmulShape {
+            m: self.batch,
+            n: self.inputs,
+            k: self.outputs,
+            a_stride: (self.outputs, 1),
+            b_stride: (self.inputs, 1),
+        }
     }
     /// dW[out,in] = dY[batch,out]^T * X[batch,in]
     pub fn backward_weight(&self) -> MatmulShape {
-        MatmulShape { m: self.outputs, n: self.inputs, k: self.batch, a_stride: (1, self.outputs), b_stride: (self.inputs, 1) }
+        MatmulShape {
+            m: self.outputs,
+            n: self.inputs,
+            k: self.batch,
+            a_stride: (1, self.outputs),
+            b_stride: (self.inputs, 1),
+        }
     }
 }
 
 /// y = x W^T + b
-pub fn linear_forward(gpu: &Gpu, s: LinearShape, x: &Tensor, w: &Tensor, b: &Tensor, y: &Tensor) -> Result<Dispatch> {
+pub fn linear_forward(
+    gpu: &Gpu,
+    s: LinearShape,
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    y: &Tensor,
+) -> Result<Dispatch> {
     linear_forward_with(gpu, Variant::Auto, s, x, w, b, y)
 }
 
-pub fn linear_forward_with(gpu: &Gpu, v: Variant, s: LinearShape, x: &Tensor, w: &Tensor, b: &Tensor, y: &Tensor) -> Result<Dispatch> {
+pub fn linear_forward_with(
+    gpu: &Gpu,
+    v: Variant,
+    s: LinearShape,
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    y: &Tensor,
+) -> Result<Dispatch> {
     let desc = s.describe();
     check_len("linear_forward", &desc, x, s.batch * s.inputs)?;
     check_len("linear_forward", &desc, w, s.outputs * s.inputs)?;
@@ -251,31 +331,92 @@ pub fn linear_forward_with(gpu: &Gpu, v: Variant, s: LinearShape, x: &Tensor, w:
 }
 
 /// dx = dy W (overwrites dx).
-pub fn linear_backward_input(gpu: &Gpu, s: LinearShape, dy: &Tensor, w: &Tensor, dx: &Tensor) -> Result<Dispatch> {
+pub fn linear_backward_input(
+    gpu: &Gpu,
+    s: LinearShape,
+    dy: &Tensor,
+    w: &Tensor,
+    dx: &Tensor,
+) -> Result<Dispatch> {
     linear_backward_input_with(gpu, Variant::Auto, s, dy, w, dx)
 }
 
-pub fn linear_backward_input_with(gpu: &Gpu, v: Variant, s: LinearShape, dy: &Tensor, w: &Tensor, dx: &Tensor) -> Result<Dispatch> {
-    check_len("linear_backward_input", &s.describe(), dy, s.batch * s.outputs)?;
-    check_len("linear_backward_input", &s.describe(), w, s.outputs * s.inputs)?;
-    check_len("linear_backward_input", &s.describe(), dx, s.batch * s.inputs)?;
+pub fn linear_backward_input_with(
+    gpu: &Gpu,
+    v: Variant,
+    s: LinearShape,
+    dy: &Tensor,
+    w: &Tensor,
+    dx: &Tensor,
+) -> Result<Dispatch> {
+    check_len(
+        "linear_backward_input",
+        &s.describe(),
+        dy,
+        s.batch * s.outputs,
+    )?;
+    check_len(
+        "linear_backward_input",
+        &s.describe(),
+        w,
+        s.outputs * s.inputs,
+    )?;
+    check_len(
+        "linear_backward_input",
+        &s.describe(),
+        dx,
+        s.batch * s.inputs,
+    )?;
     matmul_with(gpu, v, s.backward_input(), dy, w, None, dx)
 }
 
 /// dw = dy^T x (overwrites dw).
-pub fn linear_backward_weight(gpu: &Gpu, s: LinearShape, dy: &Tensor, x: &Tensor, dw: &Tensor) -> Result<Dispatch> {
+pub fn linear_backward_weight(
+    gpu: &Gpu,
+    s: LinearShape,
+    dy: &Tensor,
+    x: &Tensor,
+    dw: &Tensor,
+) -> Result<Dispatch> {
     linear_backward_weight_with(gpu, Variant::Auto, s, dy, x, dw)
 }
 
-pub fn linear_backward_weight_with(gpu: &Gpu, v: Variant, s: LinearShape, dy: &Tensor, x: &Tensor, dw: &Tensor) -> Result<Dispatch> {
-    check_len("linear_backward_weight", &s.describe(), dy, s.batch * s.outputs)?;
-    check_len("linear_backward_weight", &s.describe(), x, s.batch * s.inputs)?;
-    check_len("linear_backward_weight", &s.describe(), dw, s.outputs * s.inputs)?;
+pub fn linear_backward_weight_with(
+    gpu: &Gpu,
+    v: Variant,
+    s: LinearShape,
+    dy: &Tensor,
+    x: &Tensor,
+    dw: &Tensor,
+) -> Result<Dispatch> {
+    check_len(
+        "linear_backward_weight",
+        &s.describe(),
+        dy,
+        s.batch * s.outputs,
+    )?;
+    check_len(
+        "linear_backward_weight",
+        &s.describe(),
+        x,
+        s.batch * s.inputs,
+    )?;
+    check_len(
+        "linear_backward_weight",
+        &s.describe(),
+        dw,
+        s.outputs * s.inputs,
+    )?;
     matmul_with(gpu, v, s.backward_weight(), dy, x, None, dw)
 }
 
 /// db = sum over the batch of dy (overwrites db).
-pub fn linear_backward_bias(gpu: &Gpu, s: LinearShape, dy: &Tensor, db: &Tensor) -> Result<Dispatch> {
+pub fn linear_backward_bias(
+    gpu: &Gpu,
+    s: LinearShape,
+    dy: &Tensor,
+    db: &Tensor,
+) -> Result<Dispatch> {
     let desc = s.describe();
     check_len("linear_backward_bias", &desc, dy, s.batch * s.outputs)?;
     check_len("linear_backward_bias", &desc, db, s.outputs)?;
@@ -298,7 +439,8 @@ pub fn matmul_reference(c: &mut [f32], a: &[f32], b: &[f32], s: MatmulShape) {
         for n in 0..s.n {
             let mut acc = 0f64;
             for k in 0..s.k {
-                acc += a[m * s.a_stride.0 + k * s.a_stride.1] as f64 * b[k * s.b_stride.0 + n * s.b_stride.1] as f64;
+                acc += a[m * s.a_stride.0 + k * s.a_stride.1] as f64
+                    * b[k * s.b_stride.0 + n * s.b_stride.1] as f64;
             }
             c[m * s.n + n] = acc as f32;
         }
@@ -327,6 +469,8 @@ pub fn linear_backward_reference(
     matmul_reference(dx, dy, w, s.backward_input());
     matmul_reference(dw, dy, x, s.backward_weight());
     for (o, v) in db.iter_mut().enumerate() {
-        *v = (0..s.batch).map(|r| dy[r * s.outputs + o] as f64).sum::<f64>() as f32;
+        *v = (0..s.batch)
+            .map(|r| dy[r * s.outputs + o] as f64)
+            .sum::<f64>() as f32;
     }
 }

@@ -24,7 +24,10 @@ pub(crate) fn check_len(kernel: &str, shape: &str, t: &Tensor, expected: usize) 
     if t.len < expected {
         return Err(GpuError::Shape {
             label: t.label.clone(),
-            message: format!("{kernel} with shape {shape} needs {expected} elements, the tensor has {}", t.len),
+            message: format!(
+                "{kernel} with shape {shape} needs {expected} elements, the tensor has {}",
+                t.len
+            ),
         });
     }
     Ok(())

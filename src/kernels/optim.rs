@@ -44,7 +44,14 @@ pub struct AdamConfig {
 
 impl Default for AdamConfig {
     fn default() -> Self {
-        AdamConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, l1: 0.0, decoupled: false }
+        AdamConfig {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            l1: 0.0,
+            decoupled: false,
+        }
     }
 }
 
@@ -52,7 +59,10 @@ const WG: u32 = 256;
 
 fn check_lr(lr: &Tensor) -> Result<u32> {
     if lr.len == 0 {
-        return Err(GpuError::Shape { label: lr.label.clone(), message: "the learning-rate table is empty".into() });
+        return Err(GpuError::Shape {
+            label: lr.label.clone(),
+            message: "the learning-rate table is empty".into(),
+        });
     }
     dim("optim", lr.len)
 }
@@ -89,7 +99,14 @@ pub fn sgd_step(
         &OPTIM,
         "sgd_step",
         &desc,
-        &[(0, &p), (1, &w.buffer), (2, &grad.buffer), (3, &velocity.buffer), (5, &counter.buffer), (6, &lr.buffer)],
+        &[
+            (0, &p),
+            (1, &w.buffer),
+            (2, &grad.buffer),
+            (3, &velocity.buffer),
+            (5, &counter.buffer),
+            (6, &lr.buffer),
+        ],
         grid(n.div_ceil(4), WG),
     )
     // w, grad, velocity read; w, velocity written.
@@ -148,7 +165,13 @@ pub fn adam_step(
 
 /// counter[0] += 1: ends a training step.
 pub fn step_advance(gpu: &Gpu, counter: &Tensor) -> Result<Dispatch> {
-    gpu.dispatch(&OPTIM, "step_advance", "counter", &[(5, &counter.buffer)], [1, 1, 1])
+    gpu.dispatch(
+        &OPTIM,
+        "step_advance",
+        "counter",
+        &[(5, &counter.buffer)],
+        [1, 1, 1],
+    )
 }
 
 fn sign(v: f32) -> f32 {
@@ -161,19 +184,37 @@ fn sign(v: f32) -> f32 {
     }
 }
 
-pub fn sgd_step_reference(w: &mut [f32], velocity: &mut [f32], grad: &[f32], cfg: SgdConfig, lr: f32) {
+pub fn sgd_step_reference(
+    w: &mut [f32],
+    velocity: &mut [f32],
+    grad: &[f32],
+    cfg: SgdConfig,
+    lr: f32,
+) {
     for i in 0..w.len() {
         let mut g = grad[i] + cfg.weight_decay * w[i] + cfg.l1 * sign(w[i]);
         if cfg.momentum != 0.0 {
             velocity[i] = cfg.momentum * velocity[i] + g;
-            g = if cfg.nesterov { g + cfg.momentum * velocity[i] } else { velocity[i] };
+            g = if cfg.nesterov {
+                g + cfg.momentum * velocity[i]
+            } else {
+                velocity[i]
+            };
         }
         w[i] -= lr * g;
     }
 }
 
 /// `step` is the number of steps already taken (t = step + 1), as torch counts from 1.
-pub fn adam_step_reference(w: &mut [f32], m: &mut [f32], v: &mut [f32], grad: &[f32], cfg: AdamConfig, lr: f32, step: u32) {
+pub fn adam_step_reference(
+    w: &mut [f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    grad: &[f32],
+    cfg: AdamConfig,
+    lr: f32,
+    step: u32,
+) {
     let t = step as f64 + 1.0;
     let bc1 = 1.0 - (cfg.beta1 as f64).powf(t);
     let bc2 = 1.0 - (cfg.beta2 as f64).powf(t);

@@ -43,11 +43,22 @@ impl PoolShape {
         self.n * self.c * self.oh() * self.ow()
     }
     pub fn describe(&self) -> String {
-        format!("x[{},{},{},{}] k={} stride={}", self.n, self.c, self.h, self.w, self.k, self.stride)
+        format!(
+            "x[{},{},{},{}] k={} stride={}",
+            self.n, self.c, self.h, self.w, self.k, self.stride
+        )
     }
     fn params(&self) -> Result<Params> {
-        if self.k == 0 || self.stride == 0 || self.k > self.h || self.k > self.w || self.input_len() == 0 {
-            return Err(GpuError::Shape { label: "maxpool".into(), message: format!("invalid pooling {}", self.describe()) });
+        if self.k == 0
+            || self.stride == 0
+            || self.k > self.h
+            || self.k > self.w
+            || self.input_len() == 0
+        {
+            return Err(GpuError::Shape {
+                label: "maxpool".into(),
+                message: format!("invalid pooling {}", self.describe()),
+            });
         }
         let d = |v| dim("maxpool", v);
         Ok(Params {
@@ -66,7 +77,13 @@ impl PoolShape {
 const WG: u32 = 256;
 
 /// y = max over each window; argmax (u32) records where it came from. Overwrites both.
-pub fn maxpool_forward(gpu: &Gpu, s: PoolShape, x: &Tensor, y: &Tensor, argmax: &Tensor) -> Result<Dispatch> {
+pub fn maxpool_forward(
+    gpu: &Gpu,
+    s: PoolShape,
+    x: &Tensor,
+    y: &Tensor,
+    argmax: &Tensor,
+) -> Result<Dispatch> {
     let desc = s.describe();
     let p = s.params()?;
     check_len("maxpool_forward", &desc, x, s.input_len())?;
@@ -80,11 +97,22 @@ pub fn maxpool_forward(gpu: &Gpu, s: PoolShape, x: &Tensor, y: &Tensor, argmax: 
         &[(0, &p), (1, &x.buffer), (2, &y.buffer), (3, &argmax.buffer)],
         grid(s.output_len(), WG),
     )
-    .map(|d| d.with_cost((s.output_len() * s.k * s.k) as f64, 4.0 * (s.input_len() + 2 * s.output_len()) as f64))
+    .map(|d| {
+        d.with_cost(
+            (s.output_len() * s.k * s.k) as f64,
+            4.0 * (s.input_len() + 2 * s.output_len()) as f64,
+        )
+    })
 }
 
 /// dx = dy routed back to each window's argmax (summed where windows overlap). Overwrites dx.
-pub fn maxpool_backward(gpu: &Gpu, s: PoolShape, dy: &Tensor, argmax: &Tensor, dx: &Tensor) -> Result<Dispatch> {
+pub fn maxpool_backward(
+    gpu: &Gpu,
+    s: PoolShape,
+    dy: &Tensor,
+    argmax: &Tensor,
+    dx: &Tensor,
+) -> Result<Dispatch> {
     let desc = s.describe();
     let p = s.params()?;
     check_len("maxpool_backward", &desc, dy, s.output_len())?;
@@ -93,20 +121,31 @@ pub fn maxpool_backward(gpu: &Gpu, s: PoolShape, dy: &Tensor, argmax: &Tensor, d
     let p = gpu.uniform("maxpool params", &p);
     if s.k == s.stride {
         // Disjoint windows: one invocation per output writes its window.
-        return gpu.dispatch(
-            &POOL,
-            "maxpool_backward_tiled",
-            &desc,
-            &[(0, &p), (3, &argmax.buffer), (4, &dy.buffer), (6, &dx.buffer)],
-            grid(s.output_len(), WG),
-        )
-        .map(|d| d.with_cost(0.0, 4.0 * (s.input_len() + 2 * s.output_len()) as f64));
+        return gpu
+            .dispatch(
+                &POOL,
+                "maxpool_backward_tiled",
+                &desc,
+                &[
+                    (0, &p),
+                    (3, &argmax.buffer),
+                    (4, &dy.buffer),
+                    (6, &dx.buffer),
+                ],
+                grid(s.output_len(), WG),
+            )
+            .map(|d| d.with_cost(0.0, 4.0 * (s.input_len() + 2 * s.output_len()) as f64));
     }
     gpu.dispatch(
         &POOL,
         "maxpool_backward",
         &desc,
-        &[(0, &p), (3, &argmax.buffer), (4, &dy.buffer), (5, &dx.buffer)],
+        &[
+            (0, &p),
+            (3, &argmax.buffer),
+            (4, &dy.buffer),
+            (5, &dx.buffer),
+        ],
         grid(s.input_len().div_ceil(4), WG),
     )
     .map(|d| d.with_cost(0.0, 4.0 * (s.input_len() + 2 * s.output_len()) as f64))

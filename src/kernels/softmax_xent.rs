@@ -39,7 +39,10 @@ impl XentShape {
     }
     fn params(&self) -> Result<Params> {
         if self.batch == 0 || self.classes == 0 {
-            return Err(GpuError::Shape { label: "softmax_xent".into(), message: format!("empty shape {}", self.describe()) });
+            return Err(GpuError::Shape {
+                label: "softmax_xent".into(),
+                message: format!("empty shape {}", self.describe()),
+            });
         }
         Ok(Params {
             batch: dim("softmax_xent", self.batch)?,
@@ -51,7 +54,13 @@ impl XentShape {
 }
 
 /// Adds this batch's loss sum, correct count and size to `metrics` (see [`metrics`]).
-pub fn softmax_xent_forward(gpu: &Gpu, s: XentShape, logits: &Tensor, labels: &Tensor, metrics_buf: &Tensor) -> Result<Dispatch> {
+pub fn softmax_xent_forward(
+    gpu: &Gpu,
+    s: XentShape,
+    logits: &Tensor,
+    labels: &Tensor,
+    metrics_buf: &Tensor,
+) -> Result<Dispatch> {
     let desc = s.describe();
     check_len("softmax_xent_forward", &desc, logits, s.batch * s.classes)?;
     check_len("softmax_xent_forward", &desc, labels, s.batch)?;
@@ -61,13 +70,24 @@ pub fn softmax_xent_forward(gpu: &Gpu, s: XentShape, logits: &Tensor, labels: &T
         &SOFTMAX_XENT,
         "softmax_xent_forward",
         &desc,
-        &[(0, &p), (1, &logits.buffer), (2, &labels.buffer), (3, &metrics_buf.buffer)],
+        &[
+            (0, &p),
+            (1, &logits.buffer),
+            (2, &labels.buffer),
+            (3, &metrics_buf.buffer),
+        ],
         [1, 1, 1],
     )
 }
 
 /// dlogits = (softmax(logits) - onehot(label)) / batch. Overwrites dlogits.
-pub fn softmax_xent_backward(gpu: &Gpu, s: XentShape, logits: &Tensor, labels: &Tensor, dlogits: &Tensor) -> Result<Dispatch> {
+pub fn softmax_xent_backward(
+    gpu: &Gpu,
+    s: XentShape,
+    logits: &Tensor,
+    labels: &Tensor,
+    dlogits: &Tensor,
+) -> Result<Dispatch> {
     let desc = s.describe();
     check_len("softmax_xent_backward", &desc, logits, s.batch * s.classes)?;
     check_len("softmax_xent_backward", &desc, labels, s.batch)?;
@@ -77,23 +97,44 @@ pub fn softmax_xent_backward(gpu: &Gpu, s: XentShape, logits: &Tensor, labels: &
         &SOFTMAX_XENT,
         "softmax_xent_backward",
         &desc,
-        &[(0, &p), (1, &logits.buffer), (2, &labels.buffer), (4, &dlogits.buffer)],
+        &[
+            (0, &p),
+            (1, &logits.buffer),
+            (2, &labels.buffer),
+            (4, &dlogits.buffer),
+        ],
         [s.batch.div_ceil(64) as u32, 1, 1],
     )
 }
 
 /// Adds each row's (label, prediction) to the `classes x classes` confusion counts (u32).
-pub fn confusion_accumulate(gpu: &Gpu, s: XentShape, logits: &Tensor, labels: &Tensor, confusion: &Tensor) -> Result<Dispatch> {
+pub fn confusion_accumulate(
+    gpu: &Gpu,
+    s: XentShape,
+    logits: &Tensor,
+    labels: &Tensor,
+    confusion: &Tensor,
+) -> Result<Dispatch> {
     let desc = s.describe();
     check_len("confusion_accumulate", &desc, logits, s.batch * s.classes)?;
     check_len("confusion_accumulate", &desc, labels, s.batch)?;
-    check_len("confusion_accumulate", &desc, confusion, s.classes * s.classes)?;
+    check_len(
+        "confusion_accumulate",
+        &desc,
+        confusion,
+        s.classes * s.classes,
+    )?;
     let p = gpu.uniform("confusion params", &s.params()?);
     gpu.dispatch(
         &SOFTMAX_XENT,
         "confusion_accumulate",
         &desc,
-        &[(0, &p), (1, &logits.buffer), (2, &labels.buffer), (5, &confusion.buffer)],
+        &[
+            (0, &p),
+            (1, &logits.buffer),
+            (2, &labels.buffer),
+            (5, &confusion.buffer),
+        ],
         [s.batch.div_ceil(64) as u32, 1, 1],
     )
 }
@@ -108,7 +149,12 @@ pub fn confusion_reference(confusion: &mut [u32], logits: &[f32], labels: &[u32]
 }
 
 /// Returns (sum of losses, number correct) and writes the gradient of the mean loss.
-pub fn softmax_xent_reference(dlogits: &mut [f32], logits: &[f32], labels: &[u32], s: XentShape) -> (f64, usize) {
+pub fn softmax_xent_reference(
+    dlogits: &mut [f32],
+    logits: &[f32],
+    labels: &[u32],
+    s: XentShape,
+) -> (f64, usize) {
     let mut loss = 0f64;
     let mut correct = 0;
     for r in 0..s.batch {

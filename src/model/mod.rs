@@ -8,7 +8,17 @@ pub use spec::{Layer, ModelSpec, Shape, SpecError, NUM_CLASSES};
 use crate::rng::Rng;
 
 /// Which optimizer a run uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum OptimizerKind {
     #[default]
@@ -162,16 +172,29 @@ impl ModelSpec {
         (0..self.layers.len())
             .map(|i| {
                 let input = self.input(i);
-                let empty = LayerParams { weight: vec![], bias: vec![], running_mean: vec![], running_var: vec![] };
+                let empty = LayerParams {
+                    weight: vec![],
+                    bias: vec![],
+                    running_mean: vec![],
+                    running_var: vec![],
+                };
                 match self.layers[i] {
                     Layer::Conv { out, k, .. } => {
                         let fan_in = input.c * k * k;
                         let b = 1.0 / (fan_in as f32).sqrt();
-                        LayerParams { weight: rng.vec(out * fan_in, -b, b), bias: rng.vec(out, -b, b), ..empty }
+                        LayerParams {
+                            weight: rng.vec(out * fan_in, -b, b),
+                            bias: rng.vec(out, -b, b),
+                            ..empty
+                        }
                     }
                     Layer::Linear { out } => {
                         let b = 1.0 / (input.c as f32).sqrt();
-                        LayerParams { weight: rng.vec(out * input.c, -b, b), bias: rng.vec(out, -b, b), ..empty }
+                        LayerParams {
+                            weight: rng.vec(out * input.c, -b, b),
+                            bias: rng.vec(out, -b, b),
+                            ..empty
+                        }
                     }
                     Layer::BatchNorm => LayerParams {
                         weight: vec![1.0; input.c],
@@ -188,8 +211,18 @@ impl ModelSpec {
     /// The `summary` table: each layer's output shape, parameters and FLOPs, with totals.
     pub fn summary(&self) -> String {
         let mut s = String::new();
-        s.push_str(&format!("{:<4} {:<18} {:<14} {:>10} {:>14}\n", "#", "layer", "output", "params", "FLOPs/image"));
-        s.push_str(&format!("{:<4} {:<18} {:<14} {:>10} {:>14}\n", "", "input", self.shapes[0].to_string(), "", ""));
+        s.push_str(&format!(
+            "{:<4} {:<18} {:<14} {:>10} {:>14}\n",
+            "#", "layer", "output", "params", "FLOPs/image"
+        ));
+        s.push_str(&format!(
+            "{:<4} {:<18} {:<14} {:>10} {:>14}\n",
+            "",
+            "input",
+            self.shapes[0].to_string(),
+            "",
+            ""
+        ));
         let (mut params, mut flops) = (0usize, 0u64);
         for (i, layer) in self.layers.iter().enumerate() {
             let name = match layer {
@@ -200,9 +233,23 @@ impl ModelSpec {
             let (p, f) = (self.param_count(i), self.flops(i));
             params += p;
             flops += f;
-            s.push_str(&format!("{:<4} {:<18} {:<14} {:>10} {:>14}\n", i, name, self.output(i).to_string(), group(p as u64), group(f)));
+            s.push_str(&format!(
+                "{:<4} {:<18} {:<14} {:>10} {:>14}\n",
+                i,
+                name,
+                self.output(i).to_string(),
+                group(p as u64),
+                group(f)
+            ));
         }
-        s.push_str(&format!("{:<4} {:<18} {:<14} {:>10} {:>14}\n", "", "total", "", group(params as u64), group(flops)));
+        s.push_str(&format!(
+            "{:<4} {:<18} {:<14} {:>10} {:>14}\n",
+            "",
+            "total",
+            "",
+            group(params as u64),
+            group(flops)
+        ));
         s.push_str(&format!(
             "training costs about 3x the forward FLOPs: {:.1} MFLOP per image\n",
             3.0 * flops as f64 / 1e6

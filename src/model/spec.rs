@@ -9,19 +9,36 @@ use thiserror::Error;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Layer {
-    Conv { out: usize, k: usize, stride: usize, pad: usize },
+    Conv {
+        out: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+    },
     BatchNorm,
     Relu,
-    MaxPool { k: usize, stride: usize },
-    Dropout { p: f32 },
+    MaxPool {
+        k: usize,
+        stride: usize,
+    },
+    Dropout {
+        p: f32,
+    },
     Flatten,
-    Linear { out: usize },
+    Linear {
+        out: usize,
+    },
 }
 
 impl fmt::Display for Layer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Layer::Conv { out, k, stride, pad } => write!(f, "conv({out},{k},{stride},{pad})"),
+            Layer::Conv {
+                out,
+                k,
+                stride,
+                pad,
+            } => write!(f, "conv({out},{k},{stride},{pad})"),
             Layer::BatchNorm => write!(f, "bn"),
             Layer::Relu => write!(f, "relu"),
             Layer::MaxPool { k, stride } => write!(f, "maxpool({k},{stride})"),
@@ -43,7 +60,12 @@ pub struct Shape {
 }
 
 impl Shape {
-    pub const INPUT: Shape = Shape { c: 1, h: 28, w: 28, flat: false };
+    pub const INPUT: Shape = Shape {
+        c: 1,
+        h: 28,
+        w: 28,
+        flat: false,
+    };
     pub fn len(&self) -> usize {
         self.c * self.h * self.w
     }
@@ -67,9 +89,18 @@ pub enum SpecError {
     #[error("model spec is empty")]
     Empty,
     #[error("layer {index} `{text}`: {message}")]
-    Syntax { index: usize, text: String, message: String },
+    Syntax {
+        index: usize,
+        text: String,
+        message: String,
+    },
     #[error("layer {index} `{layer}` receives {input}: {message}")]
-    Shape { index: usize, layer: String, input: String, message: String },
+    Shape {
+        index: usize,
+        layer: String,
+        input: String,
+        message: String,
+    },
     #[error("the network outputs {got} but must output {classes} class scores; end with linear({classes})")]
     Output { got: String, classes: usize },
 }
@@ -102,14 +133,21 @@ impl ModelSpec {
         }
         let last = *shapes.last().expect("output shape");
         if !last.flat || last.c != NUM_CLASSES {
-            return Err(SpecError::Output { got: last.to_string(), classes: NUM_CLASSES });
+            return Err(SpecError::Output {
+                got: last.to_string(),
+                classes: NUM_CLASSES,
+            });
         }
         Ok(ModelSpec { layers, shapes })
     }
 
     /// Canonical text: every argument written out, so parsing it gives the same model.
     pub fn to_text(&self) -> String {
-        self.layers.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(" ")
+        self.layers
+            .iter()
+            .map(|l| l.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     pub fn input(&self, layer: usize) -> Shape {
@@ -122,46 +160,88 @@ impl ModelSpec {
 }
 
 fn infer(index: usize, layer: &Layer, input: Shape) -> Result<Shape, SpecError> {
-    let fail = |message: String| SpecError::Shape { index, layer: layer.to_string(), input: input.to_string(), message };
+    let fail = |message: String| SpecError::Shape {
+        index,
+        layer: layer.to_string(),
+        input: input.to_string(),
+        message,
+    };
     match *layer {
-        Layer::Conv { out, k, stride, pad } => {
+        Layer::Conv {
+            out,
+            k,
+            stride,
+            pad,
+        } => {
             if input.flat {
                 return Err(fail("a convolution needs an image (CxHxW), not a flat vector; move it before `flatten`".into()));
             }
             if out == 0 || k == 0 || stride == 0 {
-                return Err(fail("channels, kernel and stride must be at least 1".into()));
+                return Err(fail(
+                    "channels, kernel and stride must be at least 1".into(),
+                ));
             }
             if input.h + 2 * pad < k || input.w + 2 * pad < k {
-                return Err(fail(format!("a {k}x{k} kernel with padding {pad} does not fit a {}x{} image", input.h, input.w)));
+                return Err(fail(format!(
+                    "a {k}x{k} kernel with padding {pad} does not fit a {}x{} image",
+                    input.h, input.w
+                )));
             }
-            Ok(Shape { c: out, h: (input.h + 2 * pad - k) / stride + 1, w: (input.w + 2 * pad - k) / stride + 1, flat: false })
+            Ok(Shape {
+                c: out,
+                h: (input.h + 2 * pad - k) / stride + 1,
+                w: (input.w + 2 * pad - k) / stride + 1,
+                flat: false,
+            })
         }
         Layer::MaxPool { k, stride } => {
             if input.flat {
-                return Err(fail("pooling needs an image (CxHxW), not a flat vector".into()));
+                return Err(fail(
+                    "pooling needs an image (CxHxW), not a flat vector".into(),
+                ));
             }
             if k == 0 || stride == 0 {
                 return Err(fail("kernel and stride must be at least 1".into()));
             }
             if input.h < k || input.w < k {
-                return Err(fail(format!("a {k}x{k} window does not fit a {}x{} image", input.h, input.w)));
+                return Err(fail(format!(
+                    "a {k}x{k} window does not fit a {}x{} image",
+                    input.h, input.w
+                )));
             }
-            Ok(Shape { c: input.c, h: (input.h - k) / stride + 1, w: (input.w - k) / stride + 1, flat: false })
+            Ok(Shape {
+                c: input.c,
+                h: (input.h - k) / stride + 1,
+                w: (input.w - k) / stride + 1,
+                flat: false,
+            })
         }
         Layer::Linear { out } => {
             if !input.flat {
-                return Err(fail("a linear layer needs a flat vector; add `flatten` before it".into()));
+                return Err(fail(
+                    "a linear layer needs a flat vector; add `flatten` before it".into(),
+                ));
             }
             if out == 0 {
                 return Err(fail("output size must be at least 1".into()));
             }
-            Ok(Shape { c: out, h: 1, w: 1, flat: true })
+            Ok(Shape {
+                c: out,
+                h: 1,
+                w: 1,
+                flat: true,
+            })
         }
         Layer::Flatten => {
             if input.flat {
                 return Err(fail("the input is already flat".into()));
             }
-            Ok(Shape { c: input.len(), h: 1, w: 1, flat: true })
+            Ok(Shape {
+                c: input.len(),
+                h: 1,
+                w: 1,
+                flat: true,
+            })
         }
         Layer::Dropout { p } => {
             if !(0.0..1.0).contains(&p) {
@@ -206,20 +286,33 @@ fn parse_layers(text: &str) -> Result<Vec<Layer>, SpecError> {
 }
 
 fn parse_layer(index: usize, token: &str) -> Result<Layer, SpecError> {
-    let fail = |message: &str| SpecError::Syntax { index, text: token.to_string(), message: message.to_string() };
+    let fail = |message: &str| SpecError::Syntax {
+        index,
+        text: token.to_string(),
+        message: message.to_string(),
+    };
     let (name, args): (&str, Vec<&str>) = match token.find('(') {
         Some(open) => {
             if !token.ends_with(')') {
                 return Err(fail("missing `)`"));
             }
             let inner = &token[open + 1..token.len() - 1];
-            let args = if inner.trim().is_empty() { Vec::new() } else { inner.split(',').map(str::trim).collect() };
+            let args = if inner.trim().is_empty() {
+                Vec::new()
+            } else {
+                inner.split(',').map(str::trim).collect()
+            };
             (&token[..open], args)
         }
         None => (token, Vec::new()),
     };
     let int = |i: usize, what: &str| -> Result<usize, SpecError> {
-        args[i].parse::<usize>().map_err(|_| fail(&format!("{what} must be a non-negative integer, got `{}`", args[i])))
+        args[i].parse::<usize>().map_err(|_| {
+            fail(&format!(
+                "{what} must be a non-negative integer, got `{}`",
+                args[i]
+            ))
+        })
     };
     let arity = |lo: usize, hi: usize, usage: &str| -> Result<(), SpecError> {
         if args.len() < lo || args.len() > hi {
@@ -244,17 +337,26 @@ fn parse_layer(index: usize, token: &str) -> Result<Layer, SpecError> {
         "maxpool" | "pool" => {
             arity(1, 2, "maxpool(kernel[, stride])")?;
             let k = int(0, "kernel")?;
-            Ok(Layer::MaxPool { k, stride: if args.len() > 1 { int(1, "stride")? } else { k } })
+            Ok(Layer::MaxPool {
+                k,
+                stride: if args.len() > 1 { int(1, "stride")? } else { k },
+            })
         }
         "dropout" => {
             arity(1, 1, "dropout(p)")?;
-            let p: f32 = args[0].parse().map_err(|_| fail(&format!("p must be a number, got `{}`", args[0])))?;
+            let p: f32 = args[0]
+                .parse()
+                .map_err(|_| fail(&format!("p must be a number, got `{}`", args[0])))?;
             Ok(Layer::Dropout { p })
         }
         "linear" | "fc" => {
             arity(1, 1, "linear(out)")?;
-            Ok(Layer::Linear { out: int(0, "out")? })
+            Ok(Layer::Linear {
+                out: int(0, "out")?,
+            })
         }
-        _ => Err(fail("unknown layer; expected conv, bn, relu, maxpool, dropout, flatten or linear")),
+        _ => Err(fail(
+            "unknown layer; expected conv, bn, relu, maxpool, dropout, flatten or linear",
+        )),
     }
 }

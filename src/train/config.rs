@@ -58,15 +58,50 @@ macro_rules! overlay {
 impl PartialConfig {
     /// Reads a TOML file; unknown keys are errors (a typo must not be silently ignored).
     pub fn from_file(path: &std::path::Path) -> Result<PartialConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File { path: path.into(), message: e.to_string() })?;
-        toml::from_str(&text).map_err(|e| ConfigError::File { path: path.into(), message: e.to_string() })
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::File {
+            path: path.into(),
+            message: e.to_string(),
+        })
     }
 
     /// `self` with every setting `top` has replaced.
     pub fn overlay(mut self, top: &PartialConfig) -> PartialConfig {
-        overlay!(self, top, model, epochs, batch_size, optimizer, lr, momentum, nesterov, weight_decay, l1, beta1, beta2, eps,
-            seed, val, patience, flip, shift, input_mean, input_std, eval_batch_size, limit_train, limit_test, data, out,
-            name, backend, adapter, software);
+        overlay!(
+            self,
+            top,
+            model,
+            epochs,
+            batch_size,
+            optimizer,
+            lr,
+            momentum,
+            nesterov,
+            weight_decay,
+            l1,
+            beta1,
+            beta2,
+            eps,
+            seed,
+            val,
+            patience,
+            flip,
+            shift,
+            input_mean,
+            input_std,
+            eval_batch_size,
+            limit_train,
+            limit_test,
+            data,
+            out,
+            name,
+            backend,
+            adapter,
+            software
+        );
         self
     }
 }
@@ -134,10 +169,22 @@ impl TrainConfig {
             epochs: layers.epochs.unwrap_or(d.epochs),
             batch_size: layers.batch_size.unwrap_or(d.batch_size),
             optimizer,
-            lr: layers.lr.unwrap_or(if optimizer == d.optimizer { d.lr } else { default_lr(optimizer) }),
-            momentum: layers.momentum.unwrap_or(if optimizer == d.optimizer { d.momentum } else { 0.0 }),
+            lr: layers.lr.unwrap_or(if optimizer == d.optimizer {
+                d.lr
+            } else {
+                default_lr(optimizer)
+            }),
+            momentum: layers.momentum.unwrap_or(if optimizer == d.optimizer {
+                d.momentum
+            } else {
+                0.0
+            }),
             nesterov: layers.nesterov.unwrap_or(false),
-            weight_decay: layers.weight_decay.unwrap_or(if optimizer == d.optimizer { d.weight_decay } else { 0.0 }),
+            weight_decay: layers.weight_decay.unwrap_or(if optimizer == d.optimizer {
+                d.weight_decay
+            } else {
+                0.0
+            }),
             l1: layers.l1.unwrap_or(0.0),
             beta1: layers.beta1.unwrap_or(0.9),
             beta2: layers.beta2.unwrap_or(0.999),
@@ -154,7 +201,13 @@ impl TrainConfig {
             limit_test: layers.limit_test.unwrap_or(0),
             data: layers.data.clone(),
             out: layers.out.clone().unwrap_or_else(|| PathBuf::from("runs")),
-            name: layers.name.clone().unwrap_or_else(|| if preset.is_some() { model.to_lowercase() } else { "custom".into() }),
+            name: layers.name.clone().unwrap_or_else(|| {
+                if preset.is_some() {
+                    model.to_lowercase()
+                } else {
+                    "custom".into()
+                }
+            }),
             backend: layers.backend.unwrap_or_default(),
             adapter: layers.adapter.clone(),
             software: layers.software.unwrap_or(false),
@@ -173,19 +226,28 @@ impl TrainConfig {
             return bad("--batch-size", "must be at least 1".into());
         }
         if self.batch_size == 1 && self.spec.contains("bn") {
-            return bad("--batch-size", "batch norm needs at least 2 examples per batch to estimate a variance".into());
+            return bad(
+                "--batch-size",
+                "batch norm needs at least 2 examples per batch to estimate a variance".into(),
+            );
         }
         if self.eval_batch_size == 0 {
             return bad("--eval-batch-size", "must be at least 1".into());
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad("--lr", format!("{} is not a positive learning rate", self.lr));
+            return bad(
+                "--lr",
+                format!("{} is not a positive learning rate", self.lr),
+            );
         }
         if !(0.0..1.0).contains(&self.momentum) {
             return bad("--momentum", format!("{} must be in [0, 1)", self.momentum));
         }
         if self.nesterov && self.momentum == 0.0 {
-            return bad("--nesterov", "needs --momentum > 0 (as torch.optim.SGD)".into());
+            return bad(
+                "--nesterov",
+                "needs --momentum > 0 (as torch.optim.SGD)".into(),
+            );
         }
         for (flag, v) in [("--weight-decay", self.weight_decay), ("--l1", self.l1)] {
             if !(v.is_finite() && v >= 0.0) {
@@ -204,10 +266,23 @@ impl TrainConfig {
             return bad("--input-std", "must be positive".into());
         }
         if self.shift > 14 {
-            return bad("--shift", format!("{} pixels would move a 28x28 image out of view; use at most 14", self.shift));
+            return bad(
+                "--shift",
+                format!(
+                    "{} pixels would move a 28x28 image out of view; use at most 14",
+                    self.shift
+                ),
+            );
         }
-        if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name == "." || self.name == ".." {
-            return bad("--name", format!("`{}` is not a usable folder name", self.name));
+        if self.name.is_empty()
+            || self.name.contains(['/', '\\'])
+            || self.name == "."
+            || self.name == ".."
+        {
+            return bad(
+                "--name",
+                format!("`{}` is not a usable folder name", self.name),
+            );
         }
         Ok(())
     }
@@ -217,7 +292,8 @@ impl TrainConfig {
     }
 
     pub fn to_toml(&self) -> String {
-        toml::to_string(self).unwrap_or_else(|e| format!("# could not serialise the configuration: {e}\n"))
+        toml::to_string(self)
+            .unwrap_or_else(|e| format!("# could not serialise the configuration: {e}\n"))
     }
 }
 

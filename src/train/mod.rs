@@ -30,7 +30,12 @@ pub enum TrainError {
         "training diverged: the loss became {loss} in epoch {epoch} (by step {step}); \
          try a lower --lr{hint}"
     )]
-    Diverged { epoch: usize, step: usize, loss: f32, hint: &'static str },
+    Diverged {
+        epoch: usize,
+        step: usize,
+        loss: f32,
+        hint: &'static str,
+    },
     #[error("{0}")]
     Data(String),
     #[error("{0}")]
@@ -95,7 +100,10 @@ pub struct GpuSplit {
 impl GpuSplit {
     pub fn upload(gpu: &Gpu, name: &str, split: &Split) -> Result<GpuSplit, GpuError> {
         Ok(GpuSplit {
-            images: gpu.upload(&format!("{name} images (u8)"), &pack_bytes(&split.images.pixels))?,
+            images: gpu.upload(
+                &format!("{name} images (u8)"),
+                &pack_bytes(&split.images.pixels),
+            )?,
             labels: gpu.upload(&format!("{name} labels (u8)"), &pack_bytes(&split.labels))?,
             len: split.len(),
         })
@@ -117,7 +125,15 @@ pub struct Evaluator {
 
 impl Evaluator {
     /// Evaluates `indices` of `split` (eval mode) in batches of `batch`.
-    pub fn new(gpu: &Gpu, net: &Network, split: &GpuSplit, indices: &[u32], batch: usize, mean: f32, std: f32) -> Result<Evaluator, GpuError> {
+    pub fn new(
+        gpu: &Gpu,
+        net: &Network,
+        split: &GpuSplit,
+        indices: &[u32],
+        batch: usize,
+        mean: f32,
+        std: f32,
+    ) -> Result<Evaluator, GpuError> {
         Self::with_confusion(gpu, net, split, indices, batch, mean, std, false)
     }
 
@@ -138,18 +154,39 @@ impl Evaluator {
         let counter = gpu.upload("eval counter", &[0u32, 0])?;
         let idx = gpu.upload("eval indices", indices)?;
         let metrics_t = gpu.zeros("eval metrics", metrics::LEN)?;
-        let gather = GatherConfig { batch, mean, std, flip: false, max_shift: 0, seed: 0, stride: batch };
+        let gather = GatherConfig {
+            batch,
+            mean,
+            std,
+            flip: false,
+            max_shift: 0,
+            seed: 0,
+            stride: batch,
+        };
         let inputs = PlanInputs {
-            source: Source { images: &split.images, labels: &split.labels, indices: &idx, counter: &counter },
+            source: Source {
+                images: &split.images,
+                labels: &split.labels,
+                indices: &idx,
+                counter: &counter,
+            },
             gather,
             metrics: &metrics_t,
             dropout_seed: 0,
         };
         let classes = crate::model::NUM_CLASSES;
-        let conf = if confusion { Some(gpu.zeros("confusion", classes * classes)?) } else { None };
+        let conf = if confusion {
+            Some(gpu.zeros("confusion", classes * classes)?)
+        } else {
+            None
+        };
         let full = net::eval_step_with(gpu, net, &bufs, &inputs, batch, conf.as_ref())?;
         let rem = indices.len() % batch;
-        let partial = if rem > 0 { net::eval_step_with(gpu, net, &bufs, &inputs, rem, conf.as_ref())? } else { vec![] };
+        let partial = if rem > 0 {
+            net::eval_step_with(gpu, net, &bufs, &inputs, rem, conf.as_ref())?
+        } else {
+            vec![]
+        };
         Ok(Evaluator {
             _bufs: bufs,
             counter,
@@ -164,7 +201,10 @@ impl Evaluator {
 
     /// The confusion counts of the last `run` (row = label, column = prediction).
     pub fn confusion(&self, gpu: &Gpu) -> Result<Option<Vec<u32>>, GpuError> {
-        self.confusion.as_ref().map(|c| gpu.read::<u32>(c)).transpose()
+        self.confusion
+            .as_ref()
+            .map(|c| gpu.read::<u32>(c))
+            .transpose()
     }
 
     pub fn run(&self, gpu: &Gpu) -> Result<Evaluation, GpuError> {
@@ -211,7 +251,12 @@ pub fn split_indices(n: usize, val: usize, seed: u64) -> (Vec<u32>, Vec<u32>) {
 }
 
 /// Trains as `cfg` says on `data`, reporting through `reporter`.
-pub fn train(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, reporter: &mut dyn Reporter) -> Result<TrainOutcome, TrainError> {
+pub fn train(
+    gpu: &Gpu,
+    cfg: &TrainConfig,
+    data: &Dataset,
+    reporter: &mut dyn Reporter,
+) -> Result<TrainOutcome, TrainError> {
     train_with(gpu, cfg, data, reporter, &RunOptions::default())
 }
 
@@ -225,25 +270,50 @@ pub fn train_with(
 ) -> Result<TrainOutcome, TrainError> {
     let started = Instant::now();
     let spec = cfg.model_spec()?;
-    let train_split = if cfg.limit_train > 0 { data.train.take(cfg.limit_train) } else { data.train.clone() };
-    let test_split = if cfg.limit_test > 0 { data.test.take(cfg.limit_test) } else { data.test.clone() };
+    let train_split = if cfg.limit_train > 0 {
+        data.train.take(cfg.limit_train)
+    } else {
+        data.train.clone()
+    };
+    let test_split = if cfg.limit_test > 0 {
+        data.test.take(cfg.limit_test)
+    } else {
+        data.test.clone()
+    };
     if cfg.val >= train_split.len() {
         return Err(ConfigError::Invalid {
             flag: "--val",
-            message: format!("{} validation images leave none of the {} training images to train on", cfg.val, train_split.len()),
+            message: format!(
+                "{} validation images leave none of the {} training images to train on",
+                cfg.val,
+                train_split.len()
+            ),
         }
         .into());
     }
     let (train_idx, val_idx) = split_indices(train_split.len(), cfg.val, cfg.seed);
     let batch = cfg.batch_size.min(train_idx.len());
-    if batch == 1 && spec.layers.iter().any(|l| matches!(l, crate::model::Layer::BatchNorm)) {
-        return Err(ConfigError::Invalid { flag: "--batch-size", message: "batch norm needs batches of at least 2".into() }.into());
+    if batch == 1
+        && spec
+            .layers
+            .iter()
+            .any(|l| matches!(l, crate::model::Layer::BatchNorm))
+    {
+        return Err(ConfigError::Invalid {
+            flag: "--batch-size",
+            message: "batch norm needs batches of at least 2".into(),
+        }
+        .into());
     }
 
     let init = match opts.resume {
         Some(c) => {
             if c.spec.layers != spec.layers {
-                return Err(TrainError::Resume(format!("the checkpoint holds `{}`, the configuration `{}`", c.spec.to_text(), spec.to_text())));
+                return Err(TrainError::Resume(format!(
+                    "the checkpoint holds `{}`, the configuration `{}`",
+                    c.spec.to_text(),
+                    spec.to_text()
+                )));
             }
             c.params.clone()
         }
@@ -255,11 +325,18 @@ pub fn train_with(
         Some(c) => {
             if let Some(o) = &c.optim {
                 if o.kind != Some(cfg.optimizer) {
-                    return Err(TrainError::Resume(format!("the checkpoint's optimizer state is for {:?}, the run uses {}", o.kind, cfg.optimizer)));
+                    return Err(TrainError::Resume(format!(
+                        "the checkpoint's optimizer state is for {:?}, the run uses {}",
+                        o.kind, cfg.optimizer
+                    )));
                 }
                 net.upload_optim(gpu, o)?;
             }
-            (c.meta.epoch, c.meta.step_in_epoch, (c.meta.step - c.meta.step_in_epoch as u64) as u32)
+            (
+                c.meta.epoch,
+                c.meta.step_in_epoch,
+                (c.meta.step - c.meta.step_in_epoch as u64) as u32,
+            )
         }
         None => (0, 0, 0),
     };
@@ -281,7 +358,12 @@ pub fn train_with(
     let seed32 = (cfg.seed ^ (cfg.seed >> 32)) as u32;
     let bufs = Buffers::new(gpu, &spec, batch, Mode::Train)?;
     let inputs = PlanInputs {
-        source: Source { images: &gtrain.images, labels: &gtrain.labels, indices: &train_indices, counter: &net.counter },
+        source: Source {
+            images: &gtrain.images,
+            labels: &gtrain.labels,
+            indices: &train_indices,
+            counter: &net.counter,
+        },
         gather: GatherConfig {
             batch,
             mean: cfg.input_mean,
@@ -296,20 +378,47 @@ pub fn train_with(
     };
     let full_plan = net::train_step(gpu, &net, &bufs, &inputs, &opt, &lr, batch)?;
     let rem = train_idx.len() % batch;
-    let partial_plan = if rem > 0 { net::train_step(gpu, &net, &bufs, &inputs, &opt, &lr, rem)? } else { vec![] };
+    let partial_plan = if rem > 0 {
+        net::train_step(gpu, &net, &bufs, &inputs, &opt, &lr, rem)?
+    } else {
+        vec![]
+    };
     let steps_full = train_idx.len() / batch;
     let steps_per_epoch = steps_full + usize::from(rem > 0);
 
     let val_eval = if val_idx.is_empty() {
         None
     } else {
-        Some(Evaluator::new(gpu, &net, &gtrain, &val_idx, cfg.eval_batch_size, cfg.input_mean, cfg.input_std)?)
+        Some(Evaluator::new(
+            gpu,
+            &net,
+            &gtrain,
+            &val_idx,
+            cfg.eval_batch_size,
+            cfg.input_mean,
+            cfg.input_std,
+        )?)
     };
     let test_ids: Vec<u32> = (0..gtest.len as u32).collect();
-    let test_eval = Evaluator::new(gpu, &net, &gtest, &test_ids, cfg.eval_batch_size, cfg.input_mean, cfg.input_std)?;
+    let test_eval = Evaluator::new(
+        gpu,
+        &net,
+        &gtest,
+        &test_ids,
+        cfg.eval_batch_size,
+        cfg.input_mean,
+        cfg.input_std,
+    )?;
     gpu.sync()?;
 
-    reporter.start(cfg, &spec, train_idx.len(), val_idx.len(), gtest.len, steps_per_epoch);
+    reporter.start(
+        cfg,
+        &spec,
+        train_idx.len(),
+        val_idx.len(),
+        gtest.len,
+        steps_per_epoch,
+    );
     let mut ring = readback::MetricsRing::new(gpu, 3);
     let mut history: Vec<EpochRecord> = Vec::new();
     let mut train_seconds = 0f64;
@@ -320,8 +429,15 @@ pub fn train_with(
         best_val = m["best_val_accuracy"].as_f64().unwrap_or(f64::NEG_INFINITY);
         since_best = m["epochs_since_best"].as_u64().unwrap_or(0) as usize;
     }
-    let save = |name: &str, epochs: usize, step: u32, step_in_epoch: usize, metrics: serde_json::Value| -> Result<(), TrainError> {
-        let Some(dir) = opts.run_dir else { return Ok(()) };
+    let save = |name: &str,
+                epochs: usize,
+                step: u32,
+                step_in_epoch: usize,
+                metrics: serde_json::Value|
+     -> Result<(), TrainError> {
+        let Some(dir) = opts.run_dir else {
+            return Ok(());
+        };
         let ckpt = crate::checkpoint::Checkpoint {
             spec: spec.clone(),
             params: net.download(gpu)?,
@@ -346,19 +462,37 @@ pub fn train_with(
     for epoch in done_epochs + 1..=cfg.epochs {
         let epoch_start = Instant::now();
         let mut perm = train_idx.clone();
-        Rng::new(cfg.seed.wrapping_mul(0x9e37_79b9).wrapping_add(epoch as u64)).shuffle(&mut perm);
+        Rng::new(
+            cfg.seed
+                .wrapping_mul(0x9e37_79b9)
+                .wrapping_add(epoch as u64),
+        )
+        .shuffle(&mut perm);
         gpu.write(&train_indices, &perm)?;
-        let first = if epoch == done_epochs + 1 { skip_steps.min(steps_per_epoch) } else { 0 };
-        gpu.write(&net.counter, &[epoch_start_step + first as u32, epoch_start_step])?;
+        let first = if epoch == done_epochs + 1 {
+            skip_steps.min(steps_per_epoch)
+        } else {
+            0
+        };
+        gpu.write(
+            &net.counter,
+            &[epoch_start_step + first as u32, epoch_start_step],
+        )?;
         gpu.write(&train_metrics, &[0f32; metrics::LEN])?;
         reporter.epoch_start(epoch, cfg.epochs);
 
         let mut recorded = first;
         let mut last: Option<readback::Snapshot> = None;
         while recorded < steps_per_epoch {
-            if opts.stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst)) {
+            if opts
+                .stop
+                .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
+            {
                 ring.drain(gpu)?;
-                let path = opts.run_dir.map(|d| d.join("last.safetensors")).unwrap_or_default();
+                let path = opts
+                    .run_dir
+                    .map(|d| d.join("last.safetensors"))
+                    .unwrap_or_default();
                 save(
                     "last.safetensors",
                     epoch - 1,
@@ -373,7 +507,11 @@ pub fn train_with(
             {
                 let mut pass = encoder.begin_compute_pass(&Default::default());
                 for s in recorded..recorded + n {
-                    let plan = if s < steps_full { &full_plan } else { &partial_plan };
+                    let plan = if s < steps_full {
+                        &full_plan
+                    } else {
+                        &partial_plan
+                    };
                     for d in plan {
                         d.record(&mut pass);
                     }
@@ -405,7 +543,13 @@ pub fn train_with(
         let images = ((steps_per_epoch - first) * batch).min(train_idx.len());
         trained_images += images;
         epoch_start_step += steps_per_epoch as u32;
-        let train = last.map(|s| Evaluation::from_metrics(&s.values)).unwrap_or(Evaluation { loss: f64::NAN, accuracy: f64::NAN, count: 0 });
+        let train = last
+            .map(|s| Evaluation::from_metrics(&s.values))
+            .unwrap_or(Evaluation {
+                loss: f64::NAN,
+                accuracy: f64::NAN,
+                count: 0,
+            });
         let val = match &val_eval {
             Some(e) => Some(e.run(gpu)?),
             None => None,
@@ -434,7 +578,13 @@ pub fn train_with(
         let mut metrics_json = serde_json::to_value(&record).unwrap_or_default();
         metrics_json["best_val_accuracy"] = finite_or_null(best_val);
         metrics_json["epochs_since_best"] = since_best.into();
-        save("last.safetensors", epoch, epoch_start_step, 0, metrics_json.clone())?;
+        save(
+            "last.safetensors",
+            epoch,
+            epoch_start_step,
+            0,
+            metrics_json.clone(),
+        )?;
         if improved {
             save("best.safetensors", epoch, epoch_start_step, 0, metrics_json)?;
         }
@@ -487,7 +637,12 @@ fn progress(s: &readback::Snapshot, steps_per_epoch: usize, since: Instant) -> P
 fn check_finite(s: &readback::Snapshot, epoch: usize) -> Result<(), TrainError> {
     let loss = s.values[metrics::LOSS_SUM];
     if !loss.is_finite() {
-        return Err(TrainError::Diverged { epoch, step: s.steps, loss, hint: "" });
+        return Err(TrainError::Diverged {
+            epoch,
+            step: s.steps,
+            loss,
+            hint: "",
+        });
     }
     Ok(())
 }

@@ -45,7 +45,13 @@ impl MetricsRing {
 
     /// Submits `encoder` with a copy of `metrics` appended, to be read after `steps` steps.
     /// Waits first if the slot it needs is still in flight; returns the snapshots that landed.
-    pub fn submit(&mut self, gpu: &Gpu, mut encoder: wgpu::CommandEncoder, metrics: &Tensor, steps: usize) -> Result<Vec<Snapshot>> {
+    pub fn submit(
+        &mut self,
+        gpu: &Gpu,
+        mut encoder: wgpu::CommandEncoder,
+        metrics: &Tensor,
+        steps: usize,
+    ) -> Result<Vec<Snapshot>> {
         let mut landed = Vec::new();
         let i = self.next;
         if self.slots[i].in_flight.is_some() {
@@ -56,9 +62,11 @@ impl MetricsRing {
         let index = gpu.queue.submit([encoder.finish()]);
         let ready = slot.ready.clone();
         *ready.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        slot.staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-            *ready.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
-        });
+        slot.staging
+            .slice(..)
+            .map_async(wgpu::MapMode::Read, move |r| {
+                *ready.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+            });
         slot.in_flight = Some((steps, index));
         self.next = (i + 1) % self.slots.len();
         landed.extend(self.poll(gpu)?);
@@ -71,7 +79,11 @@ impl MetricsRing {
         gpu.take_uncaptured("training step")?;
         let mut out = Vec::new();
         for i in self.order() {
-            let done = self.slots[i].ready.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+            let done = self.slots[i]
+                .ready
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some();
             if done && self.slots[i].in_flight.is_some() {
                 out.push(self.take(i)?);
             }
@@ -97,10 +109,18 @@ impl MetricsRing {
     }
 
     fn wait_slot(&mut self, gpu: &Gpu, i: usize) -> Result<Option<Snapshot>> {
-        let Some((_, index)) = self.slots[i].in_flight.clone() else { return Ok(None) };
+        let Some((_, index)) = self.slots[i].in_flight.clone() else {
+            return Ok(None);
+        };
         gpu.device
-            .poll(wgpu::PollType::Wait { submission_index: Some(index), timeout: None })
-            .map_err(|e| GpuError::Lost { context: "training".into(), message: e.to_string() })?;
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
+            .map_err(|e| GpuError::Lost {
+                context: "training".into(),
+                message: e.to_string(),
+            })?;
         gpu.take_uncaptured("training step")?;
         self.take(i).map(Some)
     }
@@ -111,14 +131,27 @@ impl MetricsRing {
         let status = slot.ready.lock().unwrap_or_else(|p| p.into_inner()).take();
         match status {
             Some(Ok(())) => {}
-            Some(Err(e)) => return Err(GpuError::Readback { label: "metrics".into(), message: e.to_string() }),
-            None => return Err(GpuError::Readback { label: "metrics".into(), message: "map did not complete".into() }),
+            Some(Err(e)) => {
+                return Err(GpuError::Readback {
+                    label: "metrics".into(),
+                    message: e.to_string(),
+                })
+            }
+            None => {
+                return Err(GpuError::Readback {
+                    label: "metrics".into(),
+                    message: "map did not complete".into(),
+                })
+            }
         }
         let view = slot
             .staging
             .slice(..)
             .get_mapped_range()
-            .map_err(|e| GpuError::Readback { label: "metrics".into(), message: e.to_string() })?;
+            .map_err(|e| GpuError::Readback {
+                label: "metrics".into(),
+                message: e.to_string(),
+            })?;
         let mut values = [0f32; crate::kernels::softmax_xent::metrics::LEN];
         values.copy_from_slice(bytemuck::cast_slice(&view));
         drop(view);

@@ -30,7 +30,15 @@ pub struct EpochRecord {
 }
 
 pub trait Reporter {
-    fn start(&mut self, cfg: &TrainConfig, spec: &ModelSpec, train: usize, val: usize, test: usize, steps_per_epoch: usize);
+    fn start(
+        &mut self,
+        cfg: &TrainConfig,
+        spec: &ModelSpec,
+        train: usize,
+        val: usize,
+        test: usize,
+        steps_per_epoch: usize,
+    );
     fn epoch_start(&mut self, epoch: usize, epochs: usize);
     fn progress(&mut self, p: &Progress);
     fn epoch_end(&mut self, r: &EpochRecord);
@@ -68,7 +76,13 @@ pub struct ConsoleReporter {
 impl ConsoleReporter {
     /// `metrics` is the run's metrics.jsonl (created fresh).
     pub fn new(output: Output, metrics: Option<std::fs::File>) -> ConsoleReporter {
-        ConsoleReporter { output, bar: None, epochs: 0, jsonl: metrics, last_logged_step: 0 }
+        ConsoleReporter {
+            output,
+            bar: None,
+            epochs: 0,
+            jsonl: metrics,
+            last_logged_step: 0,
+        }
     }
 
     fn log(&mut self, value: serde_json::Value) {
@@ -83,7 +97,15 @@ impl ConsoleReporter {
 }
 
 impl Reporter for ConsoleReporter {
-    fn start(&mut self, cfg: &TrainConfig, spec: &ModelSpec, train: usize, val: usize, test: usize, steps: usize) {
+    fn start(
+        &mut self,
+        cfg: &TrainConfig,
+        spec: &ModelSpec,
+        train: usize,
+        val: usize,
+        test: usize,
+        steps: usize,
+    ) {
         self.epochs = cfg.epochs;
         if self.output == Output::Human {
             let params: usize = (0..spec.layers.len()).map(|i| spec.param_count(i)).sum();
@@ -99,8 +121,10 @@ impl Reporter for ConsoleReporter {
         if self.output == Output::Human && Self::tty() {
             let bar = indicatif::ProgressBar::new(0);
             bar.set_style(
-                indicatif::ProgressStyle::with_template("epoch {prefix} {bar:30} {pos}/{len} steps  {msg}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                indicatif::ProgressStyle::with_template(
+                    "epoch {prefix} {bar:30} {pos}/{len} steps  {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
             bar.set_prefix(format!("{epoch}/{epochs}"));
             self.bar = Some(bar);

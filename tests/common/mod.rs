@@ -11,7 +11,8 @@ use wgpu_fmnist::rng::Rng;
 pub fn gpu() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
     GPU.get_or_init(|| {
-        let gpu = Gpu::new(&AdapterRequest::default()).unwrap_or_else(|e| panic!("no GPU adapter for the tests: {e}"));
+        let gpu = Gpu::new(&AdapterRequest::default())
+            .unwrap_or_else(|e| panic!("no GPU adapter for the tests: {e}"));
         eprintln!("tests run on {} ({:?})", gpu.info.name, gpu.info.backend);
         gpu
     })
@@ -54,7 +55,13 @@ pub struct Report {
 /// mismatches and the largest error. Prints the largest error on success too, for the notes.
 #[track_caller]
 pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f64, rtol: f64) -> Report {
-    assert_eq!(got.len(), want.len(), "{what}: length {} vs reference {}", got.len(), want.len());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: length {} vs reference {}",
+        got.len(),
+        want.len()
+    );
     let mut max_abs = 0f64;
     let mut bad = Vec::new();
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
@@ -68,7 +75,11 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f64, rtol: f64)
         }
     }
     if !bad.is_empty() {
-        let first: Vec<String> = bad.iter().take(8).map(|(i, g, w, e)| format!("  [{i}] gpu {g} ref {w} err {e:.3e}")).collect();
+        let first: Vec<String> = bad
+            .iter()
+            .take(8)
+            .map(|(i, g, w, e)| format!("  [{i}] gpu {g} ref {w} err {e:.3e}"))
+            .collect();
         panic!(
             "{what}: {} of {} elements exceed {atol:e} + {rtol:e}*|ref| (max abs error {max_abs:.3e})\n{}",
             bad.len(),
@@ -76,7 +87,10 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f64, rtol: f64)
             first.join("\n")
         );
     }
-    eprintln!("{what}: {} elements, max abs error {max_abs:.3e}", got.len());
+    eprintln!(
+        "{what}: {} elements, max abs error {max_abs:.3e}",
+        got.len()
+    );
     Report { max_abs }
 }
 
@@ -99,11 +113,21 @@ pub fn check_gradient(
     tol: f64,
     forward: impl Fn(&[f32]) -> Vec<f32>,
 ) {
-    let loss = |x: &[f32]| -> f64 { forward(x).iter().zip(weights).map(|(&y, &w)| y as f64 * w as f64).sum() };
+    let loss = |x: &[f32]| -> f64 {
+        forward(x)
+            .iter()
+            .zip(weights)
+            .map(|(&y, &w)| y as f64 * w as f64)
+            .sum()
+    };
     let mut r = Rng::new(0x5eed ^ x.len() as u64);
     let mut worst = 0f64;
     for s in 0..samples.min(x.len()) {
-        let i = if samples >= x.len() { s } else { r.below(x.len()) };
+        let i = if samples >= x.len() {
+            s
+        } else {
+            r.below(x.len())
+        };
         let mut xp = x.to_vec();
         xp[i] = x[i] + h;
         let lp = loss(&xp);
@@ -134,9 +158,20 @@ pub fn synthetic(count: usize, seed: u64) -> Split {
         for (p, px) in pixels[i * 784..(i + 1) * 784].iter_mut().enumerate() {
             let row = p / 28;
             let bar = row == 2 + 2 * c || row == 3 + 2 * c;
-            *px = if bar { 200 + r.below(55) as u8 } else { r.below(60) as u8 };
+            *px = if bar {
+                200 + r.below(55) as u8
+            } else {
+                r.below(60) as u8
+            };
         }
     }
-    Split { images: Images { count, rows: 28, cols: 28, pixels }, labels }
+    Split {
+        images: Images {
+            count,
+            rows: 28,
+            cols: 28,
+            pixels,
+        },
+        labels,
+    }
 }
-

@@ -81,16 +81,38 @@ fn batchnorm_forward_matches_reference() {
         let s = BatchNormShape::new(n, c, hw);
         let d = data(s, i as u64);
         let l = layer(&d);
-        let (tx, ty, te) = (upload("x", &d.x), zeros("y", s.len()), zeros("y_eval", s.len()));
+        let (tx, ty, te) = (
+            upload("x", &d.x),
+            zeros("y", s.len()),
+            zeros("y_eval", s.len()),
+        );
         let [stats, norm] = batchnorm_forward_train(gpu(), s, &l.tensors(), &tx, &ty).unwrap();
         run(&[&stats, &norm]);
         let (mut y, mut mean, mut invstd) = (vec![0.0; s.len()], vec![0.0; c], vec![0.0; c]);
         let (mut rm, mut rv) = (d.rm.clone(), d.rv.clone());
-        batchnorm_forward_train_reference(&mut y, &mut mean, &mut invstd, &mut rm, &mut rv, &d.x, &d.gamma, &d.beta, s);
+        batchnorm_forward_train_reference(
+            &mut y,
+            &mut mean,
+            &mut invstd,
+            &mut rm,
+            &mut rv,
+            &d.x,
+            &d.gamma,
+            &d.beta,
+            s,
+        );
         let desc = format!("{} ({why})", s.describe());
         assert_kernel_close(&format!("batchnorm_forward_train y {desc}"), &read(&ty), &y);
-        assert_kernel_close(&format!("batchnorm_forward_train mean {desc}"), &read(&l.mean), &mean);
-        assert_kernel_close(&format!("batchnorm_forward_train invstd {desc}"), &read(&l.invstd), &invstd);
+        assert_kernel_close(
+            &format!("batchnorm_forward_train mean {desc}"),
+            &read(&l.mean),
+            &mean,
+        );
+        assert_kernel_close(
+            &format!("batchnorm_forward_train invstd {desc}"),
+            &read(&l.invstd),
+            &invstd,
+        );
         assert_kernel_close(&format!("batchnorm running_mean {desc}"), &read(&l.rm), &rm);
         assert_kernel_close(&format!("batchnorm running_var {desc}"), &read(&l.rv), &rv);
 
@@ -118,8 +140,16 @@ fn batchnorm_backward_matches_reference() {
         let desc = format!("{} ({why})", s.describe());
         // dgamma and dbeta sum up to 32*121 = 3872 terms per channel; atol 1e-4 still holds.
         assert_kernel_close(&format!("batchnorm_backward dx {desc}"), &read(&tdx), &dx);
-        assert_kernel_close(&format!("batchnorm_backward dgamma {desc}"), &read(&tdg), &dg);
-        assert_kernel_close(&format!("batchnorm_backward dbeta {desc}"), &read(&tdb), &db);
+        assert_kernel_close(
+            &format!("batchnorm_backward dgamma {desc}"),
+            &read(&tdg),
+            &dg,
+        );
+        assert_kernel_close(
+            &format!("batchnorm_backward dbeta {desc}"),
+            &read(&tdb),
+            &db,
+        );
     }
 }
 
@@ -133,12 +163,41 @@ fn batchnorm_backward_reference_matches_finite_differences() {
         let fwd = |x: &[f32], gamma: &[f32], beta: &[f32]| {
             let (mut y, mut m, mut v) = (vec![0.0; s.len()], vec![0.0; c], vec![0.0; c]);
             let (mut rm, mut rv) = (vec![0.0; c], vec![1.0; c]);
-            batchnorm_forward_train_reference(&mut y, &mut m, &mut v, &mut rm, &mut rv, x, gamma, beta, s);
+            batchnorm_forward_train_reference(
+                &mut y, &mut m, &mut v, &mut rm, &mut rv, x, gamma, beta, s,
+            );
             y
         };
         let desc = s.describe();
-        check_gradient(&format!("batchnorm dx {desc}"), &d.x, &dx, &d.dy, s.len(), 1e-3, 2e-3, |x| fwd(x, &d.gamma, &d.beta));
-        check_gradient(&format!("batchnorm dgamma {desc}"), &d.gamma, &dg, &d.dy, c, 1e-2, 1e-3, |g| fwd(&d.x, g, &d.beta));
-        check_gradient(&format!("batchnorm dbeta {desc}"), &d.beta, &db, &d.dy, c, 1e-2, 1e-3, |b| fwd(&d.x, &d.gamma, b));
+        check_gradient(
+            &format!("batchnorm dx {desc}"),
+            &d.x,
+            &dx,
+            &d.dy,
+            s.len(),
+            1e-3,
+            2e-3,
+            |x| fwd(x, &d.gamma, &d.beta),
+        );
+        check_gradient(
+            &format!("batchnorm dgamma {desc}"),
+            &d.gamma,
+            &dg,
+            &d.dy,
+            c,
+            1e-2,
+            1e-3,
+            |g| fwd(&d.x, g, &d.beta),
+        );
+        check_gradient(
+            &format!("batchnorm dbeta {desc}"),
+            &d.beta,
+            &db,
+            &d.dy,
+            c,
+            1e-2,
+            1e-3,
+            |b| fwd(&d.x, &d.gamma, b),
+        );
     }
 }

@@ -3,28 +3,77 @@
 use crate::common::*;
 use wgpu_fmnist::kernels::conv2d::*;
 
-fn shape(n: usize, ci: usize, h: usize, w: usize, co: usize, k: usize, stride: usize, pad: usize) -> Conv2dShape {
-    Conv2dShape { n, ci, h, w, co, kh: k, kw: k, stride, pad }
+fn shape(
+    n: usize,
+    ci: usize,
+    h: usize,
+    w: usize,
+    co: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+) -> Conv2dShape {
+    Conv2dShape {
+        n,
+        ci,
+        h,
+        w,
+        co,
+        kh: k,
+        kw: k,
+        stride,
+        pad,
+    }
 }
 
 /// Shapes with the reason each is here.
 fn shapes() -> Vec<(&'static str, Conv2dShape)> {
     vec![
-        ("smallest: one channel, one 3x3 output", shape(1, 1, 3, 3, 1, 3, 1, 0)),
-        ("stride 2, pad 1, odd non-square image, channels off the block of 4", shape(2, 3, 7, 9, 5, 3, 2, 1)),
-        ("stride larger than the kernel (inputs no output reads)", shape(1, 2, 8, 8, 3, 2, 3, 0)),
+        (
+            "smallest: one channel, one 3x3 output",
+            shape(1, 1, 3, 3, 1, 3, 1, 0),
+        ),
+        (
+            "stride 2, pad 1, odd non-square image, channels off the block of 4",
+            shape(2, 3, 7, 9, 5, 3, 2, 1),
+        ),
+        (
+            "stride larger than the kernel (inputs no output reads)",
+            shape(1, 2, 8, 8, 3, 2, 3, 0),
+        ),
         ("5x5 kernel with pad 2", shape(2, 3, 8, 8, 6, 5, 1, 2)),
-        ("3x3 pad 2: fast path with the largest padding, 9 output channels", shape(3, 2, 5, 11, 9, 3, 1, 2)),
-        ("3x3 on a 3x3 image: one output column, far from the 8-column block", shape(2, 5, 3, 3, 3, 3, 1, 0)),
-        ("regcnn/cnn1 conv1, batch 1", shape(1, 1, 28, 28, 32, 3, 1, 0)),
+        (
+            "3x3 pad 2: fast path with the largest padding, 9 output channels",
+            shape(3, 2, 5, 11, 9, 3, 1, 2),
+        ),
+        (
+            "3x3 on a 3x3 image: one output column, far from the 8-column block",
+            shape(2, 5, 3, 3, 3, 3, 1, 0),
+        ),
+        (
+            "regcnn/cnn1 conv1, batch 1",
+            shape(1, 1, 28, 28, 32, 3, 1, 0),
+        ),
         ("regcnn/cnn1 conv2", shape(2, 32, 13, 13, 64, 3, 1, 0)),
-        ("regcnn conv2 at its batch of 32", shape(32, 32, 13, 13, 64, 3, 1, 0)),
+        (
+            "regcnn conv2 at its batch of 32",
+            shape(32, 32, 13, 13, 64, 3, 1, 0),
+        ),
         ("cnn2 conv1 (pad 1)", shape(2, 1, 28, 28, 32, 3, 1, 1)),
         ("cnn2 conv2", shape(2, 32, 14, 14, 64, 3, 1, 1)),
         ("cnn2 conv3 (7x7 input)", shape(2, 64, 7, 7, 128, 3, 1, 1)),
-        ("vgg conv2 (64->64 at 28x28)", shape(1, 64, 28, 28, 64, 3, 1, 1)),
-        ("vgg conv3 (64->128 at 14x14)", shape(1, 64, 14, 14, 128, 3, 1, 1)),
-        ("vgg conv4 (128->128 at 14x14)", shape(1, 128, 14, 14, 128, 3, 1, 1)),
+        (
+            "vgg conv2 (64->64 at 28x28)",
+            shape(1, 64, 28, 28, 64, 3, 1, 1),
+        ),
+        (
+            "vgg conv3 (64->128 at 14x14)",
+            shape(1, 64, 14, 14, 128, 3, 1, 1),
+        ),
+        (
+            "vgg conv4 (128->128 at 14x14)",
+            shape(1, 128, 14, 14, 128, 3, 1, 1),
+        ),
     ]
 }
 
@@ -59,9 +108,18 @@ fn conv2d_forward_matches_reference() {
         let mut want = vec![0.0; s.output_len()];
         conv2d_forward_reference(&mut want, &x, &w, &b, s);
         for v in variants(&s) {
-            let (tx, tw, tb, ty) = (upload("x", &x), upload("w", &w), upload("b", &b), zeros("y", s.output_len()));
+            let (tx, tw, tb, ty) = (
+                upload("x", &x),
+                upload("w", &w),
+                upload("b", &b),
+                zeros("y", s.output_len()),
+            );
             run_all(conv2d_forward_with(gpu(), v, s, &tx, &tw, &tb, &ty).unwrap());
-            assert_kernel_close(&format!("conv2d_forward {v:?} {} ({why})", s.describe()), &read(&ty), &want);
+            assert_kernel_close(
+                &format!("conv2d_forward {v:?} {} ({why})", s.describe()),
+                &read(&ty),
+                &want,
+            );
         }
     }
 }
@@ -75,14 +133,30 @@ fn conv2d_backward_matches_reference() {
         let d = s.describe();
         for v in variants(&s) {
             let (tx, tw, tdy) = (upload("x", &x), upload("w", &w), upload("dy", &dy));
-            let (tdx, tdw, tdb) = (zeros("dx", x.len()), zeros("dw", w.len()), zeros("db", s.co));
+            let (tdx, tdw, tdb) = (
+                zeros("dx", x.len()),
+                zeros("dw", w.len()),
+                zeros("db", s.co),
+            );
             let mut all = conv2d_backward_input_with(gpu(), v, s, &tdy, &tw, &tdx).unwrap();
             all.extend(conv2d_backward_weight_with(gpu(), v, s, &tdy, &tx, &tdw).unwrap());
             all.push(conv2d_backward_bias(gpu(), s, &tdy, &tdb).unwrap());
             run_all(all);
-            assert_kernel_close(&format!("conv2d_backward_input {v:?} {d} ({why})"), &read(&tdx), &dx);
-            assert_kernel_close(&format!("conv2d_backward_weight {v:?} {d} ({why})"), &read(&tdw), &dw);
-            assert_kernel_close(&format!("conv2d_backward_bias {d} ({why})"), &read(&tdb), &db);
+            assert_kernel_close(
+                &format!("conv2d_backward_input {v:?} {d} ({why})"),
+                &read(&tdx),
+                &dx,
+            );
+            assert_kernel_close(
+                &format!("conv2d_backward_weight {v:?} {d} ({why})"),
+                &read(&tdw),
+                &dw,
+            );
+            assert_kernel_close(
+                &format!("conv2d_backward_bias {d} ({why})"),
+                &read(&tdb),
+                &db,
+            );
         }
     }
 }
@@ -99,8 +173,35 @@ fn conv2d_backward_reference_matches_finite_differences() {
             y
         };
         let d = s.describe();
-        check_gradient(&format!("conv2d dx {d}"), &x, &dx, &dy, 40, 1e-2, 1e-3, |x| fwd(x, &w, &b));
-        check_gradient(&format!("conv2d dw {d}"), &w, &dw, &dy, 40, 1e-2, 1e-3, |w| fwd(&x, w, &b));
-        check_gradient(&format!("conv2d db {d}"), &b, &db, &dy, s.co, 1e-2, 1e-3, |b| fwd(&x, &w, b));
+        check_gradient(
+            &format!("conv2d dx {d}"),
+            &x,
+            &dx,
+            &dy,
+            40,
+            1e-2,
+            1e-3,
+            |x| fwd(x, &w, &b),
+        );
+        check_gradient(
+            &format!("conv2d dw {d}"),
+            &w,
+            &dw,
+            &dy,
+            40,
+            1e-2,
+            1e-3,
+            |w| fwd(&x, w, &b),
+        );
+        check_gradient(
+            &format!("conv2d db {d}"),
+            &b,
+            &db,
+            &dy,
+            s.co,
+            1e-2,
+            1e-3,
+            |b| fwd(&x, &w, b),
+        );
     }
 }

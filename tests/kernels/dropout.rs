@@ -8,7 +8,16 @@ fn cfg(n: usize, p: f32, seed: u32, layer: u32) -> DropoutConfig {
 #[test]
 fn dropout_forward_matches_reference() {
     // Odd sizes around the 256 workgroup, and regcnn's dropout after conv1 (32x26x26, batch 2).
-    for (i, &(n, p)) in [(1, 0.5), (257, 0.2), (1000, 0.0), (2 * 32 * 26 * 26, 0.2), (4099, 0.9)].iter().enumerate() {
+    for (i, &(n, p)) in [
+        (1, 0.5),
+        (257, 0.2),
+        (1000, 0.0),
+        (2 * 32 * 26 * 26, 0.2),
+        (4099, 0.9),
+    ]
+    .iter()
+    .enumerate()
+    {
         let c = cfg(n, p, 1234, i as u32);
         let x = rng(i as u64).vec(n, -1.0, 1.0);
         let counter = upload_u32("counter", &[17]);
@@ -17,13 +26,22 @@ fn dropout_forward_matches_reference() {
         let mut want = vec![0.0; n];
         dropout_forward_reference(&mut want, &x, c, 17);
         // The mask is bit-identical (integer hash), and the scaling is one f32 multiply.
-        assert_close(&format!("dropout_forward n={n} p={p}"), &read(&ty), &want, 0.0, 0.0);
+        assert_close(
+            &format!("dropout_forward n={n} p={p}"),
+            &read(&ty),
+            &want,
+            0.0,
+            0.0,
+        );
     }
 }
 
 #[test]
 fn dropout_backward_matches_reference() {
-    for (i, &(n, p)) in [(3, 0.5), (513, 0.25), (2 * 128 * 7 * 7, 0.5)].iter().enumerate() {
+    for (i, &(n, p)) in [(3, 0.5), (513, 0.25), (2 * 128 * 7 * 7, 0.5)]
+        .iter()
+        .enumerate()
+    {
         let c = cfg(n, p, 99, 3 + i as u32);
         let dy = rng(10 + i as u64).vec(n, -1.0, 1.0);
         let counter = upload_u32("counter", &[5]);
@@ -31,7 +49,13 @@ fn dropout_backward_matches_reference() {
         run(&[&dropout_backward(gpu(), c, &counter, &tdy, &tdx).unwrap()]);
         let mut want = vec![0.0; n];
         dropout_backward_reference(&mut want, &dy, c, 5);
-        assert_close(&format!("dropout_backward n={n} p={p}"), &read(&tdx), &want, 0.0, 0.0);
+        assert_close(
+            &format!("dropout_backward n={n} p={p}"),
+            &read(&tdx),
+            &want,
+            0.0,
+            0.0,
+        );
     }
 }
 
@@ -47,12 +71,22 @@ fn dropout_keeps_one_minus_p_of_elements() {
         let kept = y.iter().filter(|&&v| v != 0.0).count() as f64;
         let expected = n as f64 * (1.0 - p as f64);
         let sigma = (n as f64 * p as f64 * (1.0 - p as f64)).sqrt();
-        assert!((kept - expected).abs() < 5.0 * sigma, "p={p}: kept {kept}, expected {expected} +- {}", 5.0 * sigma);
+        assert!(
+            (kept - expected).abs() < 5.0 * sigma,
+            "p={p}: kept {kept}, expected {expected} +- {}",
+            5.0 * sigma
+        );
         // Kept elements are scaled by 1/(1-p) (inverted dropout), so the mean is preserved.
         let scale = 1.0 / (1.0 - p);
-        assert!(y.iter().all(|&v| v == 0.0 || v == scale), "p={p}: values other than 0 and {scale}");
+        assert!(
+            y.iter().all(|&v| v == 0.0 || v == scale),
+            "p={p}: values other than 0 and {scale}"
+        );
         let mean = y.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
-        assert!((mean - 1.0).abs() < 5.0 * sigma * scale as f64 / n as f64, "p={p}: mean {mean}");
+        assert!(
+            (mean - 1.0).abs() < 5.0 * sigma * scale as f64 / n as f64,
+            "p={p}: mean {mean}"
+        );
     }
 }
 
@@ -67,12 +101,23 @@ fn dropout_masks_repeat_per_step_and_differ_across_steps_and_layers() {
         read(&y).iter().map(|&v| v != 0.0).collect()
     };
     let a = mask(1, 3, 0);
-    assert_eq!(a, mask(1, 3, 0), "same seed, step and layer must give the same mask");
+    assert_eq!(
+        a,
+        mask(1, 3, 0),
+        "same seed, step and layer must give the same mask"
+    );
     let agree = |b: &[bool]| a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / n as f64;
     // Independent masks with p = 0.5 agree on about half the elements.
-    for (what, other) in [("step", mask(1, 4, 0)), ("layer", mask(1, 3, 1)), ("seed", mask(2, 3, 0))] {
+    for (what, other) in [
+        ("step", mask(1, 4, 0)),
+        ("layer", mask(1, 3, 1)),
+        ("seed", mask(2, 3, 0)),
+    ] {
         let f = agree(&other);
-        assert!((f - 0.5).abs() < 0.05, "changing the {what} should give an independent mask, agreement {f}");
+        assert!(
+            (f - 0.5).abs() < 0.05,
+            "changing the {what} should give an independent mask, agreement {f}"
+        );
     }
 }
 

@@ -33,7 +33,12 @@ fn relu_backward_matches_reference() {
 fn relu_backward_reference_matches_finite_differences() {
     let mut r = rng(7);
     // Keep inputs away from the kink at 0 so the central difference is exact.
-    let x: Vec<f32> = r.vec(200, 0.05, 1.0).into_iter().enumerate().map(|(i, v)| if i % 2 == 0 { v } else { -v }).collect();
+    let x: Vec<f32> = r
+        .vec(200, 0.05, 1.0)
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| if i % 2 == 0 { v } else { -v })
+        .collect();
     let w = r.vec(200, -1.0, 1.0);
     let mut dx = vec![0.0; 200];
     relu_backward_reference(&mut dx, &w, &x);

@@ -41,12 +41,21 @@ fn variants(shape: &MatmulShape) -> Vec<Variant> {
 #[test]
 fn linear_forward_matches_reference() {
     for (i, &(batch, inputs, outputs)) in LINEAR_SHAPES.iter().enumerate() {
-        let s = LinearShape { batch, inputs, outputs };
+        let s = LinearShape {
+            batch,
+            inputs,
+            outputs,
+        };
         let (x, w, b, _) = data(s, i as u64);
         let mut want = vec![0.0; batch * outputs];
         linear_forward_reference(&mut want, &x, &w, &b, s);
         for v in variants(&s.forward()) {
-            let (tx, tw, tb, ty) = (upload("x", &x), upload("w", &w), upload("b", &b), zeros("y", batch * outputs));
+            let (tx, tw, tb, ty) = (
+                upload("x", &x),
+                upload("w", &w),
+                upload("b", &b),
+                zeros("y", batch * outputs),
+            );
             run(&[&linear_forward_with(gpu(), v, s, &tx, &tw, &tb, &ty).unwrap()]);
             assert_kernel_close(&format!("linear_forward {v:?} {s:?}"), &read(&ty), &want);
         }
@@ -56,7 +65,11 @@ fn linear_forward_matches_reference() {
 #[test]
 fn linear_backward_matches_reference() {
     for (i, &(batch, inputs, outputs)) in LINEAR_SHAPES.iter().enumerate() {
-        let s = LinearShape { batch, inputs, outputs };
+        let s = LinearShape {
+            batch,
+            inputs,
+            outputs,
+        };
         let (x, w, _, dy) = data(s, 100 + i as u64);
         let (mut dx, mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; w.len()], vec![0.0; outputs]);
         linear_backward_reference(&mut dx, &mut dw, &mut db, &dy, &x, &w, s);
@@ -80,7 +93,13 @@ fn linear_backward_matches_reference() {
 #[test]
 fn matmul_strided_matches_reference() {
     // A stored transposed and B with a row pitch wider than its columns: the general path.
-    let s = MatmulShape { m: 13, n: 9, k: 21, a_stride: (1, 13), b_stride: (12, 1) };
+    let s = MatmulShape {
+        m: 13,
+        n: 9,
+        k: 21,
+        a_stride: (1, 13),
+        b_stride: (12, 1),
+    };
     let mut r = rng(3);
     let a = r.vec(13 * 21, -1.0, 1.0);
     let b = r.vec(21 * 12, -1.0, 1.0);
@@ -95,7 +114,11 @@ fn matmul_strided_matches_reference() {
 
 #[test]
 fn linear_backward_reference_matches_finite_differences() {
-    let s = LinearShape { batch: 3, inputs: 7, outputs: 5 };
+    let s = LinearShape {
+        batch: 3,
+        inputs: 7,
+        outputs: 5,
+    };
     let (x, w, b, dy) = data(s, 9);
     let (mut dx, mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; w.len()], vec![0.0; 5]);
     linear_backward_reference(&mut dx, &mut dw, &mut db, &dy, &x, &w, s);
@@ -104,7 +127,13 @@ fn linear_backward_reference_matches_finite_differences() {
         linear_forward_reference(&mut y, x, w, b, s);
         y
     };
-    check_gradient("linear dx", &x, &dx, &dy, x.len(), 1e-2, 1e-3, |x| fwd(x, &w, &b));
-    check_gradient("linear dw", &w, &dw, &dy, w.len(), 1e-2, 1e-3, |w| fwd(&x, w, &b));
-    check_gradient("linear db", &b, &db, &dy, b.len(), 1e-2, 1e-3, |b| fwd(&x, &w, b));
+    check_gradient("linear dx", &x, &dx, &dy, x.len(), 1e-2, 1e-3, |x| {
+        fwd(x, &w, &b)
+    });
+    check_gradient("linear dw", &w, &dw, &dy, w.len(), 1e-2, 1e-3, |w| {
+        fwd(&x, w, &b)
+    });
+    check_gradient("linear db", &b, &db, &dy, b.len(), 1e-2, 1e-3, |b| {
+        fwd(&x, &w, b)
+    });
 }

@@ -6,9 +6,24 @@ const SIZES: &[usize] = &[1, 257, 1600 * 128];
 
 fn sgd_configs() -> Vec<SgdConfig> {
     vec![
-        SgdConfig { momentum: 0.0, nesterov: false, weight_decay: 0.0, l1: 0.0 },
-        SgdConfig { momentum: 0.9, nesterov: false, weight_decay: 1e-3, l1: 0.0 },
-        SgdConfig { momentum: 0.9, nesterov: true, weight_decay: 1e-2, l1: 1e-3 },
+        SgdConfig {
+            momentum: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+            l1: 0.0,
+        },
+        SgdConfig {
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 1e-3,
+            l1: 0.0,
+        },
+        SgdConfig {
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 1e-2,
+            l1: 1e-3,
+        },
     ]
 }
 
@@ -31,8 +46,16 @@ fn sgd_step_matches_reference() {
                 gpu().write(&tg, &g).unwrap();
                 run(&[&step, &advance]);
                 sgd_step_reference(&mut w, &mut v, &g, cfg, rate);
-                assert_kernel_close(&format!("sgd_step w n={n} {cfg:?} step {t}"), &read(&tw), &w);
-                assert_kernel_close(&format!("sgd_step velocity n={n} {cfg:?} step {t}"), &read(&tv), &v);
+                assert_kernel_close(
+                    &format!("sgd_step w n={n} {cfg:?} step {t}"),
+                    &read(&tw),
+                    &w,
+                );
+                assert_kernel_close(
+                    &format!("sgd_step velocity n={n} {cfg:?} step {t}"),
+                    &read(&tv),
+                    &v,
+                );
             }
             assert_eq!(read_u32(&counter), vec![3]);
         }
@@ -43,14 +66,27 @@ fn sgd_step_matches_reference() {
 fn adam_step_matches_reference() {
     let configs = [
         AdamConfig::default(),
-        AdamConfig { weight_decay: 1e-2, l1: 1e-3, ..AdamConfig::default() },
-        AdamConfig { weight_decay: 1e-2, decoupled: true, ..AdamConfig::default() },
+        AdamConfig {
+            weight_decay: 1e-2,
+            l1: 1e-3,
+            ..AdamConfig::default()
+        },
+        AdamConfig {
+            weight_decay: 1e-2,
+            decoupled: true,
+            ..AdamConfig::default()
+        },
     ];
     for &n in SIZES {
         for (ci, cfg) in configs.into_iter().enumerate() {
             let mut r = rng(1000 + n as u64 + ci as u64);
             let mut w = r.vec(n, -1.0, 1.0);
-            let (tw, tg, tm, tv) = (upload("w", &w), zeros("grad", n), zeros("m", n), zeros("v", n));
+            let (tw, tg, tm, tv) = (
+                upload("w", &w),
+                zeros("grad", n),
+                zeros("m", n),
+                zeros("v", n),
+            );
             let counter = upload_u32("counter", &[0]);
             let lr = upload("lr", &[1e-3]);
             let step = adam_step(gpu(), cfg, &tw, &tg, &tm, &tv, &counter, &lr).unwrap();
@@ -61,7 +97,11 @@ fn adam_step_matches_reference() {
                 gpu().write(&tg, &g).unwrap();
                 run(&[&step, &advance]);
                 adam_step_reference(&mut w, &mut m, &mut v, &g, cfg, 1e-3, t);
-                assert_kernel_close(&format!("adam_step w n={n} {cfg:?} step {t}"), &read(&tw), &w);
+                assert_kernel_close(
+                    &format!("adam_step w n={n} {cfg:?} step {t}"),
+                    &read(&tw),
+                    &w,
+                );
                 assert_kernel_close(&format!("adam_step m n={n} step {t}"), &read(&tm), &m);
                 assert_kernel_close(&format!("adam_step v n={n} step {t}"), &read(&tv), &v);
             }
@@ -74,14 +114,29 @@ fn sgd_reference_matches_hand_computed_steps() {
     // torch.optim.SGD([w], lr=0.1, momentum=0.9, weight_decay=0.5) with w=1, grads 1 then 2:
     // g1 = 1 + 0.5*1 = 1.5, v1 = 1.5, w1 = 1 - 0.15 = 0.85
     // g2 = 2 + 0.5*0.85 = 2.425, v2 = 0.9*1.5 + 2.425 = 3.775, w2 = 0.85 - 0.3775 = 0.4725
-    let cfg = SgdConfig { momentum: 0.9, nesterov: false, weight_decay: 0.5, l1: 0.0 };
+    let cfg = SgdConfig {
+        momentum: 0.9,
+        nesterov: false,
+        weight_decay: 0.5,
+        l1: 0.0,
+    };
     let (mut w, mut v) = (vec![1.0f32], vec![0.0f32]);
     sgd_step_reference(&mut w, &mut v, &[1.0], cfg, 0.1);
     assert!((w[0] - 0.85).abs() < 1e-6);
     sgd_step_reference(&mut w, &mut v, &[2.0], cfg, 0.1);
-    assert!((v[0] - 3.775).abs() < 1e-6 && (w[0] - 0.4725).abs() < 1e-6, "v {} w {}", v[0], w[0]);
+    assert!(
+        (v[0] - 3.775).abs() < 1e-6 && (w[0] - 0.4725).abs() < 1e-6,
+        "v {} w {}",
+        v[0],
+        w[0]
+    );
     // Nesterov: step = g + mu*v. First step from w=1, g=1, wd=0: v=1, step=1.9, w=1-0.19.
-    let cfg = SgdConfig { momentum: 0.9, nesterov: true, weight_decay: 0.0, l1: 0.0 };
+    let cfg = SgdConfig {
+        momentum: 0.9,
+        nesterov: true,
+        weight_decay: 0.0,
+        l1: 0.0,
+    };
     let (mut w, mut v) = (vec![1.0f32], vec![0.0f32]);
     sgd_step_reference(&mut w, &mut v, &[1.0], cfg, 0.1);
     assert!((w[0] - 0.81).abs() < 1e-6, "w {}", w[0]);

@@ -24,9 +24,20 @@ fn softmax_xent_forward_matches_reference() {
         run(&[&d, &d]);
         let mut grad = vec![0.0; logits.len()];
         let (loss, correct) = softmax_xent_reference(&mut grad, &logits, &labels, s);
-        let want = [1.5 + 2.0 * loss as f32, 2.0 + 2.0 * correct as f32, 3.0 + 2.0 * batch as f32, (loss / batch as f64) as f32];
+        let want = [
+            1.5 + 2.0 * loss as f32,
+            2.0 + 2.0 * correct as f32,
+            3.0 + 2.0 * batch as f32,
+            (loss / batch as f64) as f32,
+        ];
         // The loss sum adds `batch` terms of size ~3: allow the f32 summation error of that length.
-        assert_close(&format!("softmax_xent_forward metrics batch={batch}"), &read(&metrics_t), &want, 1e-4, 1e-5 * (batch as f64).sqrt());
+        assert_close(
+            &format!("softmax_xent_forward metrics batch={batch}"),
+            &read(&metrics_t),
+            &want,
+            1e-4,
+            1e-5 * (batch as f64).sqrt(),
+        );
     }
 }
 
@@ -35,37 +46,69 @@ fn softmax_xent_backward_matches_reference() {
     for &batch in BATCHES {
         let s = XentShape { batch, classes: 10 };
         let (logits, labels) = data(s, 100 + batch as u64);
-        let (tl, ty, tg) = (upload("logits", &logits), upload_u32("labels", &labels), zeros("dlogits", logits.len()));
+        let (tl, ty, tg) = (
+            upload("logits", &logits),
+            upload_u32("labels", &labels),
+            zeros("dlogits", logits.len()),
+        );
         run(&[&softmax_xent_backward(gpu(), s, &tl, &ty, &tg).unwrap()]);
         let mut grad = vec![0.0; logits.len()];
         softmax_xent_reference(&mut grad, &logits, &labels, s);
-        assert_kernel_close(&format!("softmax_xent_backward batch={batch}"), &read(&tg), &grad);
+        assert_kernel_close(
+            &format!("softmax_xent_backward batch={batch}"),
+            &read(&tg),
+            &grad,
+        );
     }
 }
 
 #[test]
 fn softmax_xent_is_stable_for_large_logits() {
-    let s = XentShape { batch: 2, classes: 3 };
+    let s = XentShape {
+        batch: 2,
+        classes: 3,
+    };
     let logits = [1000.0, 0.0, -1000.0, -500.0, 500.0, 499.0];
     let (tl, ty) = (upload("logits", &logits), upload_u32("labels", &[0, 2]));
     let (tm, tg) = (zeros("metrics", metrics::LEN), zeros("dlogits", 6));
-    run(&[&softmax_xent_forward(gpu(), s, &tl, &ty, &tm).unwrap(), &softmax_xent_backward(gpu(), s, &tl, &ty, &tg).unwrap()]);
+    run(&[
+        &softmax_xent_forward(gpu(), s, &tl, &ty, &tm).unwrap(),
+        &softmax_xent_backward(gpu(), s, &tl, &ty, &tg).unwrap(),
+    ]);
     let m = read(&tm);
     // Row 0 is right with loss ~0; row 1 is wrong with loss log(1 + e) + ... ~= 1.3133.
     let want_loss = (1.0f64 + 1.0f64.exp()).ln() as f32;
-    assert_close("large-logit loss", &m[..3], &[want_loss, 1.0, 2.0], 1e-4, 1e-5);
+    assert_close(
+        "large-logit loss",
+        &m[..3],
+        &[want_loss, 1.0, 2.0],
+        1e-4,
+        1e-5,
+    );
     assert!(read(&tg).iter().all(|v| v.is_finite()));
 }
 
 #[test]
 fn softmax_xent_backward_reference_matches_finite_differences() {
-    let s = XentShape { batch: 4, classes: 10 };
+    let s = XentShape {
+        batch: 4,
+        classes: 10,
+    };
     let (logits, labels) = data(s, 3);
     let mut grad = vec![0.0; logits.len()];
     softmax_xent_reference(&mut grad, &logits, &labels, s);
     // The mean loss as a one-output "forward".
-    check_gradient("softmax_xent", &logits, &grad, &[1.0], logits.len(), 1e-2, 1e-3, |l| {
-        let mut g = vec![0.0; l.len()];
-        vec![(softmax_xent_reference(&mut g, l, &labels, s).0 / s.batch as f64) as f32]
-    });
+    check_gradient(
+        "softmax_xent",
+        &logits,
+        &grad,
+        &[1.0],
+        logits.len(),
+        1e-2,
+        1e-3,
+        |l| {
+            let mut g = vec![0.0; l.len()];
+            vec![(softmax_xent_reference(&mut g, l, &labels, s).0 / s.batch as f64) as f32]
+        },
+    );
 }
