@@ -39,17 +39,6 @@ fn byte_at(base: u32, i: u32) -> u32 {
     return (images[b / 4u] >> (8u * (b % 4u))) & 0xffu;
 }
 
-// Same hash as dropout.wgsl (lowbias32).
-fn hash(v: u32) -> u32 {
-    var h = v;
-    h ^= h >> 16u;
-    h *= 0x7feb352du;
-    h ^= h >> 15u;
-    h *= 0x846ca68bu;
-    h ^= h >> 16u;
-    return h;
-}
-
 @compute @workgroup_size(WG)
 fn gather_batch(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_id(gid, nwg);

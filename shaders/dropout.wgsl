@@ -29,17 +29,6 @@ fn linear_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
 }
 
-// "lowbias32" integer hash (C. Wellons): full avalanche, cheap on every GPU.
-fn hash(v: u32) -> u32 {
-    var h = v;
-    h ^= h >> 16u;
-    h *= 0x7feb352du;
-    h ^= h >> 15u;
-    h *= 0x846ca68bu;
-    h ^= h >> 16u;
-    return h;
-}
-
 // Uniform in [0, 1) with 24 bits, identical to `kernels::dropout::uniform` on the CPU.
 fn random_unit(step: u32, i: u32) -> f32 {
     let h = hash(i ^ hash(p.layer ^ hash(step ^ hash(p.seed))));

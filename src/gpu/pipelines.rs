@@ -22,6 +22,18 @@ macro_rules! shader {
             source: include_str!(concat!("../../shaders/", $name, ".wgsl")),
         }
     };
+    // A family that uses the shared hash: shaders/hash.wgsl is appended (WGSL has no
+    // include; appending keeps the file's own line numbers in error messages).
+    ($name:literal + hash) => {
+        Shader {
+            name: $name,
+            path: concat!("shaders/", $name, ".wgsl"),
+            source: concat!(
+                include_str!(concat!("../../shaders/", $name, ".wgsl")),
+                include_str!("../../shaders/hash.wgsl")
+            ),
+        }
+    };
 }
 
 pub const ELEMENTWISE: Shader = shader!("elementwise");
@@ -29,10 +41,10 @@ pub const MATMUL: Shader = shader!("matmul");
 pub const CONV2D: Shader = shader!("conv2d");
 pub const BATCHNORM: Shader = shader!("batchnorm");
 pub const POOL: Shader = shader!("pool");
-pub const DROPOUT: Shader = shader!("dropout");
+pub const DROPOUT: Shader = shader!("dropout" + hash);
 pub const SOFTMAX_XENT: Shader = shader!("softmax_xent");
 pub const OPTIM: Shader = shader!("optim");
-pub const DATA: Shader = shader!("data");
+pub const DATA: Shader = shader!("data" + hash);
 
 /// Every shader of the program (the naga test walks this list).
 pub const SHADERS: &[&Shader] = &[
@@ -75,10 +87,6 @@ impl Dispatch {
     /// `family::entry shape`, for errors and the bench.
     pub fn label(&self) -> &str {
         &self.label
-    }
-
-    pub fn workgroups(&self) -> [u32; 3] {
-        self.workgroups
     }
 
     /// Records the work one call does (set by the kernel wrappers).
