@@ -93,17 +93,16 @@ impl Network {
 
     /// Copies every parameter and running statistic back to the host.
     pub fn download(&self, gpu: &Gpu) -> Result<Vec<LayerParams>> {
-        let read = |t: &Option<Tensor>| -> Result<Vec<f32>> {
-            t.as_ref().map_or(Ok(vec![]), |t| gpu.read(t))
-        };
+        let read =
+            |t: Option<&Tensor>| -> Result<Vec<f32>> { t.map_or(Ok(vec![]), |t| gpu.read(t)) };
         self.layers
             .iter()
             .map(|st| {
                 Ok(LayerParams {
-                    weight: read(&st.weight.as_ref().map(|p| clone_ref(&p.value)))?,
-                    bias: read(&st.bias.as_ref().map(|p| clone_ref(&p.value)))?,
-                    running_mean: read(&st.running_mean.as_ref().map(clone_ref))?,
-                    running_var: read(&st.running_var.as_ref().map(clone_ref))?,
+                    weight: read(st.weight.as_ref().map(|p| &p.value))?,
+                    bias: read(st.bias.as_ref().map(|p| &p.value))?,
+                    running_mean: read(st.running_mean.as_ref())?,
+                    running_var: read(st.running_var.as_ref())?,
                 })
             })
             .collect()
@@ -158,20 +157,6 @@ impl Network {
             }
         }
         Ok(())
-    }
-
-    /// Global step count held on the GPU.
-    pub fn step(&self, gpu: &Gpu) -> Result<u32> {
-        Ok(gpu.read::<u32>(&self.counter)?[0])
-    }
-}
-
-/// A cheap second handle to a tensor's buffer (wgpu buffers are reference counted).
-fn clone_ref(t: &Tensor) -> Tensor {
-    Tensor {
-        buffer: t.buffer.clone(),
-        len: t.len,
-        label: t.label.clone(),
     }
 }
 

@@ -37,8 +37,6 @@ pub enum TrainError {
         hint: &'static str,
     },
     #[error("{0}")]
-    Data(String),
-    #[error("{0}")]
     Checkpoint(#[from] crate::checkpoint::CheckpointError),
     #[error("interrupted; the state after the last completed step is saved in {}", saved.display())]
     Interrupted { saved: std::path::PathBuf },
