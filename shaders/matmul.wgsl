@@ -83,6 +83,11 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
     store_row(m0 + 3u, n0, acc.r3);
 }
 
+// bias[n0 .. n0 + 4], clamped to the last column (columns past N are not stored).
+fn bias4(n0: u32) -> vec4<f32> {
+    return vec4<f32>(bias[min(n0, p.n - 1u)], bias[min(n0 + 1u, p.n - 1u)], bias[min(n0 + 2u, p.n - 1u)], bias[min(n0 + 3u, p.n - 1u)]);
+}
+
 // C = A * B + bias (bias broadcast over rows): the linear layer's forward.
 @compute @workgroup_size(WG_X, WG_Y)
 fn matmul_bias(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -90,12 +95,7 @@ fn matmul_bias(@builtin(global_invocation_id) gid: vec3<u32>) {
     let m0 = gid.y * BLOCK;
     if (m0 >= p.m || n0 >= p.n) { return; }
     let acc = block_product(m0, n0);
-    let bv = vec4<f32>(
-        bias[min(n0, p.n - 1u)],
-        bias[min(n0 + 1u, p.n - 1u)],
-        bias[min(n0 + 2u, p.n - 1u)],
-        bias[min(n0 + 3u, p.n - 1u)],
-    );
+    let bv = bias4(n0);
     store_row(m0, n0, acc.r0 + bv);
     store_row(m0 + 1u, n0, acc.r1 + bv);
     store_row(m0 + 2u, n0, acc.r2 + bv);
@@ -176,7 +176,7 @@ fn matmul_nt4(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     var bv = vec4<f32>();
     if (p._pad0 != 0u) {
-        bv = vec4<f32>(bias[min(n0, p.n - 1u)], bias[min(n0 + 1u, p.n - 1u)], bias[min(n0 + 2u, p.n - 1u)], bias[min(n0 + 3u, p.n - 1u)]);
+        bv = bias4(n0);
     }
     store4(m0, n0, c0 + bv);
     store4(m0 + 1u, n0, c1 + bv);
@@ -313,12 +313,12 @@ fn matmul_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup
     let m0 = m_base + lid.y * 4u;
     let n0 = n_base + lid.x * 4u;
     if (m0 >= p.m || n0 >= p.n) { return; }
-    var bias4 = vec4<f32>();
+    var bv = vec4<f32>();
     if (p._pad0 != 0u) {
-        bias4 = vec4<f32>(bias[min(n0, p.n - 1u)], bias[min(n0 + 1u, p.n - 1u)], bias[min(n0 + 2u, p.n - 1u)], bias[min(n0 + 3u, p.n - 1u)]);
+        bv = bias4(n0);
     }
-    store4(m0, n0, acc0 + bias4);
-    store4(m0 + 1u, n0, acc1 + bias4);
-    store4(m0 + 2u, n0, acc2 + bias4);
-    store4(m0 + 3u, n0, acc3 + bias4);
+    store4(m0, n0, acc0 + bv);
+    store4(m0 + 1u, n0, acc1 + bv);
+    store4(m0 + 2u, n0, acc2 + bv);
+    store4(m0 + 3u, n0, acc3 + bv);
 }

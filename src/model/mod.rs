@@ -51,6 +51,21 @@ pub struct Preset {
     pub about: &'static str,
 }
 
+impl Preset {
+    /// Training defaults for a spec string that is not a preset.
+    pub const CUSTOM: Preset = Preset {
+        name: "custom",
+        spec: "",
+        optimizer: OptimizerKind::Adam,
+        lr: 1e-3,
+        momentum: 0.0,
+        weight_decay: 0.0,
+        batch_size: 32,
+        epochs: 10,
+        about: "a layer spec string",
+    };
+}
+
 pub const PRESETS: &[Preset] = &[
     Preset {
         name: "mlp",

@@ -152,17 +152,7 @@ impl TrainConfig {
     pub fn resolve(layers: &PartialConfig) -> Result<TrainConfig, ConfigError> {
         let model = layers.model.clone().unwrap_or_else(|| "regcnn".to_string());
         let (spec, preset) = model::resolve(&model)?;
-        let d = preset.cloned().unwrap_or(model::Preset {
-            name: "custom",
-            spec: "",
-            optimizer: OptimizerKind::Adam,
-            lr: 1e-3,
-            momentum: 0.0,
-            weight_decay: 0.0,
-            batch_size: 32,
-            epochs: 10,
-            about: "",
-        });
+        let d = preset.cloned().unwrap_or(model::Preset::CUSTOM);
         let optimizer = layers.optimizer.unwrap_or(d.optimizer);
         let cfg = TrainConfig {
             spec: spec.to_text(),
@@ -285,6 +275,20 @@ impl TrainConfig {
             );
         }
         Ok(())
+    }
+
+    /// The optimizer settings of this configuration.
+    pub fn optimizer_config(&self) -> crate::net::OptimizerConfig {
+        crate::net::OptimizerConfig {
+            kind: self.optimizer,
+            momentum: self.momentum,
+            nesterov: self.nesterov,
+            weight_decay: self.weight_decay,
+            l1: self.l1,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+        }
     }
 
     pub fn model_spec(&self) -> Result<ModelSpec, ConfigError> {

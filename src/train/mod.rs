@@ -15,7 +15,7 @@ use crate::gpu::{Gpu, GpuError, Tensor};
 use crate::kernels::data::{pack_bytes, GatherConfig};
 use crate::kernels::softmax_xent::metrics;
 use crate::model::LayerParams;
-use crate::net::{self, Buffers, Mode, Network, OptimizerConfig, PlanInputs, Source};
+use crate::net::{self, Buffers, Mode, Network, PlanInputs, Source};
 use crate::rng::Rng;
 use std::time::Instant;
 use thiserror::Error;
@@ -343,16 +343,7 @@ pub fn train_with(
     let train_indices = gpu.upload("train permutation", &train_idx)?;
     let train_metrics = gpu.zeros("train metrics", metrics::LEN)?;
     let lr = gpu.upload("learning rate", &[cfg.lr])?;
-    let opt = OptimizerConfig {
-        kind: cfg.optimizer,
-        momentum: cfg.momentum,
-        nesterov: cfg.nesterov,
-        weight_decay: cfg.weight_decay,
-        l1: cfg.l1,
-        beta1: cfg.beta1,
-        beta2: cfg.beta2,
-        eps: cfg.eps,
-    };
+    let opt = cfg.optimizer_config();
     let seed32 = (cfg.seed ^ (cfg.seed >> 32)) as u32;
     let bufs = Buffers::new(gpu, &spec, batch, Mode::Train)?;
     let inputs = PlanInputs {
