@@ -89,7 +89,7 @@ pub fn validate(gpu: &Gpu, spec: &ModelSpec, batch: usize) -> Result<Validation>
             // f32 sums in another order than the f64 reference: 1e-3 of the tensor's scale,
             // and 1e-6 absolute for gradients that are zero but for rounding (a conv bias
             // followed by batch norm).
-            if !(err <= allowed) {
+            if err.is_nan() || err > allowed {
                 return Err(GpuError::Shape {
                     label: name.to_string(),
                     message: format!("GPU result differs from the CPU reference at [{i}]: {g} vs {w}; not timing a wrong kernel"),

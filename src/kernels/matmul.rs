@@ -107,14 +107,15 @@ const TILED_MIN_OUTPUTS: usize = 64 * 64;
 pub fn vec4_kernel(s: &MatmulShape) -> Option<(&'static str, [u32; 3])> {
     let ((sam, sak), (sbk, sbn)) = (s.a_stride, s.b_stride);
     let g = |v: usize, per: usize| v.div_ceil(per).max(1) as u32;
-    if sak == 1 && sbk == 1 && s.k % 4 == 0 && sam % 4 == 0 && sbn % 4 == 0 {
+    let by4 = |v: usize| v.is_multiple_of(4);
+    if sak == 1 && sbk == 1 && by4(s.k) && by4(sam) && by4(sbn) {
         // 8 rows x 4 columns per invocation, 8 x 8 invocations per workgroup.
         return Some(("matmul_nt4", [g(s.n, 32), g(s.m, 64), 1]));
     }
-    if sam == 1 && sbn == 1 && s.m % 4 == 0 && s.n % 4 == 0 && sak % 4 == 0 && sbk % 4 == 0 {
+    if sam == 1 && sbn == 1 && by4(s.m) && by4(s.n) && by4(sak) && by4(sbk) {
         return Some(("matmul_tn4", [g(s.n, 64), g(s.m, 64), 1]));
     }
-    if sbn == 1 && s.n % 4 == 0 && sbk % 4 == 0 {
+    if sbn == 1 && by4(s.n) && by4(sbk) {
         return Some(("matmul_nn4", [g(s.n, 64), g(s.m, 32), 1]));
     }
     None
