@@ -11,10 +11,18 @@ use thiserror::Error;
 pub enum ConfigError {
     #[error("{flag}: {message}")]
     Invalid { flag: &'static str, message: String },
+    // Not `#[from]`: that would also make the spec error this error's source, and
+    // `{:#}` printing would repeat it.
     #[error("--model: {0}")]
-    Model(#[from] model::SpecError),
+    Model(model::SpecError),
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },
+}
+
+impl From<model::SpecError> for ConfigError {
+    fn from(e: model::SpecError) -> Self {
+        ConfigError::Model(e)
+    }
 }
 
 /// Every setting optional: one layer of the configuration (a file or the flags).

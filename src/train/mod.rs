@@ -36,7 +36,7 @@ pub enum TrainError {
         loss: f32,
         hint: &'static str,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Checkpoint(#[from] crate::checkpoint::CheckpointError),
     #[error("interrupted; the state after the last completed step is saved in {}", saved.display())]
     Interrupted { saved: std::path::PathBuf },
