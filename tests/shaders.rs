@@ -2,7 +2,7 @@
 //! and line.
 
 use wgpu_fmnist::gpu::SHADERS;
-use wgpu_fmnist::shader_check::{validate_shader, validate_wgsl};
+use wgpu_fmnist::shader_check::{validate_shader, validate_wgsl, validate_wgsl_with};
 
 #[test]
 fn every_shader_validates_with_naga() {
@@ -24,4 +24,22 @@ fn shader_error_names_file_and_line() {
         err.contains("shaders/broken.wgsl:3:"),
         "error does not point at file:line: {err}"
     );
+}
+
+#[test]
+fn subgroup_operations_need_a_subgroup_shader() {
+    // A kernel family marks the files that use subgroups; anywhere else they are an error,
+    // so a subgroup operation cannot slip into a kernel that must run on every adapter.
+    let source = "@group(0) @binding(0) var<storage, read_write> y: array<f32>;\n\
+                  @compute @workgroup_size(8)\n\
+                  fn main(@builtin(local_invocation_index) i: u32) {\n    \
+                  y[i] = subgroupBroadcast(y[i], 0u);\n}\n";
+    assert!(validate_wgsl("shaders/plain.wgsl", source).is_err());
+    validate_wgsl_with("shaders/sub.wgsl", source, true).unwrap_or_else(|e| panic!("{e}"));
+    let marked: Vec<&str> = SHADERS
+        .iter()
+        .filter(|s| s.subgroups)
+        .map(|s| s.path)
+        .collect();
+    assert_eq!(marked, ["shaders/conv2d_subgroup.wgsl"]);
 }

@@ -11,8 +11,8 @@ pub use adapter::{list_adapters, AdapterRequest, AdapterSummary, Backend};
 pub use buffers::{grid, Tensor};
 pub use error::{GpuError, Result};
 pub use pipelines::{
-    Dispatch, Shader, BATCHNORM, CONV2D, DATA, DROPOUT, ELEMENTWISE, MATMUL, OPTIM, POOL, SHADERS,
-    SOFTMAX_XENT,
+    Dispatch, Shader, BATCHNORM, CONV2D, CONV2D_SUBGROUP, DATA, DROPOUT, ELEMENTWISE, MATMUL,
+    OPTIM, POOL, SHADERS, SOFTMAX_XENT,
 };
 
 use std::sync::{Arc, Mutex};
@@ -81,9 +81,10 @@ impl Gpu {
                 what: "the compute limits this program needs".into(),
             });
         }
-        // Timestamps are optional: `bench` uses them when present.
-        let wanted =
-            wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+        // Optional: timestamps for `bench`, subgroups for the kernels' subgroup variants.
+        let wanted = wgpu::Features::TIMESTAMP_QUERY
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES
+            | wgpu::Features::SUBGROUP;
         let features = adapter.features() & wanted;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("wgpu-fmnist"),
@@ -121,6 +122,14 @@ impl Gpu {
     /// Is this a CPU (software) adapter such as lavapipe or WARP? Kernels pick variants by it.
     pub fn is_software(&self) -> bool {
         self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// Do subgroups hold exactly 8 invocations (lavapipe's SIMD width)? The subgroup kernel
+    /// variants broadcast with constant lane indices 0..7 and are chosen only then.
+    pub fn subgroups_of_8(&self) -> bool {
+        self.features.contains(wgpu::Features::SUBGROUP)
+            && self.info.subgroup_min_size == 8
+            && self.info.subgroup_max_size == 8
     }
 
     /// Waits for all submitted work, then reports any error wgpu raised outside a scope.

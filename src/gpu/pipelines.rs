@@ -12,6 +12,8 @@ pub struct Shader {
     /// Path relative to the crate root, for error messages.
     pub path: &'static str,
     pub source: &'static str,
+    /// Uses subgroup operations: only compiled on devices with the SUBGROUP feature.
+    pub subgroups: bool,
 }
 
 macro_rules! shader {
@@ -20,6 +22,16 @@ macro_rules! shader {
             name: $name,
             path: concat!("shaders/", $name, ".wgsl"),
             source: include_str!(concat!("../../shaders/", $name, ".wgsl")),
+            subgroups: false,
+        }
+    };
+    // A variant that needs the SUBGROUP feature.
+    ($name:literal, subgroups) => {
+        Shader {
+            name: $name,
+            path: concat!("shaders/", $name, ".wgsl"),
+            source: include_str!(concat!("../../shaders/", $name, ".wgsl")),
+            subgroups: true,
         }
     };
     // A family that uses the shared hash: shaders/hash.wgsl is appended (WGSL has no
@@ -32,6 +44,7 @@ macro_rules! shader {
                 include_str!(concat!("../../shaders/", $name, ".wgsl")),
                 include_str!("../../shaders/hash.wgsl")
             ),
+            subgroups: false,
         }
     };
 }
@@ -39,6 +52,7 @@ macro_rules! shader {
 pub const ELEMENTWISE: Shader = shader!("elementwise");
 pub const MATMUL: Shader = shader!("matmul");
 pub const CONV2D: Shader = shader!("conv2d");
+pub const CONV2D_SUBGROUP: Shader = shader!("conv2d_subgroup", subgroups);
 pub const BATCHNORM: Shader = shader!("batchnorm");
 pub const POOL: Shader = shader!("pool");
 pub const DROPOUT: Shader = shader!("dropout" + hash);
@@ -51,6 +65,7 @@ pub const SHADERS: &[&Shader] = &[
     &ELEMENTWISE,
     &MATMUL,
     &CONV2D,
+    &CONV2D_SUBGROUP,
     &BATCHNORM,
     &POOL,
     &DROPOUT,
@@ -114,6 +129,12 @@ impl Gpu {
             .unwrap_or_else(|p| p.into_inner());
         if let Some(m) = modules.get(shader.name) {
             return Ok(m.clone());
+        }
+        if shader.subgroups && !self.features.contains(wgpu::Features::SUBGROUP) {
+            return Err(GpuError::Validation {
+                context: format!("compiling {}", shader.path),
+                message: "the device has no SUBGROUP feature".into(),
+            });
         }
         let module = self.scoped(
             || format!("compiling {}", shader.path),

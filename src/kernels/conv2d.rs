@@ -2,13 +2,16 @@
 //! and to the bias. NCHW, weight [CO, CI, KH, KW], one stride and one zero padding for both
 //! axes, as nn.Conv2d(ci, co, k, stride, padding).
 //!
-//! Two variants: a generic one (any kernel, stride, padding) and a fast one for 3x3 kernels
+//! Three variants: a generic one (any kernel, stride, padding); a fast one for 3x3 kernels
 //! with stride 1 (every preset), which packs the weights so that 8 output channels x 8
 //! columns accumulate in registers and computes the input gradient as a convolution with
-//! flipped weights. `Variant::Auto` picks the fast one where it applies; tests run both.
+//! flipped weights; and, for the same shapes on adapters with 8-wide subgroups (lavapipe),
+//! a subgroup one (`shaders/conv2d_subgroup.wgsl`) that loads each weight or output
+//! gradient once per subgroup and broadcasts it. `Variant::Auto` picks the fastest that
+//! applies; tests run all of them.
 
 use super::{check_len, dim};
-use crate::gpu::{grid, Dispatch, Gpu, GpuError, Result, Tensor, CONV2D};
+use crate::gpu::{grid, Dispatch, Gpu, GpuError, Result, Tensor, CONV2D, CONV2D_SUBGROUP};
 use bytemuck::{Pod, Zeroable};
 
 #[repr(C)]
@@ -133,11 +136,21 @@ struct Params3 {
 /// Which kernels to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Variant {
-    /// The fast 3x3 path where it applies, else generic.
+    /// The fastest that applies to the shape and the adapter.
     Auto,
     Generic,
     /// 3x3, stride 1, padding at most 2 only.
     Fast3x3,
+    /// As `Fast3x3`, on adapters whose subgroups are 8 wide (`Gpu::subgroups_of_8`).
+    Subgroup3x3,
+}
+
+/// Which pass a variant is chosen for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Forward, or gradient to the input (the same kernel with flipped weights).
+    Conv,
+    WeightGradient,
 }
 
 impl Conv2dShape {
@@ -145,21 +158,47 @@ impl Conv2dShape {
     pub fn fast_3x3(&self) -> bool {
         self.kh == 3 && self.kw == 3 && self.stride == 1 && self.pad <= 2
     }
-    fn use_fast(&self, v: Variant) -> Result<bool> {
-        match v {
-            Variant::Generic => Ok(false),
-            Variant::Auto => Ok(self.fast_3x3()),
-            Variant::Fast3x3 if self.fast_3x3() => Ok(true),
-            Variant::Fast3x3 => Err(GpuError::Shape {
+    /// The concrete variant for `v` (never `Auto`), or an error if `v` does not apply.
+    fn resolve(&self, gpu: &Gpu, v: Variant, pass: Pass) -> Result<Variant> {
+        let unsupported = |what: &str| {
+            Err(GpuError::Shape {
                 label: "conv2d".into(),
-                message: format!("the 3x3 fast path does not apply to {}", self.describe()),
+                message: format!("{what} does not apply to {}", self.describe()),
+            })
+        };
+        match v {
+            Variant::Generic => Ok(Variant::Generic),
+            Variant::Auto if !self.fast_3x3() => Ok(Variant::Generic),
+            // The weight gradient gives each lane of a subgroup one input channel: with
+            // fewer than 8 most lanes would idle, and the plain 3x3 kernel is faster.
+            Variant::Auto if gpu.subgroups_of_8() && (pass == Pass::Conv || self.ci >= 8) => {
+                Ok(Variant::Subgroup3x3)
+            }
+            Variant::Auto => Ok(Variant::Fast3x3),
+            Variant::Fast3x3 | Variant::Subgroup3x3 if !self.fast_3x3() => {
+                unsupported("the 3x3 fast path")
+            }
+            Variant::Subgroup3x3 if !gpu.subgroups_of_8() => Err(GpuError::Shape {
+                label: "conv2d".into(),
+                message: format!(
+                    "the subgroup kernels need subgroups of 8 invocations; {} has {}..{}",
+                    gpu.info.name, gpu.info.subgroup_min_size, gpu.info.subgroup_max_size
+                ),
             }),
+            other => Ok(other),
         }
     }
 }
 
-fn pad8(v: usize) -> usize {
-    v.div_ceil(8) * 8
+fn pad_to(v: usize, multiple: usize) -> usize {
+    v.div_ceil(multiple) * multiple
+}
+
+/// Output channels the 3x3 kernels' packed weights are padded to: 8 per invocation for
+/// the plain kernel, 32 per subgroup for the subgroup one.
+fn oc_pad(oc: usize, v: Variant) -> Result<u32> {
+    let multiple = if v == Variant::Subgroup3x3 { 32 } else { 8 };
+    dim("conv2d", pad_to(oc, multiple))
 }
 
 /// The packed-weight dispatch and the register-blocked 3x3 convolution over it.
@@ -173,6 +212,7 @@ fn conv3x3(
     bias: &Tensor,
     src: &Tensor,
     dst: &Tensor,
+    subgroup: bool,
 ) -> Result<Vec<Dispatch>> {
     let packed = gpu.zeros(
         &format!("{entry_label} packed weights"),
@@ -186,14 +226,33 @@ fn conv3x3(
         &[(20, &qb), (2, &w.buffer), (22, &packed.buffer)],
         grid((q.ic * 9 * q.oc_pad) as usize, WG),
     )?;
-    let threads = (q.n * q.oc_pad / 8 * q.oh * q.ow.div_ceil(8)) as usize;
     let flops = 2.0 * (q.n * q.oc * q.oh * q.ow) as f64 * (q.ic * 9) as f64;
     let bytes =
         4.0 * ((q.n * q.ic * q.ih * q.iw) + (q.n * q.oc * q.oh * q.ow) + q.ic * 9 * q.oc) as f64;
+    let (shader, entry, groups) = if subgroup {
+        // One workgroup row per block of 32 output channels; 4 columns per invocation.
+        let items = (q.n * q.oh * q.ow.div_ceil(4)) as usize;
+        let [x, _, _] = grid(items, WG);
+        (
+            &CONV2D_SUBGROUP,
+            "conv2d_forward_3x3_subgroup",
+            [x, q.oc_pad / 32, 1],
+        )
+    } else {
+        let threads = (q.n * q.oc_pad / 8 * q.oh * q.ow.div_ceil(8)) as usize;
+        (&CONV2D, "conv2d_forward_3x3", grid(threads, WG))
+    };
+    if groups[0] > 65535 {
+        return Err(GpuError::DispatchTooLarge {
+            kernel: format!("conv2d::{entry} {desc}"),
+            groups: groups[0] as u64,
+            limit: 65535,
+        });
+    }
     let conv = gpu
         .dispatch(
-            &CONV2D,
-            "conv2d_forward_3x3",
+            shader,
+            entry,
             desc,
             &[
                 (20, &qb),
@@ -202,7 +261,7 @@ fn conv3x3(
                 (24, &dst.buffer),
                 (3, &bias.buffer),
             ],
-            grid(threads, WG),
+            groups,
         )?
         .with_cost(flops, bytes);
     Ok(vec![pack, conv])
@@ -230,7 +289,8 @@ pub fn conv2d_forward_with(
     b: &Tensor,
     y: &Tensor,
 ) -> Result<Vec<Dispatch>> {
-    if !s.use_fast(v)? {
+    let v = s.resolve(gpu, v, Pass::Conv)?;
+    if v == Variant::Generic {
         return Ok(vec![conv2d_forward_generic(gpu, s, x, w, b, y)?]);
     }
     let desc = s.describe();
@@ -248,12 +308,13 @@ pub fn conv2d_forward_with(
         oh: p.oh,
         ow: p.ow,
         pad: p.pad,
-        oc_pad: dim("conv2d", pad8(s.co))?,
+        oc_pad: oc_pad(s.co, v)?,
         has_bias: 1,
         flip: 0,
         chunk: 1,
     };
-    conv3x3(gpu, q, &desc, "conv2d forward", w, b, x, y)
+    let subgroup = v == Variant::Subgroup3x3;
+    conv3x3(gpu, q, &desc, "conv2d forward", w, b, x, y, subgroup)
 }
 
 /// dx = conv_transpose(dy, w) (overwrites dx).
@@ -275,7 +336,8 @@ pub fn conv2d_backward_input_with(
     w: &Tensor,
     dx: &Tensor,
 ) -> Result<Vec<Dispatch>> {
-    if !s.use_fast(v)? {
+    let v = s.resolve(gpu, v, Pass::Conv)?;
+    if v == Variant::Generic {
         return Ok(vec![conv2d_backward_input_generic(gpu, s, dy, w, dx)?]);
     }
     let desc = s.describe();
@@ -294,13 +356,24 @@ pub fn conv2d_backward_input_with(
         oh: p.h,
         ow: p.w,
         pad: 2 - p.pad,
-        oc_pad: dim("conv2d", pad8(s.ci))?,
+        oc_pad: oc_pad(s.ci, v)?,
         has_bias: 0,
         flip: 1,
         chunk: 1,
     };
     let no_bias = gpu.zeros("no bias", 1)?;
-    conv3x3(gpu, q, &desc, "conv2d backward input", w, &no_bias, dy, dx)
+    let subgroup = v == Variant::Subgroup3x3;
+    conv3x3(
+        gpu,
+        q,
+        &desc,
+        "conv2d backward input",
+        w,
+        &no_bias,
+        dy,
+        dx,
+        subgroup,
+    )
 }
 
 /// dw = correlation of x with dy over the batch (overwrites dw).
@@ -322,7 +395,8 @@ pub fn conv2d_backward_weight_with(
     x: &Tensor,
     dw: &Tensor,
 ) -> Result<Vec<Dispatch>> {
-    if !s.use_fast(v)? {
+    let v = s.resolve(gpu, v, Pass::WeightGradient)?;
+    if v == Variant::Generic {
         return Ok(vec![conv2d_backward_weight_generic(gpu, s, dy, x, dw)?]);
     }
     let desc = s.describe();
@@ -330,13 +404,26 @@ pub fn conv2d_backward_weight_with(
     check_len("conv2d_backward_weight", &desc, dy, s.output_len())?;
     check_len("conv2d_backward_weight", &desc, x, s.input_len())?;
     check_len("conv2d_backward_weight", &desc, dw, s.weight_len())?;
-    // Split the batch so there are enough invocations: the reduction over the batch is the
-    // long one, and a conv with one input channel has few (co, ci) pairs.
-    let pairs = s.co.div_ceil(4) * s.ci;
-    let chunks = 2048usize.div_ceil(pairs).clamp(1, s.n);
+    // Split the batch so there are enough invocations (subgroups): the reduction over the
+    // batch is the long one, and a conv with few channels has few (co, ci) blocks.
+    let subgroup = v == Variant::Subgroup3x3;
+    let (units, wanted): (usize, usize) = if subgroup {
+        (s.co.div_ceil(32) * s.ci.div_ceil(8), 64)
+    } else {
+        (s.co.div_ceil(4) * s.ci, 2048)
+    };
+    let chunks = wanted.div_ceil(units).clamp(1, s.n);
     let chunk = s.n.div_ceil(chunks);
     let chunks = s.n.div_ceil(chunk);
     let q = Params3 {
+        n: p.n,
+        ic: p.ci,
+        ih: p.h,
+        iw: p.w,
+        oc: p.co,
+        oh: p.oh,
+        ow: p.ow,
+        pad: p.pad,
         chunk: dim("conv2d", chunk)?,
         ..Params3::zeroed()
     };
@@ -346,8 +433,22 @@ pub fn conv2d_backward_weight_with(
         "conv2d weight-gradient partial sums",
         chunks * s.weight_len(),
     )?;
-    let sums = gpu
-        .dispatch(
+    let sums = if subgroup {
+        // 8 subgroups of 8 per workgroup.
+        gpu.dispatch(
+            &CONV2D_SUBGROUP,
+            "conv2d_backward_weight_3x3_subgroup",
+            &desc,
+            &[
+                (20, &qb),
+                (23, &x.buffer),
+                (5, &dy.buffer),
+                (25, &partials.buffer),
+            ],
+            grid(chunks * units, 8),
+        )?
+    } else {
+        gpu.dispatch(
             &CONV2D,
             "conv2d_backward_weight_3x3",
             &desc,
@@ -358,9 +459,10 @@ pub fn conv2d_backward_weight_with(
                 (5, &dy.buffer),
                 (25, &partials.buffer),
             ],
-            grid(chunks * pairs, WG),
+            grid(chunks * units, WG),
         )?
-        .with_cost(s.flops(), s.bytes());
+    }
+    .with_cost(s.flops(), s.bytes());
     let reduce = gpu.dispatch(
         &CONV2D,
         "conv2d_reduce_partials",

@@ -88,13 +88,17 @@ fn data(s: Conv2dShape, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
     )
 }
 
-/// Both variants where the fast one applies, else the generic one.
+/// Every variant that applies to the shape on this adapter (the subgroup one where
+/// subgroups are 8 wide, as on lavapipe in CI).
 fn variants(s: &Conv2dShape) -> Vec<Variant> {
+    let mut v = vec![Variant::Generic];
     if s.fast_3x3() {
-        vec![Variant::Generic, Variant::Fast3x3]
-    } else {
-        vec![Variant::Generic]
+        v.push(Variant::Fast3x3);
+        if gpu().subgroups_of_8() {
+            v.push(Variant::Subgroup3x3);
+        }
     }
+    v
 }
 
 fn run_all(d: Vec<wgpu_fmnist::gpu::Dispatch>) {
@@ -158,6 +162,23 @@ fn conv2d_backward_matches_reference() {
                 &db,
             );
         }
+    }
+}
+
+#[test]
+fn conv2d_fast_variants_refuse_other_shapes() {
+    let s = shape(1, 2, 7, 7, 3, 3, 2, 1);
+    let (x, w, b, y) = (
+        zeros("x", s.input_len()),
+        zeros("w", s.weight_len()),
+        zeros("b", s.co),
+        zeros("y", s.output_len()),
+    );
+    for v in [Variant::Fast3x3, Variant::Subgroup3x3] {
+        let err = conv2d_forward_with(gpu(), v, s, &x, &w, &b, &y)
+            .err()
+            .unwrap_or_else(|| panic!("{v:?} accepted stride 2"));
+        assert!(err.to_string().contains("stride 2"), "{err}");
     }
 }
 
