@@ -3,7 +3,7 @@
 //! into the running estimate, `running = (1 - momentum) * running + momentum * batch`.
 
 use super::{check_len, dim};
-use crate::gpu::{grid, Dispatch, Gpu, GpuError, Result, Tensor, BATCHNORM};
+use crate::gpu::{Dispatch, Gpu, GpuError, Result, Tensor, BATCHNORM};
 use bytemuck::{Pod, Zeroable};
 
 #[repr(C)]
@@ -66,7 +66,29 @@ impl BatchNormShape {
     }
 }
 
-const WG: u32 = 64;
+/// Each pass runs one workgroup per channel (see shaders/batchnorm.wgsl). Planes whose size
+/// is a multiple of 4 use the vec4 entry points (`name4`): the x/y/dy/dx bindings become
+/// their vec4 views (13..16).
+fn entry(s: &BatchNormShape, name: &str) -> (String, bool) {
+    if s.hw.is_multiple_of(4) {
+        (format!("{name}4"), true)
+    } else {
+        (name.to_string(), false)
+    }
+}
+
+/// The binding of a tensor's scalar view, or of its vec4 view in a vec4 entry point.
+fn view(scalar: u32, vec4: u32, use_vec4: bool) -> u32 {
+    if use_vec4 {
+        vec4
+    } else {
+        scalar
+    }
+}
+
+fn channels(s: &BatchNormShape) -> [u32; 3] {
+    [s.c as u32, 1, 1]
+}
 
 /// The tensors of one batch-norm layer.
 pub struct BatchNormTensors<'a> {
@@ -108,37 +130,44 @@ pub fn batchnorm_forward_train(
     check_len("batchnorm_forward_train", &desc, x, s.len())?;
     check_len("batchnorm_forward_train", &desc, y, s.len())?;
     let p = gpu.uniform("batchnorm params", &s.params()?);
+    let (stats_entry, v4) = entry(&s, "batchnorm_stats");
+    let mut stats_bindings = vec![
+        (0, &p),
+        (1, &x.buffer),
+        (5, &t.save_mean.buffer),
+        (6, &t.save_invstd.buffer),
+        (7, &t.running_mean.buffer),
+        (8, &t.running_var.buffer),
+    ];
+    if v4 {
+        // The shift k is the channel's first element, read through the scalar view.
+        stats_bindings.push((13, &x.buffer));
+    }
     let stats = gpu
         .dispatch(
             &BATCHNORM,
-            "batchnorm_stats",
+            &stats_entry,
             &desc,
-            &[
-                (0, &p),
-                (1, &x.buffer),
-                (5, &t.save_mean.buffer),
-                (6, &t.save_invstd.buffer),
-                (7, &t.running_mean.buffer),
-                (8, &t.running_var.buffer),
-            ],
-            [s.c as u32, 1, 1],
+            &stats_bindings,
+            channels(&s),
         )?
         .with_cost(4.0 * s.len() as f64, 8.0 * s.len() as f64);
+    let (norm_entry, v4) = entry(&s, "batchnorm_forward_train");
     let norm = gpu
         .dispatch(
             &BATCHNORM,
-            "batchnorm_forward_train",
+            &norm_entry,
             &desc,
             &[
                 (0, &p),
-                (13, &x.buffer),
-                (14, &y.buffer),
+                (view(1, 13, v4), &x.buffer),
+                (view(2, 14, v4), &y.buffer),
                 (3, &t.gamma.buffer),
                 (4, &t.beta.buffer),
                 (5, &t.save_mean.buffer),
                 (6, &t.save_invstd.buffer),
             ],
-            grid(s.len().div_ceil(4), WG),
+            channels(&s),
         )?
         .with_cost(3.0 * s.len() as f64, 8.0 * s.len() as f64);
     Ok([stats, norm])
@@ -157,20 +186,21 @@ pub fn batchnorm_forward_eval(
     check_len("batchnorm_forward_eval", &desc, x, s.len())?;
     check_len("batchnorm_forward_eval", &desc, y, s.len())?;
     let p = gpu.uniform("batchnorm params", &s.params()?);
+    let (name, v4) = entry(&s, "batchnorm_forward_eval");
     gpu.dispatch(
         &BATCHNORM,
-        "batchnorm_forward_eval",
+        &name,
         &desc,
         &[
             (0, &p),
-            (13, &x.buffer),
-            (14, &y.buffer),
+            (view(1, 13, v4), &x.buffer),
+            (view(2, 14, v4), &y.buffer),
             (3, &t.gamma.buffer),
             (4, &t.beta.buffer),
             (7, &t.running_mean.buffer),
             (8, &t.running_var.buffer),
         ],
-        grid(s.len().div_ceil(4), WG),
+        channels(&s),
     )
     .map(|d| d.with_cost(3.0 * s.len() as f64, 8.0 * s.len() as f64))
 }
@@ -195,40 +225,42 @@ pub fn batchnorm_backward(
     check_len("batchnorm_backward", &desc, dgamma, s.c)?;
     check_len("batchnorm_backward", &desc, dbeta, s.c)?;
     let p = gpu.uniform("batchnorm params", &s.params()?);
+    let (name, v4) = entry(&s, "batchnorm_backward_reduce");
     let reduce = gpu
         .dispatch(
             &BATCHNORM,
-            "batchnorm_backward_reduce",
+            &name,
             &desc,
             &[
                 (0, &p),
-                (1, &x.buffer),
+                (view(1, 13, v4), &x.buffer),
                 (5, &t.save_mean.buffer),
                 (6, &t.save_invstd.buffer),
-                (9, &dy.buffer),
+                (view(9, 15, v4), &dy.buffer),
                 (11, &dgamma.buffer),
                 (12, &dbeta.buffer),
             ],
-            [s.c as u32, 1, 1],
+            channels(&s),
         )?
         .with_cost(5.0 * s.len() as f64, 8.0 * s.len() as f64);
+    let (name, v4) = entry(&s, "batchnorm_backward");
     let input = gpu
         .dispatch(
             &BATCHNORM,
-            "batchnorm_backward",
+            &name,
             &desc,
             &[
                 (0, &p),
-                (13, &x.buffer),
+                (view(1, 13, v4), &x.buffer),
                 (3, &t.gamma.buffer),
                 (5, &t.save_mean.buffer),
                 (6, &t.save_invstd.buffer),
-                (15, &dy.buffer),
-                (16, &dx.buffer),
+                (view(9, 15, v4), &dy.buffer),
+                (view(10, 16, v4), &dx.buffer),
                 (11, &dgamma.buffer),
                 (12, &dbeta.buffer),
             ],
-            grid(s.len().div_ceil(4), WG),
+            channels(&s),
         )?
         .with_cost(7.0 * s.len() as f64, 12.0 * s.len() as f64);
     Ok([reduce, input])

@@ -7,6 +7,12 @@ const SHAPES: &[(&str, usize, usize, usize)] = &[
     ("batch 1 of a BatchNorm2d", 1, 3, 25),
     ("BatchNorm1d (hw = 1), channels off 64", 5, 7, 1),
     ("fewer elements per channel than the workgroup", 2, 4, 3),
+    (
+        "smallest planes of whole vec4s (hw = 4), odd channel count",
+        3,
+        5,
+        4,
+    ),
     ("regcnn bn1 (32x26x26)", 4, 32, 26 * 26),
     ("regcnn bn2 (64x11x11) at batch 32", 32, 64, 11 * 11),
     ("cnn2 bn3 (128x7x7)", 3, 128, 49),
