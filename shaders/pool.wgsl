@@ -29,6 +29,35 @@ fn linear_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
 }
 
+// One invocation per output row (plane, oy): one index division per row rather than three
+// per output (integer division is scalarised on CPU adapters), and no branch per element.
+@compute @workgroup_size(WG)
+fn maxpool_forward_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = min(linear_id(gid, nwg), p.n * p.c * p.oh - 1u);
+    let plane = r / p.oh;
+    let oy = r - plane * p.oh;
+    let top = plane * p.h * p.w + oy * p.stride * p.w;
+    let first = oy * p.stride * p.w;
+    for (var ox = 0u; ox < p.ow; ox++) {
+        let x0 = ox * p.stride;
+        var best = x[top + x0];
+        var best_idx = first + x0;
+        for (var ky = 0u; ky < p.k; ky++) {
+            for (var kx = 0u; kx < p.k; kx++) {
+                let idx = ky * p.w + x0 + kx;
+                let v = x[top + idx];
+                // Strictly greater: the first maximum wins ties, as in PyTorch.
+                best_idx = select(best_idx, first + idx, v > best);
+                best = select(best, v, v > best);
+            }
+        }
+        if (linear_id(gid, nwg) < p.n * p.c * p.oh) {
+            y[r * p.ow + ox] = best;
+            argmax[r * p.ow + ox] = best_idx;
+        }
+    }
+}
+
 @compute @workgroup_size(WG)
 fn maxpool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_id(gid, nwg);
@@ -88,6 +117,33 @@ fn maxpool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     if (e >= n) { return; }
     // Elements past the end (padding) read a clamped, valid position; their value is unused.
     dx[i] = vec4<f32>(input_grad(e), input_grad(min(e + 1u, n - 1u)), input_grad(min(e + 2u, n - 1u)), input_grad(min(e + 3u, n - 1u)));
+}
+
+// Windows that tile the input (stride == k), one invocation per output row: it writes the
+// k input rows under it (dy at each window's argmax, 0 elsewhere), extended to the plane's
+// bottom edge when it is the last row (floor mode leaves those rows outside every window).
+@compute @workgroup_size(WG)
+fn maxpool_backward_tiled_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = linear_id(gid, nwg);
+    if (r >= p.n * p.c * p.oh) { return; }
+    let plane = r / p.oh;
+    let oy = r - plane * p.oh;
+    let base = plane * p.h * p.w;
+    let y_end = select(oy * p.k + p.k, p.h, oy == p.oh - 1u);
+    for (var y = oy * p.k; y < y_end; y++) {
+        let row = y * p.w;
+        for (var ox = 0u; ox < p.ow; ox++) {
+            let g = dy[r * p.ow + ox];
+            let hit = argmax[r * p.ow + ox];
+            for (var x = ox * p.k; x < ox * p.k + p.k; x++) {
+                dx1[base + row + x] = select(0.0, g, row + x == hit);
+            }
+        }
+        // Columns right of the last window.
+        for (var x = p.ow * p.k; x < p.w; x++) {
+            dx1[base + row + x] = 0.0;
+        }
+    }
 }
 
 // Windows that tile the input (stride == k): one invocation per output writes its whole

@@ -92,10 +92,10 @@ pub fn maxpool_forward(
     let p = gpu.uniform("maxpool params", &p);
     gpu.dispatch(
         &POOL,
-        "maxpool_forward",
+        "maxpool_forward_rows",
         &desc,
         &[(0, &p), (1, &x.buffer), (2, &y.buffer), (3, &argmax.buffer)],
-        grid(s.output_len(), WG),
+        grid(s.n * s.c * s.oh(), WG),
     )
     .map(|d| {
         d.with_cost(
@@ -124,7 +124,7 @@ pub fn maxpool_backward(
         return gpu
             .dispatch(
                 &POOL,
-                "maxpool_backward_tiled",
+                "maxpool_backward_tiled_rows",
                 &desc,
                 &[
                     (0, &p),
@@ -132,7 +132,7 @@ pub fn maxpool_backward(
                     (4, &dy.buffer),
                     (6, &dx.buffer),
                 ],
-                grid(s.output_len(), WG),
+                grid(s.n * s.c * s.oh(), WG),
             )
             .map(|d| d.with_cost(0.0, 4.0 * (s.input_len() + 2 * s.output_len()) as f64));
     }
