@@ -41,5 +41,11 @@ fn subgroup_operations_need_a_subgroup_shader() {
         .filter(|s| s.subgroups)
         .map(|s| s.path)
         .collect();
-    assert_eq!(marked, ["shaders/conv2d_subgroup.wgsl"]);
+    assert_eq!(
+        marked,
+        [
+            "shaders/matmul_subgroup.wgsl",
+            "shaders/conv2d_subgroup.wgsl"
+        ]
+    );
 }

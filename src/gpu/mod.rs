@@ -12,7 +12,7 @@ pub use buffers::{grid, Tensor};
 pub use error::{GpuError, Result};
 pub use pipelines::{
     Dispatch, Shader, BATCHNORM, CONV2D, CONV2D_SUBGROUP, DATA, DROPOUT, ELEMENTWISE, MATMUL,
-    OPTIM, POOL, SHADERS, SOFTMAX_XENT,
+    MATMUL_SUBGROUP, OPTIM, POOL, SHADERS, SOFTMAX_XENT,
 };
 
 use std::sync::{Arc, Mutex};

@@ -51,6 +51,7 @@ macro_rules! shader {
 
 pub const ELEMENTWISE: Shader = shader!("elementwise");
 pub const MATMUL: Shader = shader!("matmul");
+pub const MATMUL_SUBGROUP: Shader = shader!("matmul_subgroup", subgroups);
 pub const CONV2D: Shader = shader!("conv2d");
 pub const CONV2D_SUBGROUP: Shader = shader!("conv2d_subgroup", subgroups);
 pub const BATCHNORM: Shader = shader!("batchnorm");
@@ -64,6 +65,7 @@ pub const DATA: Shader = shader!("data" + hash);
 pub const SHADERS: &[&Shader] = &[
     &ELEMENTWISE,
     &MATMUL,
+    &MATMUL_SUBGROUP,
     &CONV2D,
     &CONV2D_SUBGROUP,
     &BATCHNORM,

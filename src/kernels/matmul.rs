@@ -3,9 +3,13 @@
 //! One strided kernel computes C[M,N] = A(M,K) B(K,N); the linear layer's three products
 //! differ only in strides: forward Y = X W^T + b, backward dX = dY W, dW = dY^T X, and
 //! db = column sums of dY. Weights are [out, in] (PyTorch layout).
+//!
+//! Variants: strided (any layout), vec4 kernels per layout, a workgroup-tiled kernel for
+//! hardware GPUs, and subgroup kernels (`shaders/matmul_subgroup.wgsl`) for adapters with
+//! 8-wide subgroups (lavapipe). `Variant::Auto` picks the fastest that applies.
 
 use super::{check_len, dim};
-use crate::gpu::{Dispatch, Gpu, Result, Tensor, MATMUL};
+use crate::gpu::{grid, Dispatch, Gpu, GpuError, Result, Tensor, MATMUL, MATMUL_SUBGROUP};
 use bytemuck::{Pod, Zeroable};
 
 #[repr(C)]
@@ -98,6 +102,9 @@ pub enum Variant {
     Vec4,
     /// Workgroup-memory tiles (64x64 per workgroup): for hardware GPUs, any strides.
     Tiled,
+    /// Subgroup broadcasts (8x32 tile per subgroup): adapters with 8-wide subgroups; an
+    /// error where it does not apply.
+    Subgroup,
 }
 
 /// Products at least this large (M*N) use the tiled kernel on hardware adapters.
@@ -117,6 +124,26 @@ pub fn vec4_kernel(s: &MatmulShape) -> Option<(&'static str, [u32; 3])> {
     }
     if sbn == 1 && by4(s.n) && by4(sbk) {
         return Some(("matmul_nn4", [g(s.n, 64), g(s.m, 32), 1]));
+    }
+    None
+}
+
+/// The subgroup entry point and workgroup grid for `s`, if its layout has one: "NT" (A and
+/// B contiguous along K) or "NN" (B contiguous along N; A any strides, so also "TN").
+pub fn subgroup_kernel(s: &MatmulShape) -> Option<(&'static str, [u32; 3])> {
+    let ((sam, sak), (sbk, sbn)) = (s.a_stride, s.b_stride);
+    let by4 = |v: usize| v.is_multiple_of(4);
+    // 8 subgroups per workgroup, each an 8 x 32 tile of C.
+    let [x, y, z] = grid(s.m.div_ceil(8) * s.n.div_ceil(32), 8);
+    if y > 1 {
+        return None; // the kernels index tiles along x only
+    }
+    let groups = [x, y, z];
+    if sak == 1 && sbk == 1 && by4(s.k) && by4(sam) && by4(sbn) {
+        return Some(("matmul_nt_subgroup", groups));
+    }
+    if sbn == 1 && by4(s.n) && by4(sbk) {
+        return Some(("matmul_nn_subgroup", groups));
     }
     None
 }
@@ -148,6 +175,55 @@ pub fn matmul_with(
     check_len("matmul", &desc, c, shape.m * shape.n)?;
     if let Some(b) = bias {
         check_len("matmul", &desc, b, shape.n)?;
+    }
+    let subgroup = match variant {
+        Variant::Subgroup if !gpu.subgroups_of_8() => {
+            return Err(GpuError::Shape {
+                label: "matmul".into(),
+                message: format!(
+                    "the subgroup kernels need subgroups of 8 invocations; {} has {}..{}",
+                    gpu.info.name, gpu.info.subgroup_min_size, gpu.info.subgroup_max_size
+                ),
+            })
+        }
+        Variant::Subgroup => Some(subgroup_kernel(&shape).ok_or_else(|| GpuError::Shape {
+            label: "matmul".into(),
+            message: format!(
+                "no subgroup kernel for {desc} with strides {:?} {:?}",
+                shape.a_stride, shape.b_stride
+            ),
+        })?),
+        Variant::Auto if gpu.subgroups_of_8() => subgroup_kernel(&shape),
+        _ => None,
+    };
+    if let Some((entry, groups)) = subgroup {
+        let mut p = params(&shape)?;
+        p._pad = bias.is_some() as u32;
+        let pb = gpu.uniform("matmul params", &p);
+        let no_bias = gpu.zeros("no bias", 4)?;
+        let bias_buf = bias.map_or(&no_bias.buffer, |b| &b.buffer);
+        // NT reads A as vec4s and stores scalars; NN reads A as scalars (any strides) and
+        // stores vec4s.
+        let (a_binding, c_binding) = if entry == "matmul_nt_subgroup" {
+            (7, 4)
+        } else {
+            (1, 9)
+        };
+        return Ok(gpu
+            .dispatch(
+                &MATMUL_SUBGROUP,
+                entry,
+                &desc,
+                &[
+                    (0, &pb),
+                    (a_binding, &a.buffer),
+                    (8, &b.buffer),
+                    (3, bias_buf),
+                    (c_binding, &c.buffer),
+                ],
+                groups,
+            )?
+            .with_cost(shape.flops(), shape.bytes()));
     }
     let tiled = match variant {
         Variant::Tiled => true,
@@ -182,13 +258,13 @@ pub fn matmul_with(
             .with_cost(shape.flops(), shape.bytes()));
     }
     let fast = match variant {
-        Variant::Strided | Variant::Tiled => None,
+        Variant::Strided | Variant::Tiled | Variant::Subgroup => None,
         // Only the NT kernel adds a bias (the linear forward); other layouts never need one.
         Variant::Auto => vec4_kernel(&shape).filter(|(e, _)| bias.is_none() || *e == "matmul_nt4"),
         Variant::Vec4 => Some(
             vec4_kernel(&shape)
                 .filter(|(e, _)| bias.is_none() || *e == "matmul_nt4")
-                .ok_or_else(|| crate::gpu::GpuError::Shape {
+                .ok_or_else(|| GpuError::Shape {
                     label: "matmul".into(),
                     message: format!(
                         "no vec4 kernel for {desc} with strides {:?} {:?}",

@@ -3,20 +3,21 @@ use wgpu_fmnist::kernels::matmul::*;
 
 /// (batch, inputs, outputs) with the reason each is here.
 const LINEAR_SHAPES: &[(usize, usize, usize)] = &[
-    (1, 1, 1),       // smallest
-    (1, 784, 128),   // batch 1, mlp first layer
-    (3, 5, 7),       // nothing a multiple of the 4x4 block or 32 tile
-    (33, 67, 31),    // one past / one short of tile multiples
-    (9, 36, 20),     // vec4 layouts with partial 8-row / 8-column blocks
-    (70, 132, 68),   // vec4 layouts just past the 64-wide workgroup tiles
-    (32, 784, 128),  // mlp layer 1 at its batch
-    (32, 128, 64),   // mlp layer 2
-    (32, 64, 10),    // mlp layer 3
-    (32, 1600, 128), // cnn1 / regcnn first linear
-    (32, 128, 10),   // every CNN's classifier
-    (5, 1152, 128),  // cnn2 first linear
-    (3, 6272, 640),  // vgg first linear
-    (3, 640, 10),    // vgg classifier
+    (1, 1, 1),        // smallest
+    (1, 784, 128),    // batch 1, mlp first layer
+    (3, 5, 7),        // nothing a multiple of the 4x4 block or 32 tile
+    (33, 67, 31),     // one past / one short of tile multiples
+    (9, 36, 20),      // vec4 layouts with partial 8-row / 8-column blocks
+    (70, 132, 68),    // vec4 layouts just past the 64-wide workgroup tiles
+    (32, 784, 128),   // mlp layer 1 at its batch
+    (32, 128, 64),    // mlp layer 2
+    (32, 64, 10),     // mlp layer 3
+    (32, 1600, 128),  // cnn1 / regcnn first linear
+    (128, 1600, 128), // the same at batch 128 (bench target shape)
+    (32, 128, 10),    // every CNN's classifier
+    (5, 1152, 128),   // cnn2 first linear
+    (3, 6272, 640),   // vgg first linear
+    (3, 640, 10),     // vgg classifier
 ];
 
 fn data(s: LinearShape, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
@@ -30,12 +31,17 @@ fn data(s: LinearShape, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
     )
 }
 
-/// The strided and tiled kernels, and the vec4 one where the layout allows it.
+/// The strided and tiled kernels, and the vec4 and subgroup ones where the layout (and,
+/// for subgroups, the adapter) allows them.
 fn variants(shape: &MatmulShape) -> Vec<Variant> {
-    match vec4_kernel(shape) {
-        Some(_) => vec![Variant::Strided, Variant::Tiled, Variant::Vec4],
-        None => vec![Variant::Strided, Variant::Tiled],
+    let mut v = vec![Variant::Strided, Variant::Tiled];
+    if vec4_kernel(shape).is_some() {
+        v.push(Variant::Vec4);
     }
+    if gpu().subgroups_of_8() && subgroup_kernel(shape).is_some() {
+        v.push(Variant::Subgroup);
+    }
+    v
 }
 
 #[test]
@@ -105,7 +111,7 @@ fn matmul_strided_matches_reference() {
     let b = r.vec(21 * 12, -1.0, 1.0);
     let mut want = vec![0.0; 13 * 9];
     matmul_reference(&mut want, &a, &b, s);
-    for v in [Variant::Strided, Variant::Tiled] {
+    for v in variants(&s) {
         let (ta, tb, tc) = (upload("a", &a), upload("b", &b), zeros("c", 13 * 9));
         run(&[&matmul_with(gpu(), v, s, &ta, &tb, None, &tc).unwrap()]);
         assert_kernel_close(&format!("matmul strided view {v:?}"), &read(&tc), &want);

@@ -1,0 +1,204 @@
+// Matrix products C[M,N] = A(M,K) * B(K,N) (+ bias[N]) for adapters whose subgroups are
+// exactly 8 invocations wide (lavapipe): the matmul family's fastest variant there. Needs the
+// SUBGROUP feature, so it lives apart from matmul.wgsl. Same Params and strides.
+//
+// A subgroup computes an 8-row x 32-column tile of C; each lane owns 4 columns. The 8 rows
+// of A are loaded once per subgroup, spread over the lanes, and broadcast (a register
+// shuffle), so each lane only loads its own columns of B: on a CPU adapter every load whose
+// address differs per lane costs ~30 cycles, an FMA ~1 (see conv2d_subgroup.wgsl). Lanes
+// never return early (a broadcast needs all 8); those past the edge compute on clamped,
+// valid addresses and store nothing. C is overwritten.
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    // != 0: add bias[n] (the linear layer's forward).
+    has_bias: u32,
+    a_stride_m: u32,
+    a_stride_k: u32,
+    b_stride_k: u32,
+    b_stride_n: u32,
+}
+
+const WG: u32 = 64u;
+// Subgroups per workgroup (the kernels are only used where subgroups are 8 wide).
+const SUBGROUPS: u32 = 8u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> c: array<f32>;
+@group(0) @binding(7) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read> b4: array<vec4<f32>>;
+// C as vec4s, for the NN kernel (N % 4 == 0, so rows start on a vec4).
+@group(0) @binding(9) var<storage, read_write> c4: array<vec4<f32>>;
+
+// The vec4 lane K holds, in every lane (WGSL wants a constant lane index).
+fn lane0(v: vec4<f32>) -> vec4<f32> { return vec4<f32>(subgroupBroadcast(v.x, 0u), subgroupBroadcast(v.y, 0u), subgroupBroadcast(v.z, 0u), subgroupBroadcast(v.w, 0u)); }
+fn lane1(v: vec4<f32>) -> vec4<f32> { return vec4<f32>(subgroupBroadcast(v.x, 1u), subgroupBroadcast(v.y, 1u), subgroupBroadcast(v.z, 1u), subgroupBroadcast(v.w, 1u)); }
+fn lane2(v: vec4<f32>) -> vec4<f32> { return vec4<f32>(subgroupBroadcast(v.x, 2u), subgroupBroadcast(v.y, 2u), subgroupBroadcast(v.z, 2u), subgroupBroadcast(v.w, 2u)); }
+fn lane3(v: vec4<f32>) -> vec4<f32> { return vec4<f32>(subgroupBroadcast(v.x, 3u), subgroupBroadcast(v.y, 3u), subgroupBroadcast(v.z, 3u), subgroupBroadcast(v.w, 3u)); }
+fn lane4(v: vec4<f32>) -> vec4<f32> { return vec4<f32>(subgroupBroadcast(v.x, 4u), subgroupBroadcast(v.y, 4u), subgroupBroadcast(v.z, 4u), subgroupBroadcast(v.w, 4u)); }
+fn lane5(v: vec4<f32>) -> vec4<f32> { return vec4<f32>(subgroupBroadcast(v.x, 5u), subgroupBroadcast(v.y, 5u), subgroupBroadcast(v.z, 5u), subgroupBroadcast(v.w, 5u)); }
+fn lane6(v: vec4<f32>) -> vec4<f32> { return vec4<f32>(subgroupBroadcast(v.x, 6u), subgroupBroadcast(v.y, 6u), subgroupBroadcast(v.z, 6u), subgroupBroadcast(v.w, 6u)); }
+fn lane7(v: vec4<f32>) -> vec4<f32> { return vec4<f32>(subgroupBroadcast(v.x, 7u), subgroupBroadcast(v.y, 7u), subgroupBroadcast(v.z, 7u), subgroupBroadcast(v.w, 7u)); }
+
+// 8 rows x this lane's 4 columns of C.
+struct Tile {
+    r0: vec4<f32>, r1: vec4<f32>, r2: vec4<f32>, r3: vec4<f32>,
+    r4: vec4<f32>, r5: vec4<f32>, r6: vec4<f32>, r7: vec4<f32>,
+}
+
+struct Item {
+    m0: u32,
+    // This lane's first column.
+    n: u32,
+    valid: bool,
+}
+
+// Which tile this subgroup computes; tiles run along N fastest.
+fn item(wid: u32, sid: u32, lane: u32) -> Item {
+    let n_tiles = (p.n + 31u) / 32u;
+    let total = n_tiles * ((p.m + 7u) / 8u);
+    let t = wid * SUBGROUPS + sid;
+    let tc = min(t, total - 1u);
+    return Item((tc / n_tiles) * 8u, (tc % n_tiles) * 32u + lane * 4u, t < total);
+}
+
+fn bias4(n: u32) -> vec4<f32> {
+    if (p.has_bias == 0u) { return vec4<f32>(0.0); }
+    let last = p.n - 1u;
+    return vec4<f32>(bias[min(n, last)], bias[min(n + 1u, last)], bias[min(n + 2u, last)], bias[min(n + 3u, last)]);
+}
+
+fn store_row(m: u32, n: u32, v: vec4<f32>) {
+    if (m >= p.m) { return; }
+    let r = v + bias4(n);
+    let base = m * p.n + n;
+    if (n < p.n) { c[base] = r.x; }
+    if (n + 1u < p.n) { c[base + 1u] = r.y; }
+    if (n + 2u < p.n) { c[base + 2u] = r.z; }
+    if (n + 3u < p.n) { c[base + 3u] = r.w; }
+}
+
+fn store_tile(it: Item, t: Tile) {
+    if (!it.valid) { return; }
+    store_row(it.m0, it.n, t.r0);
+    store_row(it.m0 + 1u, it.n, t.r1);
+    store_row(it.m0 + 2u, it.n, t.r2);
+    store_row(it.m0 + 3u, it.n, t.r3);
+    store_row(it.m0 + 4u, it.n, t.r4);
+    store_row(it.m0 + 5u, it.n, t.r5);
+    store_row(it.m0 + 6u, it.n, t.r6);
+    store_row(it.m0 + 7u, it.n, t.r7);
+}
+
+// ---- "NT": A(m, k) and B(k, n) both contiguous along k; K, a_stride_m, b_stride_n % 4 == 0.
+// Lane R loads row m0 + R of A, 4 k at a time; every lane takes dot products of each
+// broadcast row with its 4 columns of B.
+
+// One row of the tile: 4 dot products of a (4 k of A's row) with the columns' 4 k of B.
+fn row_dots(acc: vec4<f32>, a: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> vec4<f32> {
+    return acc + vec4<f32>(dot(a, b0), dot(a, b1), dot(a, b2), dot(a, b3));
+}
+
+@compute @workgroup_size(WG)
+fn matmul_nt_subgroup(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(subgroup_id) sid: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    let it = item(wid.x, sid, lane);
+    let sa = p.a_stride_m / 4u;
+    let sb = p.b_stride_n / 4u;
+    let ar = min(it.m0 + lane, p.m - 1u) * sa;
+    let last = p.n - 1u;
+    let c0 = min(it.n, last) * sb;
+    let c1 = min(it.n + 1u, last) * sb;
+    let c2 = min(it.n + 2u, last) * sb;
+    let c3 = min(it.n + 3u, last) * sb;
+    var t: Tile;
+    for (var k = 0u; k < p.k / 4u; k++) {
+        let av = a4[ar + k];
+        let b0 = b4[c0 + k];
+        let b1 = b4[c1 + k];
+        let b2 = b4[c2 + k];
+        let b3 = b4[c3 + k];
+        t.r0 = row_dots(t.r0, lane0(av), b0, b1, b2, b3);
+        t.r1 = row_dots(t.r1, lane1(av), b0, b1, b2, b3);
+        t.r2 = row_dots(t.r2, lane2(av), b0, b1, b2, b3);
+        t.r3 = row_dots(t.r3, lane3(av), b0, b1, b2, b3);
+        t.r4 = row_dots(t.r4, lane4(av), b0, b1, b2, b3);
+        t.r5 = row_dots(t.r5, lane5(av), b0, b1, b2, b3);
+        t.r6 = row_dots(t.r6, lane6(av), b0, b1, b2, b3);
+        t.r7 = row_dots(t.r7, lane7(av), b0, b1, b2, b3);
+    }
+    store_tile(it, t);
+}
+
+// One vec4 store per row (N % 4 == 0: a lane's 4 columns are all inside or all outside),
+// half the cost of 4 scalar stores on a CPU adapter.
+fn store_row4(m: u32, n: u32, v: vec4<f32>) {
+    if (m < p.m) { c4[(m * p.n + n) / 4u] = v + bias4(n); }
+}
+
+fn store_tile4(it: Item, t: Tile) {
+    if (!it.valid || it.n >= p.n) { return; }
+    store_row4(it.m0, it.n, t.r0);
+    store_row4(it.m0 + 1u, it.n, t.r1);
+    store_row4(it.m0 + 2u, it.n, t.r2);
+    store_row4(it.m0 + 3u, it.n, t.r3);
+    store_row4(it.m0 + 4u, it.n, t.r4);
+    store_row4(it.m0 + 5u, it.n, t.r5);
+    store_row4(it.m0 + 6u, it.n, t.r6);
+    store_row4(it.m0 + 7u, it.n, t.r7);
+}
+
+// ---- "NN": B(k, n) contiguous along n (N, b_stride_k % 4 == 0), A with any strides.
+// Lane L loads A(m0 .. m0 + 8, k0 + L) (0 past K); step K broadcasts column k0 + K of the
+// tile's A block and adds its outer product with row k0 + K of the lane's B columns.
+
+// t += (column of A, as lo = rows 0..3 and hi = rows 4..7) x (row of B, 4 columns).
+fn outer(t: Tile, lo: vec4<f32>, hi: vec4<f32>, b: vec4<f32>) -> Tile {
+    return Tile(
+        fma(vec4<f32>(lo.x), b, t.r0), fma(vec4<f32>(lo.y), b, t.r1),
+        fma(vec4<f32>(lo.z), b, t.r2), fma(vec4<f32>(lo.w), b, t.r3),
+        fma(vec4<f32>(hi.x), b, t.r4), fma(vec4<f32>(hi.y), b, t.r5),
+        fma(vec4<f32>(hi.z), b, t.r6), fma(vec4<f32>(hi.w), b, t.r7),
+    );
+}
+
+// A(m, k), or 0 outside the matrix (read at a clamped, valid address).
+fn a_at(m: u32, k: u32) -> f32 {
+    let v = a[min(m, p.m - 1u) * p.a_stride_m + min(k, p.k - 1u) * p.a_stride_k];
+    return select(0.0, v, m < p.m && k < p.k);
+}
+
+@compute @workgroup_size(WG)
+fn matmul_nn_subgroup(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(subgroup_id) sid: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    let it = item(wid.x, sid, lane);
+    let sb = p.b_stride_k / 4u;
+    let col = min(it.n, p.n - 4u) / 4u;
+    let last_k = p.k - 1u;
+    var t: Tile;
+    for (var k0 = 0u; k0 < p.k; k0 += 8u) {
+        let k = k0 + lane;
+        let lo = vec4<f32>(a_at(it.m0, k), a_at(it.m0 + 1u, k), a_at(it.m0 + 2u, k), a_at(it.m0 + 3u, k));
+        let hi = vec4<f32>(a_at(it.m0 + 4u, k), a_at(it.m0 + 5u, k), a_at(it.m0 + 6u, k), a_at(it.m0 + 7u, k));
+        // Rows of B past K meet zeros of A; they are read at the last row.
+        t = outer(t, lane0(lo), lane0(hi), b4[min(k0, last_k) * sb + col]);
+        t = outer(t, lane1(lo), lane1(hi), b4[min(k0 + 1u, last_k) * sb + col]);
+        t = outer(t, lane2(lo), lane2(hi), b4[min(k0 + 2u, last_k) * sb + col]);
+        t = outer(t, lane3(lo), lane3(hi), b4[min(k0 + 3u, last_k) * sb + col]);
+        t = outer(t, lane4(lo), lane4(hi), b4[min(k0 + 4u, last_k) * sb + col]);
+        t = outer(t, lane5(lo), lane5(hi), b4[min(k0 + 5u, last_k) * sb + col]);
+        t = outer(t, lane6(lo), lane6(hi), b4[min(k0 + 6u, last_k) * sb + col]);
+        t = outer(t, lane7(lo), lane7(hi), b4[min(k0 + 7u, last_k) * sb + col]);
+    }
+    store_tile4(it, t);
+}
