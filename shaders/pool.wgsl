@@ -3,6 +3,17 @@
 // its maximum within the input plane (the first one on ties, as PyTorch does). Backward
 // overwrites dx by gathering from the outputs whose window covers each input: no scatter,
 // no atomics, and correct when windows overlap (s < k).
+//
+// Fused activations: the dropout and ReLU layers right before the pool ("pre") and a
+// dropout right after it ("post") can be applied inside the pool, so their tensors are
+// never written or read back: forward computes post(max over the window of pre(x)); the
+// backward turns dL/d(output) into dL/dx of the first fused layer. ReLU and inverted
+// dropout commute, so the order of the pre layers does not matter. The dropout masks are
+// the dropout kernel's (shaders/dropout.wgsl): hash of (seed, step, layer, element index in
+// that layer's tensor), with the step from counter[0]. Why the backward needs no stored
+// activations: with a pre ReLU, an element gets gradient only if it is its window's
+// argmax and the output is > 0, which also means it was kept by a pre dropout; without
+// one, the pre dropout's mask is recomputed at the argmax.
 
 struct Params {
     n: u32,
@@ -13,78 +24,126 @@ struct Params {
     ow: u32,
     k: u32,
     stride: u32,
+    // Bit 0: ReLU before the pool; bit 1: dropout before; bit 2: dropout after.
+    fused: u32,
+    seed: u32,
+    // Dropout layers' indices (their hash streams), drop probabilities and scales.
+    pre_layer: u32,
+    post_layer: u32,
+    pre_p: f32,
+    pre_scale: f32,
+    post_p: f32,
+    post_scale: f32,
 }
 
 const WG: u32 = 256u;
+const RELU: u32 = 1u;
+const PRE_DROPOUT: u32 = 2u;
+const POST_DROPOUT: u32 = 4u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<storage, read_write> argmax: array<u32>;
 @group(0) @binding(4) var<storage, read> dy: array<f32>;
-@group(0) @binding(5) var<storage, read_write> dx: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> dx1: array<f32>;
+// The forward's output, read by the backward for the ReLU gate.
+@group(0) @binding(7) var<storage, read> out: array<f32>;
+@group(0) @binding(8) var<storage, read> counter: array<u32>;
 
 fn linear_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
 }
 
+fn has(flag: u32) -> bool {
+    return (p.fused & flag) != 0u;
+}
+
+// The dropout layers' hash keys at the current step (set at the start of each entry point).
+var<private> pre_key: u32;
+var<private> post_key: u32;
+
+fn set_keys() {
+    let step_key = hash(counter[0] ^ hash(p.seed));
+    pre_key = hash(p.pre_layer ^ step_key);
+    post_key = hash(p.post_layer ^ step_key);
+}
+
+// The dropout kernel's mask: is element i of the layer with hash key `key` kept?
+fn kept(key: u32, drop_p: f32, i: u32) -> bool {
+    return f32(hash(i ^ key) >> 8u) * (1.0 / 16777216.0) >= drop_p;
+}
+
+// The pre activations of input element e (flat index) with value v.
+fn pre(v: f32, e: u32) -> f32 {
+    var r = v;
+    if (has(PRE_DROPOUT)) {
+        r = select(0.0, r * p.pre_scale, kept(pre_key, p.pre_p, e));
+    }
+    if (has(RELU)) {
+        r = max(r, 0.0);
+    }
+    return r;
+}
+
 // One invocation per output row (plane, oy): one index division per row rather than three
 // per output (integer division is scalarised on CPU adapters), and no branch per element.
 @compute @workgroup_size(WG)
-fn maxpool_forward_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = min(linear_id(gid, nwg), p.n * p.c * p.oh - 1u);
+fn maxpool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    set_keys();
+    let rows = p.n * p.c * p.oh;
+    let r = min(linear_id(gid, nwg), rows - 1u);
     let plane = r / p.oh;
     let oy = r - plane * p.oh;
-    let top = plane * p.h * p.w + oy * p.stride * p.w;
+    let base = plane * p.h * p.w;
     let first = oy * p.stride * p.w;
     for (var ox = 0u; ox < p.ow; ox++) {
-        let x0 = ox * p.stride;
-        var best = x[top + x0];
-        var best_idx = first + x0;
+        let x0 = first + ox * p.stride;
+        var best = pre(x[base + x0], base + x0);
+        var best_idx = x0;
         for (var ky = 0u; ky < p.k; ky++) {
             for (var kx = 0u; kx < p.k; kx++) {
-                let idx = ky * p.w + x0 + kx;
-                let v = x[top + idx];
+                let idx = x0 + ky * p.w + kx;
+                let v = pre(x[base + idx], base + idx);
                 // Strictly greater: the first maximum wins ties, as in PyTorch.
-                best_idx = select(best_idx, first + idx, v > best);
+                best_idx = select(best_idx, idx, v > best);
                 best = select(best, v, v > best);
             }
         }
-        if (linear_id(gid, nwg) < p.n * p.c * p.oh) {
-            y[r * p.ow + ox] = best;
-            argmax[r * p.ow + ox] = best_idx;
+        let o = r * p.ow + ox;
+        if (has(POST_DROPOUT)) {
+            best = select(0.0, best * p.post_scale, kept(post_key, p.post_p, o));
+        }
+        if (linear_id(gid, nwg) < rows) {
+            y[o] = best;
+            argmax[o] = best_idx;
         }
     }
 }
 
-@compute @workgroup_size(WG)
-fn maxpool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_id(gid, nwg);
-    if (i >= p.n * p.c * p.oh * p.ow) { return; }
-    let ox = i % p.ow;
-    let oy = (i / p.ow) % p.oh;
-    let plane = i / (p.ow * p.oh);
-    let base = plane * p.h * p.w;
-    let y0 = oy * p.stride;
-    let x0 = ox * p.stride;
-    var best = x[base + y0 * p.w + x0];
-    var best_idx = y0 * p.w + x0;
-    for (var ky = 0u; ky < p.k; ky++) {
-        for (var kx = 0u; kx < p.k; kx++) {
-            let idx = (y0 + ky) * p.w + x0 + kx;
-            let v = x[base + idx];
-            if (v > best) {
-                best = v;
-                best_idx = idx;
-            }
-        }
+// dL/d(pool input at its argmax) for output o: dy[o] through the fused layers.
+fn routed(o: u32) -> f32 {
+    var g = dy[o];
+    if (has(POST_DROPOUT)) {
+        g = select(0.0, g * p.post_scale, kept(post_key, p.post_p, o));
     }
-    y[i] = best;
-    argmax[i] = best_idx;
+    if (has(RELU)) {
+        // Output > 0 iff the argmax element passed the ReLU (and so any pre dropout).
+        g = select(0.0, g, out[o] > 0.0);
+    }
+    return g;
 }
 
-// Gradient of one input element: the sum of dy over the outputs whose window holds it and
+// The pre dropout's factor at input element e (1 when there is none).
+fn pre_gate(e: u32) -> f32 {
+    if (!has(PRE_DROPOUT)) {
+        return 1.0;
+    }
+    // With a ReLU the gate above already dropped the element when it was dropped.
+    return select(0.0, p.pre_scale, has(RELU) || kept(pre_key, p.pre_p, e));
+}
+
+// Gradient of one input element: the sum over the outputs whose window holds it and
 // whose argmax it is.
 fn input_grad(e: u32) -> f32 {
     let ix = e % p.w;
@@ -101,71 +160,49 @@ fn input_grad(e: u32) -> f32 {
         for (var ox = ox_lo; ox <= ox_hi; ox++) {
             let o = (plane * p.oh + oy) * p.ow + ox;
             if (argmax[o] == here) {
-                g += dy[o];
+                g += routed(o);
             }
         }
     }
-    return g;
+    return g * pre_gate(e);
 }
 
-// Four consecutive input elements per invocation (dx is padded to a multiple of 4).
+// Any windows (overlapping too): one input element per invocation.
 @compute @workgroup_size(WG)
 fn maxpool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_id(gid, nwg);
-    let n = p.n * p.c * p.h * p.w;
-    let e = i * 4u;
-    if (e >= n) { return; }
-    // Elements past the end (padding) read a clamped, valid position; their value is unused.
-    dx[i] = vec4<f32>(input_grad(e), input_grad(min(e + 1u, n - 1u)), input_grad(min(e + 2u, n - 1u)), input_grad(min(e + 3u, n - 1u)));
+    set_keys();
+    let e = linear_id(gid, nwg);
+    if (e >= p.n * p.c * p.h * p.w) { return; }
+    dx1[e] = input_grad(e);
 }
 
 // Windows that tile the input (stride == k), one invocation per output row: it writes the
-// k input rows under it (dy at each window's argmax, 0 elsewhere), extended to the plane's
-// bottom edge when it is the last row (floor mode leaves those rows outside every window).
+// k input rows under it (the routed gradient at each window's argmax, 0 elsewhere),
+// extended to the plane's bottom edge when it is the last row (floor mode leaves those
+// rows, and the columns right of the last window, outside every window).
 @compute @workgroup_size(WG)
-fn maxpool_backward_tiled_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn maxpool_backward_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    set_keys();
     let r = linear_id(gid, nwg);
     if (r >= p.n * p.c * p.oh) { return; }
     let plane = r / p.oh;
     let oy = r - plane * p.oh;
     let base = plane * p.h * p.w;
     let y_end = select(oy * p.k + p.k, p.h, oy == p.oh - 1u);
-    for (var y = oy * p.k; y < y_end; y++) {
-        let row = y * p.w;
-        for (var ox = 0u; ox < p.ow; ox++) {
-            let g = dy[r * p.ow + ox];
-            let hit = argmax[r * p.ow + ox];
-            for (var x = ox * p.k; x < ox * p.k + p.k; x++) {
-                dx1[base + row + x] = select(0.0, g, row + x == hit);
+    for (var ox = 0u; ox < p.ow; ox++) {
+        let o = r * p.ow + ox;
+        let hit = argmax[o];
+        let g = routed(o) * pre_gate(base + hit);
+        for (var yy = oy * p.k; yy < y_end; yy++) {
+            for (var xx = ox * p.k; xx < ox * p.k + p.k; xx++) {
+                let here = yy * p.w + xx;
+                dx1[base + here] = select(0.0, g, here == hit);
             }
         }
-        // Columns right of the last window.
-        for (var x = p.ow * p.k; x < p.w; x++) {
-            dx1[base + row + x] = 0.0;
-        }
     }
-}
-
-// Windows that tile the input (stride == k): one invocation per output writes its whole
-// k x k window (dy at the argmax, 0 elsewhere). The last output row and column also clear
-// the input rows/columns that floor mode leaves outside every window.
-@compute @workgroup_size(WG)
-fn maxpool_backward_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let o = linear_id(gid, nwg);
-    if (o >= p.n * p.c * p.oh * p.ow) { return; }
-    let ox = o % p.ow;
-    let oy = (o / p.ow) % p.oh;
-    let plane = o / (p.ow * p.oh);
-    let base = plane * p.h * p.w;
-    let g = dy[o];
-    let hit = argmax[o];
-    // Rows and columns this invocation owns: its window, extended to the edge when last.
-    let y_end = select(oy * p.k + p.k, p.h, oy == p.oh - 1u);
-    let x_end = select(ox * p.k + p.k, p.w, ox == p.ow - 1u);
-    for (var y = oy * p.k; y < y_end; y++) {
-        for (var x = ox * p.k; x < x_end; x++) {
-            let here = y * p.w + x;
-            dx1[base + here] = select(0.0, g, here == hit);
+    for (var yy = oy * p.k; yy < y_end; yy++) {
+        for (var xx = p.ow * p.k; xx < p.w; xx++) {
+            dx1[base + yy * p.w + xx] = 0.0;
         }
     }
 }

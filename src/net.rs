@@ -11,7 +11,7 @@ use crate::kernels::{
     elementwise,
     matmul::{self, LinearShape},
     optim::{self, AdamConfig, SgdConfig},
-    pool::{self, PoolShape},
+    pool::{self, PoolFusion, PoolShape},
     softmax_xent::{self, XentShape},
 };
 use crate::model::{Layer, LayerParams, ModelSpec, OptimizerKind};
@@ -167,6 +167,60 @@ pub enum Mode {
     Eval,
 }
 
+/// ReLU and dropout layers next to a max pool run inside the pool's kernels (see
+/// `kernels::pool::PoolFusion`): up to one ReLU and one dropout right before it, and one
+/// dropout right after it. For each layer: the pool that absorbs it, if any.
+pub fn absorbed_by_pool(spec: &ModelSpec) -> Vec<Option<usize>> {
+    let layers = &spec.layers;
+    let mut by = vec![None; layers.len()];
+    for (i, layer) in layers.iter().enumerate() {
+        if !matches!(layer, Layer::MaxPool { .. }) {
+            continue;
+        }
+        let (mut relu, mut dropout) = (false, false);
+        for j in (0..i).rev() {
+            match layers[j] {
+                Layer::Relu if !relu && by[j].is_none() => relu = true,
+                Layer::Dropout { .. } if !dropout && by[j].is_none() => dropout = true,
+                _ => break,
+            }
+            by[j] = Some(i);
+        }
+        if let Some(Layer::Dropout { .. }) = layers.get(i + 1) {
+            by[i + 1] = Some(i);
+        }
+    }
+    by
+}
+
+/// The fused activations of pool layer `i` in `mode`, with the run's dropout seed.
+fn pool_fusion(spec: &ModelSpec, i: usize, mode: Mode, seed: u32) -> PoolFusion {
+    let by = absorbed_by_pool(spec);
+    let mut f = PoolFusion {
+        seed,
+        ..Default::default()
+    };
+    for (j, layer) in spec.layers.iter().enumerate() {
+        if by[j] != Some(i) {
+            continue;
+        }
+        match *layer {
+            Layer::Relu => f.relu = true,
+            // Dropout is the identity when evaluating.
+            Layer::Dropout { p } if mode == Mode::Train => {
+                let d = Some(pool::Dropout { layer: j as u32, p });
+                if j < i {
+                    f.pre_dropout = d;
+                } else {
+                    f.post_dropout = d;
+                }
+            }
+            _ => {}
+        }
+    }
+    f
+}
+
 /// Activation (and, for training, gradient) buffers for one batch size.
 pub struct Buffers {
     pub batch: usize,
@@ -186,10 +240,15 @@ impl Buffers {
         let mut slot = vec![0];
         let mut argmax = Vec::new();
         let mut bn_saved = Vec::new();
+        let absorbed = absorbed_by_pool(spec);
         for (i, layer) in spec.layers.iter().enumerate() {
             let out = spec.output(i);
+            // Layers without a tensor of their own share their input's: flatten, dropout
+            // when evaluating, and the activations a pool absorbs (the pool's input is then
+            // the first absorbed layer's input, its output the absorbed dropout's output).
             let alias = matches!(layer, Layer::Flatten)
-                || (mode == Mode::Eval && matches!(layer, Layer::Dropout { .. }));
+                || (mode == Mode::Eval && matches!(layer, Layer::Dropout { .. }))
+                || absorbed[i].is_some();
             if alias {
                 slot.push(slot[i]);
             } else {
@@ -338,8 +397,12 @@ pub fn forward(
     dropout_seed: u32,
 ) -> Result<Vec<Dispatch>> {
     let spec = &net.spec;
+    let absorbed = absorbed_by_pool(spec);
     let mut out = Vec::new();
     for (i, layer) in spec.layers.iter().enumerate() {
+        if absorbed[i].is_some() {
+            continue; // runs inside its pool
+        }
         let x = &bufs.acts[bufs.slot[i]];
         let y = &bufs.acts[bufs.slot[i + 1]];
         let n = batch * spec.output(i).len();
@@ -383,6 +446,8 @@ pub fn forward(
                 out.push(pool::maxpool_forward(
                     gpu,
                     pool_shape(spec, i, batch),
+                    pool_fusion(spec, i, bufs.mode, dropout_seed),
+                    &net.counter,
                     x,
                     y,
                     a,
@@ -476,8 +541,11 @@ pub fn backward(
                     out.push(pool::maxpool_backward(
                         gpu,
                         pool_shape(spec, i, batch),
+                        pool_fusion(spec, i, bufs.mode, dropout_seed),
+                        &net.counter,
                         dy,
                         a,
+                        &bufs.acts[yi],
                         dx,
                     )?);
                 }

@@ -17,6 +17,14 @@ struct Params {
     ow: u32,
     k: u32,
     stride: u32,
+    fused: u32,
+    seed: u32,
+    pre_layer: u32,
+    post_layer: u32,
+    pre_p: f32,
+    pre_scale: f32,
+    post_p: f32,
+    post_scale: f32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +35,25 @@ pub struct PoolShape {
     pub w: usize,
     pub k: usize,
     pub stride: usize,
+}
+
+/// Activation layers applied inside the pool (see shaders/pool.wgsl): a ReLU and/or a
+/// dropout right before it, a dropout right after it. Their tensors are never materialised.
+/// Dropout masks are those of `kernels::dropout` for the given layer index and seed.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PoolFusion {
+    pub relu: bool,
+    pub pre_dropout: Option<Dropout>,
+    pub post_dropout: Option<Dropout>,
+    /// The run's dropout seed.
+    pub seed: u32,
+}
+
+/// A fused dropout layer: its index in the model (its mask stream) and drop probability.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Dropout {
+    pub layer: u32,
+    pub p: f32,
 }
 
 impl PoolShape {
@@ -48,7 +75,7 @@ impl PoolShape {
             self.n, self.c, self.h, self.w, self.k, self.stride
         )
     }
-    fn params(&self) -> Result<Params> {
+    fn params(&self, f: &PoolFusion) -> Result<Params> {
         if self.k == 0
             || self.stride == 0
             || self.k > self.h
@@ -61,6 +88,8 @@ impl PoolShape {
             });
         }
         let d = |v| dim("maxpool", v);
+        let scale = |p: f32| if p < 1.0 { 1.0 / (1.0 - p) } else { 0.0 };
+        let (pre, post) = (f.pre_dropout, f.post_dropout);
         Ok(Params {
             n: d(self.n)?,
             c: d(self.c)?,
@@ -70,85 +99,102 @@ impl PoolShape {
             ow: d(self.ow())?,
             k: d(self.k)?,
             stride: d(self.stride)?,
+            fused: f.relu as u32 | (pre.is_some() as u32) << 1 | (post.is_some() as u32) << 2,
+            seed: f.seed,
+            pre_layer: pre.map_or(0, |d| d.layer),
+            post_layer: post.map_or(0, |d| d.layer),
+            pre_p: pre.map_or(0.0, |d| d.p),
+            pre_scale: pre.map_or(1.0, |d| scale(d.p)),
+            post_p: post.map_or(0.0, |d| d.p),
+            post_scale: post.map_or(1.0, |d| scale(d.p)),
         })
+    }
+    fn rows(&self) -> usize {
+        self.n * self.c * self.oh()
+    }
+    fn cost(&self) -> f64 {
+        4.0 * (self.input_len() + 2 * self.output_len()) as f64
     }
 }
 
 const WG: u32 = 256;
 
-/// y = max over each window; argmax (u32) records where it came from. Overwrites both.
+/// y = post(max over each window of pre(x)); argmax (u32) records where in the input plane
+/// the maximum came from. Overwrites both. `counter` is the step counter the fused dropout
+/// masks read (any tensor when nothing is fused).
 pub fn maxpool_forward(
     gpu: &Gpu,
     s: PoolShape,
+    fusion: PoolFusion,
+    counter: &Tensor,
     x: &Tensor,
     y: &Tensor,
     argmax: &Tensor,
 ) -> Result<Dispatch> {
     let desc = s.describe();
-    let p = s.params()?;
+    let p = s.params(&fusion)?;
     check_len("maxpool_forward", &desc, x, s.input_len())?;
     check_len("maxpool_forward", &desc, y, s.output_len())?;
     check_len("maxpool_forward", &desc, argmax, s.output_len())?;
     let p = gpu.uniform("maxpool params", &p);
     gpu.dispatch(
         &POOL,
-        "maxpool_forward_rows",
+        "maxpool_forward",
         &desc,
-        &[(0, &p), (1, &x.buffer), (2, &y.buffer), (3, &argmax.buffer)],
-        grid(s.n * s.c * s.oh(), WG),
+        &[
+            (0, &p),
+            (1, &x.buffer),
+            (2, &y.buffer),
+            (3, &argmax.buffer),
+            (8, &counter.buffer),
+        ],
+        grid(s.rows(), WG),
     )
-    .map(|d| {
-        d.with_cost(
-            (s.output_len() * s.k * s.k) as f64,
-            4.0 * (s.input_len() + 2 * s.output_len()) as f64,
-        )
-    })
+    .map(|d| d.with_cost((s.output_len() * s.k * s.k) as f64, s.cost()))
 }
 
-/// dx = dy routed back to each window's argmax (summed where windows overlap). Overwrites dx.
+/// dx = dy routed back through the fused layers to each window's argmax (summed where
+/// windows overlap); `y` is the forward's output (for a fused ReLU's gate). Overwrites dx.
+#[allow(clippy::too_many_arguments)]
 pub fn maxpool_backward(
     gpu: &Gpu,
     s: PoolShape,
+    fusion: PoolFusion,
+    counter: &Tensor,
     dy: &Tensor,
     argmax: &Tensor,
+    y: &Tensor,
     dx: &Tensor,
 ) -> Result<Dispatch> {
     let desc = s.describe();
-    let p = s.params()?;
+    let p = s.params(&fusion)?;
     check_len("maxpool_backward", &desc, dy, s.output_len())?;
     check_len("maxpool_backward", &desc, argmax, s.output_len())?;
+    check_len("maxpool_backward", &desc, y, s.output_len())?;
     check_len("maxpool_backward", &desc, dx, s.input_len())?;
     let p = gpu.uniform("maxpool params", &p);
-    if s.k == s.stride {
-        // Disjoint windows: one invocation per output writes its window.
-        return gpu
-            .dispatch(
-                &POOL,
-                "maxpool_backward_tiled_rows",
-                &desc,
-                &[
-                    (0, &p),
-                    (3, &argmax.buffer),
-                    (4, &dy.buffer),
-                    (6, &dx.buffer),
-                ],
-                grid(s.n * s.c * s.oh(), WG),
-            )
-            .map(|d| d.with_cost(0.0, 4.0 * (s.input_len() + 2 * s.output_len()) as f64));
-    }
+    // Disjoint windows: one invocation per output row writes its windows; else one per
+    // input element gathers from the windows that hold it.
+    let (entry, threads) = if s.k == s.stride {
+        ("maxpool_backward_tiled", s.rows())
+    } else {
+        ("maxpool_backward", s.input_len())
+    };
     gpu.dispatch(
         &POOL,
-        "maxpool_backward",
+        entry,
         &desc,
         &[
             (0, &p),
             (3, &argmax.buffer),
             (4, &dy.buffer),
-            (5, &dx.buffer),
+            (6, &dx.buffer),
+            (7, &y.buffer),
+            (8, &counter.buffer),
         ],
-        grid(s.input_len().div_ceil(4), WG),
+        grid(threads, WG),
     )
-    .map(|d| d.with_cost(0.0, 4.0 * (s.input_len() + 2 * s.output_len()) as f64))
+    .map(|d| d.with_cost(0.0, s.cost()))
 }
 
 pub fn maxpool_forward_reference(y: &mut [f32], argmax: &mut [u32], x: &[f32], s: PoolShape) {

@@ -1,5 +1,20 @@
 use crate::common::*;
+use wgpu_fmnist::gpu::Tensor;
+use wgpu_fmnist::kernels::dropout::{dropout_forward_reference, DropoutConfig};
+use wgpu_fmnist::kernels::elementwise::{relu_backward_reference, relu_forward_reference};
 use wgpu_fmnist::kernels::pool::*;
+
+/// A step counter for the fused dropout masks: [step, 0].
+fn counter(step: u32) -> Tensor {
+    upload_u32("counter", &[step, 0])
+}
+
+const PLAIN: PoolFusion = PoolFusion {
+    relu: false,
+    pre_dropout: None,
+    post_dropout: None,
+    seed: 0,
+};
 
 fn shapes() -> Vec<(&'static str, PoolShape)> {
     let p = |n, c, h, w, k, stride| PoolShape {
@@ -51,7 +66,8 @@ fn maxpool_forward_matches_reference() {
             zeros("y", s.output_len()),
             zeros("argmax", s.output_len()),
         );
-        run(&[&maxpool_forward(gpu(), s, &tx, &ty, &ta).unwrap()]);
+        let c = counter(0);
+        run(&[&maxpool_forward(gpu(), s, PLAIN, &c, &tx, &ty, &ta).unwrap()]);
         let (mut y, mut a) = (vec![0.0; s.output_len()], vec![0u32; s.output_len()]);
         maxpool_forward_reference(&mut y, &mut a, &x, s);
         assert_kernel_close(
@@ -75,7 +91,8 @@ fn maxpool_forward_breaks_ties_like_pytorch() {
         stride: 2,
     };
     let (tx, ty, ta) = (upload("x", &[1.0; 16]), zeros("y", 4), zeros("argmax", 4));
-    run(&[&maxpool_forward(gpu(), s, &tx, &ty, &ta).unwrap()]);
+    let c = counter(0);
+    run(&[&maxpool_forward(gpu(), s, PLAIN, &c, &tx, &ty, &ta).unwrap()]);
     assert_eq!(read_u32(&ta), vec![0, 2, 8, 10]);
 }
 
@@ -90,9 +107,10 @@ fn maxpool_backward_matches_reference() {
             zeros("argmax", s.output_len()),
         );
         let (tdy, tdx) = (upload("dy", &dy), zeros("dx", s.input_len()));
+        let c = counter(0);
         run(&[
-            &maxpool_forward(gpu(), s, &tx, &ty, &ta).unwrap(),
-            &maxpool_backward(gpu(), s, &tdy, &ta, &tdx).unwrap(),
+            &maxpool_forward(gpu(), s, PLAIN, &c, &tx, &ty, &ta).unwrap(),
+            &maxpool_backward(gpu(), s, PLAIN, &c, &tdy, &ta, &ty, &tdx).unwrap(),
         ]);
         let (mut y, mut a) = (vec![0.0; s.output_len()], vec![0u32; s.output_len()]);
         maxpool_forward_reference(&mut y, &mut a, &x, s);
@@ -103,6 +121,90 @@ fn maxpool_backward_matches_reference() {
             &read(&tdx),
             &dx,
         );
+    }
+}
+
+/// The fused pool against the layers it replaces, run one after the other on the CPU:
+/// dropout (pre), ReLU, max pool, dropout (post); forward and backward.
+#[test]
+fn maxpool_with_fused_activations_matches_the_separate_layers() {
+    let step = 7;
+    let pre = Dropout { layer: 2, p: 0.2 };
+    let post = Dropout { layer: 5, p: 0.25 };
+    let fusions = [
+        ("relu", true, None, None),
+        ("pre dropout", false, Some(pre), None),
+        ("pre dropout + relu (regcnn)", true, Some(pre), None),
+        ("relu + post dropout (cnn2)", true, None, Some(post)),
+        ("post dropout (vgg)", false, None, Some(post)),
+        ("all three", true, Some(pre), Some(post)),
+    ];
+    for (i, (why, s)) in shapes().into_iter().enumerate() {
+        for (j, &(what, relu, pre_dropout, post_dropout)) in fusions.iter().enumerate() {
+            let f = PoolFusion {
+                relu,
+                pre_dropout,
+                post_dropout,
+                seed: 11,
+            };
+            let cfg = |d: Dropout, n: usize| DropoutConfig {
+                n,
+                p: d.p,
+                seed: f.seed,
+                layer: d.layer,
+            };
+            let x = rng(60 + i as u64).vec(s.input_len(), -1.0, 1.0);
+            let dy = rng(80 + j as u64).vec(s.output_len(), -1.0, 1.0);
+            // Forward on the CPU, layer by layer.
+            let mut a = x.clone();
+            if let Some(d) = pre_dropout {
+                dropout_forward_reference(&mut a, &x, cfg(d, x.len()), step);
+            }
+            let relu_in = a.clone();
+            if relu {
+                relu_forward_reference(&mut a, &relu_in);
+            }
+            let (mut y, mut arg) = (vec![0.0; s.output_len()], vec![0u32; s.output_len()]);
+            maxpool_forward_reference(&mut y, &mut arg, &a, s);
+            let pooled = y.clone();
+            if let Some(d) = post_dropout {
+                dropout_forward_reference(&mut y, &pooled, cfg(d, pooled.len()), step);
+            }
+            // Backward on the CPU, in reverse.
+            let mut g = dy.clone();
+            if let Some(d) = post_dropout {
+                dropout_forward_reference(&mut g, &dy, cfg(d, dy.len()), step);
+            }
+            let mut dx = vec![0.0; s.input_len()];
+            maxpool_backward_reference(&mut dx, &g, &arg, s);
+            if relu {
+                let routed = dx.clone();
+                relu_backward_reference(&mut dx, &routed, &relu_in);
+            }
+            if let Some(d) = pre_dropout {
+                let gated = dx.clone();
+                dropout_forward_reference(&mut dx, &gated, cfg(d, gated.len()), step);
+            }
+            // The fused kernels.
+            let c = counter(step);
+            let (tx, ty, ta) = (
+                upload("x", &x),
+                zeros("y", s.output_len()),
+                zeros("argmax", s.output_len()),
+            );
+            let (tdy, tdx) = (upload("dy", &dy), zeros("dx", s.input_len()));
+            run(&[
+                &maxpool_forward(gpu(), s, f, &c, &tx, &ty, &ta).unwrap(),
+                &maxpool_backward(gpu(), s, f, &c, &tdy, &ta, &ty, &tdx).unwrap(),
+            ]);
+            let d = s.describe();
+            assert_kernel_close(&format!("fused {what} forward {d} ({why})"), &read(&ty), &y);
+            assert_kernel_close(
+                &format!("fused {what} backward {d} ({why})"),
+                &read(&tdx),
+                &dx,
+            );
+        }
     }
 }
 
