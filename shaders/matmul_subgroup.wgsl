@@ -57,13 +57,15 @@ struct Item {
     valid: bool,
 }
 
-// Which tile this subgroup computes; tiles run along N fastest.
-fn item(wid: u32, sid: u32, lane: u32) -> Item {
-    let n_tiles = (p.n + 31u) / 32u;
-    let total = n_tiles * ((p.m + 7u) / 8u);
+// Which tile of `rows` x 32 this subgroup computes. Tiles run along M fastest, so the
+// subgroups that read the same columns of B (the weights, often larger than the caches) run
+// one after the other.
+fn item(wid: u32, sid: u32, lane: u32, rows: u32) -> Item {
+    let m_tiles = (p.m + rows - 1u) / rows;
+    let total = m_tiles * ((p.n + 31u) / 32u);
     let t = wid * SUBGROUPS + sid;
     let tc = min(t, total - 1u);
-    return Item((tc / n_tiles) * 8u, (tc % n_tiles) * 32u + lane * 4u, t < total);
+    return Item((tc % m_tiles) * rows, (tc / m_tiles) * 32u + lane * 4u, t < total);
 }
 
 fn bias4(n: u32) -> vec4<f32> {
@@ -109,7 +111,7 @@ fn matmul_nt_subgroup(
     @builtin(subgroup_id) sid: u32,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
-    let it = item(wid.x, sid, lane);
+    let it = item(wid.x, sid, lane, 8u);
     let sa = p.a_stride_m / 4u;
     let sb = p.b_stride_n / 4u;
     let ar = min(it.m0 + lane, p.m - 1u) * sa;
@@ -156,17 +158,28 @@ fn store_tile4(it: Item, t: Tile) {
 }
 
 // ---- "NN": B(k, n) contiguous along n (N, b_stride_k % 4 == 0), A with any strides.
-// Lane L loads A(m0 .. m0 + 8, k0 + L) (0 past K); step K broadcasts column k0 + K of the
-// tile's A block and adds its outer product with row k0 + K of the lane's B columns.
+// A tile of 16 rows (twice the NT tile: each B load feeds 16 rows, and the NN layouts are
+// the gradients, whose B loads dominate). Lane L loads A(m0 .. m0 + 16, k0 + L) (0 past K);
+// step K broadcasts column k0 + K of the tile's A block and adds its outer product with row
+// k0 + K of the lane's B columns.
 
-// t += (column of A, as lo = rows 0..3 and hi = rows 4..7) x (row of B, 4 columns).
-fn outer(t: Tile, lo: vec4<f32>, hi: vec4<f32>, b: vec4<f32>) -> Tile {
+struct Tile16 {
+    lo: Tile,
+    hi: Tile,
+}
+
+// t += (column of A: rows 0..3, 4..7, 8..11, 12..15) x (row of B, 4 columns).
+fn outer8(t: Tile, a0: vec4<f32>, a1: vec4<f32>, b: vec4<f32>) -> Tile {
     return Tile(
-        fma(vec4<f32>(lo.x), b, t.r0), fma(vec4<f32>(lo.y), b, t.r1),
-        fma(vec4<f32>(lo.z), b, t.r2), fma(vec4<f32>(lo.w), b, t.r3),
-        fma(vec4<f32>(hi.x), b, t.r4), fma(vec4<f32>(hi.y), b, t.r5),
-        fma(vec4<f32>(hi.z), b, t.r6), fma(vec4<f32>(hi.w), b, t.r7),
+        fma(vec4<f32>(a0.x), b, t.r0), fma(vec4<f32>(a0.y), b, t.r1),
+        fma(vec4<f32>(a0.z), b, t.r2), fma(vec4<f32>(a0.w), b, t.r3),
+        fma(vec4<f32>(a1.x), b, t.r4), fma(vec4<f32>(a1.y), b, t.r5),
+        fma(vec4<f32>(a1.z), b, t.r6), fma(vec4<f32>(a1.w), b, t.r7),
     );
+}
+
+fn outer16(t: Tile16, a: array<vec4<f32>, 4>, b: vec4<f32>) -> Tile16 {
+    return Tile16(outer8(t.lo, a[0], a[1], b), outer8(t.hi, a[2], a[3], b));
 }
 
 // A(m, k), or 0 outside the matrix (read at a clamped, valid address).
@@ -175,30 +188,45 @@ fn a_at(m: u32, k: u32) -> f32 {
     return select(0.0, v, m < p.m && k < p.k);
 }
 
+// Rows m .. m + 3 of A's column k.
+fn a_col4(m: u32, k: u32) -> vec4<f32> {
+    return vec4<f32>(a_at(m, k), a_at(m + 1u, k), a_at(m + 2u, k), a_at(m + 3u, k));
+}
+
+// The A column that lane K loaded, in every lane.
+fn col_of_lane0(a: array<vec4<f32>, 4>) -> array<vec4<f32>, 4> { return array<vec4<f32>, 4>(lane0(a[0]), lane0(a[1]), lane0(a[2]), lane0(a[3])); }
+fn col_of_lane1(a: array<vec4<f32>, 4>) -> array<vec4<f32>, 4> { return array<vec4<f32>, 4>(lane1(a[0]), lane1(a[1]), lane1(a[2]), lane1(a[3])); }
+fn col_of_lane2(a: array<vec4<f32>, 4>) -> array<vec4<f32>, 4> { return array<vec4<f32>, 4>(lane2(a[0]), lane2(a[1]), lane2(a[2]), lane2(a[3])); }
+fn col_of_lane3(a: array<vec4<f32>, 4>) -> array<vec4<f32>, 4> { return array<vec4<f32>, 4>(lane3(a[0]), lane3(a[1]), lane3(a[2]), lane3(a[3])); }
+fn col_of_lane4(a: array<vec4<f32>, 4>) -> array<vec4<f32>, 4> { return array<vec4<f32>, 4>(lane4(a[0]), lane4(a[1]), lane4(a[2]), lane4(a[3])); }
+fn col_of_lane5(a: array<vec4<f32>, 4>) -> array<vec4<f32>, 4> { return array<vec4<f32>, 4>(lane5(a[0]), lane5(a[1]), lane5(a[2]), lane5(a[3])); }
+fn col_of_lane6(a: array<vec4<f32>, 4>) -> array<vec4<f32>, 4> { return array<vec4<f32>, 4>(lane6(a[0]), lane6(a[1]), lane6(a[2]), lane6(a[3])); }
+fn col_of_lane7(a: array<vec4<f32>, 4>) -> array<vec4<f32>, 4> { return array<vec4<f32>, 4>(lane7(a[0]), lane7(a[1]), lane7(a[2]), lane7(a[3])); }
+
 @compute @workgroup_size(WG)
 fn matmul_nn_subgroup(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(subgroup_id) sid: u32,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
-    let it = item(wid.x, sid, lane);
+    let it = item(wid.x, sid, lane, 16u);
     let sb = p.b_stride_k / 4u;
     let col = min(it.n, p.n - 4u) / 4u;
     let last_k = p.k - 1u;
-    var t: Tile;
+    var t: Tile16;
     for (var k0 = 0u; k0 < p.k; k0 += 8u) {
         let k = k0 + lane;
-        let lo = vec4<f32>(a_at(it.m0, k), a_at(it.m0 + 1u, k), a_at(it.m0 + 2u, k), a_at(it.m0 + 3u, k));
-        let hi = vec4<f32>(a_at(it.m0 + 4u, k), a_at(it.m0 + 5u, k), a_at(it.m0 + 6u, k), a_at(it.m0 + 7u, k));
+        let a = array<vec4<f32>, 4>(a_col4(it.m0, k), a_col4(it.m0 + 4u, k), a_col4(it.m0 + 8u, k), a_col4(it.m0 + 12u, k));
         // Rows of B past K meet zeros of A; they are read at the last row.
-        t = outer(t, lane0(lo), lane0(hi), b4[min(k0, last_k) * sb + col]);
-        t = outer(t, lane1(lo), lane1(hi), b4[min(k0 + 1u, last_k) * sb + col]);
-        t = outer(t, lane2(lo), lane2(hi), b4[min(k0 + 2u, last_k) * sb + col]);
-        t = outer(t, lane3(lo), lane3(hi), b4[min(k0 + 3u, last_k) * sb + col]);
-        t = outer(t, lane4(lo), lane4(hi), b4[min(k0 + 4u, last_k) * sb + col]);
-        t = outer(t, lane5(lo), lane5(hi), b4[min(k0 + 5u, last_k) * sb + col]);
-        t = outer(t, lane6(lo), lane6(hi), b4[min(k0 + 6u, last_k) * sb + col]);
-        t = outer(t, lane7(lo), lane7(hi), b4[min(k0 + 7u, last_k) * sb + col]);
+        t = outer16(t, col_of_lane0(a), b4[min(k0, last_k) * sb + col]);
+        t = outer16(t, col_of_lane1(a), b4[min(k0 + 1u, last_k) * sb + col]);
+        t = outer16(t, col_of_lane2(a), b4[min(k0 + 2u, last_k) * sb + col]);
+        t = outer16(t, col_of_lane3(a), b4[min(k0 + 3u, last_k) * sb + col]);
+        t = outer16(t, col_of_lane4(a), b4[min(k0 + 4u, last_k) * sb + col]);
+        t = outer16(t, col_of_lane5(a), b4[min(k0 + 5u, last_k) * sb + col]);
+        t = outer16(t, col_of_lane6(a), b4[min(k0 + 6u, last_k) * sb + col]);
+        t = outer16(t, col_of_lane7(a), b4[min(k0 + 7u, last_k) * sb + col]);
     }
-    store_tile4(it, t);
+    store_tile4(it, t.lo);
+    store_tile4(Item(it.m0 + 8u, it.n, it.valid), t.hi);
 }

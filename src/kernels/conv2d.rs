@@ -568,11 +568,17 @@ pub fn conv2d_backward_bias(
     check_len("conv2d_backward_bias", &desc, dy, s.output_len())?;
     check_len("conv2d_backward_bias", &desc, db, s.co)?;
     let p = gpu.uniform("conv2d params", &p);
+    // Planes of whole vec4s read dy as vec4s.
+    let (entry, dy_binding) = if (s.oh() * s.ow()).is_multiple_of(4) {
+        ("conv2d_backward_bias4", 9)
+    } else {
+        ("conv2d_backward_bias", 5)
+    };
     gpu.dispatch(
         &CONV2D,
-        "conv2d_backward_bias",
+        entry,
         &desc,
-        &[(0, &p), (5, &dy.buffer), (8, &db.buffer)],
+        &[(0, &p), (dy_binding, &dy.buffer), (8, &db.buffer)],
         [s.co as u32, 1, 1],
     )
     .map(|d| d.with_cost(s.output_len() as f64, 4.0 * s.output_len() as f64))

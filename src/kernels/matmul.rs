@@ -133,17 +133,16 @@ pub fn vec4_kernel(s: &MatmulShape) -> Option<(&'static str, [u32; 3])> {
 pub fn subgroup_kernel(s: &MatmulShape) -> Option<(&'static str, [u32; 3])> {
     let ((sam, sak), (sbk, sbn)) = (s.a_stride, s.b_stride);
     let by4 = |v: usize| v.is_multiple_of(4);
-    // 8 subgroups per workgroup, each an 8 x 32 tile of C.
-    let [x, y, z] = grid(s.m.div_ceil(8) * s.n.div_ceil(32), 8);
-    if y > 1 {
-        return None; // the kernels index tiles along x only
-    }
-    let groups = [x, y, z];
+    // 8 subgroups per workgroup, each a tile of C of `rows` x 32; tiles indexed along x.
+    let groups = |rows: usize| match grid(s.m.div_ceil(rows) * s.n.div_ceil(32), 8) {
+        [x, 1, 1] => Some([x, 1, 1]),
+        _ => None,
+    };
     if sak == 1 && sbk == 1 && by4(s.k) && by4(sam) && by4(sbn) {
-        return Some(("matmul_nt_subgroup", groups));
+        return groups(8).map(|g| ("matmul_nt_subgroup", g));
     }
     if sbn == 1 && by4(s.n) && by4(sbk) {
-        return Some(("matmul_nn_subgroup", groups));
+        return groups(16).map(|g| ("matmul_nn_subgroup", g));
     }
     None
 }
