@@ -2,13 +2,14 @@
 //! and to the bias. NCHW, weight [CO, CI, KH, KW], one stride and one zero padding for both
 //! axes, as nn.Conv2d(ci, co, k, stride, padding).
 //!
-//! Three variants: a generic one (any kernel, stride, padding); a fast one for 3x3 kernels
-//! with stride 1 (every preset), which packs the weights so that 8 output channels x 8
-//! columns accumulate in registers and computes the input gradient as a convolution with
-//! flipped weights; and, for the same shapes on adapters with 8-wide subgroups (lavapipe),
-//! a subgroup one (`shaders/conv2d_subgroup.wgsl`) that loads each weight or output
-//! gradient once per subgroup and broadcasts it. `Variant::Auto` picks the fastest that
-//! applies; tests run all of them.
+//! Four variants: a generic one (any kernel, stride, padding); a workgroup-tiled implicit
+//! matrix product for hardware GPUs (any shape); a fast one for 3x3 kernels with stride 1
+//! (every preset), which packs the weights so that 8 output channels x 8 columns accumulate
+//! in registers and computes the input gradient as a convolution with flipped weights; and,
+//! for the same shapes on adapters with 8-wide subgroups (lavapipe), a subgroup one
+//! (`shaders/conv2d_subgroup.wgsl`) that loads each weight or output gradient once per
+//! subgroup and broadcasts it. `Variant::Auto` picks, on software adapters, the subgroup or
+//! the 3x3 kernels, on hardware ones the tiled kernels for large shapes; tests run all.
 
 use super::{check_len, dim};
 use crate::gpu::{grid, Dispatch, Gpu, GpuError, Result, Tensor, CONV2D, CONV2D_SUBGROUP};
@@ -143,7 +144,13 @@ pub enum Variant {
     Fast3x3,
     /// As `Fast3x3`, on adapters whose subgroups are 8 wide (`Gpu::subgroups_of_8`).
     Subgroup3x3,
+    /// Workgroup-memory tiles (64x64 outputs per workgroup), any shape: for hardware GPUs.
+    Tiled,
 }
+
+/// Products at least this large (rows x columns of the pass's implicit matrix product) use
+/// the tiled kernels on hardware adapters, where a workgroup fills a 64x64 tile.
+const TILED_MIN_OUTPUTS: usize = 64 * 64;
 
 /// Which pass a variant is chosen for.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -167,7 +174,20 @@ impl Conv2dShape {
             })
         };
         match v {
-            Variant::Generic => Ok(Variant::Generic),
+            Variant::Generic | Variant::Tiled => Ok(v),
+            Variant::Auto if !gpu.is_software() => {
+                let outputs = match pass {
+                    Pass::Conv => self.co * self.n * self.oh() * self.ow(),
+                    Pass::WeightGradient => self.co * self.ci * self.kh * self.kw,
+                };
+                if outputs >= TILED_MIN_OUTPUTS {
+                    Ok(Variant::Tiled)
+                } else if self.fast_3x3() {
+                    Ok(Variant::Fast3x3)
+                } else {
+                    Ok(Variant::Generic)
+                }
+            }
             Variant::Auto if !self.fast_3x3() => Ok(Variant::Generic),
             // The weight gradient gives each lane of a subgroup one input channel: with
             // fewer than 8 most lanes would idle, and the plain 3x3 kernel is faster.
@@ -290,8 +310,10 @@ pub fn conv2d_forward_with(
     y: &Tensor,
 ) -> Result<Vec<Dispatch>> {
     let v = s.resolve(gpu, v, Pass::Conv)?;
-    if v == Variant::Generic {
-        return Ok(vec![conv2d_forward_generic(gpu, s, x, w, b, y)?]);
+    match v {
+        Variant::Generic => return Ok(vec![conv2d_forward_generic(gpu, s, x, w, b, y)?]),
+        Variant::Tiled => return Ok(vec![conv2d_forward_tiled(gpu, s, x, w, b, y)?]),
+        _ => {}
     }
     let desc = s.describe();
     let p = s.params()?;
@@ -337,8 +359,10 @@ pub fn conv2d_backward_input_with(
     dx: &Tensor,
 ) -> Result<Vec<Dispatch>> {
     let v = s.resolve(gpu, v, Pass::Conv)?;
-    if v == Variant::Generic {
-        return Ok(vec![conv2d_backward_input_generic(gpu, s, dy, w, dx)?]);
+    match v {
+        Variant::Generic => return Ok(vec![conv2d_backward_input_generic(gpu, s, dy, w, dx)?]),
+        Variant::Tiled => return Ok(vec![conv2d_backward_input_tiled(gpu, s, dy, w, dx)?]),
+        _ => {}
     }
     let desc = s.describe();
     let p = s.params()?;
@@ -396,8 +420,10 @@ pub fn conv2d_backward_weight_with(
     dw: &Tensor,
 ) -> Result<Vec<Dispatch>> {
     let v = s.resolve(gpu, v, Pass::WeightGradient)?;
-    if v == Variant::Generic {
-        return Ok(vec![conv2d_backward_weight_generic(gpu, s, dy, x, dw)?]);
+    match v {
+        Variant::Generic => return Ok(vec![conv2d_backward_weight_generic(gpu, s, dy, x, dw)?]),
+        Variant::Tiled => return conv2d_backward_weight_tiled(gpu, s, dy, x, dw),
+        _ => {}
     }
     let desc = s.describe();
     let p = s.params()?;
@@ -554,6 +580,133 @@ pub fn conv2d_backward_weight_generic(
         grid(threads, WG),
     )
     .map(|d| d.with_cost(s.flops(), s.bytes()))
+}
+
+/// Workgroups for the tiled kernels: 64 columns of the implicit product along x, 64 rows
+/// along y.
+fn tiles(columns: usize, rows: usize, label: &str) -> Result<[u32; 3]> {
+    let x = columns.div_ceil(64);
+    if x > 65535 {
+        return Err(GpuError::DispatchTooLarge {
+            kernel: label.to_string(),
+            groups: x as u64,
+            limit: 65535,
+        });
+    }
+    Ok([x as u32, rows.div_ceil(64) as u32, 1])
+}
+
+/// y = conv(x, w) + b with the workgroup-tiled kernel (overwrites y).
+pub fn conv2d_forward_tiled(
+    gpu: &Gpu,
+    s: Conv2dShape,
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    y: &Tensor,
+) -> Result<Dispatch> {
+    let desc = s.describe();
+    let p = s.params()?;
+    check_len("conv2d_forward", &desc, x, s.input_len())?;
+    check_len("conv2d_forward", &desc, w, s.weight_len())?;
+    check_len("conv2d_forward", &desc, b, s.co)?;
+    check_len("conv2d_forward", &desc, y, s.output_len())?;
+    let groups = tiles(s.n * s.oh() * s.ow(), s.co, "conv2d_forward_tiled")?;
+    let p = gpu.uniform("conv2d params", &p);
+    gpu.dispatch(
+        &CONV2D,
+        "conv2d_forward_tiled",
+        &desc,
+        &[
+            (0, &p),
+            (1, &x.buffer),
+            (2, &w.buffer),
+            (3, &b.buffer),
+            (4, &y.buffer),
+        ],
+        groups,
+    )
+    .map(|d| d.with_cost(s.flops(), s.bytes()))
+}
+
+/// dx = conv_transpose(dy, w) with the workgroup-tiled kernel (overwrites dx).
+pub fn conv2d_backward_input_tiled(
+    gpu: &Gpu,
+    s: Conv2dShape,
+    dy: &Tensor,
+    w: &Tensor,
+    dx: &Tensor,
+) -> Result<Dispatch> {
+    let desc = s.describe();
+    let p = s.params()?;
+    check_len("conv2d_backward_input", &desc, dy, s.output_len())?;
+    check_len("conv2d_backward_input", &desc, w, s.weight_len())?;
+    check_len("conv2d_backward_input", &desc, dx, s.input_len())?;
+    let groups = tiles(s.n * s.h * s.w, s.ci, "conv2d_backward_input_tiled")?;
+    let p = gpu.uniform("conv2d params", &p);
+    gpu.dispatch(
+        &CONV2D,
+        "conv2d_backward_input_tiled",
+        &desc,
+        &[(0, &p), (2, &w.buffer), (5, &dy.buffer), (6, &dx.buffer)],
+        groups,
+    )
+    .map(|d| d.with_cost(s.flops(), s.bytes()))
+}
+
+/// dw with the workgroup-tiled kernel: partial sums over batch chunks (workgroup_id.z),
+/// then their sum in chunk order (overwrites dw).
+pub fn conv2d_backward_weight_tiled(
+    gpu: &Gpu,
+    s: Conv2dShape,
+    dy: &Tensor,
+    x: &Tensor,
+    dw: &Tensor,
+) -> Result<Vec<Dispatch>> {
+    let desc = s.describe();
+    let p = s.params()?;
+    check_len("conv2d_backward_weight", &desc, dy, s.output_len())?;
+    check_len("conv2d_backward_weight", &desc, x, s.input_len())?;
+    check_len("conv2d_backward_weight", &desc, dw, s.weight_len())?;
+    let taps = s.ci * s.kh * s.kw;
+    let [gx, gy, _] = tiles(taps, s.co, "conv2d_backward_weight_tiled")?;
+    // The sum over the batch is the long one: split it so there are enough workgroups.
+    let chunks = 256usize.div_ceil((gx * gy) as usize).clamp(1, s.n);
+    let chunk = s.n.div_ceil(chunks);
+    let chunks = s.n.div_ceil(chunk);
+    let q = Params3 {
+        chunk: dim("conv2d", chunk)?,
+        ..Params3::zeroed()
+    };
+    let qb = gpu.uniform("conv2d tiled params", &q);
+    let pb = gpu.uniform("conv2d params", &p);
+    let partials = gpu.zeros(
+        "conv2d weight-gradient partial sums",
+        chunks * s.weight_len(),
+    )?;
+    let sums = gpu
+        .dispatch(
+            &CONV2D,
+            "conv2d_backward_weight_tiled",
+            &desc,
+            &[
+                (0, &pb),
+                (20, &qb),
+                (1, &x.buffer),
+                (5, &dy.buffer),
+                (25, &partials.buffer),
+            ],
+            [gx, gy, chunks as u32],
+        )?
+        .with_cost(s.flops(), s.bytes());
+    let reduce = gpu.dispatch(
+        &CONV2D,
+        "conv2d_reduce_partials",
+        &desc,
+        &[(0, &pb), (20, &qb), (25, &partials.buffer), (7, &dw.buffer)],
+        grid(s.weight_len(), WG),
+    )?;
+    Ok(vec![sums, reduce])
 }
 
 /// db = sum of dy over batch and space (overwrites db).

@@ -91,7 +91,7 @@ fn data(s: Conv2dShape, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
 /// Every variant that applies to the shape on this adapter (the subgroup one where
 /// subgroups are 8 wide, as on lavapipe in CI).
 fn variants(s: &Conv2dShape) -> Vec<Variant> {
-    let mut v = vec![Variant::Generic];
+    let mut v = vec![Variant::Generic, Variant::Tiled];
     if s.fast_3x3() {
         v.push(Variant::Fast3x3);
         if gpu().subgroups_of_8() {
