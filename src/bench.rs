@@ -23,15 +23,16 @@ pub struct KernelTime {
 #[derive(Clone, Debug)]
 pub struct Validation {
     pub batch: usize,
-    /// Tensors compared: logits, loss and every parameter gradient.
+    /// Tensors compared: training logits, loss, every parameter gradient, inference logits.
     pub tensors: usize,
     /// Largest |gpu - ref| as a fraction of the allowed error (must be <= 1).
     pub worst_relative: f64,
 }
 
-/// Runs one training step (forward, loss, backward) of `spec` on random data on the GPU and
-/// on the CPU references, and compares logits, loss and every parameter gradient. Large
-/// models are checked at a smaller batch (the CPU reference is slow); the result says which.
+/// Runs one training step (forward, loss, backward) and one inference of `spec` on random
+/// data on the GPU and on the CPU references, and compares logits, loss, every parameter
+/// gradient and the inference logits. Large models are checked at a smaller batch (the CPU
+/// reference is slow); the result says which.
 pub fn validate(gpu: &Gpu, spec: &ModelSpec, batch: usize) -> Result<Validation> {
     let per_image: u64 = (0..spec.layers.len()).map(|i| spec.flops(i)).sum();
     let batch = if per_image * 3 * batch as u64 > 3_000_000_000 {
@@ -116,9 +117,29 @@ pub fn validate(gpu: &Gpu, spec: &ModelSpec, batch: usize) -> Result<Validation>
         let got: Vec<f32> = gpu.read(&p.grad)?;
         check(&format!("gradient of {name}"), &got[..g.len()], g)?;
     }
+
+    // Inference: the evaluation-mode forward, with running statistics that are not the
+    // initial 0 and 1 so batch norm's evaluation path is really exercised.
+    let mut eval_params = params.clone();
+    for p in &mut eval_params {
+        for m in &mut p.running_mean {
+            *m = rng.uniform(-0.5, 0.5);
+        }
+        for v in &mut p.running_var {
+            *v = rng.uniform(0.5, 2.0);
+        }
+    }
+    let eval_net = Network::new(gpu, spec.clone(), &eval_params)?;
+    let eval_bufs = Buffers::new(gpu, spec, batch, Mode::Eval)?;
+    gpu.write(&eval_bufs.acts[0], &input)?;
+    let plan = net::forward(gpu, &eval_net, &eval_bufs, batch, seed)?;
+    gpu.run(&plan.iter().collect::<Vec<_>>())?;
+    let want_eval = crate::reference::eval_forward(spec, &eval_params, &input);
+    let got: Vec<f32> = gpu.read(eval_bufs.logits())?;
+    check("inference logits", &got[..want_eval.len()], &want_eval)?;
     Ok(Validation {
         batch,
-        tensors: 2 + want.grads.len(),
+        tensors: 3 + want.grads.len(),
         worst_relative: worst,
     })
 }

@@ -721,9 +721,9 @@ fn bench(
     }
     println!("{name} at batch {batch} on {adapter} ({})", r.timing);
     println!(
-        "validated against the CPU reference at batch {}: logits, loss and {} gradients; worst error {:.2} of the tolerance\n",
+        "validated against the CPU reference at batch {}: training logits, loss and {} gradients, inference logits; worst error {:.2} of the tolerance\n",
         r.validation.batch,
-        r.validation.tensors - 2,
+        r.validation.tensors - 3,
         r.validation.worst_relative
     );
     let mut rows: Vec<wgpu_fmnist::bench::KernelTime> = Vec::new();

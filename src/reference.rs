@@ -1,6 +1,7 @@
 //! A whole training step on the CPU, composed from the kernels' `*_reference` functions:
-//! forward (training mode), mean cross-entropy, backward to every parameter. `bench`
-//! validates the GPU step against it before timing anything, at the bench's own shapes.
+//! forward (training mode), mean cross-entropy, backward to every parameter; and the
+//! evaluation-mode forward. `bench` validates the GPU's training step and inference against
+//! them before timing anything, at the bench's own shapes.
 
 use crate::kernels::{batchnorm, conv2d, dropout, elementwise, matmul, pool, softmax_xent};
 use crate::model::{Layer, LayerParams, ModelSpec, NUM_CLASSES};
@@ -12,17 +13,23 @@ pub struct StepReference {
     pub grads: Vec<(String, Vec<f32>)>,
 }
 
-/// One step on `input` [batch, 1, 28, 28] with `labels`; dropout masks as the GPU draws them
-/// at global step `step` with `dropout_seed`.
-pub fn train_step(
+/// Logits of the evaluation-mode forward pass (batch statistics from the running
+/// estimates, dropout off) on `input` [batch, 1, 28, 28].
+pub fn eval_forward(spec: &ModelSpec, params: &[LayerParams], input: &[f32]) -> Vec<f32> {
+    let (acts, _) = forward(spec, params, input, None);
+    acts.last().expect("logits").clone()
+}
+
+/// Activations of every layer and the pools' argmax; `train` = Some((step, dropout seed))
+/// for training mode (batch statistics, dropout masks as the GPU draws them), None to
+/// evaluate.
+fn forward(
     spec: &ModelSpec,
     params: &[LayerParams],
     input: &[f32],
-    labels: &[u32],
-    step: u32,
-    dropout_seed: u32,
-) -> StepReference {
-    let batch = labels.len();
+    train: Option<(u32, u32)>,
+) -> (Vec<Vec<f32>>, Vec<Vec<u32>>) {
+    let batch = input.len() / spec.shapes[0].len();
     let mut acts = vec![input.to_vec()];
     let mut argmax: Vec<Vec<u32>> = vec![Vec::new(); spec.layers.len()];
     for (i, layer) in spec.layers.iter().enumerate() {
@@ -71,9 +78,15 @@ pub fn train_step(
                     p.running_mean.clone(),
                     p.running_var.clone(),
                 );
-                batchnorm::batchnorm_forward_train_reference(
-                    &mut y, &mut m, &mut v, &mut rm, &mut rv, x, &p.weight, &p.bias, s,
-                );
+                if train.is_some() {
+                    batchnorm::batchnorm_forward_train_reference(
+                        &mut y, &mut m, &mut v, &mut rm, &mut rv, x, &p.weight, &p.bias, s,
+                    );
+                } else {
+                    batchnorm::batchnorm_forward_eval_reference(
+                        &mut y, x, &p.weight, &p.bias, &rm, &rv, s,
+                    );
+                }
             }
             Layer::Relu => elementwise::relu_forward_reference(&mut y, x),
             Layer::MaxPool { k, stride } => {
@@ -88,19 +101,37 @@ pub fn train_step(
                 argmax[i] = vec![0; y.len()];
                 pool::maxpool_forward_reference(&mut y, &mut argmax[i], x, s);
             }
-            Layer::Dropout { p: prob } => {
-                let cfg = dropout::DropoutConfig {
-                    n: y.len(),
-                    p: prob,
-                    seed: dropout_seed,
-                    layer: i as u32,
-                };
-                dropout::dropout_forward_reference(&mut y, x, cfg, step);
-            }
+            Layer::Dropout { p: prob } => match train {
+                Some((step, dropout_seed)) => {
+                    let cfg = dropout::DropoutConfig {
+                        n: y.len(),
+                        p: prob,
+                        seed: dropout_seed,
+                        layer: i as u32,
+                    };
+                    dropout::dropout_forward_reference(&mut y, x, cfg, step);
+                }
+                None => y.copy_from_slice(x),
+            },
             Layer::Flatten => y.copy_from_slice(x),
         }
         acts.push(y);
     }
+    (acts, argmax)
+}
+
+/// One step on `input` [batch, 1, 28, 28] with `labels`; dropout masks as the GPU draws them
+/// at global step `step` with `dropout_seed`.
+pub fn train_step(
+    spec: &ModelSpec,
+    params: &[LayerParams],
+    input: &[f32],
+    labels: &[u32],
+    step: u32,
+    dropout_seed: u32,
+) -> StepReference {
+    let batch = labels.len();
+    let (acts, argmax) = forward(spec, params, input, Some((step, dropout_seed)));
     let logits = acts.last().expect("logits").clone();
     let xs = softmax_xent::XentShape {
         batch,
