@@ -4,16 +4,19 @@
 // overwrites dx by gathering from the outputs whose window covers each input: no scatter,
 // no atomics, and correct when windows overlap (s < k).
 //
-// Fused activations: the dropout and ReLU layers right before the pool ("pre") and a
-// dropout right after it ("post") can be applied inside the pool, so their tensors are
-// never written or read back: forward computes post(max over the window of pre(x)); the
-// backward turns dL/d(output) into dL/dx of the first fused layer. ReLU and inverted
-// dropout commute, so the order of the pre layers does not matter. The dropout masks are
+// Fused layers: a batch norm, then dropout and ReLU layers, right before the pool ("pre")
+// and a dropout right after it ("post") can be applied inside the pool, so their tensors
+// are never written or read back: forward computes post(max over the window of pre(x)).
+// The batch norm's statistics come from its own kernels (batchnorm_stats, or the running
+// estimates when evaluating) and its backward stays its own; the pool's backward turns
+// dL/d(output) into dL/d(first fused activation's input), i.e. dL/d(batch-norm output)
+// when one is fused. ReLU and inverted dropout commute, so their order does not matter. The dropout masks are
 // the dropout kernel's (shaders/dropout.wgsl): hash of (seed, step, layer, element index in
-// that layer's tensor), with the step from counter[0]. Why the backward needs no stored
-// activations: with a pre ReLU, an element gets gradient only if it is its window's
-// argmax and the output is > 0, which also means it was kept by a pre dropout; without
-// one, the pre dropout's mask is recomputed at the argmax.
+// that layer's tensor), with the step from counter[0]. The backward needs no activations:
+// the forward marks in the argmax's two top bits whether gradient reaches the argmax
+// element (BLOCKED: a pre ReLU gave 0, or a pre dropout dropped it; with a ReLU, a
+// positive output also means it was kept) and whether the post dropout dropped the output
+// (DROPPED). Without fused layers the bits stay clear and argmax is the plain index.
 
 struct Params {
     n: u32,
@@ -34,12 +37,22 @@ struct Params {
     pre_scale: f32,
     post_p: f32,
     post_scale: f32,
+    // Batch norm before the pool: 0 none, 1 batch statistics (training: save_mean and
+    // save_invstd), 2 running statistics (evaluating: running_mean and running_var).
+    batch_norm: u32,
+    eps: f32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 const WG: u32 = 256u;
 const RELU: u32 = 1u;
 const PRE_DROPOUT: u32 = 2u;
 const POST_DROPOUT: u32 = 4u;
+// Top bits of an argmax entry (plane indices stay below 2^30).
+const BLOCKED: u32 = 0x80000000u;
+const DROPPED: u32 = 0x40000000u;
+const INDEX: u32 = 0x3fffffffu;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -47,9 +60,13 @@ const POST_DROPOUT: u32 = 4u;
 @group(0) @binding(3) var<storage, read_write> argmax: array<u32>;
 @group(0) @binding(4) var<storage, read> dy: array<f32>;
 @group(0) @binding(6) var<storage, read_write> dx1: array<f32>;
-// The forward's output, read by the backward for the ReLU gate.
-@group(0) @binding(7) var<storage, read> out: array<f32>;
 @group(0) @binding(8) var<storage, read> counter: array<u32>;
+// The fused batch norm's parameters and statistics: `stat_a` is the mean (batch or
+// running), `stat_b` 1/sqrt(var + eps) of the batch or the running variance.
+@group(0) @binding(9) var<storage, read> gamma: array<f32>;
+@group(0) @binding(10) var<storage, read> beta: array<f32>;
+@group(0) @binding(11) var<storage, read> stat_a: array<f32>;
+@group(0) @binding(12) var<storage, read> stat_b: array<f32>;
 
 fn linear_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
@@ -74,9 +91,26 @@ fn kept(key: u32, drop_p: f32, i: u32) -> bool {
     return f32(hash(i ^ key) >> 8u) * (1.0 / 16777216.0) >= drop_p;
 }
 
-// The pre activations of input element e (flat index) with value v.
+// The fused batch norm of the current plane's channel: y = (x - bn_mean) * bn_scale + bn_shift.
+var<private> bn_mean: f32;
+var<private> bn_scale: f32 = 1.0;
+var<private> bn_shift: f32;
+
+fn set_channel(ch: u32) {
+    if (p.batch_norm == 1u) {
+        bn_mean = stat_a[ch];
+        bn_scale = stat_b[ch] * gamma[ch];
+        bn_shift = beta[ch];
+    } else if (p.batch_norm == 2u) {
+        bn_mean = stat_a[ch];
+        bn_scale = gamma[ch] / sqrt(stat_b[ch] + p.eps);
+        bn_shift = beta[ch];
+    }
+}
+
+// The pre layers applied to input element e (flat index) with value v.
 fn pre(v: f32, e: u32) -> f32 {
-    var r = v;
+    var r = (v - bn_mean) * bn_scale + bn_shift;
     if (has(PRE_DROPOUT)) {
         r = select(0.0, r * p.pre_scale, kept(pre_key, p.pre_p, e));
     }
@@ -95,6 +129,7 @@ fn maxpool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
     let r = min(linear_id(gid, nwg), rows - 1u);
     let plane = r / p.oh;
     let oy = r - plane * p.oh;
+    set_channel(plane % p.c);
     let base = plane * p.h * p.w;
     let first = oy * p.stride * p.w;
     for (var ox = 0u; ox < p.ow; ox++) {
@@ -111,36 +146,28 @@ fn maxpool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
             }
         }
         let o = r * p.ow + ox;
+        var flags = 0u;
+        if (has(RELU)) {
+            flags = select(BLOCKED, 0u, best > 0.0);
+        } else if (has(PRE_DROPOUT)) {
+            flags = select(BLOCKED, 0u, kept(pre_key, p.pre_p, base + best_idx));
+        }
         if (has(POST_DROPOUT)) {
-            best = select(0.0, best * p.post_scale, kept(post_key, p.post_p, o));
+            let keep = kept(post_key, p.post_p, o);
+            best = select(0.0, best * p.post_scale, keep);
+            flags |= select(DROPPED, 0u, keep);
         }
         if (linear_id(gid, nwg) < rows) {
             y[o] = best;
-            argmax[o] = best_idx;
+            argmax[o] = best_idx | flags;
         }
     }
 }
 
-// dL/d(pool input at its argmax) for output o: dy[o] through the fused layers.
-fn routed(o: u32) -> f32 {
-    var g = dy[o];
-    if (has(POST_DROPOUT)) {
-        g = select(0.0, g * p.post_scale, kept(post_key, p.post_p, o));
-    }
-    if (has(RELU)) {
-        // Output > 0 iff the argmax element passed the ReLU (and so any pre dropout).
-        g = select(0.0, g, out[o] > 0.0);
-    }
-    return g;
-}
-
-// The pre dropout's factor at input element e (1 when there is none).
-fn pre_gate(e: u32) -> f32 {
-    if (!has(PRE_DROPOUT)) {
-        return 1.0;
-    }
-    // With a ReLU the gate above already dropped the element when it was dropped.
-    return select(0.0, p.pre_scale, has(RELU) || kept(pre_key, p.pre_p, e));
+// dL/d(pool input at its argmax) for output o, whose argmax entry is a: dy[o] through
+// the fused layers (each dropout scales what it keeps; the scales are 1 when not fused).
+fn routed(o: u32, a: u32) -> f32 {
+    return select(0.0, dy[o] * p.pre_scale * p.post_scale, (a & (BLOCKED | DROPPED)) == 0u);
 }
 
 // Gradient of one input element: the sum over the outputs whose window holds it and
@@ -159,18 +186,18 @@ fn input_grad(e: u32) -> f32 {
     for (var oy = oy_lo; oy <= oy_hi; oy++) {
         for (var ox = ox_lo; ox <= ox_hi; ox++) {
             let o = (plane * p.oh + oy) * p.ow + ox;
-            if (argmax[o] == here) {
-                g += routed(o);
+            let a = argmax[o];
+            if ((a & INDEX) == here) {
+                g += routed(o, a);
             }
         }
     }
-    return g * pre_gate(e);
+    return g;
 }
 
 // Any windows (overlapping too): one input element per invocation.
 @compute @workgroup_size(WG)
 fn maxpool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    set_keys();
     let e = linear_id(gid, nwg);
     if (e >= p.n * p.c * p.h * p.w) { return; }
     dx1[e] = input_grad(e);
@@ -182,7 +209,6 @@ fn maxpool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
 // rows, and the columns right of the last window, outside every window).
 @compute @workgroup_size(WG)
 fn maxpool_backward_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    set_keys();
     let r = linear_id(gid, nwg);
     if (r >= p.n * p.c * p.oh) { return; }
     let plane = r / p.oh;
@@ -191,8 +217,9 @@ fn maxpool_backward_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builti
     let y_end = select(oy * p.k + p.k, p.h, oy == p.oh - 1u);
     for (var ox = 0u; ox < p.ow; ox++) {
         let o = r * p.ow + ox;
-        let hit = argmax[o];
-        let g = routed(o) * pre_gate(base + hit);
+        let a = argmax[o];
+        let hit = a & INDEX;
+        let g = routed(o, a);
         for (var yy = oy * p.k; yy < y_end; yy++) {
             for (var xx = ox * p.k; xx < ox * p.k + p.k; xx++) {
                 let here = yy * p.w + xx;

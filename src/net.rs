@@ -167,9 +167,11 @@ pub enum Mode {
     Eval,
 }
 
-/// ReLU and dropout layers next to a max pool run inside the pool's kernels (see
-/// `kernels::pool::PoolFusion`): up to one ReLU and one dropout right before it, and one
-/// dropout right after it. For each layer: the pool that absorbs it, if any.
+/// Layers next to a max pool that run inside the pool's kernels (see
+/// `kernels::pool::PoolFusion`): up to one ReLU and one dropout right before it, a batch
+/// norm right before those (its normalisation only: its statistics and its backward stay
+/// its own kernels), and one dropout right after the pool. For each layer: the pool that
+/// absorbs it, if any.
 pub fn absorbed_by_pool(spec: &ModelSpec) -> Vec<Option<usize>> {
     let layers = &spec.layers;
     let mut by = vec![None; layers.len()];
@@ -182,6 +184,10 @@ pub fn absorbed_by_pool(spec: &ModelSpec) -> Vec<Option<usize>> {
             match layers[j] {
                 Layer::Relu if !relu && by[j].is_none() => relu = true,
                 Layer::Dropout { .. } if !dropout && by[j].is_none() => dropout = true,
+                Layer::BatchNorm if by[j].is_none() => {
+                    by[j] = Some(i);
+                    break;
+                }
                 _ => break,
             }
             by[j] = Some(i);
@@ -245,10 +251,12 @@ impl Buffers {
             let out = spec.output(i);
             // Layers without a tensor of their own share their input's: flatten, dropout
             // when evaluating, and the activations a pool absorbs (the pool's input is then
-            // the first absorbed layer's input, its output the absorbed dropout's output).
+            // the first absorbed activation's input, its output the absorbed dropout's
+            // output). An absorbed batch norm keeps its tensor: the pool's backward writes
+            // its gradient there, which the batch norm's backward reads.
             let alias = matches!(layer, Layer::Flatten)
                 || (mode == Mode::Eval && matches!(layer, Layer::Dropout { .. }))
-                || absorbed[i].is_some();
+                || (absorbed[i].is_some() && !matches!(layer, Layer::BatchNorm));
             if alias {
                 slot.push(slot[i]);
             } else {
@@ -401,7 +409,18 @@ pub fn forward(
     let mut out = Vec::new();
     for (i, layer) in spec.layers.iter().enumerate() {
         if absorbed[i].is_some() {
-            continue; // runs inside its pool
+            // Runs inside its pool; a batch norm's training statistics still come first.
+            if let (Layer::BatchNorm, Mode::Train) = (layer, bufs.mode) {
+                let t = bn_tensors(net, bufs, i);
+                let x = &bufs.acts[bufs.slot[i]];
+                out.push(batchnorm::batchnorm_stats(
+                    gpu,
+                    bn_shape(spec, i, batch),
+                    &t,
+                    x,
+                )?);
+            }
+            continue;
         }
         let x = &bufs.acts[bufs.slot[i]];
         let y = &bufs.acts[bufs.slot[i + 1]];
@@ -443,10 +462,22 @@ pub fn forward(
             Layer::Relu => out.push(elementwise::relu_forward(gpu, x, y, n)?),
             Layer::MaxPool { .. } => {
                 let a = bufs.argmax[i].as_ref().expect("argmax");
+                // A fused batch norm: the pool reads the batch norm's input.
+                let bn = (0..i).find(|&j| {
+                    absorbed[j] == Some(i) && matches!(spec.layers[j], Layer::BatchNorm)
+                });
+                let bn_t = bn.map(|j| bn_tensors(net, bufs, j));
+                let fused_bn = bn.zip(bn_t.as_ref()).map(|(j, t)| pool::FusedBatchNorm {
+                    tensors: t,
+                    training: bufs.mode == Mode::Train,
+                    eps: bn_shape(spec, j, batch).eps,
+                });
+                let x = bn.map_or(x, |j| &bufs.acts[bufs.slot[j]]);
                 out.push(pool::maxpool_forward(
                     gpu,
                     pool_shape(spec, i, batch),
                     pool_fusion(spec, i, bufs.mode, dropout_seed),
+                    fused_bn,
                     &net.counter,
                     x,
                     y,
@@ -542,10 +573,8 @@ pub fn backward(
                         gpu,
                         pool_shape(spec, i, batch),
                         pool_fusion(spec, i, bufs.mode, dropout_seed),
-                        &net.counter,
                         dy,
                         a,
-                        &bufs.acts[yi],
                         dx,
                     )?);
                 }

@@ -117,18 +117,16 @@ impl BatchNormTensors<'_> {
     }
 }
 
-/// Training forward: batch statistics (and running-stat update), then normalisation.
-pub fn batchnorm_forward_train(
+/// Batch statistics (saved for the backward) and the running-statistics update.
+pub fn batchnorm_stats(
     gpu: &Gpu,
     s: BatchNormShape,
     t: &BatchNormTensors,
     x: &Tensor,
-    y: &Tensor,
-) -> Result<[Dispatch; 2]> {
+) -> Result<Dispatch> {
     let desc = s.describe();
-    t.check("batchnorm_forward_train", &s)?;
-    check_len("batchnorm_forward_train", &desc, x, s.len())?;
-    check_len("batchnorm_forward_train", &desc, y, s.len())?;
+    t.check("batchnorm_stats", &s)?;
+    check_len("batchnorm_stats", &desc, x, s.len())?;
     let p = gpu.uniform("batchnorm params", &s.params()?);
     let (stats_entry, v4) = entry(&s, "batchnorm_stats");
     let mut stats_bindings = vec![
@@ -143,7 +141,7 @@ pub fn batchnorm_forward_train(
         // The shift k is the channel's first element, read through the scalar view.
         stats_bindings.push((13, &x.buffer));
     }
-    let stats = gpu
+    Ok(gpu
         .dispatch(
             &BATCHNORM,
             &stats_entry,
@@ -151,7 +149,21 @@ pub fn batchnorm_forward_train(
             &stats_bindings,
             channels(&s),
         )?
-        .with_cost(4.0 * s.len() as f64, 8.0 * s.len() as f64);
+        .with_cost(4.0 * s.len() as f64, 8.0 * s.len() as f64))
+}
+
+/// Training forward: batch statistics (and running-stat update), then normalisation.
+pub fn batchnorm_forward_train(
+    gpu: &Gpu,
+    s: BatchNormShape,
+    t: &BatchNormTensors,
+    x: &Tensor,
+    y: &Tensor,
+) -> Result<[Dispatch; 2]> {
+    let desc = s.describe();
+    check_len("batchnorm_forward_train", &desc, y, s.len())?;
+    let stats = batchnorm_stats(gpu, s, t, x)?;
+    let p = gpu.uniform("batchnorm params", &s.params()?);
     let (norm_entry, v4) = entry(&s, "batchnorm_forward_train");
     let norm = gpu
         .dispatch(

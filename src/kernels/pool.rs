@@ -2,6 +2,7 @@
 //! nn.MaxPool2d(k, stride). The forward records each output's argmax (index within its
 //! input plane, first maximum on ties) for the backward.
 
+use super::batchnorm::BatchNormTensors;
 use super::{check_len, dim};
 use crate::gpu::{grid, Dispatch, Gpu, GpuError, Result, Tensor, POOL};
 use bytemuck::{Pod, Zeroable};
@@ -25,6 +26,9 @@ struct Params {
     pre_scale: f32,
     post_p: f32,
     post_scale: f32,
+    batch_norm: u32,
+    eps: f32,
+    _pad: [u32; 2],
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +51,17 @@ pub struct PoolFusion {
     pub post_dropout: Option<Dropout>,
     /// The run's dropout seed.
     pub seed: u32,
+}
+
+/// A batch norm applied inside the pool's forward, before the fused activations. Its
+/// statistics come from its own kernels (`batchnorm_stats` when training, the running
+/// estimates when evaluating) and its backward stays its own; the pool's backward then
+/// gives dL/d(batch-norm output).
+pub struct FusedBatchNorm<'a> {
+    pub tensors: &'a BatchNormTensors<'a>,
+    /// Batch statistics (training) or running statistics (evaluating).
+    pub training: bool,
+    pub eps: f32,
 }
 
 /// A fused dropout layer: its index in the model (its mask stream) and drop probability.
@@ -76,11 +91,13 @@ impl PoolShape {
         )
     }
     fn params(&self, f: &PoolFusion) -> Result<Params> {
+        // Plane indices must leave the argmax's two top bits free (see shaders/pool.wgsl).
         if self.k == 0
             || self.stride == 0
             || self.k > self.h
             || self.k > self.w
             || self.input_len() == 0
+            || self.h * self.w >= 1 << 30
         {
             return Err(GpuError::Shape {
                 label: "maxpool".into(),
@@ -107,6 +124,9 @@ impl PoolShape {
             pre_scale: pre.map_or(1.0, |d| scale(d.p)),
             post_p: post.map_or(0.0, |d| d.p),
             post_scale: post.map_or(1.0, |d| scale(d.p)),
+            batch_norm: 0,
+            eps: 0.0,
+            _pad: [0; 2],
         })
     }
     fn rows(&self) -> usize {
@@ -120,22 +140,43 @@ impl PoolShape {
 const WG: u32 = 256;
 
 /// y = post(max over each window of pre(x)); argmax (u32) records where in the input plane
-/// the maximum came from. Overwrites both. `counter` is the step counter the fused dropout
+/// the maximum came from (and, in its top bits, whether the fused layers stop the gradient
+/// there). Overwrites both. `counter` is the step counter the fused dropout
 /// masks read (any tensor when nothing is fused).
+#[allow(clippy::too_many_arguments)]
 pub fn maxpool_forward(
     gpu: &Gpu,
     s: PoolShape,
     fusion: PoolFusion,
+    batch_norm: Option<FusedBatchNorm>,
     counter: &Tensor,
     x: &Tensor,
     y: &Tensor,
     argmax: &Tensor,
 ) -> Result<Dispatch> {
     let desc = s.describe();
-    let p = s.params(&fusion)?;
+    let mut p = s.params(&fusion)?;
     check_len("maxpool_forward", &desc, x, s.input_len())?;
     check_len("maxpool_forward", &desc, y, s.output_len())?;
     check_len("maxpool_forward", &desc, argmax, s.output_len())?;
+    // Without a batch norm its bindings are never read; any buffer fills them.
+    let (gamma, beta, stat_a, stat_b) = match &batch_norm {
+        Some(bn) => {
+            let t = bn.tensors;
+            for v in [t.gamma, t.beta, t.running_mean, t.running_var] {
+                check_len("maxpool_forward", &desc, v, s.c)?;
+            }
+            p.eps = bn.eps;
+            if bn.training {
+                p.batch_norm = 1;
+                (t.gamma, t.beta, t.save_mean, t.save_invstd)
+            } else {
+                p.batch_norm = 2;
+                (t.gamma, t.beta, t.running_mean, t.running_var)
+            }
+        }
+        None => (x, x, x, x),
+    };
     let p = gpu.uniform("maxpool params", &p);
     gpu.dispatch(
         &POOL,
@@ -147,6 +188,10 @@ pub fn maxpool_forward(
             (2, &y.buffer),
             (3, &argmax.buffer),
             (8, &counter.buffer),
+            (9, &gamma.buffer),
+            (10, &beta.buffer),
+            (11, &stat_a.buffer),
+            (12, &stat_b.buffer),
         ],
         grid(s.rows(), WG),
     )
@@ -154,23 +199,20 @@ pub fn maxpool_forward(
 }
 
 /// dx = dy routed back through the fused layers to each window's argmax (summed where
-/// windows overlap); `y` is the forward's output (for a fused ReLU's gate). Overwrites dx.
-#[allow(clippy::too_many_arguments)]
+/// windows overlap), with the forward's argmax (whose top bits say where the fused layers
+/// stopped the gradient). Overwrites dx.
 pub fn maxpool_backward(
     gpu: &Gpu,
     s: PoolShape,
     fusion: PoolFusion,
-    counter: &Tensor,
     dy: &Tensor,
     argmax: &Tensor,
-    y: &Tensor,
     dx: &Tensor,
 ) -> Result<Dispatch> {
     let desc = s.describe();
     let p = s.params(&fusion)?;
     check_len("maxpool_backward", &desc, dy, s.output_len())?;
     check_len("maxpool_backward", &desc, argmax, s.output_len())?;
-    check_len("maxpool_backward", &desc, y, s.output_len())?;
     check_len("maxpool_backward", &desc, dx, s.input_len())?;
     let p = gpu.uniform("maxpool params", &p);
     // Disjoint windows: one invocation per output row writes its windows; else one per
@@ -189,8 +231,6 @@ pub fn maxpool_backward(
             (3, &argmax.buffer),
             (4, &dy.buffer),
             (6, &dx.buffer),
-            (7, &y.buffer),
-            (8, &counter.buffer),
         ],
         grid(threads, WG),
     )

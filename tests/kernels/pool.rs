@@ -67,7 +67,7 @@ fn maxpool_forward_matches_reference() {
             zeros("argmax", s.output_len()),
         );
         let c = counter(0);
-        run(&[&maxpool_forward(gpu(), s, PLAIN, &c, &tx, &ty, &ta).unwrap()]);
+        run(&[&maxpool_forward(gpu(), s, PLAIN, None, &c, &tx, &ty, &ta).unwrap()]);
         let (mut y, mut a) = (vec![0.0; s.output_len()], vec![0u32; s.output_len()]);
         maxpool_forward_reference(&mut y, &mut a, &x, s);
         assert_kernel_close(
@@ -92,7 +92,7 @@ fn maxpool_forward_breaks_ties_like_pytorch() {
     };
     let (tx, ty, ta) = (upload("x", &[1.0; 16]), zeros("y", 4), zeros("argmax", 4));
     let c = counter(0);
-    run(&[&maxpool_forward(gpu(), s, PLAIN, &c, &tx, &ty, &ta).unwrap()]);
+    run(&[&maxpool_forward(gpu(), s, PLAIN, None, &c, &tx, &ty, &ta).unwrap()]);
     assert_eq!(read_u32(&ta), vec![0, 2, 8, 10]);
 }
 
@@ -109,8 +109,8 @@ fn maxpool_backward_matches_reference() {
         let (tdy, tdx) = (upload("dy", &dy), zeros("dx", s.input_len()));
         let c = counter(0);
         run(&[
-            &maxpool_forward(gpu(), s, PLAIN, &c, &tx, &ty, &ta).unwrap(),
-            &maxpool_backward(gpu(), s, PLAIN, &c, &tdy, &ta, &ty, &tdx).unwrap(),
+            &maxpool_forward(gpu(), s, PLAIN, None, &c, &tx, &ty, &ta).unwrap(),
+            &maxpool_backward(gpu(), s, PLAIN, &tdy, &ta, &tdx).unwrap(),
         ]);
         let (mut y, mut a) = (vec![0.0; s.output_len()], vec![0u32; s.output_len()]);
         maxpool_forward_reference(&mut y, &mut a, &x, s);
@@ -194,8 +194,8 @@ fn maxpool_with_fused_activations_matches_the_separate_layers() {
             );
             let (tdy, tdx) = (upload("dy", &dy), zeros("dx", s.input_len()));
             run(&[
-                &maxpool_forward(gpu(), s, f, &c, &tx, &ty, &ta).unwrap(),
-                &maxpool_backward(gpu(), s, f, &c, &tdy, &ta, &ty, &tdx).unwrap(),
+                &maxpool_forward(gpu(), s, f, None, &c, &tx, &ty, &ta).unwrap(),
+                &maxpool_backward(gpu(), s, f, &tdy, &ta, &tdx).unwrap(),
             ]);
             let d = s.describe();
             assert_kernel_close(&format!("fused {what} forward {d} ({why})"), &read(&ty), &y);
@@ -203,6 +203,72 @@ fn maxpool_with_fused_activations_matches_the_separate_layers() {
                 &format!("fused {what} backward {d} ({why})"),
                 &read(&tdx),
                 &dx,
+            );
+        }
+    }
+}
+
+/// A batch norm fused before the pool (and a ReLU): with batch statistics as when training,
+/// with running statistics as when evaluating, against batch norm's own reference.
+#[test]
+fn maxpool_with_fused_batch_norm_matches_the_separate_layers() {
+    use wgpu_fmnist::kernels::batchnorm::{
+        batchnorm_forward_eval_reference, BatchNormShape, BatchNormTensors,
+    };
+    for (i, (why, s)) in shapes().into_iter().enumerate() {
+        let mut r = rng(90 + i as u64);
+        let x = r.vec(s.input_len(), -2.0, 2.0);
+        let (gamma, beta) = (r.vec(s.c, 0.5, 1.5), r.vec(s.c, -0.5, 0.5));
+        let (mean, var) = (r.vec(s.c, -0.3, 0.3), r.vec(s.c, 0.5, 2.0));
+        let bs = BatchNormShape::new(s.n, s.c, s.h * s.w);
+        // Batch statistics are passed as 1/sqrt(var + eps), as batchnorm_stats saves them.
+        let invstd: Vec<f32> = var.iter().map(|v| 1.0 / (v + bs.eps).sqrt()).collect();
+        let (tg, tb, tm, tv, ti) = (
+            upload("gamma", &gamma),
+            upload("beta", &beta),
+            upload("mean", &mean),
+            upload("var", &var),
+            upload("invstd", &invstd),
+        );
+        let t = BatchNormTensors {
+            gamma: &tg,
+            beta: &tb,
+            running_mean: &tm,
+            running_var: &tv,
+            save_mean: &tm,
+            save_invstd: &ti,
+        };
+        // Both modes normalise with the same mean and variance here, so one reference.
+        let mut a = vec![0.0; x.len()];
+        batchnorm_forward_eval_reference(&mut a, &x, &gamma, &beta, &mean, &var, bs);
+        let normed = a.clone();
+        relu_forward_reference(&mut a, &normed);
+        let (mut y, mut arg) = (vec![0.0; s.output_len()], vec![0u32; s.output_len()]);
+        maxpool_forward_reference(&mut y, &mut arg, &a, s);
+        let f = PoolFusion {
+            relu: true,
+            ..PLAIN
+        };
+        for training in [true, false] {
+            let bn = FusedBatchNorm {
+                tensors: &t,
+                training,
+                eps: bs.eps,
+            };
+            let c = counter(0);
+            let (tx, ty, ta) = (
+                upload("x", &x),
+                zeros("y", s.output_len()),
+                zeros("argmax", s.output_len()),
+            );
+            run(&[&maxpool_forward(gpu(), s, f, Some(bn), &c, &tx, &ty, &ta).unwrap()]);
+            assert_kernel_close(
+                &format!(
+                    "fused batch norm (training {training}) {} ({why})",
+                    s.describe()
+                ),
+                &read(&ty),
+                &y,
             );
         }
     }
