@@ -3,8 +3,8 @@
 // the unbiased one (momentum, eps from Params); evaluation uses the running statistics.
 //
 // Outputs: y, dx are overwritten; dgamma, dbeta are written (not accumulated);
-// save_mean/save_invstd hold the batch statistics the backward pass needs;
-// running_mean/running_var are updated in place.
+// save_stats holds the batch statistics the backward pass needs: the mean at [c], and
+// 1/sqrt(biased var + eps) at [C + c]; running_mean/running_var are updated in place.
 // Per-channel reductions use a tree in workgroup memory, so results do not depend on
 // scheduling.
 
@@ -26,8 +26,7 @@ const WG: u32 = 64u;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<storage, read> gamma: array<f32>;
 @group(0) @binding(4) var<storage, read> beta: array<f32>;
-@group(0) @binding(5) var<storage, read_write> save_mean: array<f32>;
-@group(0) @binding(6) var<storage, read_write> save_invstd: array<f32>;
+@group(0) @binding(5) var<storage, read_write> save_stats: array<f32>;
 @group(0) @binding(7) var<storage, read_write> running_mean: array<f32>;
 @group(0) @binding(8) var<storage, read_write> running_var: array<f32>;
 @group(0) @binding(9) var<storage, read> dy: array<f32>;
@@ -73,8 +72,8 @@ fn finish_stats(lid: u32, ch: u32, k: f32, s: f32, q: f32) {
     let sq = max(red_b[0] - red_a[0] * shifted_mean, 0.0);
     if (lid == 0u) {
         let var_biased = sq / f32(count);
-        save_mean[ch] = mean;
-        save_invstd[ch] = 1.0 / sqrt(var_biased + p.eps);
+        save_stats[ch] = mean;
+        save_stats[p.c + ch] = 1.0 / sqrt(var_biased + p.eps);
         let var_unbiased = select(var_biased, sq / f32(count - 1u), count > 1u);
         running_mean[ch] = (1.0 - p.momentum) * running_mean[ch] + p.momentum * mean;
         running_var[ch] = (1.0 - p.momentum) * running_var[ch] + p.momentum * var_unbiased;
@@ -121,8 +120,8 @@ fn batchnorm_stats4(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workg
 @compute @workgroup_size(WG)
 fn batchnorm_forward_train(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let ch = wid.x;
-    let mean = save_mean[ch];
-    let scale = save_invstd[ch] * gamma[ch];
+    let mean = save_stats[ch];
+    let scale = save_stats[p.c + ch] * gamma[ch];
     let shift = beta[ch];
     for (var b = 0u; b < p.n; b++) {
         let base = (b * p.c + ch) * p.hw;
@@ -135,8 +134,8 @@ fn batchnorm_forward_train(@builtin(local_invocation_id) lid: vec3<u32>, @builti
 @compute @workgroup_size(WG)
 fn batchnorm_forward_train4(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let ch = wid.x;
-    let mean = save_mean[ch];
-    let scale = save_invstd[ch] * gamma[ch];
+    let mean = save_stats[ch];
+    let scale = save_stats[p.c + ch] * gamma[ch];
     let shift = beta[ch];
     let hw4 = p.hw / 4u;
     for (var b = 0u; b < p.n; b++) {
@@ -191,8 +190,8 @@ fn finish_reduce(lid: u32, ch: u32, sg: f32, sb: f32) {
 @compute @workgroup_size(WG)
 fn batchnorm_backward_reduce(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let ch = wid.x;
-    let mean = save_mean[ch];
-    let invstd = save_invstd[ch];
+    let mean = save_stats[ch];
+    let invstd = save_stats[p.c + ch];
     var sg = 0.0;
     var sb = 0.0;
     for (var b = 0u; b < p.n; b++) {
@@ -209,8 +208,8 @@ fn batchnorm_backward_reduce(@builtin(local_invocation_id) lid: vec3<u32>, @buil
 @compute @workgroup_size(WG)
 fn batchnorm_backward_reduce4(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let ch = wid.x;
-    let mean = save_mean[ch];
-    let invstd = save_invstd[ch];
+    let mean = save_stats[ch];
+    let invstd = save_stats[p.c + ch];
     let hw4 = p.hw / 4u;
     var sg = vec4<f32>(0.0);
     var sb = vec4<f32>(0.0);
@@ -231,8 +230,8 @@ fn batchnorm_backward_reduce4(@builtin(local_invocation_id) lid: vec3<u32>, @bui
 fn batchnorm_backward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let ch = wid.x;
     let m = f32(p.n * p.hw);
-    let mean = save_mean[ch];
-    let invstd = save_invstd[ch];
+    let mean = save_stats[ch];
+    let invstd = save_stats[p.c + ch];
     let k = gamma[ch] * invstd / m;
     let db = dbeta[ch];
     let dg = dgamma[ch] * invstd;
@@ -248,8 +247,8 @@ fn batchnorm_backward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(wor
 fn batchnorm_backward4(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let ch = wid.x;
     let m = f32(p.n * p.hw);
-    let mean = save_mean[ch];
-    let invstd = save_invstd[ch];
+    let mean = save_stats[ch];
+    let invstd = save_stats[p.c + ch];
     let k = gamma[ch] * invstd / m;
     let db = dbeta[ch];
     let dg = dgamma[ch] * invstd;

@@ -37,8 +37,8 @@ struct Params {
     pre_scale: f32,
     post_p: f32,
     post_scale: f32,
-    // Batch norm before the pool: 0 none, 1 batch statistics (training: save_mean and
-    // save_invstd), 2 running statistics (evaluating: running_mean and running_var).
+    // Batch norm before the pool: 0 none, 1 batch statistics (training: save_stats),
+    // 2 running statistics (evaluating: running_mean and running_var).
     batch_norm: u32,
     eps: f32,
     _pad0: u32,
@@ -61,8 +61,9 @@ const INDEX: u32 = 0x3fffffffu;
 @group(0) @binding(4) var<storage, read> dy: array<f32>;
 @group(0) @binding(6) var<storage, read_write> dx1: array<f32>;
 @group(0) @binding(8) var<storage, read> counter: array<u32>;
-// The fused batch norm's parameters and statistics: `stat_a` is the mean (batch or
-// running), `stat_b` 1/sqrt(var + eps) of the batch or the running variance.
+// The fused batch norm's parameters and statistics: when training, `stat_a` is its
+// save_stats (batch mean at [c], 1/sqrt(var + eps) at [C + c]); when evaluating, `stat_a`
+// and `stat_b` are its running mean and running variance.
 @group(0) @binding(9) var<storage, read> gamma: array<f32>;
 @group(0) @binding(10) var<storage, read> beta: array<f32>;
 @group(0) @binding(11) var<storage, read> stat_a: array<f32>;
@@ -99,7 +100,7 @@ var<private> bn_shift: f32;
 fn set_channel(ch: u32) {
     if (p.batch_norm == 1u) {
         bn_mean = stat_a[ch];
-        bn_scale = stat_b[ch] * gamma[ch];
+        bn_scale = stat_a[p.c + ch] * gamma[ch];
         bn_shift = beta[ch];
     } else if (p.batch_norm == 2u) {
         bn_mean = stat_a[ch];

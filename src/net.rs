@@ -237,7 +237,8 @@ pub struct Buffers {
     pub slot: Vec<usize>,
     pub labels: Tensor,
     pub argmax: Vec<Option<Tensor>>,
-    pub bn_saved: Vec<Option<(Tensor, Tensor)>>,
+    /// Batch norm's saved batch statistics (mean, then 1/std), per layer.
+    pub bn_saved: Vec<Option<Tensor>>,
 }
 
 impl Buffers {
@@ -270,10 +271,7 @@ impl Buffers {
                 _ => None,
             });
             bn_saved.push(match layer {
-                Layer::BatchNorm => Some((
-                    gpu.zeros(&format!("{i}.save_mean"), out.c)?,
-                    gpu.zeros(&format!("{i}.save_invstd"), out.c)?,
-                )),
+                Layer::BatchNorm => Some(gpu.zeros(&format!("{i}.save_stats"), 2 * out.c)?),
                 _ => None,
             });
         }
@@ -338,14 +336,13 @@ fn bn_shape(spec: &ModelSpec, i: usize, batch: usize) -> BatchNormShape {
 
 fn bn_tensors<'a>(net: &'a Network, bufs: &'a Buffers, i: usize) -> BatchNormTensors<'a> {
     let st = &net.layers[i];
-    let (mean, invstd) = bufs.bn_saved[i].as_ref().expect("bn buffers");
+    let save_stats = bufs.bn_saved[i].as_ref().expect("bn buffers");
     BatchNormTensors {
         gamma: &st.weight.as_ref().expect("bn gamma").value,
         beta: &st.bias.as_ref().expect("bn beta").value,
         running_mean: st.running_mean.as_ref().expect("running mean"),
         running_var: st.running_var.as_ref().expect("running var"),
-        save_mean: mean,
-        save_invstd: invstd,
+        save_stats,
     }
 }
 

@@ -96,24 +96,17 @@ pub struct BatchNormTensors<'a> {
     pub beta: &'a Tensor,
     pub running_mean: &'a Tensor,
     pub running_var: &'a Tensor,
-    /// Batch mean and 1/sqrt(var + eps) saved by the training forward for the backward.
-    pub save_mean: &'a Tensor,
-    pub save_invstd: &'a Tensor,
+    /// The batch statistics the training forward saves for the backward: the mean at [c],
+    /// 1/sqrt(biased var + eps) at [C + c].
+    pub save_stats: &'a Tensor,
 }
 
 impl BatchNormTensors<'_> {
     fn check(&self, kernel: &str, s: &BatchNormShape) -> Result<()> {
-        for t in [
-            self.gamma,
-            self.beta,
-            self.running_mean,
-            self.running_var,
-            self.save_mean,
-            self.save_invstd,
-        ] {
+        for t in [self.gamma, self.beta, self.running_mean, self.running_var] {
             check_len(kernel, &s.describe(), t, s.c)?;
         }
-        Ok(())
+        check_len(kernel, &s.describe(), self.save_stats, 2 * s.c)
     }
 }
 
@@ -132,8 +125,7 @@ pub fn batchnorm_stats(
     let mut stats_bindings = vec![
         (0, &p),
         (1, &x.buffer),
-        (5, &t.save_mean.buffer),
-        (6, &t.save_invstd.buffer),
+        (5, &t.save_stats.buffer),
         (7, &t.running_mean.buffer),
         (8, &t.running_var.buffer),
     ];
@@ -176,8 +168,7 @@ pub fn batchnorm_forward_train(
                 (view(2, 14, v4), &y.buffer),
                 (3, &t.gamma.buffer),
                 (4, &t.beta.buffer),
-                (5, &t.save_mean.buffer),
-                (6, &t.save_invstd.buffer),
+                (5, &t.save_stats.buffer),
             ],
             channels(&s),
         )?
@@ -246,8 +237,7 @@ pub fn batchnorm_backward(
             &[
                 (0, &p),
                 (view(1, 13, v4), &x.buffer),
-                (5, &t.save_mean.buffer),
-                (6, &t.save_invstd.buffer),
+                (5, &t.save_stats.buffer),
                 (view(9, 15, v4), &dy.buffer),
                 (11, &dgamma.buffer),
                 (12, &dbeta.buffer),
@@ -265,8 +255,7 @@ pub fn batchnorm_backward(
                 (0, &p),
                 (view(1, 13, v4), &x.buffer),
                 (3, &t.gamma.buffer),
-                (5, &t.save_mean.buffer),
-                (6, &t.save_invstd.buffer),
+                (5, &t.save_stats.buffer),
                 (view(9, 15, v4), &dy.buffer),
                 (view(10, 16, v4), &dx.buffer),
                 (11, &dgamma.buffer),

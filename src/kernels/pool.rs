@@ -166,10 +166,11 @@ pub fn maxpool_forward(
             for v in [t.gamma, t.beta, t.running_mean, t.running_var] {
                 check_len("maxpool_forward", &desc, v, s.c)?;
             }
+            check_len("maxpool_forward", &desc, t.save_stats, 2 * s.c)?;
             p.eps = bn.eps;
             if bn.training {
                 p.batch_norm = 1;
-                (t.gamma, t.beta, t.save_mean, t.save_invstd)
+                (t.gamma, t.beta, t.save_stats, t.save_stats)
             } else {
                 p.batch_norm = 2;
                 (t.gamma, t.beta, t.running_mean, t.running_var)

@@ -24,8 +24,8 @@ struct Layer {
     beta: Tensor,
     rm: Tensor,
     rv: Tensor,
-    mean: Tensor,
-    invstd: Tensor,
+    /// Saved batch statistics: mean at [c], 1/std at [C + c].
+    stats: Tensor,
 }
 
 impl Layer {
@@ -35,8 +35,7 @@ impl Layer {
             beta: &self.beta,
             running_mean: &self.rm,
             running_var: &self.rv,
-            save_mean: &self.mean,
-            save_invstd: &self.invstd,
+            save_stats: &self.stats,
         }
     }
 }
@@ -76,8 +75,7 @@ fn layer(d: &Data) -> Layer {
         beta: upload("beta", &d.beta),
         rm: upload("running_mean", &d.rm),
         rv: upload("running_var", &d.rv),
-        mean: zeros("save_mean", c),
-        invstd: zeros("save_invstd", c),
+        stats: zeros("save_stats", 2 * c),
     }
 }
 
@@ -111,12 +109,12 @@ fn batchnorm_forward_matches_reference() {
         assert_kernel_close(&format!("batchnorm_forward_train y {desc}"), &read(&ty), &y);
         assert_kernel_close(
             &format!("batchnorm_forward_train mean {desc}"),
-            &read(&l.mean),
+            &read(&l.stats)[..c],
             &mean,
         );
         assert_kernel_close(
             &format!("batchnorm_forward_train invstd {desc}"),
-            &read(&l.invstd),
+            &read(&l.stats)[c..2 * c],
             &invstd,
         );
         assert_kernel_close(&format!("batchnorm running_mean {desc}"), &read(&l.rm), &rm);

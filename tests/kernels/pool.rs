@@ -223,20 +223,20 @@ fn maxpool_with_fused_batch_norm_matches_the_separate_layers() {
         let bs = BatchNormShape::new(s.n, s.c, s.h * s.w);
         // Batch statistics are passed as 1/sqrt(var + eps), as batchnorm_stats saves them.
         let invstd: Vec<f32> = var.iter().map(|v| 1.0 / (v + bs.eps).sqrt()).collect();
-        let (tg, tb, tm, tv, ti) = (
+        let stats: Vec<f32> = mean.iter().chain(&invstd).copied().collect();
+        let (tg, tb, tm, tv, ts) = (
             upload("gamma", &gamma),
             upload("beta", &beta),
             upload("mean", &mean),
             upload("var", &var),
-            upload("invstd", &invstd),
+            upload("stats", &stats),
         );
         let t = BatchNormTensors {
             gamma: &tg,
             beta: &tb,
             running_mean: &tm,
             running_var: &tv,
-            save_mean: &tm,
-            save_invstd: &ti,
+            save_stats: &ts,
         };
         // Both modes normalise with the same mean and variance here, so one reference.
         let mut a = vec![0.0; x.len()];
