@@ -234,3 +234,95 @@ fn maxpool_backward_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builti
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Backward through a pool with a fused batch norm (tiling windows, stride == k), straight to
+// dL/d(batch-norm input): the batch norm's two backward passes take dL/d(batch-norm output)
+// from the pool's outputs instead of from a tensor, which is zero except at each window's
+// argmax. Same results as the pool's backward followed by batchnorm_backward_reduce and
+// batchnorm_backward, without writing or reading that mostly-zero tensor.
+//   maxpool_backward_batchnorm_reduce: dgamma, dbeta (one workgroup per channel)
+//   maxpool_backward_batchnorm: dx (one invocation per output row, as the tiled backward)
+// x is the batch norm's input; p.c its channels; bn_n its batch.
+
+@group(0) @binding(13) var<storage, read> save_stats: array<f32>;
+@group(0) @binding(14) var<storage, read_write> dgamma: array<f32>;
+@group(0) @binding(15) var<storage, read_write> dbeta: array<f32>;
+
+const WG_CHANNEL: u32 = 64u;
+var<workgroup> red_g: array<f32, WG_CHANNEL>;
+var<workgroup> red_b: array<f32, WG_CHANNEL>;
+
+// dgamma = sum(dout * xhat), dbeta = sum(dout), where dout (the gradient of the batch
+// norm's output) is nonzero only at the windows' argmax elements.
+@compute @workgroup_size(WG_CHANNEL)
+fn maxpool_backward_batchnorm_reduce(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let ch = wid.x;
+    let mean = save_stats[ch];
+    let plane_out = p.oh * p.ow;
+    var sg = 0.0;
+    var sb = 0.0;
+    for (var n = 0u; n < p.n; n++) {
+        let plane = n * p.c + ch;
+        for (var j = lid.x; j < plane_out; j += WG_CHANNEL) {
+            let o = plane * plane_out + j;
+            let a = argmax[o];
+            let g = routed(o, a);
+            sg += g * (x[plane * p.h * p.w + (a & INDEX)] - mean);
+            sb += g;
+        }
+    }
+    red_g[lid.x] = sg;
+    red_b[lid.x] = sb;
+    workgroupBarrier();
+    for (var stride = WG_CHANNEL / 2u; stride > 0u; stride /= 2u) {
+        if (lid.x < stride) {
+            red_g[lid.x] += red_g[lid.x + stride];
+            red_b[lid.x] += red_b[lid.x + stride];
+        }
+        workgroupBarrier();
+    }
+    if (lid.x == 0u) {
+        dgamma[ch] = red_g[0] * save_stats[p.c + ch];
+        dbeta[ch] = red_b[0];
+    }
+}
+
+// dx = gamma * invstd / M * (M * dout - dbeta - xhat * dgamma), M = N * H * W, after
+// maxpool_backward_batchnorm_reduce.
+@compute @workgroup_size(WG)
+fn maxpool_backward_batchnorm(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = linear_id(gid, nwg);
+    if (r >= p.n * p.c * p.oh) { return; }
+    let plane = r / p.oh;
+    let oy = r - plane * p.oh;
+    let ch = plane % p.c;
+    let m = f32(p.n * p.h * p.w);
+    let mean = save_stats[ch];
+    let invstd = save_stats[p.c + ch];
+    let k = gamma[ch] * invstd / m;
+    let db = dbeta[ch];
+    let dg = dgamma[ch] * invstd;
+    let base = plane * p.h * p.w;
+    let y_end = select(oy * p.k + p.k, p.h, oy == p.oh - 1u);
+    for (var ox = 0u; ox < p.ow; ox++) {
+        let o = r * p.ow + ox;
+        let a = argmax[o];
+        let hit = a & INDEX;
+        let g = routed(o, a);
+        for (var yy = oy * p.k; yy < y_end; yy++) {
+            for (var xx = ox * p.k; xx < ox * p.k + p.k; xx++) {
+                let here = yy * p.w + xx;
+                let dout = select(0.0, g, here == hit);
+                dx1[base + here] = k * (m * dout - db - (x[base + here] - mean) * dg);
+            }
+        }
+    }
+    // Rows and columns outside every window (floor mode) get no gradient from the pool.
+    for (var yy = oy * p.k; yy < y_end; yy++) {
+        for (var xx = p.ow * p.k; xx < p.w; xx++) {
+            let here = yy * p.w + xx;
+            dx1[base + here] = k * (-db - (x[base + here] - mean) * dg);
+        }
+    }
+}

@@ -199,6 +199,11 @@ pub fn absorbed_by_pool(spec: &ModelSpec) -> Vec<Option<usize>> {
     by
 }
 
+/// The batch norm pool layer `i` absorbs, if any.
+fn fused_batch_norm(spec: &ModelSpec, absorbed: &[Option<usize>], i: usize) -> Option<usize> {
+    (0..i).find(|&j| absorbed[j] == Some(i) && matches!(spec.layers[j], Layer::BatchNorm))
+}
+
 /// The fused activations of pool layer `i` in `mode`, with the run's dropout seed.
 fn pool_fusion(spec: &ModelSpec, i: usize, mode: Mode, seed: u32) -> PoolFusion {
     let by = absorbed_by_pool(spec);
@@ -460,9 +465,7 @@ pub fn forward(
             Layer::MaxPool { .. } => {
                 let a = bufs.argmax[i].as_ref().expect("argmax");
                 // A fused batch norm: the pool reads the batch norm's input.
-                let bn = (0..i).find(|&j| {
-                    absorbed[j] == Some(i) && matches!(spec.layers[j], Layer::BatchNorm)
-                });
+                let bn = fused_batch_norm(spec, &absorbed, i);
                 let bn_t = bn.map(|j| bn_tensors(net, bufs, j));
                 let fused_bn = bn.zip(bn_t.as_ref()).map(|(j, t)| pool::FusedBatchNorm {
                     tensors: t,
@@ -507,11 +510,14 @@ pub fn backward(
     dropout_seed: u32,
 ) -> Result<Vec<Dispatch>> {
     let spec = &net.spec;
+    let absorbed = absorbed_by_pool(spec);
+    // Batch norms whose backward runs inside their pool's (tiling windows only).
+    let mut bn_in_pool = vec![false; spec.layers.len()];
     let mut out = Vec::new();
     for (i, layer) in spec.layers.iter().enumerate().rev() {
         let (xi, yi) = (bufs.slot[i], bufs.slot[i + 1]);
-        if xi == yi {
-            continue; // flatten: shares its buffers
+        if xi == yi || bn_in_pool[i] {
+            continue; // flatten or an absorbed activation (shares its buffers), or done
         }
         let x = &bufs.acts[xi];
         let dy = bufs.grads[yi].as_ref().expect("output grad");
@@ -563,13 +569,36 @@ pub fn backward(
                     out.push(elementwise::relu_backward(gpu, x, dy, dx, n)?);
                 }
             }
-            Layer::MaxPool { .. } => {
-                if let Some(dx) = dx {
-                    let a = bufs.argmax[i].as_ref().expect("argmax");
+            Layer::MaxPool { k, stride } => {
+                let a = bufs.argmax[i].as_ref().expect("argmax");
+                let fusion = pool_fusion(spec, i, bufs.mode, dropout_seed);
+                if let (Some(j), true) = (fused_batch_norm(spec, &absorbed, i), k == stride) {
+                    // Straight through to the batch norm's input gradient.
+                    let st = &net.layers[j];
+                    let (gamma, beta) = (
+                        st.weight.as_ref().expect("gamma"),
+                        st.bias.as_ref().expect("beta"),
+                    );
+                    let bn_x = &bufs.acts[bufs.slot[j]];
+                    let bn_dx = bufs.grads[bufs.slot[j]].as_ref().expect("bn input grad");
+                    out.extend(pool::maxpool_backward_batchnorm(
+                        gpu,
+                        pool_shape(spec, i, batch),
+                        fusion,
+                        &bn_tensors(net, bufs, j),
+                        bn_x,
+                        dy,
+                        a,
+                        bn_dx,
+                        &gamma.grad,
+                        &beta.grad,
+                    )?);
+                    bn_in_pool[j] = true;
+                } else if let Some(dx) = dx {
                     out.push(pool::maxpool_backward(
                         gpu,
                         pool_shape(spec, i, batch),
-                        pool_fusion(spec, i, bufs.mode, dropout_seed),
+                        fusion,
                         dy,
                         a,
                         dx,

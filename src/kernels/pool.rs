@@ -238,6 +238,83 @@ pub fn maxpool_backward(
     .map(|d| d.with_cost(0.0, s.cost()))
 }
 
+/// The backward of a tiling pool (stride == k) with a fused batch norm, through to the
+/// batch norm's input: dgamma and dbeta, then dx (see shaders/pool.wgsl). Same results as
+/// `maxpool_backward` then `batchnorm::batchnorm_backward` without their intermediate
+/// tensor. `x` is the batch norm's input; all three outputs are overwritten.
+#[allow(clippy::too_many_arguments)]
+pub fn maxpool_backward_batchnorm(
+    gpu: &Gpu,
+    s: PoolShape,
+    fusion: PoolFusion,
+    t: &BatchNormTensors,
+    x: &Tensor,
+    dy: &Tensor,
+    argmax: &Tensor,
+    dx: &Tensor,
+    dgamma: &Tensor,
+    dbeta: &Tensor,
+) -> Result<[Dispatch; 2]> {
+    let desc = s.describe();
+    let p = s.params(&fusion)?;
+    if s.k != s.stride {
+        return Err(GpuError::Shape {
+            label: "maxpool".into(),
+            message: format!("the fused batch-norm backward needs tiling windows, not {desc}"),
+        });
+    }
+    check_len("maxpool_backward_batchnorm", &desc, dy, s.output_len())?;
+    check_len("maxpool_backward_batchnorm", &desc, argmax, s.output_len())?;
+    for v in [x, dx] {
+        check_len("maxpool_backward_batchnorm", &desc, v, s.input_len())?;
+    }
+    for v in [t.gamma, dgamma, dbeta] {
+        check_len("maxpool_backward_batchnorm", &desc, v, s.c)?;
+    }
+    check_len("maxpool_backward_batchnorm", &desc, t.save_stats, 2 * s.c)?;
+    let p = gpu.uniform("maxpool params", &p);
+    let reduce = gpu
+        .dispatch(
+            &POOL,
+            "maxpool_backward_batchnorm_reduce",
+            &desc,
+            &[
+                (0, &p),
+                (1, &x.buffer),
+                (3, &argmax.buffer),
+                (4, &dy.buffer),
+                (13, &t.save_stats.buffer),
+                (14, &dgamma.buffer),
+                (15, &dbeta.buffer),
+            ],
+            [s.c as u32, 1, 1],
+        )?
+        .with_cost(4.0 * s.output_len() as f64, 12.0 * s.output_len() as f64);
+    let input = gpu
+        .dispatch(
+            &POOL,
+            "maxpool_backward_batchnorm",
+            &desc,
+            &[
+                (0, &p),
+                (1, &x.buffer),
+                (3, &argmax.buffer),
+                (4, &dy.buffer),
+                (6, &dx.buffer),
+                (9, &t.gamma.buffer),
+                (13, &t.save_stats.buffer),
+                (14, &dgamma.buffer),
+                (15, &dbeta.buffer),
+            ],
+            grid(s.rows(), WG),
+        )?
+        .with_cost(
+            5.0 * s.input_len() as f64,
+            4.0 * (2 * s.input_len() + 2 * s.output_len()) as f64,
+        );
+    Ok([reduce, input])
+}
+
 pub fn maxpool_forward_reference(y: &mut [f32], argmax: &mut [u32], x: &[f32], s: PoolShape) {
     let (oh, ow) = (s.oh(), s.ow());
     for plane in 0..s.n * s.c {

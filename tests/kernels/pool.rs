@@ -274,6 +274,113 @@ fn maxpool_with_fused_batch_norm_matches_the_separate_layers() {
     }
 }
 
+/// The backward through a tiling pool, a ReLU and a dropout straight to a fused batch
+/// norm's input, against the pool's, the activations' and batch norm's references in turn.
+#[test]
+fn maxpool_backward_through_fused_batch_norm_matches_the_separate_layers() {
+    use wgpu_fmnist::kernels::batchnorm::{
+        batchnorm_backward_reference, batchnorm_forward_train_reference, BatchNormShape,
+        BatchNormTensors,
+    };
+    let step = 3;
+    let pre = Dropout { layer: 1, p: 0.3 };
+    for (i, (why, s)) in shapes().into_iter().enumerate() {
+        if s.k != s.stride {
+            continue;
+        }
+        let mut r = rng(120 + i as u64);
+        let x = r.vec(s.input_len(), -2.0, 2.0);
+        let dy = r.vec(s.output_len(), -1.0, 1.0);
+        let (gamma, beta) = (r.vec(s.c, 0.5, 1.5), r.vec(s.c, -0.5, 0.5));
+        let bs = BatchNormShape::new(s.n, s.c, s.h * s.w);
+        let f = PoolFusion {
+            relu: true,
+            pre_dropout: Some(pre),
+            post_dropout: None,
+            seed: 4,
+        };
+        // CPU: batch norm (training), dropout, ReLU, pool; then back again.
+        let (mut a, mut mean, mut invstd) = (vec![0.0; x.len()], vec![0.0; s.c], vec![0.0; s.c]);
+        let (mut rm, mut rv) = (vec![0.0; s.c], vec![1.0; s.c]);
+        batchnorm_forward_train_reference(
+            &mut a,
+            &mut mean,
+            &mut invstd,
+            &mut rm,
+            &mut rv,
+            &x,
+            &gamma,
+            &beta,
+            bs,
+        );
+        let cfg = DropoutConfig {
+            n: x.len(),
+            p: pre.p,
+            seed: f.seed,
+            layer: pre.layer,
+        };
+        let normed = a.clone();
+        dropout_forward_reference(&mut a, &normed, cfg, step);
+        let relu_in = a.clone();
+        relu_forward_reference(&mut a, &relu_in);
+        let (mut y, mut arg) = (vec![0.0; s.output_len()], vec![0u32; s.output_len()]);
+        maxpool_forward_reference(&mut y, &mut arg, &a, s);
+        let mut g = vec![0.0; x.len()];
+        maxpool_backward_reference(&mut g, &dy, &arg, s);
+        let routed = g.clone();
+        relu_backward_reference(&mut g, &routed, &relu_in);
+        let gated = g.clone();
+        dropout_forward_reference(&mut g, &gated, cfg, step);
+        let (mut dx, mut dgamma, mut dbeta) = (vec![0.0; x.len()], vec![0.0; s.c], vec![0.0; s.c]);
+        batchnorm_backward_reference(&mut dx, &mut dgamma, &mut dbeta, &g, &x, &gamma, bs);
+        // GPU: the fused forward (for the argmax), then the fused backward.
+        let stats: Vec<f32> = mean.iter().chain(&invstd).copied().collect();
+        let (tg, tb, trm, trv, ts) = (
+            upload("gamma", &gamma),
+            upload("beta", &beta),
+            upload("running_mean", &rm),
+            upload("running_var", &rv),
+            upload("stats", &stats),
+        );
+        let t = BatchNormTensors {
+            gamma: &tg,
+            beta: &tb,
+            running_mean: &trm,
+            running_var: &trv,
+            save_stats: &ts,
+        };
+        let bn = FusedBatchNorm {
+            tensors: &t,
+            training: true,
+            eps: bs.eps,
+        };
+        let c = counter(step);
+        let (tx, ty, ta, tdy) = (
+            upload("x", &x),
+            zeros("y", s.output_len()),
+            zeros("argmax", s.output_len()),
+            upload("dy", &dy),
+        );
+        let (tdx, tdg, tdb) = (
+            zeros("dx", x.len()),
+            zeros("dgamma", s.c),
+            zeros("dbeta", s.c),
+        );
+        let fwd = maxpool_forward(gpu(), s, f, Some(bn), &c, &tx, &ty, &ta).unwrap();
+        let [reduce, input] =
+            maxpool_backward_batchnorm(gpu(), s, f, &t, &tx, &tdy, &ta, &tdx, &tdg, &tdb).unwrap();
+        run(&[&fwd, &reduce, &input]);
+        let d = format!("{} ({why})", s.describe());
+        assert_kernel_close(
+            &format!("fused bn backward dgamma {d}"),
+            &read(&tdg),
+            &dgamma,
+        );
+        assert_kernel_close(&format!("fused bn backward dbeta {d}"), &read(&tdb), &dbeta);
+        assert_kernel_close(&format!("fused bn backward dx {d}"), &read(&tdx), &dx);
+    }
+}
+
 #[test]
 fn maxpool_backward_reference_matches_finite_differences() {
     for s in [
