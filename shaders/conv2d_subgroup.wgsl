@@ -47,15 +47,7 @@ const SUBGROUPS: u32 = 8u;
 @group(0) @binding(5) var<storage, read> dy: array<f32>;
 @group(0) @binding(25) var<storage, read_write> partials: array<f32>;
 
-// The vec4 lane K holds, in every lane (WGSL wants a constant lane index).
-fn lane0(v: vec4<f32>) -> vec4<f32> { return vec4<f32>(subgroupBroadcast(v.x, 0u), subgroupBroadcast(v.y, 0u), subgroupBroadcast(v.z, 0u), subgroupBroadcast(v.w, 0u)); }
-fn lane1(v: vec4<f32>) -> vec4<f32> { return vec4<f32>(subgroupBroadcast(v.x, 1u), subgroupBroadcast(v.y, 1u), subgroupBroadcast(v.z, 1u), subgroupBroadcast(v.w, 1u)); }
-fn lane2(v: vec4<f32>) -> vec4<f32> { return vec4<f32>(subgroupBroadcast(v.x, 2u), subgroupBroadcast(v.y, 2u), subgroupBroadcast(v.z, 2u), subgroupBroadcast(v.w, 2u)); }
-fn lane3(v: vec4<f32>) -> vec4<f32> { return vec4<f32>(subgroupBroadcast(v.x, 3u), subgroupBroadcast(v.y, 3u), subgroupBroadcast(v.z, 3u), subgroupBroadcast(v.w, 3u)); }
-fn lane4(v: vec4<f32>) -> vec4<f32> { return vec4<f32>(subgroupBroadcast(v.x, 4u), subgroupBroadcast(v.y, 4u), subgroupBroadcast(v.z, 4u), subgroupBroadcast(v.w, 4u)); }
-fn lane5(v: vec4<f32>) -> vec4<f32> { return vec4<f32>(subgroupBroadcast(v.x, 5u), subgroupBroadcast(v.y, 5u), subgroupBroadcast(v.z, 5u), subgroupBroadcast(v.w, 5u)); }
-fn lane6(v: vec4<f32>) -> vec4<f32> { return vec4<f32>(subgroupBroadcast(v.x, 6u), subgroupBroadcast(v.y, 6u), subgroupBroadcast(v.z, 6u), subgroupBroadcast(v.w, 6u)); }
-fn lane7(v: vec4<f32>) -> vec4<f32> { return vec4<f32>(subgroupBroadcast(v.x, 7u), subgroupBroadcast(v.y, 7u), subgroupBroadcast(v.z, 7u), subgroupBroadcast(v.w, 7u)); }
+// lane0 .. lane7 (broadcasts of a vec4 from one lane) come from shaders/subgroup.wgsl.
 
 // A 3x3 input window for 4 adjacent output columns: tKX_KY holds, for each of the 4
 // columns, the input under tap (ky, kx).

@@ -25,12 +25,16 @@ macro_rules! shader {
             subgroups: false,
         }
     };
-    // A variant that needs the SUBGROUP feature.
+    // A variant that needs the SUBGROUP feature; the shared lane broadcasts of
+    // shaders/subgroup.wgsl are appended (as hash.wgsl is below).
     ($name:literal, subgroups) => {
         Shader {
             name: $name,
             path: concat!("shaders/", $name, ".wgsl"),
-            source: include_str!(concat!("../../shaders/", $name, ".wgsl")),
+            source: concat!(
+                include_str!(concat!("../../shaders/", $name, ".wgsl")),
+                include_str!("../../shaders/subgroup.wgsl")
+            ),
             subgroups: true,
         }
     };

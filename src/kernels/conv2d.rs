@@ -310,33 +310,51 @@ pub fn conv2d_forward_with(
     y: &Tensor,
 ) -> Result<Vec<Dispatch>> {
     let v = s.resolve(gpu, v, Pass::Conv)?;
-    match v {
-        Variant::Generic => return Ok(vec![conv2d_forward_generic(gpu, s, x, w, b, y)?]),
-        Variant::Tiled => return Ok(vec![conv2d_forward_tiled(gpu, s, x, w, b, y)?]),
-        _ => {}
-    }
     let desc = s.describe();
     let p = s.params()?;
     check_len("conv2d_forward", &desc, x, s.input_len())?;
     check_len("conv2d_forward", &desc, w, s.weight_len())?;
     check_len("conv2d_forward", &desc, b, s.co)?;
     check_len("conv2d_forward", &desc, y, s.output_len())?;
-    let q = Params3 {
-        n: p.n,
-        ic: p.ci,
-        ih: p.h,
-        iw: p.w,
-        oc: p.co,
-        oh: p.oh,
-        ow: p.ow,
-        pad: p.pad,
-        oc_pad: oc_pad(s.co, v)?,
-        has_bias: 1,
-        flip: 0,
-        chunk: 1,
+    let (entry, groups) = match v {
+        Variant::Generic => {
+            let threads = s.n * s.co.div_ceil(BLOCK) * s.oh() * s.ow().div_ceil(BLOCK);
+            ("conv2d_forward", grid(threads, WG))
+        }
+        Variant::Tiled => (
+            "conv2d_forward_tiled",
+            tiles(s.n * s.oh() * s.ow(), s.co, "conv2d_forward_tiled")?,
+        ),
+        _ => {
+            let q = Params3 {
+                n: p.n,
+                ic: p.ci,
+                ih: p.h,
+                iw: p.w,
+                oc: p.co,
+                oh: p.oh,
+                ow: p.ow,
+                pad: p.pad,
+                oc_pad: oc_pad(s.co, v)?,
+                has_bias: 1,
+                flip: 0,
+                chunk: 1,
+            };
+            let subgroup = v == Variant::Subgroup3x3;
+            return conv3x3(gpu, q, &desc, "conv2d forward", w, b, x, y, subgroup);
+        }
     };
-    let subgroup = v == Variant::Subgroup3x3;
-    conv3x3(gpu, q, &desc, "conv2d forward", w, b, x, y, subgroup)
+    let p = gpu.uniform("conv2d params", &p);
+    let binds = [
+        (0, &p),
+        (1, &x.buffer),
+        (2, &w.buffer),
+        (3, &b.buffer),
+        (4, &y.buffer),
+    ];
+    Ok(vec![gpu
+        .dispatch(&CONV2D, entry, &desc, &binds, groups)?
+        .with_cost(s.flops(), s.bytes())])
 }
 
 /// dx = conv_transpose(dy, w) (overwrites dx).
@@ -359,45 +377,48 @@ pub fn conv2d_backward_input_with(
     dx: &Tensor,
 ) -> Result<Vec<Dispatch>> {
     let v = s.resolve(gpu, v, Pass::Conv)?;
-    match v {
-        Variant::Generic => return Ok(vec![conv2d_backward_input_generic(gpu, s, dy, w, dx)?]),
-        Variant::Tiled => return Ok(vec![conv2d_backward_input_tiled(gpu, s, dy, w, dx)?]),
-        _ => {}
-    }
     let desc = s.describe();
     let p = s.params()?;
     check_len("conv2d_backward_input", &desc, dy, s.output_len())?;
     check_len("conv2d_backward_input", &desc, w, s.weight_len())?;
     check_len("conv2d_backward_input", &desc, dx, s.input_len())?;
-    // The gradient to the input is a stride-1 convolution of dy with the mirrored weights
-    // and padding 2 - pad, from CO channels to CI channels.
-    let q = Params3 {
-        n: p.n,
-        ic: p.co,
-        ih: p.oh,
-        iw: p.ow,
-        oc: p.ci,
-        oh: p.h,
-        ow: p.w,
-        pad: 2 - p.pad,
-        oc_pad: oc_pad(s.ci, v)?,
-        has_bias: 0,
-        flip: 1,
-        chunk: 1,
+    let (entry, groups) = match v {
+        Variant::Generic => {
+            let threads = s.n * s.ci.div_ceil(BLOCK) * s.h * s.w.div_ceil(BLOCK);
+            ("conv2d_backward_input", grid(threads, WG))
+        }
+        Variant::Tiled => (
+            "conv2d_backward_input_tiled",
+            tiles(s.n * s.h * s.w, s.ci, "conv2d_backward_input_tiled")?,
+        ),
+        _ => {
+            // A stride-1 convolution of dy with the mirrored weights and padding 2 - pad,
+            // from CO channels to CI channels.
+            let q = Params3 {
+                n: p.n,
+                ic: p.co,
+                ih: p.oh,
+                iw: p.ow,
+                oc: p.ci,
+                oh: p.h,
+                ow: p.w,
+                pad: 2 - p.pad,
+                oc_pad: oc_pad(s.ci, v)?,
+                has_bias: 0,
+                flip: 1,
+                chunk: 1,
+            };
+            let no_bias = gpu.zeros("no bias", 1)?;
+            let subgroup = v == Variant::Subgroup3x3;
+            let label = "conv2d backward input";
+            return conv3x3(gpu, q, &desc, label, w, &no_bias, dy, dx, subgroup);
+        }
     };
-    let no_bias = gpu.zeros("no bias", 1)?;
-    let subgroup = v == Variant::Subgroup3x3;
-    conv3x3(
-        gpu,
-        q,
-        &desc,
-        "conv2d backward input",
-        w,
-        &no_bias,
-        dy,
-        dx,
-        subgroup,
-    )
+    let p = gpu.uniform("conv2d params", &p);
+    let binds = [(0, &p), (2, &w.buffer), (5, &dy.buffer), (6, &dx.buffer)];
+    Ok(vec![gpu
+        .dispatch(&CONV2D, entry, &desc, &binds, groups)?
+        .with_cost(s.flops(), s.bytes())])
 }
 
 /// dw = correlation of x with dy over the batch (overwrites dw).
@@ -420,23 +441,37 @@ pub fn conv2d_backward_weight_with(
     dw: &Tensor,
 ) -> Result<Vec<Dispatch>> {
     let v = s.resolve(gpu, v, Pass::WeightGradient)?;
-    match v {
-        Variant::Generic => return Ok(vec![conv2d_backward_weight_generic(gpu, s, dy, x, dw)?]),
-        Variant::Tiled => return conv2d_backward_weight_tiled(gpu, s, dy, x, dw),
-        _ => {}
-    }
     let desc = s.describe();
     let p = s.params()?;
     check_len("conv2d_backward_weight", &desc, dy, s.output_len())?;
     check_len("conv2d_backward_weight", &desc, x, s.input_len())?;
     check_len("conv2d_backward_weight", &desc, dw, s.weight_len())?;
-    // Split the batch so there are enough invocations (subgroups): the reduction over the
-    // batch is the long one, and a conv with few channels has few (co, ci) blocks.
-    let subgroup = v == Variant::Subgroup3x3;
-    let (units, wanted): (usize, usize) = if subgroup {
-        (s.co.div_ceil(32) * s.ci.div_ceil(8), 64)
-    } else {
-        (s.co.div_ceil(4) * s.ci, 2048)
+    let pb = gpu.uniform("conv2d params", &p);
+    if v == Variant::Generic {
+        let threads = s.co.div_ceil(BLOCK) * s.ci * s.kh * s.kw;
+        let binds = [(0, &pb), (1, &x.buffer), (5, &dy.buffer), (7, &dw.buffer)];
+        return Ok(vec![gpu
+            .dispatch(
+                &CONV2D,
+                "conv2d_backward_weight",
+                &desc,
+                &binds,
+                grid(threads, WG),
+            )?
+            .with_cost(s.flops(), s.bytes())]);
+    }
+    // The other kernels split the batch, the long sum, into chunks so there is enough
+    // parallel work (a conv with few channels has few (co, ci) blocks), write one partial
+    // sum per chunk and add them in chunk order (deterministic). Units of work per chunk
+    // and how many are wanted in all: subgroups, invocations or workgroups.
+    let tiled = match v {
+        Variant::Tiled => tiles(s.ci * s.kh * s.kw, s.co, "conv2d_backward_weight_tiled")?,
+        _ => [1, 1, 1],
+    };
+    let (units, wanted): (usize, usize) = match v {
+        Variant::Subgroup3x3 => (s.co.div_ceil(32) * s.ci.div_ceil(8), 64),
+        Variant::Tiled => ((tiled[0] * tiled[1]) as usize, 256),
+        _ => (s.co.div_ceil(4) * s.ci, 2048),
     };
     let chunks = wanted.div_ceil(units).clamp(1, s.n);
     let chunk = s.n.div_ceil(chunks);
@@ -453,42 +488,44 @@ pub fn conv2d_backward_weight_with(
         chunk: dim("conv2d", chunk)?,
         ..Params3::zeroed()
     };
-    let qb = gpu.uniform("conv2d 3x3 params", &q);
-    let pb = gpu.uniform("conv2d params", &p);
+    let qb = gpu.uniform("conv2d chunk params", &q);
     let partials = gpu.zeros(
         "conv2d weight-gradient partial sums",
         chunks * s.weight_len(),
     )?;
-    let sums = if subgroup {
+    let (shader, entry, x_binding, groups) = match v {
         // 8 subgroups of 8 per workgroup.
-        gpu.dispatch(
+        Variant::Subgroup3x3 => (
             &CONV2D_SUBGROUP,
             "conv2d_backward_weight_3x3_subgroup",
-            &desc,
-            &[
-                (20, &qb),
-                (23, &x.buffer),
-                (5, &dy.buffer),
-                (25, &partials.buffer),
-            ],
+            23,
             grid(chunks * units, 8),
-        )?
-    } else {
-        gpu.dispatch(
+        ),
+        Variant::Tiled => (
+            &CONV2D,
+            "conv2d_backward_weight_tiled",
+            1,
+            [tiled[0], tiled[1], chunks as u32],
+        ),
+        _ => (
             &CONV2D,
             "conv2d_backward_weight_3x3",
-            &desc,
-            &[
-                (0, &pb),
-                (20, &qb),
-                (1, &x.buffer),
-                (5, &dy.buffer),
-                (25, &partials.buffer),
-            ],
+            1,
             grid(chunks * units, WG),
-        )?
+        ),
+    };
+    let mut binds = vec![
+        (20, &qb),
+        (x_binding, &x.buffer),
+        (5, &dy.buffer),
+        (25, &partials.buffer),
+    ];
+    if v != Variant::Subgroup3x3 {
+        binds.push((0, &pb)); // the subgroup kernel reads its shape from q alone
     }
-    .with_cost(s.flops(), s.bytes());
+    let sums = gpu
+        .dispatch(shader, entry, &desc, &binds, groups)?
+        .with_cost(s.flops(), s.bytes());
     let reduce = gpu.dispatch(
         &CONV2D,
         "conv2d_reduce_partials",
@@ -497,89 +534,6 @@ pub fn conv2d_backward_weight_with(
         grid(s.weight_len(), WG),
     )?;
     Ok(vec![sums, reduce])
-}
-
-/// y = conv(x, w) + b (overwrites y).
-pub fn conv2d_forward_generic(
-    gpu: &Gpu,
-    s: Conv2dShape,
-    x: &Tensor,
-    w: &Tensor,
-    b: &Tensor,
-    y: &Tensor,
-) -> Result<Dispatch> {
-    let desc = s.describe();
-    let p = s.params()?;
-    check_len("conv2d_forward", &desc, x, s.input_len())?;
-    check_len("conv2d_forward", &desc, w, s.weight_len())?;
-    check_len("conv2d_forward", &desc, b, s.co)?;
-    check_len("conv2d_forward", &desc, y, s.output_len())?;
-    let p = gpu.uniform("conv2d params", &p);
-    let threads = s.n * s.co.div_ceil(BLOCK) * s.oh() * s.ow().div_ceil(BLOCK);
-    gpu.dispatch(
-        &CONV2D,
-        "conv2d_forward",
-        &desc,
-        &[
-            (0, &p),
-            (1, &x.buffer),
-            (2, &w.buffer),
-            (3, &b.buffer),
-            (4, &y.buffer),
-        ],
-        grid(threads, WG),
-    )
-    .map(|d| d.with_cost(s.flops(), s.bytes()))
-}
-
-/// dx = conv_transpose(dy, w) (overwrites dx).
-pub fn conv2d_backward_input_generic(
-    gpu: &Gpu,
-    s: Conv2dShape,
-    dy: &Tensor,
-    w: &Tensor,
-    dx: &Tensor,
-) -> Result<Dispatch> {
-    let desc = s.describe();
-    let p = s.params()?;
-    check_len("conv2d_backward_input", &desc, dy, s.output_len())?;
-    check_len("conv2d_backward_input", &desc, w, s.weight_len())?;
-    check_len("conv2d_backward_input", &desc, dx, s.input_len())?;
-    let p = gpu.uniform("conv2d params", &p);
-    let threads = s.n * s.ci.div_ceil(BLOCK) * s.h * s.w.div_ceil(BLOCK);
-    gpu.dispatch(
-        &CONV2D,
-        "conv2d_backward_input",
-        &desc,
-        &[(0, &p), (2, &w.buffer), (5, &dy.buffer), (6, &dx.buffer)],
-        grid(threads, WG),
-    )
-    .map(|d| d.with_cost(s.flops(), s.bytes()))
-}
-
-/// dw = correlation of x with dy over the batch (overwrites dw).
-pub fn conv2d_backward_weight_generic(
-    gpu: &Gpu,
-    s: Conv2dShape,
-    dy: &Tensor,
-    x: &Tensor,
-    dw: &Tensor,
-) -> Result<Dispatch> {
-    let desc = s.describe();
-    let p = s.params()?;
-    check_len("conv2d_backward_weight", &desc, dy, s.output_len())?;
-    check_len("conv2d_backward_weight", &desc, x, s.input_len())?;
-    check_len("conv2d_backward_weight", &desc, dw, s.weight_len())?;
-    let p = gpu.uniform("conv2d params", &p);
-    let threads = s.co.div_ceil(BLOCK) * s.ci * s.kh * s.kw;
-    gpu.dispatch(
-        &CONV2D,
-        "conv2d_backward_weight",
-        &desc,
-        &[(0, &p), (1, &x.buffer), (5, &dy.buffer), (7, &dw.buffer)],
-        grid(threads, WG),
-    )
-    .map(|d| d.with_cost(s.flops(), s.bytes()))
 }
 
 /// Workgroups for the tiled kernels: 64 columns of the implicit product along x, 64 rows
@@ -594,119 +548,6 @@ fn tiles(columns: usize, rows: usize, label: &str) -> Result<[u32; 3]> {
         });
     }
     Ok([x as u32, rows.div_ceil(64) as u32, 1])
-}
-
-/// y = conv(x, w) + b with the workgroup-tiled kernel (overwrites y).
-pub fn conv2d_forward_tiled(
-    gpu: &Gpu,
-    s: Conv2dShape,
-    x: &Tensor,
-    w: &Tensor,
-    b: &Tensor,
-    y: &Tensor,
-) -> Result<Dispatch> {
-    let desc = s.describe();
-    let p = s.params()?;
-    check_len("conv2d_forward", &desc, x, s.input_len())?;
-    check_len("conv2d_forward", &desc, w, s.weight_len())?;
-    check_len("conv2d_forward", &desc, b, s.co)?;
-    check_len("conv2d_forward", &desc, y, s.output_len())?;
-    let groups = tiles(s.n * s.oh() * s.ow(), s.co, "conv2d_forward_tiled")?;
-    let p = gpu.uniform("conv2d params", &p);
-    gpu.dispatch(
-        &CONV2D,
-        "conv2d_forward_tiled",
-        &desc,
-        &[
-            (0, &p),
-            (1, &x.buffer),
-            (2, &w.buffer),
-            (3, &b.buffer),
-            (4, &y.buffer),
-        ],
-        groups,
-    )
-    .map(|d| d.with_cost(s.flops(), s.bytes()))
-}
-
-/// dx = conv_transpose(dy, w) with the workgroup-tiled kernel (overwrites dx).
-pub fn conv2d_backward_input_tiled(
-    gpu: &Gpu,
-    s: Conv2dShape,
-    dy: &Tensor,
-    w: &Tensor,
-    dx: &Tensor,
-) -> Result<Dispatch> {
-    let desc = s.describe();
-    let p = s.params()?;
-    check_len("conv2d_backward_input", &desc, dy, s.output_len())?;
-    check_len("conv2d_backward_input", &desc, w, s.weight_len())?;
-    check_len("conv2d_backward_input", &desc, dx, s.input_len())?;
-    let groups = tiles(s.n * s.h * s.w, s.ci, "conv2d_backward_input_tiled")?;
-    let p = gpu.uniform("conv2d params", &p);
-    gpu.dispatch(
-        &CONV2D,
-        "conv2d_backward_input_tiled",
-        &desc,
-        &[(0, &p), (2, &w.buffer), (5, &dy.buffer), (6, &dx.buffer)],
-        groups,
-    )
-    .map(|d| d.with_cost(s.flops(), s.bytes()))
-}
-
-/// dw with the workgroup-tiled kernel: partial sums over batch chunks (workgroup_id.z),
-/// then their sum in chunk order (overwrites dw).
-pub fn conv2d_backward_weight_tiled(
-    gpu: &Gpu,
-    s: Conv2dShape,
-    dy: &Tensor,
-    x: &Tensor,
-    dw: &Tensor,
-) -> Result<Vec<Dispatch>> {
-    let desc = s.describe();
-    let p = s.params()?;
-    check_len("conv2d_backward_weight", &desc, dy, s.output_len())?;
-    check_len("conv2d_backward_weight", &desc, x, s.input_len())?;
-    check_len("conv2d_backward_weight", &desc, dw, s.weight_len())?;
-    let taps = s.ci * s.kh * s.kw;
-    let [gx, gy, _] = tiles(taps, s.co, "conv2d_backward_weight_tiled")?;
-    // The sum over the batch is the long one: split it so there are enough workgroups.
-    let chunks = 256usize.div_ceil((gx * gy) as usize).clamp(1, s.n);
-    let chunk = s.n.div_ceil(chunks);
-    let chunks = s.n.div_ceil(chunk);
-    let q = Params3 {
-        chunk: dim("conv2d", chunk)?,
-        ..Params3::zeroed()
-    };
-    let qb = gpu.uniform("conv2d tiled params", &q);
-    let pb = gpu.uniform("conv2d params", &p);
-    let partials = gpu.zeros(
-        "conv2d weight-gradient partial sums",
-        chunks * s.weight_len(),
-    )?;
-    let sums = gpu
-        .dispatch(
-            &CONV2D,
-            "conv2d_backward_weight_tiled",
-            &desc,
-            &[
-                (0, &pb),
-                (20, &qb),
-                (1, &x.buffer),
-                (5, &dy.buffer),
-                (25, &partials.buffer),
-            ],
-            [gx, gy, chunks as u32],
-        )?
-        .with_cost(s.flops(), s.bytes());
-    let reduce = gpu.dispatch(
-        &CONV2D,
-        "conv2d_reduce_partials",
-        &desc,
-        &[(0, &pb), (20, &qb), (25, &partials.buffer), (7, &dw.buffer)],
-        grid(s.weight_len(), WG),
-    )?;
-    Ok(vec![sums, reduce])
 }
 
 /// db = sum of dy over batch and space (overwrites db).
