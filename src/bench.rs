@@ -14,7 +14,13 @@ use std::time::Instant;
 #[derive(Clone, Debug)]
 pub struct KernelTime {
     pub label: String,
+    /// Per call, timed alone (the same dispatch several times in a row).
     pub seconds: f64,
+    /// Per call within the recorded training step, between its neighbours (adapters with
+    /// timestamps inside passes); None where that cannot be measured. Larger than
+    /// `seconds` when running in sequence costs more: colder caches, or a driver that
+    /// recompiles a shader when its bindings change (lavapipe inlines uniform values).
+    pub seconds_in_step: Option<f64>,
     pub flops: f64,
     pub bytes: f64,
 }
@@ -184,14 +190,62 @@ pub fn time_each(
     Ok((out, "wall clock"))
 }
 
-fn time_with_timestamps(gpu: &Gpu, dispatches: &[&Dispatch], reps: u32) -> Result<Vec<f64>> {
-    let n = dispatches.len() as u32;
-    let set = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
-        label: Some("bench"),
-        ty: wgpu::QueryType::Timestamp,
-        count: 2 * n,
-    });
-    let bytes = 16 * n as u64;
+/// Seconds of each dispatch of `plan` recorded as one step, in one pass with timestamps
+/// between the dispatches: the median over ROUNDS steps. None without timestamps inside
+/// passes.
+fn time_in_step(gpu: &Gpu, plan: &[&Dispatch], net: &Network) -> Result<Option<Vec<f64>>> {
+    if !gpu
+        .features
+        .contains(wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES)
+    {
+        return Ok(None);
+    }
+    let n = plan.len() as u32 + 1;
+    let mut rounds = Vec::new();
+    for round in 0..ROUNDS + 1 {
+        gpu.write(&net.counter, &[round as u32, 0])?;
+        let set = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("bench step"),
+            ty: wgpu::QueryType::Timestamp,
+            count: n,
+        });
+        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            pass.write_timestamp(&set, 0);
+            for (i, d) in plan.iter().enumerate() {
+                d.record(&mut pass);
+                pass.write_timestamp(&set, i as u32 + 1);
+            }
+        }
+        let ticks = resolve_timestamps(gpu, encoder, &set, n)?;
+        let period = gpu.queue.get_timestamp_period() as f64 * 1e-9;
+        // The first round warms up.
+        if round > 0 {
+            rounds.push(
+                ticks
+                    .windows(2)
+                    .map(|w| w[1].saturating_sub(w[0]) as f64 * period)
+                    .collect::<Vec<f64>>(),
+            );
+        }
+    }
+    Ok(Some(
+        (0..plan.len())
+            .map(|i| median(rounds.iter().map(|r| r[i]).collect()))
+            .collect(),
+    ))
+}
+
+/// Resolves `count` timestamps of `set` after the work recorded in `encoder`, submits it
+/// and reads them back.
+fn resolve_timestamps(
+    gpu: &Gpu,
+    mut encoder: wgpu::CommandEncoder,
+    set: &wgpu::QuerySet,
+    count: u32,
+) -> Result<Vec<u64>> {
+    let bytes = 8 * count as u64;
     let resolve = gpu.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some("timestamps"),
         size: bytes,
@@ -204,26 +258,7 @@ fn time_with_timestamps(gpu: &Gpu, dispatches: &[&Dispatch], reps: u32) -> Resul
         usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         mapped_at_creation: false,
     });
-    let mut encoder = gpu.device.create_command_encoder(&Default::default());
-    for (i, d) in dispatches.iter().enumerate() {
-        // One warm-up call outside the timed pass.
-        {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
-            d.record(&mut pass);
-        }
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some(d.label()),
-            timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
-                query_set: &set,
-                beginning_of_pass_write_index: Some(2 * i as u32),
-                end_of_pass_write_index: Some(2 * i as u32 + 1),
-            }),
-        });
-        for _ in 0..reps {
-            d.record(&mut pass);
-        }
-    }
-    encoder.resolve_query_set(&set, 0..2 * n, &resolve, 0);
+    encoder.resolve_query_set(set, 0..count, &resolve, 0);
     encoder.copy_buffer_to_buffer(&resolve, 0, &staging, 0, bytes);
     gpu.queue.submit([encoder.finish()]);
     let (tx, rx) = std::sync::mpsc::channel();
@@ -245,6 +280,36 @@ fn time_with_timestamps(gpu: &Gpu, dispatches: &[&Dispatch], reps: u32) -> Resul
     let ticks: Vec<u64> = bytemuck::cast_slice(&view).to_vec();
     drop(view);
     staging.unmap();
+    Ok(ticks)
+}
+
+fn time_with_timestamps(gpu: &Gpu, dispatches: &[&Dispatch], reps: u32) -> Result<Vec<f64>> {
+    let n = dispatches.len() as u32;
+    let set = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+        label: Some("bench"),
+        ty: wgpu::QueryType::Timestamp,
+        count: 2 * n,
+    });
+    let mut encoder = gpu.device.create_command_encoder(&Default::default());
+    for (i, d) in dispatches.iter().enumerate() {
+        // One warm-up call outside the timed pass.
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            d.record(&mut pass);
+        }
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(d.label()),
+            timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                query_set: &set,
+                beginning_of_pass_write_index: Some(2 * i as u32),
+                end_of_pass_write_index: Some(2 * i as u32 + 1),
+            }),
+        });
+        for _ in 0..reps {
+            d.record(&mut pass);
+        }
+    }
+    let ticks = resolve_timestamps(gpu, encoder, &set, 2 * n)?;
     let period = gpu.queue.get_timestamp_period() as f64 * 1e-9;
     Ok((0..n as usize)
         .map(|i| ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period / reps as f64)
@@ -322,12 +387,15 @@ pub fn run(
     let times: Vec<f64> = (0..refs.len())
         .map(|i| median(rounds.iter().map(|r| r[i]).collect()))
         .collect();
+    let in_step = time_in_step(gpu, &refs, &net)?;
     let kernels = plan
         .iter()
         .zip(&times)
-        .map(|(d, &t)| KernelTime {
+        .enumerate()
+        .map(|(i, (d, &t))| KernelTime {
             label: d.label().to_string(),
             seconds: t,
+            seconds_in_step: in_step.as_ref().map(|v| v[i]),
             flops: d.flops(),
             bytes: d.bytes(),
         })

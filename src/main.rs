@@ -704,6 +704,7 @@ fn bench(
                 serde_json::json!({
                     "kernel": k.label, "shape": k.label.split_once(' ').map(|x| x.1).unwrap_or(""),
                     "seconds": k.seconds, "gflops": k.flops / k.seconds / 1e9, "gbytes_per_second": k.bytes / k.seconds / 1e9,
+                    "seconds_in_step": k.seconds_in_step,
                 })
             );
         }
@@ -713,6 +714,7 @@ fn bench(
                 "model": name, "batch_size": batch, "adapter": adapter, "timing": r.timing,
                 "train_images_per_second": r.train_images_per_second, "infer_images_per_second": r.infer_images_per_second,
                 "step_seconds": r.step_seconds, "kernel_seconds_sum": r.kernels.iter().map(|k| k.seconds).sum::<f64>(),
+                "kernel_seconds_in_step_sum": r.kernels.iter().map(|k| k.seconds_in_step).sum::<Option<f64>>(),
                 "validated_batch": r.validation.batch, "validated_tensors": r.validation.tensors,
                 "validation_worst_error_over_tolerance": r.validation.worst_relative,
             })
@@ -736,6 +738,8 @@ fn bench(
             match rows.iter_mut().find(|x| x.label == entry) {
                 Some(x) => {
                     x.seconds += k.seconds;
+                    x.seconds_in_step =
+                        x.seconds_in_step.zip(k.seconds_in_step).map(|(a, b)| a + b);
                     x.flops += k.flops;
                     x.bytes += k.bytes;
                 }
@@ -747,14 +751,17 @@ fn bench(
         }
         rows.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
     }
+    // "us": each dispatch timed alone; "in step": within the recorded step, between its
+    // neighbours (where the adapter has timestamps inside passes).
     println!(
-        "{:<64} {:>10} {:>9} {:>8}",
+        "{:<64} {:>10} {:>10} {:>9} {:>8}",
         if all_kernels {
             "kernel (every dispatch of one step)"
         } else {
             "kernel (all calls in one step)"
         },
         "us",
+        "in step",
         "GFLOP/s",
         "GB/s"
     );
@@ -770,10 +777,24 @@ fn bench(
             "-".into()
         };
         let label: String = k.label.chars().take(64).collect();
-        println!("{label:<64} {:>10.1} {gf:>9} {gb:>8}", k.seconds * 1e6);
+        let in_step = k
+            .seconds_in_step
+            .map_or("-".into(), |t| format!("{:.1}", t * 1e6));
+        println!(
+            "{label:<64} {:>10.1} {in_step:>10} {gf:>9} {gb:>8}",
+            k.seconds * 1e6
+        );
     }
     let sum: f64 = r.kernels.iter().map(|k| k.seconds).sum();
     println!("\nsum of kernels   {:.2} ms per step", sum * 1e3);
+    if let Some(s) = r
+        .kernels
+        .iter()
+        .map(|k| k.seconds_in_step)
+        .sum::<Option<f64>>()
+    {
+        println!("  in the step    {:.2} ms", s * 1e3);
+    }
     println!("measured step    {:.2} ms per step", r.step_seconds * 1e3);
     println!("train            {:.0} images/s", r.train_images_per_second);
     println!("inference        {:.0} images/s", r.infer_images_per_second);

@@ -132,6 +132,12 @@ pub fn vec4_kernel(s: &MatmulShape) -> Option<(&'static str, [u32; 3])> {
 /// B contiguous along K) or "NN" (B contiguous along N; A any strides, so also "TN").
 pub fn subgroup_kernel(s: &MatmulShape) -> Option<(&'static str, [u32; 3])> {
     let ((sam, sak), (sbk, sbn)) = (s.a_stride, s.b_stride);
+    // Fewer rows than one subgroup tile: the vec4 kernels waste less, and on lavapipe a
+    // mostly idle tile lets the driver's uniform inlining shrink the shader enough that it
+    // recompiles it at every dispatch (bench's "in step" column showed 0.5 -> 1.6 ms).
+    if s.m < 8 {
+        return None;
+    }
     let by4 = |v: usize| v.is_multiple_of(4);
     // 8 subgroups per workgroup, each a tile of C of `rows` x 32; tiles indexed along x.
     let groups = |rows: usize| match grid(s.m.div_ceil(rows) * s.n.div_ceil(32), 8) {
