@@ -127,9 +127,6 @@ impl Gpu {
     /// Do subgroups hold exactly 8 invocations (lavapipe's SIMD width)? The subgroup kernel
     /// variants broadcast with constant lane indices 0..7 and are chosen only then.
     pub fn subgroups_of_8(&self) -> bool {
-        if std::env::var_os("NO_SG").is_some() {
-            return false;
-        }
         self.features.contains(wgpu::Features::SUBGROUP)
             && self.info.subgroup_min_size == 8
             && self.info.subgroup_max_size == 8
