@@ -164,12 +164,14 @@ fn store4(n: u32, o: u32, y: u32, x0: u32, a: Out4) {
 @compute @workgroup_size(WG)
 fn conv2d_forward_3x3_subgroup(
     @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
     let x_blocks = (q.ow + 3u) / 4u;
     let total = q.n * q.oh * x_blocks;
-    let item = wid.x * WG + lid;
+    // Items run along x, then z (past the device's limit on x); y is the channel block.
+    let item = (wid.z * nwg.x + wid.x) * WG + lid;
     let i = min(item, total - 1u);
     let xb = i % x_blocks;
     let y = (i / x_blocks) % q.oh;
@@ -259,6 +261,7 @@ fn store_taps(out: u32, kk: u32, c0: u32, s: TapSums) {
 @compute @workgroup_size(WG)
 fn conv2d_backward_weight_3x3_subgroup(
     @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(subgroup_id) sid: u32,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
@@ -266,7 +269,7 @@ fn conv2d_backward_weight_3x3_subgroup(
     let co_blocks = (q.oc + 31u) / 32u;
     let chunks = (q.n + q.chunk - 1u) / q.chunk;
     let total = chunks * co_blocks * ci_blocks;
-    let item = wid.x * SUBGROUPS + sid;
+    let item = (wid.y * nwg.x + wid.x) * SUBGROUPS + sid;
     let g = min(item, total - 1u);
     let cib = g % ci_blocks;
     let cob = (g / ci_blocks) % co_blocks;

@@ -11,7 +11,7 @@ struct Params {
     m: u32,
     n: u32,
     k: u32,
-    _pad0: u32,
+    has_bias: u32,
     a_stride_m: u32,
     a_stride_k: u32,
     b_stride_k: u32,
@@ -119,7 +119,7 @@ fn bias_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
 // dimensions are multiples of 4 (tensors are padded to 16 bytes, so vec4 views are valid).
 // Loading 4 floats per access and accumulating 32-64 outputs per invocation is what makes
 // matmul fast on lavapipe (DESIGN §6); the strided kernel above covers every other shape.
-// p._pad0 != 0 adds bias[n] (matmul_nt4 only).
+// p.has_bias != 0 adds bias[n] (matmul_nt4 only).
 
 @group(0) @binding(7) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(8) var<storage, read> b4: array<vec4<f32>>;
@@ -175,7 +175,7 @@ fn matmul_nt4(@builtin(global_invocation_id) gid: vec3<u32>) {
         c7 += dot4(a4[a7 + k], b0, b1, b2, b3);
     }
     var bv = vec4<f32>();
-    if (p._pad0 != 0u) {
+    if (p.has_bias != 0u) {
         bv = bias4(n0);
     }
     store4(m0, n0, c0 + bv);
@@ -264,7 +264,7 @@ fn matmul_tn4(@builtin(global_invocation_id) gid: vec3<u32>) {
 // invocation a 4x4 block, staging 64x16 slices of A and 16x64 slices of B in workgroup
 // memory so every element is fetched from global memory once per tile. Any strides.
 // On lavapipe barriers cost more than they save (DESIGN §6), so it is chosen for hardware
-// adapters only; the tests run it everywhere. p._pad0 != 0 adds bias[n].
+// adapters only; the tests run it everywhere. p.has_bias != 0 adds bias[n].
 
 const TILE: u32 = 64u;
 const TILE_K: u32 = 16u;
@@ -314,7 +314,7 @@ fn matmul_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup
     let n0 = n_base + lid.x * 4u;
     if (m0 >= p.m || n0 >= p.n) { return; }
     var bv = vec4<f32>();
-    if (p._pad0 != 0u) {
+    if (p.has_bias != 0u) {
         bv = bias4(n0);
     }
     store4(m0, n0, acc0 + bv);

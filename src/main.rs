@@ -3,7 +3,7 @@
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use wgpu_fmnist::gpu::{self, AdapterRequest, Backend};
+use wgpu_fmnist::gpu::{self, AdapterRequest, Backend, Variant};
 use wgpu_fmnist::model::{self, OptimizerKind};
 use wgpu_fmnist::train::{self, report, PartialConfig, TrainConfig};
 
@@ -191,6 +191,8 @@ struct OptGpuArgs {
     adapter: Option<String>,
     #[arg(long)]
     software: bool,
+    #[arg(long, value_enum)]
+    variant: Option<Variant>,
 }
 
 impl TrainArgs {
@@ -219,6 +221,7 @@ impl TrainArgs {
             backend: self.gpu.backend,
             adapter: self.gpu.adapter.clone(),
             software: self.gpu.software.then_some(true),
+            variant: self.gpu.variant,
             ..Default::default()
         }
     }
@@ -236,6 +239,10 @@ struct GpuArgs {
     /// Use the software fallback adapter (lavapipe on Linux, WARP on Windows).
     #[arg(long)]
     software: bool,
+    /// Kernel variant to use wherever it applies (auto: the fastest for each shape and
+    /// adapter); for timing variants and settling choices on a new GPU.
+    #[arg(long, value_enum, default_value_t = Variant::Auto)]
+    variant: Variant,
 }
 
 impl GpuArgs {
@@ -244,6 +251,7 @@ impl GpuArgs {
             backend: self.backend,
             adapter: self.adapter.clone(),
             software: self.software,
+            variant: self.variant,
         }
     }
 }
@@ -256,7 +264,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         return match e {
             gpu::GpuError::NoAdapter { .. } | gpu::GpuError::AdapterTooSmall { .. } => 3,
             // The fix is a flag (a smaller --batch-size).
-            gpu::GpuError::BufferTooLarge { .. } => 2,
+            gpu::GpuError::BufferTooLarge { .. } | gpu::GpuError::VariantUnsupported { .. } => 2,
             _ => 1,
         };
     }
@@ -283,7 +291,9 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         Some(train::TrainError::Config(_)) | Some(train::TrainError::Resume(_)) => 2,
         Some(train::TrainError::Checkpoint(_)) => 6,
         Some(train::TrainError::Gpu(gpu::GpuError::NoAdapter { .. })) => 3,
-        Some(train::TrainError::Gpu(gpu::GpuError::BufferTooLarge { .. })) => 2,
+        Some(train::TrainError::Gpu(
+            gpu::GpuError::BufferTooLarge { .. } | gpu::GpuError::VariantUnsupported { .. },
+        )) => 2,
         _ => 1,
     }
 }
@@ -529,6 +539,7 @@ fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
             backend: None,
             adapter: None,
             software: None,
+            variant: None,
             ..args.partial()
         };
         if changed != PartialConfig::default() || args.config.is_some() {
@@ -542,6 +553,12 @@ fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
         }
         if args.gpu.adapter.is_some() {
             cfg.adapter = args.gpu.adapter.clone();
+        }
+        if args.gpu.software {
+            cfg.software = true;
+        }
+        if let Some(v) = args.gpu.variant {
+            cfg.variant = v;
         }
         let ckpt = wgpu_fmnist::checkpoint::load(&dir.join("last.safetensors"), None)?;
         if ckpt.meta.epoch >= cfg.epochs && ckpt.meta.step_in_epoch == 0 {
@@ -564,11 +581,7 @@ fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
     };
     let quiet = args.quiet || args.json;
     let data = wgpu_fmnist::data::load(cfg.data.as_deref(), quiet)?;
-    let gpu = gpu::Gpu::new(&AdapterRequest {
-        backend: cfg.backend,
-        adapter: cfg.adapter.clone(),
-        software: cfg.software,
-    })?;
+    let gpu = gpu::Gpu::new(&cfg.adapter_request())?;
     let adapter = format!(
         "{} ({:?}, {:?})",
         gpu.info.name, gpu.info.backend, gpu.info.device_type

@@ -8,10 +8,15 @@ mod common;
 
 use common::gpu;
 use wgpu_fmnist::bench::validate;
+use wgpu_fmnist::gpu::{AdapterRequest, Gpu, Variant};
 use wgpu_fmnist::model::{self, ModelSpec};
 
 fn check(what: &str, spec: &ModelSpec, batch: usize) {
-    let v = validate(gpu(), spec, batch).unwrap_or_else(|e| panic!("{what}: {e}"));
+    check_on(gpu(), what, spec, batch)
+}
+
+fn check_on(gpu: &Gpu, what: &str, spec: &ModelSpec, batch: usize) {
+    let v = validate(gpu, spec, batch).unwrap_or_else(|e| panic!("{what}: {e}"));
     eprintln!(
         "{what} at batch {}: {} tensors, worst error {:.3} of the tolerance",
         v.batch, v.tensors, v.worst_relative
@@ -52,5 +57,20 @@ fn other_fusions_match_the_reference() {
     ] {
         let spec = ModelSpec::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
         check(what, &spec, 4);
+    }
+}
+
+#[test]
+fn every_preset_step_matches_the_reference_with_generic_kernels() {
+    // `--variant generic`: no subgroup, vec4 or tiled kernels anywhere.
+    let generic = Gpu::new(&AdapterRequest {
+        variant: Variant::Generic,
+        ..Default::default()
+    })
+    .unwrap();
+    for name in ["mlp", "cnn1", "cnn2", "regcnn", "vgg"] {
+        let spec = ModelSpec::parse(model::preset(name).expect("preset").spec).expect("spec");
+        let batch = if name == "vgg" { 2 } else { 5 };
+        check_on(&generic, &format!("{name} (generic)"), &spec, batch);
     }
 }

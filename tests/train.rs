@@ -69,6 +69,38 @@ fn same_seed_gives_bit_identical_weights() {
 }
 
 #[test]
+fn generic_kernels_train_like_the_automatic_choice() {
+    // `--variant generic`: the plain kernels everywhere. Same data, seed and steps as the
+    // automatic (subgroup / vec4 on lavapipe) kernels: only f32 summation order differs.
+    use wgpu_fmnist::gpu::{AdapterRequest, Gpu, Variant};
+    let generic = Gpu::new(&AdapterRequest {
+        variant: Variant::Generic,
+        ..Default::default()
+    })
+    .unwrap();
+    let data = synthetic_dataset();
+    let cfg = config("regcnn", PartialConfig::default());
+    let a = train::train(gpu(), &cfg, &data, &mut Silent).unwrap();
+    let b = train::train(&generic, &cfg, &data, &mut Silent).unwrap();
+    let (la, lb) = (a.history[0].train_loss, b.history[0].train_loss);
+    assert!(
+        (la - lb).abs() <= 1e-4 * la.abs(),
+        "train loss {la} vs {lb}"
+    );
+    let mut worst = 0f32;
+    for (pa, pb) in a.params.iter().zip(&b.params) {
+        for (x, y) in pa.weight.iter().zip(&pb.weight) {
+            worst = worst.max((x - y).abs());
+        }
+    }
+    assert!(worst < 1e-4, "weights differ by up to {worst}");
+    assert!(
+        a.params != b.params,
+        "the generic kernels should really have run"
+    );
+}
+
+#[test]
 fn every_optimizer_learns_the_synthetic_task() {
     let data = synthetic_dataset();
     for (opt, lr) in [("sgd", 0.05), ("adam", 1e-3), ("adamw", 1e-3)] {

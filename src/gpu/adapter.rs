@@ -57,6 +57,8 @@ pub struct AdapterRequest {
     pub adapter: Option<String>,
     /// Only software (CPU) adapters: lavapipe, WARP, llvmpipe.
     pub software: bool,
+    /// Kernel variant to use wherever it applies (`--variant`).
+    pub variant: crate::kernels::select::Variant,
 }
 
 impl AdapterRequest {

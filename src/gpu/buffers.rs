@@ -20,20 +20,6 @@ impl Tensor {
     }
 }
 
-/// Workgroup counts for `invocations` threads in groups of `group_size`, spread over x and y
-/// so that no dimension exceeds 65535 (WebGPU's guaranteed minimum). Kernels rebuild the
-/// linear index from `num_workgroups`.
-pub fn grid(invocations: usize, group_size: u32) -> [u32; 3] {
-    let groups = invocations.div_ceil(group_size as usize).max(1) as u64;
-    if groups <= 65535 {
-        [groups as u32, 1, 1]
-    } else {
-        let y = groups.div_ceil(65535);
-        let x = groups.div_ceil(y);
-        [x as u32, y as u32, 1]
-    }
-}
-
 fn padded_bytes(len: usize) -> u64 {
     (len.max(1).div_ceil(4) * 16) as u64
 }

@@ -38,6 +38,13 @@ pub enum GpuError {
         limit: u32,
     },
 
+    #[error("--variant {variant} cannot run on '{adapter}': {why}")]
+    VariantUnsupported {
+        variant: String,
+        adapter: String,
+        why: String,
+    },
+
     #[error("GPU validation error in {context}: {message}")]
     Validation { context: String, message: String },
 

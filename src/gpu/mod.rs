@@ -7,8 +7,9 @@ mod buffers;
 mod error;
 mod pipelines;
 
+pub use crate::kernels::select::{Caps, Variant};
 pub use adapter::{list_adapters, AdapterRequest, AdapterSummary, Backend};
-pub use buffers::{grid, Tensor};
+pub use buffers::Tensor;
 pub use error::{GpuError, Result};
 pub use pipelines::{
     Dispatch, Shader, BATCHNORM, CONV2D, CONV2D_SUBGROUP, DATA, DROPOUT, ELEMENTWISE, MATMUL,
@@ -26,6 +27,8 @@ pub struct Gpu {
     /// The limits the device was created with (what we asked for, not the adapter's best).
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
+    /// What the kernels may use here (and `--variant`); every kernel choice reads it.
+    pub caps: Caps,
     pipelines: pipelines::PipelineCache,
     /// wgpu reports errors outside error scopes through a callback; the default one panics.
     /// We keep the first such error here and turn it into a `GpuError` at the next sync.
@@ -38,12 +41,42 @@ const STORAGE_BUFFERS_NEEDED: u32 = 8;
 impl Gpu {
     /// Picks an adapter as `request` says and creates a device on it.
     pub fn new(request: &AdapterRequest) -> Result<Gpu> {
+        Self::new_with(request, |_| {})
+    }
+
+    /// As `new`, with the requested limits adjusted by `adjust` (tests shrink the
+    /// workgroup-count limit so that small shapes need 2-D grids).
+    pub fn new_with(
+        request: &AdapterRequest,
+        adjust: impl FnOnce(&mut wgpu::Limits),
+    ) -> Result<Gpu> {
         adapter::quiet_driver_noise();
         let adapter = adapter::select(request)?;
-        Self::from_adapter(adapter)
+        Self::from_adapter_with(adapter, adjust)?.prefer(request.variant)
+    }
+
+    /// Uses kernel variant `v` wherever it applies (`--variant`); an error if this adapter
+    /// can never run it.
+    pub fn prefer(mut self, v: Variant) -> Result<Gpu> {
+        self.caps
+            .supports(v)
+            .map_err(|why| GpuError::VariantUnsupported {
+                variant: v.to_string(),
+                adapter: self.info.name.clone(),
+                why,
+            })?;
+        self.caps.prefer = v;
+        Ok(self)
     }
 
     pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Gpu> {
+        Self::from_adapter_with(adapter, |_| {})
+    }
+
+    pub fn from_adapter_with(
+        adapter: wgpu::Adapter,
+        adjust: impl FnOnce(&mut wgpu::Limits),
+    ) -> Result<Gpu> {
         let info = adapter.get_info();
         let available = adapter.limits();
         if available.max_storage_buffers_per_shader_stage < STORAGE_BUFFERS_NEEDED {
@@ -74,6 +107,7 @@ impl Gpu {
         limits.max_bindings_per_bind_group = available.max_bindings_per_bind_group.min(640);
         limits.max_uniform_buffers_per_shader_stage =
             available.max_uniform_buffers_per_shader_stage.min(12);
+        adjust(&mut limits);
         let check = limits.check_limits(&available);
         if !check {
             return Err(GpuError::AdapterTooSmall {
@@ -107,6 +141,14 @@ impl Gpu {
                 *slot = Some(error.to_string());
             }
         }));
+        let caps = Caps {
+            software: info.device_type == wgpu::DeviceType::Cpu,
+            subgroups_of_8: features.contains(wgpu::Features::SUBGROUP)
+                && info.subgroup_min_size == 8
+                && info.subgroup_max_size == 8,
+            max_workgroups: limits.max_compute_workgroups_per_dimension,
+            prefer: Variant::Auto,
+        };
         Ok(Gpu {
             adapter,
             device,
@@ -114,22 +156,10 @@ impl Gpu {
             info,
             limits,
             features,
+            caps,
             pipelines: pipelines::PipelineCache::default(),
             uncaptured,
         })
-    }
-
-    /// Is this a CPU (software) adapter such as lavapipe or WARP? Kernels pick variants by it.
-    pub fn is_software(&self) -> bool {
-        self.info.device_type == wgpu::DeviceType::Cpu
-    }
-
-    /// Do subgroups hold exactly 8 invocations (lavapipe's SIMD width)? The subgroup kernel
-    /// variants broadcast with constant lane indices 0..7 and are chosen only then.
-    pub fn subgroups_of_8(&self) -> bool {
-        self.features.contains(wgpu::Features::SUBGROUP)
-            && self.info.subgroup_min_size == 8
-            && self.info.subgroup_max_size == 8
     }
 
     /// Waits for all submitted work, then reports any error wgpu raised outside a scope.

@@ -110,6 +110,11 @@ impl Dispatch {
         &self.label
     }
 
+    /// Workgroup counts along x, y, z.
+    pub fn workgroups(&self) -> [u32; 3] {
+        self.workgroups
+    }
+
     /// Records the work one call does (set by the kernel wrappers).
     pub fn with_cost(mut self, flops: f64, bytes: f64) -> Self {
         self.flops = flops;

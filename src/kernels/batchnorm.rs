@@ -2,8 +2,8 @@
 //! PyTorch BatchNorm2d/1d semantics: biased batch variance to normalise, unbiased variance
 //! into the running estimate, `running = (1 - momentum) * running + momentum * batch`.
 
-use super::{check_len, dim};
-use crate::gpu::{Dispatch, Gpu, GpuError, Result, Tensor, BATCHNORM};
+use super::{check_len, dim, select};
+use crate::gpu::{Dispatch, Gpu, GpuError, Result, Tensor, Variant, BATCHNORM};
 use bytemuck::{Pod, Zeroable};
 
 #[repr(C)]
@@ -69,8 +69,8 @@ impl BatchNormShape {
 /// Each pass runs one workgroup per channel (see shaders/batchnorm.wgsl). Planes whose size
 /// is a multiple of 4 use the vec4 entry points (`name4`): the x/y/dy/dx bindings become
 /// their vec4 views (13..16).
-fn entry(s: &BatchNormShape, name: &str) -> (String, bool) {
-    if s.hw.is_multiple_of(4) {
+fn entry(gpu: &Gpu, s: &BatchNormShape, name: &str) -> (String, bool) {
+    if select::batchnorm::choose(&gpu.caps, s.hw) == Variant::Vec4 {
         (format!("{name}4"), true)
     } else {
         (name.to_string(), false)
@@ -121,7 +121,7 @@ pub fn batchnorm_stats(
     t.check("batchnorm_stats", &s)?;
     check_len("batchnorm_stats", &desc, x, s.len())?;
     let p = gpu.uniform("batchnorm params", &s.params()?);
-    let (stats_entry, v4) = entry(&s, "batchnorm_stats");
+    let (stats_entry, v4) = entry(gpu, &s, "batchnorm_stats");
     let mut stats_bindings = vec![
         (0, &p),
         (1, &x.buffer),
@@ -156,7 +156,7 @@ pub fn batchnorm_forward_train(
     check_len("batchnorm_forward_train", &desc, y, s.len())?;
     let stats = batchnorm_stats(gpu, s, t, x)?;
     let p = gpu.uniform("batchnorm params", &s.params()?);
-    let (norm_entry, v4) = entry(&s, "batchnorm_forward_train");
+    let (norm_entry, v4) = entry(gpu, &s, "batchnorm_forward_train");
     let norm = gpu
         .dispatch(
             &BATCHNORM,
@@ -189,7 +189,7 @@ pub fn batchnorm_forward_eval(
     check_len("batchnorm_forward_eval", &desc, x, s.len())?;
     check_len("batchnorm_forward_eval", &desc, y, s.len())?;
     let p = gpu.uniform("batchnorm params", &s.params()?);
-    let (name, v4) = entry(&s, "batchnorm_forward_eval");
+    let (name, v4) = entry(gpu, &s, "batchnorm_forward_eval");
     gpu.dispatch(
         &BATCHNORM,
         &name,
@@ -228,7 +228,7 @@ pub fn batchnorm_backward(
     check_len("batchnorm_backward", &desc, dgamma, s.c)?;
     check_len("batchnorm_backward", &desc, dbeta, s.c)?;
     let p = gpu.uniform("batchnorm params", &s.params()?);
-    let (name, v4) = entry(&s, "batchnorm_backward_reduce");
+    let (name, v4) = entry(gpu, &s, "batchnorm_backward_reduce");
     let reduce = gpu
         .dispatch(
             &BATCHNORM,
@@ -245,7 +245,7 @@ pub fn batchnorm_backward(
             channels(&s),
         )?
         .with_cost(5.0 * s.len() as f64, 8.0 * s.len() as f64);
-    let (name, v4) = entry(&s, "batchnorm_backward");
+    let (name, v4) = entry(gpu, &s, "batchnorm_backward");
     let input = gpu
         .dispatch(
             &BATCHNORM,

@@ -11,9 +11,11 @@
 //! subgroup and broadcasts it. `Variant::Auto` picks, on software adapters, the subgroup or
 //! the 3x3 kernels, on hardware ones the tiled kernels for large shapes; tests run all.
 
-use super::{check_len, dim};
-use crate::gpu::{grid, Dispatch, Gpu, GpuError, Result, Tensor, CONV2D, CONV2D_SUBGROUP};
+use super::{check_len, dim, select};
+use crate::gpu::{Dispatch, Gpu, GpuError, Result, Tensor, CONV2D, CONV2D_SUBGROUP};
 use bytemuck::{Pod, Zeroable};
+pub use select::conv2d::Pass;
+pub use select::Variant;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
@@ -134,94 +136,25 @@ struct Params3 {
     chunk: u32,
 }
 
-/// Which kernels to use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Variant {
-    /// The fastest that applies to the shape and the adapter.
-    Auto,
-    Generic,
-    /// 3x3, stride 1, padding at most 2 only.
-    Fast3x3,
-    /// As `Fast3x3`, on adapters whose subgroups are 8 wide (`Gpu::subgroups_of_8`).
-    Subgroup3x3,
-    /// Workgroup-memory tiles (64x64 outputs per workgroup), any shape: for hardware GPUs.
-    Tiled,
-}
-
-/// Products at least this large (rows x columns of the pass's implicit matrix product) use
-/// the tiled kernels on hardware adapters, where a workgroup fills a 64x64 tile.
-const TILED_MIN_OUTPUTS: usize = 64 * 64;
-
-/// Which pass a variant is chosen for.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Pass {
-    Forward,
-    /// The gradient to the input (the 3x3 kernels: the forward kernel, flipped weights).
-    InputGradient,
-    WeightGradient,
-}
-
 impl Conv2dShape {
-    /// Does the fast 3x3 path handle this shape?
-    pub fn fast_3x3(&self) -> bool {
-        self.kh == 3 && self.kw == 3 && self.stride == 1 && self.pad <= 2
-    }
-    /// Is the subgroup kernel the faster 3x3 one for `pass`? It works on 32 output channels
-    /// per subgroup (one input channel per lane for the weight gradient): with 8 output
-    /// channels or fewer (under 8 input channels for the weight gradient) the plain kernel
-    /// wins. Measured on lavapipe at batch 32: 1 -> 8 channels at 28x28, plain 0.56 ms vs
-    /// subgroup 1.24; 8 -> 12 channels at 13x13, subgroup 0.62 vs plain 0.94.
-    fn subgroup_pays(&self, pass: Pass) -> bool {
-        match pass {
-            Pass::Forward => self.co > 8,
-            Pass::InputGradient => self.ci > 8,
-            Pass::WeightGradient => self.ci >= 8,
-        }
-    }
-
     /// The concrete variant for `v` (never `Auto`), or an error if `v` does not apply.
     fn resolve(&self, gpu: &Gpu, v: Variant, pass: Pass) -> Result<Variant> {
-        let unsupported = |what: &str| {
-            Err(GpuError::Shape {
-                label: "conv2d".into(),
-                message: format!("{what} does not apply to {}", self.describe()),
-            })
-        };
-        match v {
-            Variant::Generic | Variant::Tiled => Ok(v),
-            Variant::Auto if !gpu.is_software() => {
-                let outputs = match pass {
-                    Pass::Forward => self.co * self.n * self.oh() * self.ow(),
-                    Pass::InputGradient => self.ci * self.n * self.h * self.w,
-                    Pass::WeightGradient => self.co * self.ci * self.kh * self.kw,
-                };
-                if outputs >= TILED_MIN_OUTPUTS {
-                    Ok(Variant::Tiled)
-                } else if self.fast_3x3() {
-                    Ok(Variant::Fast3x3)
-                } else {
-                    Ok(Variant::Generic)
-                }
-            }
-            Variant::Auto if !self.fast_3x3() => Ok(Variant::Generic),
-            // The weight gradient gives each lane of a subgroup one input channel: with
-            // fewer than 8 most lanes would idle, and the plain 3x3 kernel is faster.
-            Variant::Auto if gpu.subgroups_of_8() && self.subgroup_pays(pass) => {
-                Ok(Variant::Subgroup3x3)
-            }
-            Variant::Auto => Ok(Variant::Fast3x3),
-            Variant::Fast3x3 | Variant::Subgroup3x3 if !self.fast_3x3() => {
-                unsupported("the 3x3 fast path")
-            }
-            Variant::Subgroup3x3 if !gpu.subgroups_of_8() => Err(GpuError::Shape {
-                label: "conv2d".into(),
-                message: format!(
-                    "the subgroup kernels need subgroups of 8 invocations; {} has {}..{}",
-                    gpu.info.name, gpu.info.subgroup_min_size, gpu.info.subgroup_max_size
-                ),
-            }),
-            other => Ok(other),
+        if v == Variant::Auto {
+            return Ok(select::conv2d::choose(&gpu.caps, self, pass));
         }
+        if let Err(why) = gpu.caps.supports(v) {
+            return Err(GpuError::Shape {
+                label: "conv2d".into(),
+                message: why,
+            });
+        }
+        if !select::conv2d::applicable(&gpu.caps, self).contains(&v) {
+            return Err(GpuError::Shape {
+                label: "conv2d".into(),
+                message: format!("the {v} kernels do not apply to {}", self.describe()),
+            });
+        }
+        Ok(v)
     }
 }
 
@@ -232,7 +165,7 @@ fn pad_to(v: usize, multiple: usize) -> usize {
 /// Output channels the 3x3 kernels' packed weights are padded to: 8 per invocation for
 /// the plain kernel, 32 per subgroup for the subgroup one.
 fn oc_pad(oc: usize, v: Variant) -> Result<u32> {
-    let multiple = if v == Variant::Subgroup3x3 { 32 } else { 8 };
+    let multiple = if v == Variant::Subgroup { 32 } else { 8 };
     dim("conv2d", pad_to(oc, multiple))
 }
 
@@ -259,31 +192,25 @@ fn conv3x3(
         "conv2d_pack_weights",
         desc,
         &[(20, &qb), (2, &w.buffer), (22, &packed.buffer)],
-        grid((q.ic * 9 * q.oc_pad) as usize, WG),
+        gpu.caps.grid((q.ic * 9 * q.oc_pad) as usize, WG),
     )?;
     let flops = 2.0 * (q.n * q.oc * q.oh * q.ow) as f64 * (q.ic * 9) as f64;
     let bytes =
         4.0 * ((q.n * q.ic * q.ih * q.iw) + (q.n * q.oc * q.oh * q.ow) + q.ic * 9 * q.oc) as f64;
     let (shader, entry, groups) = if subgroup {
-        // One workgroup row per block of 32 output channels; 4 columns per invocation.
+        // Blocks of 32 output channels along y; 4 columns per invocation, the items spread
+        // over x and z (the kernel rebuilds the item from both).
         let items = (q.n * q.oh * q.ow.div_ceil(4)) as usize;
-        let [x, _, _] = grid(items, WG);
+        let [x, z, _] = gpu.caps.grid(items, WG);
         (
             &CONV2D_SUBGROUP,
             "conv2d_forward_3x3_subgroup",
-            [x, q.oc_pad / 32, 1],
+            [x, q.oc_pad / 32, z],
         )
     } else {
         let threads = (q.n * q.oc_pad / 8 * q.oh * q.ow.div_ceil(8)) as usize;
-        (&CONV2D, "conv2d_forward_3x3", grid(threads, WG))
+        (&CONV2D, "conv2d_forward_3x3", gpu.caps.grid(threads, WG))
     };
-    if groups[0] > 65535 {
-        return Err(GpuError::DispatchTooLarge {
-            kernel: format!("conv2d::{entry} {desc}"),
-            groups: groups[0] as u64,
-            limit: 65535,
-        });
-    }
     let conv = gpu
         .dispatch(
             shader,
@@ -334,12 +261,9 @@ pub fn conv2d_forward_with(
     let (entry, groups) = match v {
         Variant::Generic => {
             let threads = s.n * s.co.div_ceil(BLOCK) * s.oh() * s.ow().div_ceil(BLOCK);
-            ("conv2d_forward", grid(threads, WG))
+            ("conv2d_forward", gpu.caps.grid(threads, WG))
         }
-        Variant::Tiled => (
-            "conv2d_forward_tiled",
-            tiles(s.n * s.oh() * s.ow(), s.co, "conv2d_forward_tiled")?,
-        ),
+        Variant::Tiled => ("conv2d_forward_tiled", tiles(s.n * s.oh() * s.ow(), s.co)),
         _ => {
             let q = Params3 {
                 n: p.n,
@@ -355,7 +279,7 @@ pub fn conv2d_forward_with(
                 flip: 0,
                 chunk: 1,
             };
-            let subgroup = v == Variant::Subgroup3x3;
+            let subgroup = v == Variant::Subgroup;
             return conv3x3(gpu, q, &desc, "conv2d forward", w, b, x, y, subgroup);
         }
     };
@@ -400,12 +324,9 @@ pub fn conv2d_backward_input_with(
     let (entry, groups) = match v {
         Variant::Generic => {
             let threads = s.n * s.ci.div_ceil(BLOCK) * s.h * s.w.div_ceil(BLOCK);
-            ("conv2d_backward_input", grid(threads, WG))
+            ("conv2d_backward_input", gpu.caps.grid(threads, WG))
         }
-        Variant::Tiled => (
-            "conv2d_backward_input_tiled",
-            tiles(s.n * s.h * s.w, s.ci, "conv2d_backward_input_tiled")?,
-        ),
+        Variant::Tiled => ("conv2d_backward_input_tiled", tiles(s.n * s.h * s.w, s.ci)),
         _ => {
             // A stride-1 convolution of dy with the mirrored weights and padding 2 - pad,
             // from CO channels to CI channels.
@@ -424,7 +345,7 @@ pub fn conv2d_backward_input_with(
                 chunk: 1,
             };
             let no_bias = gpu.zeros("no bias", 1)?;
-            let subgroup = v == Variant::Subgroup3x3;
+            let subgroup = v == Variant::Subgroup;
             let label = "conv2d backward input";
             return conv3x3(gpu, q, &desc, label, w, &no_bias, dy, dx, subgroup);
         }
@@ -471,7 +392,7 @@ pub fn conv2d_backward_weight_with(
                 "conv2d_backward_weight",
                 &desc,
                 &binds,
-                grid(threads, WG),
+                gpu.caps.grid(threads, WG),
             )?
             .with_cost(s.flops(), s.bytes())]);
     }
@@ -480,11 +401,11 @@ pub fn conv2d_backward_weight_with(
     // sum per chunk and add them in chunk order (deterministic). Units of work per chunk
     // and how many are wanted in all: subgroups, invocations or workgroups.
     let tiled = match v {
-        Variant::Tiled => tiles(s.ci * s.kh * s.kw, s.co, "conv2d_backward_weight_tiled")?,
+        Variant::Tiled => tiles(s.ci * s.kh * s.kw, s.co),
         _ => [1, 1, 1],
     };
     let (units, wanted): (usize, usize) = match v {
-        Variant::Subgroup3x3 => (s.co.div_ceil(32) * s.ci.div_ceil(8), 64),
+        Variant::Subgroup => (s.co.div_ceil(32) * s.ci.div_ceil(8), 64),
         Variant::Tiled => ((tiled[0] * tiled[1]) as usize, 256),
         _ => (s.co.div_ceil(4) * s.ci, 2048),
     };
@@ -510,11 +431,11 @@ pub fn conv2d_backward_weight_with(
     )?;
     let (shader, entry, x_binding, groups) = match v {
         // 8 subgroups of 8 per workgroup.
-        Variant::Subgroup3x3 => (
+        Variant::Subgroup => (
             &CONV2D_SUBGROUP,
             "conv2d_backward_weight_3x3_subgroup",
             23,
-            grid(chunks * units, 8),
+            gpu.caps.grid(chunks * units, 8),
         ),
         Variant::Tiled => (
             &CONV2D,
@@ -526,7 +447,7 @@ pub fn conv2d_backward_weight_with(
             &CONV2D,
             "conv2d_backward_weight_3x3",
             1,
-            grid(chunks * units, WG),
+            gpu.caps.grid(chunks * units, WG),
         ),
     };
     let mut binds = vec![
@@ -535,7 +456,7 @@ pub fn conv2d_backward_weight_with(
         (5, &dy.buffer),
         (25, &partials.buffer),
     ];
-    if v != Variant::Subgroup3x3 {
+    if v != Variant::Subgroup {
         binds.push((0, &pb)); // the subgroup kernel reads its shape from q alone
     }
     let sums = gpu
@@ -546,23 +467,16 @@ pub fn conv2d_backward_weight_with(
         "conv2d_reduce_partials",
         &desc,
         &[(0, &pb), (20, &qb), (25, &partials.buffer), (7, &dw.buffer)],
-        grid(s.weight_len(), WG),
+        gpu.caps.grid(s.weight_len(), WG),
     )?;
     Ok(vec![sums, reduce])
 }
 
 /// Workgroups for the tiled kernels: 64 columns of the implicit product along x, 64 rows
-/// along y.
-fn tiles(columns: usize, rows: usize, label: &str) -> Result<[u32; 3]> {
-    let x = columns.div_ceil(64);
-    if x > 65535 {
-        return Err(GpuError::DispatchTooLarge {
-            kernel: label.to_string(),
-            groups: x as u64,
-            limit: 65535,
-        });
-    }
-    Ok([x as u32, rows.div_ceil(64) as u32, 1])
+/// along y (the dispatch checks them against the device's limit).
+fn tiles(columns: usize, rows: usize) -> [u32; 3] {
+    let groups = |v: usize| v.div_ceil(64).min(u32::MAX as usize) as u32;
+    [groups(columns), groups(rows), 1]
 }
 
 /// db = sum of dy over batch and space (overwrites db).
@@ -578,7 +492,7 @@ pub fn conv2d_backward_bias(
     check_len("conv2d_backward_bias", &desc, db, s.co)?;
     let p = gpu.uniform("conv2d params", &p);
     // Planes of whole vec4s read dy as vec4s.
-    let (entry, dy_binding) = if (s.oh() * s.ow()).is_multiple_of(4) {
+    let (entry, dy_binding) = if select::conv2d::bias_vec4(&gpu.caps, &s) {
         ("conv2d_backward_bias4", 9)
     } else {
         ("conv2d_backward_bias", 5)

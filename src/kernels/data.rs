@@ -2,7 +2,7 @@
 //! the GPU. See the shader for how the step counter selects the examples.
 
 use super::{check_len, dim};
-use crate::gpu::{grid, Dispatch, Gpu, GpuError, Result, Tensor, DATA};
+use crate::gpu::{Dispatch, Gpu, GpuError, Result, Tensor, DATA};
 use crate::kernels::dropout::hash;
 use bytemuck::{Pod, Zeroable};
 
@@ -97,7 +97,7 @@ pub fn gather_batch(
             (5, &out_x.buffer),
             (6, &out_labels.buffer),
         ],
-        grid(cfg.batch * PIXELS, 256),
+        gpu.caps.grid(cfg.batch * PIXELS, 256),
     )
 }
 

@@ -3,7 +3,7 @@
 //! the CPU and on every GPU. The step is read from the GPU step counter (`counter[0]`).
 
 use super::{check_len, dim};
-use crate::gpu::{grid, Dispatch, Gpu, GpuError, Result, Tensor, DROPOUT};
+use crate::gpu::{Dispatch, Gpu, GpuError, Result, Tensor, DROPOUT};
 use bytemuck::{Pod, Zeroable};
 
 #[repr(C)]
@@ -79,7 +79,7 @@ pub fn dropout_forward(
             (2, &y.buffer),
             (3, &counter.buffer),
         ],
-        grid(cfg.n.div_ceil(4), WG),
+        gpu.caps.grid(cfg.n.div_ceil(4), WG),
     )
     .map(|d| d.with_cost(cfg.n as f64, 8.0 * cfg.n as f64))
 }
@@ -106,7 +106,7 @@ pub fn dropout_backward(
             (4, &dy.buffer),
             (5, &dx.buffer),
         ],
-        grid(cfg.n.div_ceil(4), WG),
+        gpu.caps.grid(cfg.n.div_ceil(4), WG),
     )
     .map(|d| d.with_cost(cfg.n as f64, 8.0 * cfg.n as f64))
 }

@@ -1,7 +1,7 @@
 //! ReLU forward and backward (`shaders/elementwise.wgsl`).
 
 use super::{check_len, dim};
-use crate::gpu::{grid, Dispatch, Gpu, Result, Tensor, ELEMENTWISE};
+use crate::gpu::{Dispatch, Gpu, Result, Tensor, ELEMENTWISE};
 use bytemuck::{Pod, Zeroable};
 
 #[repr(C)]
@@ -30,7 +30,7 @@ pub fn relu_forward(gpu: &Gpu, x: &Tensor, y: &Tensor, n: usize) -> Result<Dispa
         "relu_forward",
         &shape,
         &[(0, &params), (1, &x.buffer), (2, &y.buffer)],
-        grid(n.div_ceil(4), WG),
+        gpu.caps.grid(n.div_ceil(4), WG),
     )
     .map(|d| d.with_cost(n as f64, 8.0 * n as f64))
 }
@@ -64,7 +64,7 @@ pub fn relu_backward(
             (3, &dy.buffer),
             (4, &dx.buffer),
         ],
-        grid(n.div_ceil(4), WG),
+        gpu.caps.grid(n.div_ceil(4), WG),
     )
     .map(|d| d.with_cost(n as f64, 12.0 * n as f64))
 }

@@ -8,8 +8,24 @@
 //! hardware GPUs, and subgroup kernels (`shaders/matmul_subgroup.wgsl`) for adapters with
 //! 8-wide subgroups (lavapipe). `Variant::Auto` picks the fastest that applies.
 
-use super::{check_len, dim};
-use crate::gpu::{grid, Dispatch, Gpu, GpuError, Result, Tensor, MATMUL, MATMUL_SUBGROUP};
+use super::{check_len, dim, select};
+use crate::gpu::{Dispatch, Gpu, GpuError, Result, Tensor, MATMUL, MATMUL_SUBGROUP};
+pub use select::Variant;
+
+/// Binding numbers of shaders/matmul.wgsl and shaders/matmul_subgroup.wgsl; a `4` suffix
+/// is the vec4 view of the same tensor.
+mod binding {
+    pub const PARAMS: u32 = 0;
+    pub const A: u32 = 1;
+    pub const B: u32 = 2;
+    pub const BIAS: u32 = 3;
+    pub const C: u32 = 4;
+    pub const DY: u32 = 5;
+    pub const DB: u32 = 6;
+    pub const A4: u32 = 7;
+    pub const B4: u32 = 8;
+    pub const C4: u32 = 9;
+}
 use bytemuck::{Pod, Zeroable};
 
 #[repr(C)]
@@ -18,7 +34,8 @@ pub struct MatmulParams {
     pub m: u32,
     pub n: u32,
     pub k: u32,
-    pub _pad: u32,
+    /// 1 when the kernel adds a bias row to C.
+    pub has_bias: u32,
     pub a_stride_m: u32,
     pub a_stride_k: u32,
     pub b_stride_k: u32,
@@ -74,7 +91,7 @@ fn params(shape: &MatmulShape) -> Result<MatmulParams> {
         m: d(shape.m)?,
         n: d(shape.n)?,
         k: d(shape.k)?,
-        _pad: 0,
+        has_bias: 0,
         a_stride_m: d(shape.a_stride.0)?,
         a_stride_k: d(shape.a_stride.1)?,
         b_stride_k: d(shape.b_stride.0)?,
@@ -91,80 +108,8 @@ fn workgroups(shape: &MatmulShape) -> [u32; 3] {
     ]
 }
 
-/// Which kernel computes a product.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Variant {
-    /// The vec4 kernel for the layout where it applies, else the strided one.
-    Auto,
-    /// The general strided kernel (4x4 block per invocation).
-    Strided,
-    /// The vec4 kernel for the layout; an error where it does not apply.
-    Vec4,
-    /// Workgroup-memory tiles (64x64 per workgroup): for hardware GPUs, any strides.
-    Tiled,
-    /// Subgroup broadcasts (8x32 tile per subgroup): adapters with 8-wide subgroups; an
-    /// error where it does not apply.
-    Subgroup,
-}
-
-/// Products at least this large (M*N) use the tiled kernel on hardware adapters.
-const TILED_MIN_OUTPUTS: usize = 64 * 64;
-
-/// The vec4 entry point (and its workgroup grid) that handles `s`, if any.
-pub fn vec4_kernel(s: &MatmulShape) -> Option<(&'static str, [u32; 3])> {
-    let ((sam, sak), (sbk, sbn)) = (s.a_stride, s.b_stride);
-    let g = |v: usize, per: usize| v.div_ceil(per).max(1) as u32;
-    let by4 = |v: usize| v.is_multiple_of(4);
-    if sak == 1 && sbk == 1 && by4(s.k) && by4(sam) && by4(sbn) {
-        // 8 rows x 4 columns per invocation, 8 x 8 invocations per workgroup.
-        return Some(("matmul_nt4", [g(s.n, 32), g(s.m, 64), 1]));
-    }
-    if sam == 1 && sbn == 1 && by4(s.m) && by4(s.n) && by4(sak) && by4(sbk) {
-        return Some(("matmul_tn4", [g(s.n, 64), g(s.m, 64), 1]));
-    }
-    if sbn == 1 && by4(s.n) && by4(sbk) {
-        return Some(("matmul_nn4", [g(s.n, 64), g(s.m, 32), 1]));
-    }
-    None
-}
-
-/// The subgroup entry point and workgroup grid for `s`, if its layout has one: "NT" (A and
-/// B contiguous along K) or "NN" (B contiguous along N; A any strides, so also "TN").
-pub fn subgroup_kernel(s: &MatmulShape) -> Option<(&'static str, [u32; 3])> {
-    let ((sam, sak), (sbk, sbn)) = (s.a_stride, s.b_stride);
-    // Fewer rows than one subgroup tile: the vec4 kernels waste less, and on lavapipe a
-    // mostly idle tile lets the driver's uniform inlining shrink the shader enough that it
-    // recompiles it at every dispatch (bench's "in step" column showed 0.5 -> 1.6 ms).
-    if s.m < 8 {
-        return None;
-    }
-    let by4 = |v: usize| v.is_multiple_of(4);
-    // 8 subgroups per workgroup, each a tile of C of `rows` x 32; tiles indexed along x.
-    let groups = |rows: usize| match grid(s.m.div_ceil(rows) * s.n.div_ceil(32), 8) {
-        [x, 1, 1] => Some([x, 1, 1]),
-        _ => None,
-    };
-    if sak == 1 && sbk == 1 && by4(s.k) && by4(sam) && by4(sbn) {
-        return groups(8).map(|g| ("matmul_nt_subgroup", g));
-    }
-    if sbn == 1 && by4(s.n) && by4(sbk) {
-        return groups(16).map(|g| ("matmul_nn_subgroup", g));
-    }
-    None
-}
-
-/// C = A * B (no bias). The tensors may be longer than the view (strided sub-views).
-pub fn matmul(
-    gpu: &Gpu,
-    shape: MatmulShape,
-    a: &Tensor,
-    b: &Tensor,
-    c: &Tensor,
-) -> Result<Dispatch> {
-    matmul_with(gpu, Variant::Auto, shape, a, b, None, c)
-}
-
-/// C = A * B (+ bias broadcast over rows) with the chosen kernel.
+/// C = A * B (+ bias broadcast over rows) with variant `variant` (`Auto`: the choice of
+/// `select::matmul::choose`); an error if the variant does not apply to the shape.
 pub fn matmul_with(
     gpu: &Gpu,
     variant: Variant,
@@ -181,146 +126,101 @@ pub fn matmul_with(
     if let Some(b) = bias {
         check_len("matmul", &desc, b, shape.n)?;
     }
-    let subgroup = match variant {
-        Variant::Subgroup if !gpu.subgroups_of_8() => {
-            return Err(GpuError::Shape {
+    let caps = &gpu.caps;
+    let variant = match variant {
+        Variant::Auto => select::matmul::choose(caps, &shape, bias.is_some()),
+        v => {
+            caps.supports(v).map_err(|why| GpuError::Shape {
                 label: "matmul".into(),
-                message: format!(
-                    "the subgroup kernels need subgroups of 8 invocations; {} has {}..{}",
-                    gpu.info.name, gpu.info.subgroup_min_size, gpu.info.subgroup_max_size
-                ),
-            })
-        }
-        Variant::Subgroup => Some(subgroup_kernel(&shape).ok_or_else(|| GpuError::Shape {
-            label: "matmul".into(),
-            message: format!(
-                "no subgroup kernel for {desc} with strides {:?} {:?}",
-                shape.a_stride, shape.b_stride
-            ),
-        })?),
-        Variant::Auto if gpu.subgroups_of_8() => subgroup_kernel(&shape),
-        _ => None,
-    };
-    if let Some((entry, groups)) = subgroup {
-        let mut p = params(&shape)?;
-        p._pad = bias.is_some() as u32;
-        let pb = gpu.uniform("matmul params", &p);
-        let no_bias = gpu.zeros("no bias", 4)?;
-        let bias_buf = bias.map_or(&no_bias.buffer, |b| &b.buffer);
-        // NT reads A as vec4s and stores scalars; NN reads A as scalars (any strides) and
-        // stores vec4s.
-        let (a_binding, c_binding) = if entry == "matmul_nt_subgroup" {
-            (7, 4)
-        } else {
-            (1, 9)
-        };
-        return Ok(gpu
-            .dispatch(
-                &MATMUL_SUBGROUP,
-                entry,
-                &desc,
-                &[
-                    (0, &pb),
-                    (a_binding, &a.buffer),
-                    (8, &b.buffer),
-                    (3, bias_buf),
-                    (c_binding, &c.buffer),
-                ],
-                groups,
-            )?
-            .with_cost(shape.flops(), shape.bytes()));
-    }
-    let tiled = match variant {
-        Variant::Tiled => true,
-        Variant::Auto => !gpu.is_software() && shape.m * shape.n >= TILED_MIN_OUTPUTS,
-        _ => false,
-    };
-    if tiled {
-        let mut p = params(&shape)?;
-        p._pad = bias.is_some() as u32;
-        let pb = gpu.uniform("matmul params", &p);
-        let no_bias = gpu.zeros("no bias", 4)?;
-        let bias_buf = bias.map_or(&no_bias.buffer, |b| &b.buffer);
-        let groups = [
-            shape.n.div_ceil(64).max(1) as u32,
-            shape.m.div_ceil(64).max(1) as u32,
-            1,
-        ];
-        return Ok(gpu
-            .dispatch(
-                &MATMUL,
-                "matmul_tiled",
-                &desc,
-                &[
-                    (0, &pb),
-                    (1, &a.buffer),
-                    (2, &b.buffer),
-                    (3, bias_buf),
-                    (4, &c.buffer),
-                ],
-                groups,
-            )?
-            .with_cost(shape.flops(), shape.bytes()));
-    }
-    let fast = match variant {
-        Variant::Strided | Variant::Tiled | Variant::Subgroup => None,
-        // Only the NT kernel adds a bias (the linear forward); other layouts never need one.
-        Variant::Auto => vec4_kernel(&shape).filter(|(e, _)| bias.is_none() || *e == "matmul_nt4"),
-        Variant::Vec4 => Some(
-            vec4_kernel(&shape)
-                .filter(|(e, _)| bias.is_none() || *e == "matmul_nt4")
-                .ok_or_else(|| GpuError::Shape {
+                message: why,
+            })?;
+            if !select::matmul::applicable(caps, &shape, bias.is_some()).contains(&v) {
+                return Err(GpuError::Shape {
                     label: "matmul".into(),
                     message: format!(
-                        "no vec4 kernel for {desc} with strides {:?} {:?}",
+                        "no {v} kernel for {desc} with strides {:?} {:?}",
                         shape.a_stride, shape.b_stride
                     ),
-                })?,
-        ),
+                });
+            }
+            v
+        }
     };
     let mut p = params(&shape)?;
-    let d = match (fast, bias) {
-        (Some((entry, groups)), _) => {
-            p._pad = bias.is_some() as u32;
-            let pb = gpu.uniform("matmul params", &p);
-            let no_bias = gpu.zeros("no bias", 4)?;
-            let bias_buf = bias.map_or(&no_bias.buffer, |b| &b.buffer);
-            let mut binds = vec![(0, &pb), (8, &b.buffer), (4, &c.buffer)];
+    p.has_bias = bias.is_some() as u32;
+    let pb = gpu.uniform("matmul params", &p);
+    let no_bias = gpu.zeros("no bias", 4)?;
+    let bias_buf = bias.map_or(&no_bias.buffer, |b| &b.buffer);
+    let (shader, entry, groups, binds) = match variant {
+        Variant::Subgroup => {
+            let (entry, groups) =
+                select::matmul::subgroup_kernel(caps, &shape).expect("applicable");
+            // NT reads A as vec4s and stores scalars; NN reads A as scalars (any strides)
+            // and stores vec4s.
+            let (a_view, c_view) = if entry == "matmul_nt_subgroup" {
+                (binding::A4, binding::C)
+            } else {
+                (binding::A, binding::C4)
+            };
+            let binds = vec![
+                (binding::PARAMS, &pb),
+                (a_view, &a.buffer),
+                (binding::B4, &b.buffer),
+                (binding::BIAS, bias_buf),
+                (c_view, &c.buffer),
+            ];
+            (&MATMUL_SUBGROUP, entry, groups, binds)
+        }
+        Variant::Tiled => {
+            let groups = [
+                shape.n.div_ceil(64).max(1) as u32,
+                shape.m.div_ceil(64).max(1) as u32,
+                1,
+            ];
+            let binds = vec![
+                (binding::PARAMS, &pb),
+                (binding::A, &a.buffer),
+                (binding::B, &b.buffer),
+                (binding::BIAS, bias_buf),
+                (binding::C, &c.buffer),
+            ];
+            (&MATMUL, "matmul_tiled", groups, binds)
+        }
+        Variant::Vec4 => {
+            let (entry, groups) =
+                select::matmul::vec4_kernel(&shape, bias.is_some()).expect("applicable");
+            let mut binds = vec![
+                (binding::PARAMS, &pb),
+                (binding::B4, &b.buffer),
+                (binding::C, &c.buffer),
+            ];
             match entry {
-                "matmul_nt4" => binds.extend([(7, &a.buffer), (3, bias_buf)]),
-                "matmul_tn4" => binds.push((7, &a.buffer)),
-                _ => binds.push((1, &a.buffer)),
+                "matmul_nt4" => binds.extend([(binding::A4, &a.buffer), (binding::BIAS, bias_buf)]),
+                "matmul_tn4" => binds.push((binding::A4, &a.buffer)),
+                _ => binds.push((binding::A, &a.buffer)),
             }
-            gpu.dispatch(&MATMUL, entry, &desc, &binds, groups)?
+            (&MATMUL, entry, groups, binds)
         }
-        (None, Some(bb)) => {
-            let pb = gpu.uniform("matmul params", &p);
-            gpu.dispatch(
-                &MATMUL,
-                "matmul_bias",
-                &desc,
-                &[
-                    (0, &pb),
-                    (1, &a.buffer),
-                    (2, &b.buffer),
-                    (3, &bb.buffer),
-                    (4, &c.buffer),
-                ],
-                workgroups(&shape),
-            )?
-        }
-        (None, None) => {
-            let pb = gpu.uniform("matmul params", &p);
-            gpu.dispatch(
-                &MATMUL,
-                "matmul",
-                &desc,
-                &[(0, &pb), (1, &a.buffer), (2, &b.buffer), (4, &c.buffer)],
-                workgroups(&shape),
-            )?
+        _ => {
+            let mut binds = vec![
+                (binding::PARAMS, &pb),
+                (binding::A, &a.buffer),
+                (binding::B, &b.buffer),
+                (binding::C, &c.buffer),
+            ];
+            let entry = match bias {
+                Some(bb) => {
+                    binds.push((binding::BIAS, &bb.buffer));
+                    "matmul_bias"
+                }
+                None => "matmul",
+            };
+            (&MATMUL, entry, workgroups(&shape), binds)
         }
     };
-    Ok(d.with_cost(shape.flops(), shape.bytes()))
+    Ok(gpu
+        .dispatch(shader, entry, &desc, &binds, groups)?
+        .with_cost(shape.flops(), shape.bytes()))
 }
 
 /// Shape of a linear layer applied to a batch.
@@ -497,7 +397,11 @@ pub fn linear_backward_bias(
         &MATMUL,
         "bias_backward",
         &desc,
-        &[(0, &p), (5, &dy.buffer), (6, &db.buffer)],
+        &[
+            (binding::PARAMS, &p),
+            (binding::DY, &dy.buffer),
+            (binding::DB, &db.buffer),
+        ],
         [s.outputs.div_ceil(64).max(1) as u32, 1, 1],
     )
 }

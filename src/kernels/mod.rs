@@ -14,6 +14,7 @@ pub mod elementwise;
 pub mod matmul;
 pub mod optim;
 pub mod pool;
+pub mod select;
 pub mod softmax_xent;
 
 use crate::gpu::{GpuError, Result, Tensor};

@@ -4,7 +4,7 @@
 //! bulk; `step_advance` moves the counter on at the end of each step.
 
 use super::{check_len, dim};
-use crate::gpu::{grid, Dispatch, Gpu, GpuError, Result, Tensor, OPTIM};
+use crate::gpu::{Dispatch, Gpu, GpuError, Result, Tensor, OPTIM};
 use bytemuck::{Pod, Zeroable};
 
 #[repr(C)]
@@ -107,7 +107,7 @@ pub fn sgd_step(
             (5, &counter.buffer),
             (6, &lr.buffer),
         ],
-        grid(n.div_ceil(4), WG),
+        gpu.caps.grid(n.div_ceil(4), WG),
     )
     // w, grad, velocity read; w, velocity written.
     .map(|d| d.with_cost(5.0 * n as f64, 20.0 * n as f64))
@@ -157,7 +157,7 @@ pub fn adam_step(
             (5, &counter.buffer),
             (6, &lr.buffer),
         ],
-        grid(n.div_ceil(4), WG),
+        gpu.caps.grid(n.div_ceil(4), WG),
     )
     // w, grad, m, v read; w, m, v written.
     .map(|d| d.with_cost(12.0 * n as f64, 28.0 * n as f64))

@@ -4,7 +4,7 @@
 
 use super::batchnorm::BatchNormTensors;
 use super::{check_len, dim};
-use crate::gpu::{grid, Dispatch, Gpu, GpuError, Result, Tensor, POOL};
+use crate::gpu::{Dispatch, Gpu, GpuError, Result, Tensor, POOL};
 use bytemuck::{Pod, Zeroable};
 
 #[repr(C)]
@@ -194,7 +194,7 @@ pub fn maxpool_forward(
             (11, &stat_a.buffer),
             (12, &stat_b.buffer),
         ],
-        grid(s.rows(), WG),
+        gpu.caps.grid(s.rows(), WG),
     )
     .map(|d| d.with_cost((s.output_len() * s.k * s.k) as f64, s.cost()))
 }
@@ -233,7 +233,7 @@ pub fn maxpool_backward(
             (4, &dy.buffer),
             (6, &dx.buffer),
         ],
-        grid(threads, WG),
+        gpu.caps.grid(threads, WG),
     )
     .map(|d| d.with_cost(0.0, s.cost()))
 }
@@ -306,7 +306,7 @@ pub fn maxpool_backward_batchnorm(
                 (14, &dgamma.buffer),
                 (15, &dbeta.buffer),
             ],
-            grid(s.rows(), WG),
+            gpu.caps.grid(s.rows(), WG),
         )?
         .with_cost(
             5.0 * s.input_len() as f64,

@@ -1,7 +1,7 @@
 //! Training configuration: preset defaults, overridden by a TOML file (`--config`), overridden
 //! by command-line flags. The resolved configuration is written to the run folder.
 
-use crate::gpu::Backend;
+use crate::gpu::{AdapterRequest, Backend, Variant};
 use crate::model::{self, ModelSpec, OptimizerKind};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -57,6 +57,7 @@ pub struct PartialConfig {
     pub backend: Option<Backend>,
     pub adapter: Option<String>,
     pub software: Option<bool>,
+    pub variant: Option<Variant>,
 }
 
 macro_rules! overlay {
@@ -108,7 +109,8 @@ impl PartialConfig {
             name,
             backend,
             adapter,
-            software
+            software,
+            variant
         );
         self
     }
@@ -153,6 +155,10 @@ pub struct TrainConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub adapter: Option<String>,
     pub software: bool,
+    /// Kernel variant to use wherever it applies (`--variant`; configurations written
+    /// before it existed mean `auto`).
+    #[serde(default)]
+    pub variant: Variant,
 }
 
 impl TrainConfig {
@@ -209,6 +215,7 @@ impl TrainConfig {
             backend: layers.backend.unwrap_or_default(),
             adapter: layers.adapter.clone(),
             software: layers.software.unwrap_or(false),
+            variant: layers.variant.unwrap_or_default(),
             model,
         };
         cfg.validate()?;
@@ -296,6 +303,16 @@ impl TrainConfig {
             beta1: self.beta1,
             beta2: self.beta2,
             eps: self.eps,
+        }
+    }
+
+    /// The adapter and kernel choice this configuration asks for.
+    pub fn adapter_request(&self) -> AdapterRequest {
+        AdapterRequest {
+            backend: self.backend,
+            adapter: self.adapter.clone(),
+            software: self.software,
+            variant: self.variant,
         }
     }
 

@@ -88,17 +88,10 @@ fn data(s: Conv2dShape, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
     )
 }
 
-/// Every variant that applies to the shape on this adapter (the subgroup one where
-/// subgroups are 8 wide, as on lavapipe in CI).
+/// Every variant that applies to the shape on this adapter (`select::conv2d`; the subgroup
+/// one where subgroups are 8 wide, as on lavapipe in CI).
 fn variants(s: &Conv2dShape) -> Vec<Variant> {
-    let mut v = vec![Variant::Generic, Variant::Tiled];
-    if s.fast_3x3() {
-        v.push(Variant::Fast3x3);
-        if gpu().subgroups_of_8() {
-            v.push(Variant::Subgroup3x3);
-        }
-    }
-    v
+    wgpu_fmnist::kernels::select::conv2d::applicable(&gpu().caps, s)
 }
 
 fn run_all(d: Vec<wgpu_fmnist::gpu::Dispatch>) {
@@ -174,7 +167,7 @@ fn conv2d_fast_variants_refuse_other_shapes() {
         zeros("b", s.co),
         zeros("y", s.output_len()),
     );
-    for v in [Variant::Fast3x3, Variant::Subgroup3x3] {
+    for v in [Variant::Conv3x3, Variant::Subgroup] {
         let err = conv2d_forward_with(gpu(), v, s, &x, &w, &b, &y)
             .err()
             .unwrap_or_else(|| panic!("{v:?} accepted stride 2"));

@@ -31,17 +31,11 @@ fn data(s: LinearShape, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
     )
 }
 
-/// The strided and tiled kernels, and the vec4 and subgroup ones where the layout (and,
-/// for subgroups, the adapter) allows them.
-fn variants(shape: &MatmulShape) -> Vec<Variant> {
-    let mut v = vec![Variant::Strided, Variant::Tiled];
-    if vec4_kernel(shape).is_some() {
-        v.push(Variant::Vec4);
-    }
-    if gpu().subgroups_of_8() && subgroup_kernel(shape).is_some() {
-        v.push(Variant::Subgroup);
-    }
-    v
+/// Every variant that applies to the product on this adapter (`select::matmul`): the
+/// strided and tiled kernels, the vec4 and subgroup ones where the layout (and, for
+/// subgroups, the adapter) allows them.
+fn variants(shape: &MatmulShape, bias: bool) -> Vec<Variant> {
+    wgpu_fmnist::kernels::select::matmul::applicable(&gpu().caps, shape, bias)
 }
 
 #[test]
@@ -55,7 +49,7 @@ fn linear_forward_matches_reference() {
         let (x, w, b, _) = data(s, i as u64);
         let mut want = vec![0.0; batch * outputs];
         linear_forward_reference(&mut want, &x, &w, &b, s);
-        for v in variants(&s.forward()) {
+        for v in variants(&s.forward(), true) {
             let (tx, tw, tb, ty) = (
                 upload("x", &x),
                 upload("w", &w),
@@ -80,12 +74,12 @@ fn linear_backward_matches_reference() {
         let (mut dx, mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; w.len()], vec![0.0; outputs]);
         linear_backward_reference(&mut dx, &mut dw, &mut db, &dy, &x, &w, s);
         let (tx, tw, tdy) = (upload("x", &x), upload("w", &w), upload("dy", &dy));
-        for v in variants(&s.backward_input()) {
+        for v in variants(&s.backward_input(), false) {
             let tdx = zeros("dx", x.len());
             run(&[&linear_backward_input_with(gpu(), v, s, &tdy, &tw, &tdx).unwrap()]);
             assert_kernel_close(&format!("linear_backward dx {v:?} {s:?}"), &read(&tdx), &dx);
         }
-        for v in variants(&s.backward_weight()) {
+        for v in variants(&s.backward_weight(), false) {
             let tdw = zeros("dw", w.len());
             run(&[&linear_backward_weight_with(gpu(), v, s, &tdy, &tx, &tdw).unwrap()]);
             assert_kernel_close(&format!("linear_backward dw {v:?} {s:?}"), &read(&tdw), &dw);
@@ -111,7 +105,7 @@ fn matmul_strided_matches_reference() {
     let b = r.vec(21 * 12, -1.0, 1.0);
     let mut want = vec![0.0; 13 * 9];
     matmul_reference(&mut want, &a, &b, s);
-    for v in variants(&s) {
+    for v in variants(&s, false) {
         let (ta, tb, tc) = (upload("a", &a), upload("b", &b), zeros("c", 13 * 9));
         run(&[&matmul_with(gpu(), v, s, &ta, &tb, None, &tc).unwrap()]);
         assert_kernel_close(&format!("matmul strided view {v:?}"), &read(&tc), &want);

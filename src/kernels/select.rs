@@ -1,0 +1,312 @@
+//! Kernel-variant selection, in one place for every family that has variants.
+//!
+//! A family's `applicable(caps, shape)` lists the variants that can run a shape on an
+//! adapter (the tests run each of them against the CPU reference); `choose(caps, shape)`
+//! picks one. `Caps` is built once from the adapter; `Caps::prefer` carries `--variant`,
+//! which wins wherever it applies (so anyone can time a variant on a new GPU) and leaves
+//! the automatic choice elsewhere. The thresholds below were measured on lavapipe (Mesa
+//! 22.3, 8-wide SIMD, 2 cores); the hardware-GPU ones are the textbook choice, not yet
+//! timed on a GPU.
+
+/// What the kernels may use on an adapter, and the user's variant preference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caps {
+    /// A CPU adapter (lavapipe, WARP): workgroup memory and barriers cost more than they
+    /// save there, register blocking and vec4 loads pay (DESIGN §6).
+    pub software: bool,
+    /// Subgroups of exactly 8 invocations (lavapipe's SIMD width): the subgroup kernels
+    /// broadcast with constant lanes 0..7.
+    pub subgroups_of_8: bool,
+    /// The device's limit on workgroups along one dispatch dimension.
+    pub max_workgroups: u32,
+    /// `--variant`: used wherever it applies; `Auto` everywhere else.
+    pub prefer: Variant,
+}
+
+impl Caps {
+    /// Mesa lavapipe as CI has it: software, 8-wide subgroups, 65535 workgroups.
+    pub const LAVAPIPE: Caps = Caps {
+        software: true,
+        subgroups_of_8: true,
+        max_workgroups: 65535,
+        prefer: Variant::Auto,
+    };
+    /// A discrete GPU with 32-wide subgroups (NVIDIA, AMD RDNA).
+    pub const HARDWARE: Caps = Caps {
+        software: false,
+        subgroups_of_8: false,
+        max_workgroups: 65535,
+        prefer: Variant::Auto,
+    };
+
+    /// Workgroup counts for `invocations` threads in groups of `group_size`, spread over x
+    /// and y so that neither exceeds the device's limit (kernels rebuild the linear index
+    /// from `num_workgroups`). Past x*y the dispatch itself reports the limit.
+    pub fn grid(&self, invocations: usize, group_size: u32) -> [u32; 3] {
+        let limit = self.max_workgroups.max(1) as u64;
+        let groups = invocations.div_ceil(group_size as usize).max(1) as u64;
+        if groups <= limit {
+            [groups as u32, 1, 1]
+        } else {
+            let y = groups.div_ceil(limit);
+            let x = groups.div_ceil(y);
+            [x as u32, y.min(u32::MAX as u64) as u32, 1]
+        }
+    }
+
+    /// Is `v` possible at all on this adapter? (`--variant subgroup` needs 8-wide
+    /// subgroups; every other variant applies to some shape on any adapter.)
+    pub fn supports(&self, v: Variant) -> Result<(), String> {
+        if v == Variant::Subgroup && !self.subgroups_of_8 {
+            return Err(
+                "the subgroup kernels need an adapter whose subgroups are exactly 8 \
+                        invocations wide (e.g. lavapipe); this one's are not"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A kernel variant across families, as `--variant` names it.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Variant {
+    /// The fastest for the shape and adapter (below).
+    #[default]
+    Auto,
+    /// The plain kernels: any shape, no vec4 layouts, subgroups or workgroup tiles.
+    Generic,
+    /// vec4 loads along contiguous rows (matmul layouts, batch-norm planes of 4k pixels).
+    Vec4,
+    /// Register-blocked 3x3 stride-1 convolutions.
+    #[value(name = "3x3")]
+    #[serde(rename = "3x3")]
+    Conv3x3,
+    /// Workgroup-memory tiles of 64x64 outputs (matmul, convolutions): for hardware GPUs.
+    Tiled,
+    /// Subgroup broadcasts (3x3 convolutions, matmul): adapters with 8-wide subgroups.
+    Subgroup,
+}
+
+impl std::fmt::Display for Variant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Variant::Auto => "auto",
+            Variant::Generic => "generic",
+            Variant::Vec4 => "vec4",
+            Variant::Conv3x3 => "3x3",
+            Variant::Tiled => "tiled",
+            Variant::Subgroup => "subgroup",
+        })
+    }
+}
+
+/// The preferred variant if it is among `applicable`, else `auto`.
+fn preferred(caps: &Caps, applicable: &[Variant], auto: Variant) -> Variant {
+    if caps.prefer != Variant::Auto && applicable.contains(&caps.prefer) {
+        caps.prefer
+    } else {
+        auto
+    }
+}
+
+/// Products at least this large (rows x columns of a pass's implicit matrix product) use
+/// the tiled kernels on hardware adapters, where one workgroup fills a 64x64 tile; smaller
+/// ones would leave most of a tile idle.
+pub const TILED_MIN_OUTPUTS: usize = 64 * 64;
+
+pub mod conv2d {
+    //! conv2d: generic (any shape), `Conv3x3` (3x3, stride 1, pad <= 2), `Subgroup` (the
+    //! same shapes with 8-wide subgroups), `Tiled` (any shape).
+    use super::{preferred, Caps, Variant, TILED_MIN_OUTPUTS};
+    use crate::kernels::conv2d::Conv2dShape;
+
+    /// Which pass a variant is chosen for.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Pass {
+        Forward,
+        /// The gradient to the input (the 3x3 kernels: the forward kernel, flipped weights).
+        InputGradient,
+        WeightGradient,
+    }
+
+    pub const PASSES: [Pass; 3] = [Pass::Forward, Pass::InputGradient, Pass::WeightGradient];
+
+    /// The shapes the 3x3 kernels handle.
+    pub fn is_3x3(s: &Conv2dShape) -> bool {
+        s.kh == 3 && s.kw == 3 && s.stride == 1 && s.pad <= 2
+    }
+
+    pub fn applicable(caps: &Caps, s: &Conv2dShape) -> Vec<Variant> {
+        let mut v = vec![Variant::Generic, Variant::Tiled];
+        if is_3x3(s) {
+            v.push(Variant::Conv3x3);
+            if caps.subgroups_of_8 {
+                v.push(Variant::Subgroup);
+            }
+        }
+        v
+    }
+
+    /// The subgroup kernel works on 32 output channels per subgroup (one input channel per
+    /// lane for the weight gradient): with 8 output channels or fewer (under 8 input
+    /// channels for the weight gradient) the plain 3x3 kernel wins. Measured on lavapipe
+    /// at batch 32: 1 -> 8 channels at 28x28, plain 0.56 ms vs subgroup 1.24; 8 -> 12
+    /// channels at 13x13, subgroup 0.62 vs plain 0.94.
+    fn subgroup_pays(s: &Conv2dShape, pass: Pass) -> bool {
+        match pass {
+            Pass::Forward => s.co > 8,
+            Pass::InputGradient => s.ci > 8,
+            Pass::WeightGradient => s.ci >= 8,
+        }
+    }
+
+    /// Rows x columns of the pass's implicit matrix product.
+    fn outputs(s: &Conv2dShape, pass: Pass) -> usize {
+        match pass {
+            Pass::Forward => s.co * s.n * s.oh() * s.ow(),
+            Pass::InputGradient => s.ci * s.n * s.h * s.w,
+            Pass::WeightGradient => s.co * s.ci * s.kh * s.kw,
+        }
+    }
+
+    pub fn choose(caps: &Caps, s: &Conv2dShape, pass: Pass) -> Variant {
+        let auto = if !caps.software {
+            if outputs(s, pass) >= TILED_MIN_OUTPUTS {
+                Variant::Tiled
+            } else if is_3x3(s) {
+                Variant::Conv3x3
+            } else {
+                Variant::Generic
+            }
+        } else if !is_3x3(s) {
+            Variant::Generic
+        } else if caps.subgroups_of_8 && subgroup_pays(s, pass) {
+            Variant::Subgroup
+        } else {
+            Variant::Conv3x3
+        };
+        preferred(caps, &applicable(caps, s), auto)
+    }
+
+    /// The bias gradient reads dy as vec4s when its planes hold whole vec4s.
+    pub fn bias_vec4(caps: &Caps, s: &Conv2dShape) -> bool {
+        caps.prefer != Variant::Generic && (s.oh() * s.ow()).is_multiple_of(4)
+    }
+}
+
+pub mod matmul {
+    //! Matrix products: `Generic` (the strided kernel, any layout), `Vec4` (per layout:
+    //! NT, TN, NN), `Tiled` (any layout), `Subgroup` (NT and NN layouts, 8-wide subgroups).
+    use super::{preferred, Caps, Variant, TILED_MIN_OUTPUTS};
+    use crate::kernels::matmul::MatmulShape;
+
+    /// The vec4 entry point and its workgroup grid for `s`, if its layout has one. Only the
+    /// NT kernel adds a bias (the linear forward; no other layout needs one).
+    pub fn vec4_kernel(s: &MatmulShape, bias: bool) -> Option<(&'static str, [u32; 3])> {
+        let ((sam, sak), (sbk, sbn)) = (s.a_stride, s.b_stride);
+        let g = |v: usize, per: usize| v.div_ceil(per).max(1) as u32;
+        let by4 = |v: usize| v.is_multiple_of(4);
+        if sak == 1 && sbk == 1 && by4(s.k) && by4(sam) && by4(sbn) {
+            // 8 rows x 4 columns per invocation, 8 x 8 invocations per workgroup.
+            return Some(("matmul_nt4", [g(s.n, 32), g(s.m, 64), 1]));
+        }
+        if bias {
+            return None;
+        }
+        if sam == 1 && sbn == 1 && by4(s.m) && by4(s.n) && by4(sak) && by4(sbk) {
+            return Some(("matmul_tn4", [g(s.n, 64), g(s.m, 64), 1]));
+        }
+        if sbn == 1 && by4(s.n) && by4(sbk) {
+            return Some(("matmul_nn4", [g(s.n, 64), g(s.m, 32), 1]));
+        }
+        None
+    }
+
+    /// The subgroup entry point and workgroup grid for `s`, if its layout has one: "NT" (A
+    /// and B contiguous along K) or "NN" (B contiguous along N; A any strides, so also
+    /// "TN"). Fewer rows than one subgroup tile: the vec4 kernels waste less, and on
+    /// lavapipe a mostly idle tile lets the driver's uniform inlining shrink the shader
+    /// enough that it recompiles it at every dispatch (bench's "in step" column showed
+    /// 0.5 -> 1.6 ms).
+    pub fn subgroup_kernel(caps: &Caps, s: &MatmulShape) -> Option<(&'static str, [u32; 3])> {
+        let ((sam, sak), (sbk, sbn)) = (s.a_stride, s.b_stride);
+        if s.m < 8 {
+            return None;
+        }
+        let by4 = |v: usize| v.is_multiple_of(4);
+        // 8 subgroups per workgroup, each a tile of C of `rows` x 32, tiles along x only.
+        let groups = |rows: usize| match caps.grid(s.m.div_ceil(rows) * s.n.div_ceil(32), 8) {
+            [x, 1, 1] => Some([x, 1, 1]),
+            _ => None,
+        };
+        if sak == 1 && sbk == 1 && by4(s.k) && by4(sam) && by4(sbn) {
+            return groups(8).map(|g| ("matmul_nt_subgroup", g));
+        }
+        if sbn == 1 && by4(s.n) && by4(sbk) {
+            return groups(16).map(|g| ("matmul_nn_subgroup", g));
+        }
+        None
+    }
+
+    pub fn applicable(caps: &Caps, s: &MatmulShape, bias: bool) -> Vec<Variant> {
+        let mut v = vec![Variant::Generic, Variant::Tiled];
+        if vec4_kernel(s, bias).is_some() {
+            v.push(Variant::Vec4);
+        }
+        if caps.subgroups_of_8 && subgroup_kernel(caps, s).is_some() {
+            v.push(Variant::Subgroup);
+        }
+        v
+    }
+
+    /// Software: subgroup where it applies (17-27 GFLOP/s on lavapipe), else vec4 (~16-19),
+    /// else strided. Hardware: tiled for products of 64x64 outputs or more, else vec4.
+    pub fn choose(caps: &Caps, s: &MatmulShape, bias: bool) -> Variant {
+        let applicable = applicable(caps, s, bias);
+        let has = |v| applicable.contains(&v);
+        let auto = if !caps.software && s.m * s.n >= TILED_MIN_OUTPUTS {
+            Variant::Tiled
+        } else if caps.software && has(Variant::Subgroup) {
+            Variant::Subgroup
+        } else if has(Variant::Vec4) {
+            Variant::Vec4
+        } else {
+            Variant::Generic
+        };
+        preferred(caps, &applicable, auto)
+    }
+}
+
+pub mod batchnorm {
+    //! Batch norm: one workgroup per channel walking its planes, as scalars (`Generic`) or,
+    //! when a plane holds whole vec4s, as vec4s (`Vec4`, the automatic choice there).
+    use super::{preferred, Caps, Variant};
+
+    pub fn applicable(plane: usize) -> Vec<Variant> {
+        if plane.is_multiple_of(4) {
+            vec![Variant::Generic, Variant::Vec4]
+        } else {
+            vec![Variant::Generic]
+        }
+    }
+
+    pub fn choose(caps: &Caps, plane: usize) -> Variant {
+        let applicable = applicable(plane);
+        let auto = *applicable.last().expect("generic always applies");
+        // Only `generic` overrides: there is nothing else to prefer.
+        preferred(caps, &applicable, auto)
+    }
+}
