@@ -53,33 +53,11 @@ pub fn validate(gpu: &Gpu, spec: &ModelSpec, batch: usize) -> Result<Validation>
     let (step, seed) = (5u32, 99u32);
     let net = Network::new(gpu, spec.clone(), &params)?;
     let bufs = Buffers::new(gpu, spec, batch, Mode::Train)?;
-    gpu.write(&bufs.acts[0], &input)?;
+    gpu.write(bufs.input(), &input)?;
     gpu.write(&bufs.labels, &labels)?;
     gpu.write(&net.counter, &[step, 0])?;
     let metrics_t = gpu.zeros("validation metrics", metrics::LEN)?;
-    let xs = crate::kernels::softmax_xent::XentShape {
-        batch,
-        classes: crate::model::NUM_CLASSES,
-    };
-    let dlogits = bufs.grads[*bufs.slot.last().expect("slot")]
-        .as_ref()
-        .expect("logit grad");
-    let mut plan = net::forward(gpu, &net, &bufs, batch, seed)?;
-    plan.push(crate::kernels::softmax_xent::softmax_xent_forward(
-        gpu,
-        xs,
-        bufs.logits(),
-        &bufs.labels,
-        &metrics_t,
-    )?);
-    plan.push(crate::kernels::softmax_xent::softmax_xent_backward(
-        gpu,
-        xs,
-        bufs.logits(),
-        &bufs.labels,
-        dlogits,
-    )?);
-    plan.extend(net::backward(gpu, &net, &bufs, batch, seed)?);
+    let plan = net::gradient_step(gpu, &net, &bufs, batch, seed, &metrics_t)?;
     gpu.run(&plan.iter().collect::<Vec<_>>())?;
     let want = crate::reference::train_step(spec, &params, &input, &labels, step, seed);
 
@@ -137,7 +115,7 @@ pub fn validate(gpu: &Gpu, spec: &ModelSpec, batch: usize) -> Result<Validation>
     }
     let eval_net = Network::new(gpu, spec.clone(), &eval_params)?;
     let eval_bufs = Buffers::new(gpu, spec, batch, Mode::Eval)?;
-    gpu.write(&eval_bufs.acts[0], &input)?;
+    gpu.write(eval_bufs.input(), &input)?;
     let plan = net::forward(gpu, &eval_net, &eval_bufs, batch, seed)?;
     gpu.run(&plan.iter().collect::<Vec<_>>())?;
     let want_eval = crate::reference::eval_forward(spec, &eval_params, &input);
@@ -412,7 +390,7 @@ pub fn run(
         },
         ..inputs
     };
-    let eval_plan = net::eval_step(gpu, &net, &eval_bufs, &eval_inputs, batch)?;
+    let eval_plan = net::eval_step(gpu, &net, &eval_bufs, &eval_inputs, batch, None)?;
     let infer_ips = steady_rate(gpu, &eval_plan, batch, seconds / 2.0, &net)?;
     let step_seconds = batch as f64 / train_ips;
     Ok(BenchResult {

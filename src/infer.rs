@@ -208,7 +208,7 @@ pub fn predict(
             metrics: &metrics,
             dropout_seed: 0,
         };
-        let plan = net::eval_step(gpu, &net, &bufs, &inputs, n)?;
+        let plan = net::eval_step(gpu, &net, &bufs, &inputs, n, None)?;
         gpu.run(&plan.iter().collect::<Vec<_>>())?;
         let logits: Vec<f32> = gpu.read(bufs.logits())?;
         for row in logits[..n * crate::model::NUM_CLASSES].chunks(crate::model::NUM_CLASSES) {

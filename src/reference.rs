@@ -5,6 +5,7 @@
 
 use crate::kernels::{batchnorm, conv2d, dropout, elementwise, matmul, pool, softmax_xent};
 use crate::model::{Layer, LayerParams, ModelSpec, NUM_CLASSES};
+use crate::net::shapes;
 
 pub struct StepReference {
     pub logits: Vec<f32>,
@@ -38,40 +39,16 @@ fn forward(
         let mut y = vec![0f32; batch * so.len()];
         let p = &params[i];
         match *layer {
-            Layer::Conv {
-                out,
-                k,
-                stride,
-                pad,
-            } => {
-                let s = conv2d::Conv2dShape {
-                    n: batch,
-                    ci: si.c,
-                    h: si.h,
-                    w: si.w,
-                    co: out,
-                    kh: k,
-                    kw: k,
-                    stride,
-                    pad,
-                };
+            Layer::Conv { .. } => {
+                let s = shapes::conv(spec, i, batch);
                 conv2d::conv2d_forward_reference(&mut y, x, &p.weight, &p.bias, s);
             }
-            Layer::Linear { out } => {
-                matmul::linear_forward_reference(
-                    &mut y,
-                    x,
-                    &p.weight,
-                    &p.bias,
-                    matmul::LinearShape {
-                        batch,
-                        inputs: si.c,
-                        outputs: out,
-                    },
-                );
+            Layer::Linear { .. } => {
+                let s = shapes::linear(spec, i, batch);
+                matmul::linear_forward_reference(&mut y, x, &p.weight, &p.bias, s);
             }
             Layer::BatchNorm => {
-                let s = batchnorm::BatchNormShape::new(batch, si.c, si.h * si.w);
+                let s = shapes::batch_norm(spec, i, batch);
                 let (mut m, mut v, mut rm, mut rv) = (
                     vec![0.0; si.c],
                     vec![0.0; si.c],
@@ -89,15 +66,8 @@ fn forward(
                 }
             }
             Layer::Relu => elementwise::relu_forward_reference(&mut y, x),
-            Layer::MaxPool { k, stride } => {
-                let s = pool::PoolShape {
-                    n: batch,
-                    c: si.c,
-                    h: si.h,
-                    w: si.w,
-                    k,
-                    stride,
-                };
+            Layer::MaxPool { .. } => {
+                let s = shapes::pool(spec, i, batch);
                 argmax[i] = vec![0; y.len()];
                 pool::maxpool_forward_reference(&mut y, &mut argmax[i], x, s);
             }
@@ -143,45 +113,26 @@ pub fn train_step(
     let mut grads = Vec::new();
     for (i, layer) in spec.layers.iter().enumerate().rev() {
         let x = &acts[i];
-        let (si, so) = (spec.input(i), spec.output(i));
+        let si = spec.input(i);
         let mut dx = vec![0f32; x.len()];
         let p = &params[i];
         match *layer {
-            Layer::Conv {
-                out,
-                k,
-                stride,
-                pad,
-            } => {
-                let s = conv2d::Conv2dShape {
-                    n: batch,
-                    ci: si.c,
-                    h: si.h,
-                    w: si.w,
-                    co: out,
-                    kh: k,
-                    kw: k,
-                    stride,
-                    pad,
-                };
+            Layer::Conv { out, .. } => {
+                let s = shapes::conv(spec, i, batch);
                 let (mut dw, mut db) = (vec![0.0; p.weight.len()], vec![0.0; out]);
                 conv2d::conv2d_backward_reference(&mut dx, &mut dw, &mut db, &dy, x, &p.weight, s);
                 grads.push((format!("{i}.bias"), db));
                 grads.push((format!("{i}.weight"), dw));
             }
             Layer::Linear { out } => {
-                let s = matmul::LinearShape {
-                    batch,
-                    inputs: si.c,
-                    outputs: out,
-                };
+                let s = shapes::linear(spec, i, batch);
                 let (mut dw, mut db) = (vec![0.0; p.weight.len()], vec![0.0; out]);
                 matmul::linear_backward_reference(&mut dx, &mut dw, &mut db, &dy, x, &p.weight, s);
                 grads.push((format!("{i}.bias"), db));
                 grads.push((format!("{i}.weight"), dw));
             }
             Layer::BatchNorm => {
-                let s = batchnorm::BatchNormShape::new(batch, si.c, si.h * si.w);
+                let s = shapes::batch_norm(spec, i, batch);
                 let (mut dg, mut db) = (vec![0.0; si.c], vec![0.0; si.c]);
                 batchnorm::batchnorm_backward_reference(
                     &mut dx, &mut dg, &mut db, &dy, x, &p.weight, s,
@@ -190,20 +141,13 @@ pub fn train_step(
                 grads.push((format!("{i}.weight"), dg));
             }
             Layer::Relu => elementwise::relu_backward_reference(&mut dx, &dy, x),
-            Layer::MaxPool { k, stride } => {
-                let s = pool::PoolShape {
-                    n: batch,
-                    c: si.c,
-                    h: si.h,
-                    w: si.w,
-                    k,
-                    stride,
-                };
+            Layer::MaxPool { .. } => {
+                let s = shapes::pool(spec, i, batch);
                 pool::maxpool_backward_reference(&mut dx, &dy, &argmax[i], s);
             }
             Layer::Dropout { p: prob } => {
                 let cfg = dropout::DropoutConfig {
-                    n: batch * so.len(),
+                    n: shapes::elements(spec, i, batch),
                     p: prob,
                     seed: dropout_seed,
                     layer: i as u32,

@@ -7,7 +7,7 @@ mod common;
 
 use common::{assert_close, gpu};
 use std::collections::HashMap;
-use wgpu_fmnist::kernels::softmax_xent::{self, metrics, XentShape};
+use wgpu_fmnist::kernels::softmax_xent::metrics;
 use wgpu_fmnist::model::{Layer, LayerParams, ModelSpec, OptimizerKind};
 use wgpu_fmnist::net::{self, Buffers, Mode, Network, OptimizerConfig};
 
@@ -111,7 +111,7 @@ fn check_model(name: &str, spec_text: &str) {
     let g = gpu();
     let net = Network::new(g, spec.clone(), &fixed_weights(&spec)).unwrap();
     let bufs = Buffers::new(g, &spec, BATCH, Mode::Train).unwrap();
-    g.write(&bufs.acts[0], fx.get(&format!("{name}.input")))
+    g.write(bufs.input(), fx.get(&format!("{name}.input")))
         .unwrap();
     let labels: Vec<u32> = fx
         .get(&format!("{name}.labels"))
@@ -131,19 +131,7 @@ fn check_model(name: &str, spec_text: &str) {
         beta2: 0.999,
         eps: 1e-8,
     };
-    let xs = XentShape {
-        batch: BATCH,
-        classes: 10,
-    };
-    let dlogits = bufs.grads[*bufs.slot.last().unwrap()].as_ref().unwrap();
-    let mut plan = net::forward(g, &net, &bufs, BATCH, 0).unwrap();
-    plan.push(
-        softmax_xent::softmax_xent_forward(g, xs, bufs.logits(), &bufs.labels, &metrics_t).unwrap(),
-    );
-    plan.push(
-        softmax_xent::softmax_xent_backward(g, xs, bufs.logits(), &bufs.labels, dlogits).unwrap(),
-    );
-    plan.extend(net::backward(g, &net, &bufs, BATCH, 0).unwrap());
+    let mut plan = net::gradient_step(g, &net, &bufs, BATCH, 0, &metrics_t).unwrap();
     plan.extend(net::update(g, &net, &opt, &lr).unwrap());
     g.run(&plan.iter().collect::<Vec<_>>()).unwrap();
 

@@ -178,10 +178,10 @@ impl Evaluator {
         } else {
             None
         };
-        let full = net::eval_step_with(gpu, net, &bufs, &inputs, batch, conf.as_ref())?;
+        let full = net::eval_step(gpu, net, &bufs, &inputs, batch, conf.as_ref())?;
         let rem = indices.len() % batch;
         let partial = if rem > 0 {
-            net::eval_step_with(gpu, net, &bufs, &inputs, rem, conf.as_ref())?
+            net::eval_step(gpu, net, &bufs, &inputs, rem, conf.as_ref())?
         } else {
             vec![]
         };

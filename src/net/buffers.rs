@@ -1,0 +1,107 @@
+//! Activation and gradient buffers of one batch size, laid out by the step list: one tensor
+//! between each pair of steps, plus what single steps keep for their backward.
+
+use super::fuse::{self, Mode, Op, Step};
+use crate::gpu::{Gpu, Result, Tensor};
+use crate::model::ModelSpec;
+
+pub struct Buffers {
+    pub batch: usize,
+    pub mode: Mode,
+    pub steps: Vec<Step>,
+    /// `acts[k]` is step k's input, `acts[steps.len()]` the logits; `acts[0]` the batch.
+    pub acts: Vec<Tensor>,
+    /// Training only: `grads[k]` is the gradient of `acts[k]`. None for the input batch,
+    /// unless the first step's backward writes it (a batch norm there).
+    pub grads: Vec<Option<Tensor>>,
+    pub labels: Tensor,
+    /// Per step: a pool's argmax (with the gradient gates in its top bits).
+    pub argmax: Vec<Option<Tensor>>,
+    /// Per step: the batch statistics a batch norm (its own step or fused into a pool)
+    /// saves for its backward: the mean at [c], 1/sqrt(var + eps) at [C + c].
+    pub bn_saved: Vec<Option<Tensor>>,
+    /// Per step, training only: the gradient of a fused batch norm's output, where the
+    /// pool's backward does not run through the batch norm (overlapping windows).
+    pub bn_grad: Vec<Option<Tensor>>,
+}
+
+impl Buffers {
+    pub fn new(gpu: &Gpu, spec: &ModelSpec, batch: usize, mode: Mode) -> Result<Buffers> {
+        let steps = fuse::steps(spec, mode);
+        let train = mode == Mode::Train;
+        let mut acts = vec![gpu.zeros("input batch", batch * spec.shapes[0].len())?];
+        let (mut argmax, mut bn_saved, mut bn_grad) = (vec![], vec![], vec![]);
+        for (k, s) in steps.iter().enumerate() {
+            let out = batch * spec.output(s.last).len();
+            let name = format!("{}.{}", s.last, spec.layers[s.last]);
+            acts.push(gpu.zeros(&format!("step {k} output ({name})"), out)?);
+            let (pool, bn, bn_gradient) = match s.op {
+                Op::MaxPool { fused, .. } => (
+                    true,
+                    fused.batch_norm,
+                    train && fused.batch_norm.is_some() && !fused.batch_norm_backward,
+                ),
+                Op::BatchNorm { layer } => (false, Some(layer), false),
+                _ => (false, None, false),
+            };
+            argmax.push(if pool {
+                Some(gpu.zeros(&format!("{name} argmax"), out)?)
+            } else {
+                None
+            });
+            bn_saved.push(match bn {
+                Some(j) => Some(gpu.zeros(&format!("{j}.bn saved stats"), 2 * spec.output(j).c)?),
+                None => None,
+            });
+            bn_grad.push(match bn {
+                Some(j) if bn_gradient => Some(gpu.zeros(
+                    &format!("grad of {j}.bn output"),
+                    batch * spec.output(j).len(),
+                )?),
+                _ => None,
+            });
+        }
+        let grads = if train {
+            let first_writes = steps.first().is_some_and(Step::writes_input_gradient);
+            acts.iter()
+                .enumerate()
+                .map(|(k, a)| {
+                    if k == 0 && !first_writes {
+                        Ok(None)
+                    } else {
+                        gpu.zeros(&format!("grad of {}", a.label), a.len).map(Some)
+                    }
+                })
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            vec![]
+        };
+        Ok(Buffers {
+            batch,
+            mode,
+            steps,
+            acts,
+            grads,
+            labels: gpu.zeros("labels", batch)?,
+            argmax,
+            bn_saved,
+            bn_grad,
+        })
+    }
+
+    pub fn input(&self) -> &Tensor {
+        &self.acts[0]
+    }
+
+    pub fn logits(&self) -> &Tensor {
+        self.acts.last().expect("the input batch is always there")
+    }
+
+    /// The loss's gradient to the logits (training buffers only).
+    pub fn logits_grad(&self) -> &Tensor {
+        self.grads
+            .last()
+            .and_then(Option::as_ref)
+            .expect("training buffers have a logits gradient")
+    }
+}

@@ -1,0 +1,175 @@
+//! A model on the GPU. `fuse` compiles the layer list into steps; `Network` holds the
+//! parameter tensors (with gradients and optimizer state); `Buffers` the activations and
+//! gradients of one batch size, laid out by the steps; `plan` records the dispatches of a
+//! training or evaluation step, built once and recorded many times.
+
+pub mod buffers;
+pub mod fuse;
+pub mod plan;
+pub mod shapes;
+
+pub use buffers::Buffers;
+pub use fuse::{Mode, Op, Step};
+pub use plan::{
+    backward, eval_step, forward, gradient_step, train_step, update, PlanInputs, Source,
+};
+
+use crate::gpu::{Gpu, Result, Tensor};
+use crate::model::{Layer, LayerParams, ModelSpec, OptimizerKind};
+
+/// A trainable tensor with its gradient and optimizer moments.
+pub struct Param {
+    pub value: Tensor,
+    pub grad: Tensor,
+    /// SGD momentum buffer / Adam first moment.
+    pub m1: Tensor,
+    /// Adam second moment.
+    pub m2: Tensor,
+}
+
+impl Param {
+    fn new(gpu: &Gpu, name: &str, data: &[f32]) -> Result<Param> {
+        Ok(Param {
+            value: gpu.upload(name, data)?,
+            grad: gpu.zeros(&format!("{name}.grad"), data.len())?,
+            m1: gpu.zeros(&format!("{name}.m1"), data.len())?,
+            m2: gpu.zeros(&format!("{name}.m2"), data.len())?,
+        })
+    }
+}
+
+/// GPU state of one layer (empty for layers without parameters).
+#[derive(Default)]
+pub struct LayerState {
+    pub weight: Option<Param>,
+    pub bias: Option<Param>,
+    pub running_mean: Option<Tensor>,
+    pub running_var: Option<Tensor>,
+}
+
+/// Optimizer settings for the whole network.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OptimizerConfig {
+    pub kind: OptimizerKind,
+    pub momentum: f32,
+    pub nesterov: bool,
+    pub weight_decay: f32,
+    pub l1: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+}
+
+pub struct Network {
+    pub spec: ModelSpec,
+    pub layers: Vec<LayerState>,
+    /// [global step, step at which the current index list starts]; see shaders/data.wgsl.
+    pub counter: Tensor,
+}
+
+impl Network {
+    pub fn new(gpu: &Gpu, spec: ModelSpec, params: &[LayerParams]) -> Result<Network> {
+        let mut layers = Vec::with_capacity(spec.layers.len());
+        for (i, (layer, p)) in spec.layers.iter().zip(params).enumerate() {
+            let mut st = LayerState::default();
+            match layer {
+                Layer::Conv { .. } | Layer::Linear { .. } | Layer::BatchNorm => {
+                    st.weight = Some(Param::new(gpu, &format!("{i}.weight"), &p.weight)?);
+                    st.bias = Some(Param::new(gpu, &format!("{i}.bias"), &p.bias)?);
+                }
+                _ => {}
+            }
+            if matches!(layer, Layer::BatchNorm) {
+                st.running_mean = Some(gpu.upload(&format!("{i}.running_mean"), &p.running_mean)?);
+                st.running_var = Some(gpu.upload(&format!("{i}.running_var"), &p.running_var)?);
+            }
+            layers.push(st);
+        }
+        Ok(Network {
+            spec,
+            layers,
+            counter: gpu.upload("step counter", &[0u32, 0u32])?,
+        })
+    }
+
+    /// Copies every parameter and running statistic back to the host.
+    pub fn download(&self, gpu: &Gpu) -> Result<Vec<LayerParams>> {
+        let read =
+            |t: Option<&Tensor>| -> Result<Vec<f32>> { t.map_or(Ok(vec![]), |t| gpu.read(t)) };
+        self.layers
+            .iter()
+            .map(|st| {
+                Ok(LayerParams {
+                    weight: read(st.weight.as_ref().map(|p| &p.value))?,
+                    bias: read(st.bias.as_ref().map(|p| &p.value))?,
+                    running_mean: read(st.running_mean.as_ref())?,
+                    running_var: read(st.running_var.as_ref())?,
+                })
+            })
+            .collect()
+    }
+
+    /// Every trainable tensor.
+    pub fn params(&self) -> impl Iterator<Item = &Param> {
+        self.layers
+            .iter()
+            .flat_map(|l| l.weight.iter().chain(l.bias.iter()))
+    }
+
+    /// Trainable tensors with their state-dict names (`{i}.weight`, `{i}.bias`).
+    pub fn named_params(&self) -> impl Iterator<Item = (String, &Param)> {
+        self.layers.iter().enumerate().flat_map(|(i, l)| {
+            l.weight
+                .iter()
+                .map(move |p| (format!("{i}.weight"), p))
+                .chain(l.bias.iter().map(move |p| (format!("{i}.bias"), p)))
+        })
+    }
+
+    /// The optimizer moments on the host (for checkpoints).
+    pub fn download_optim(
+        &self,
+        gpu: &Gpu,
+        kind: OptimizerKind,
+        step: u64,
+    ) -> Result<crate::checkpoint::OptimState> {
+        let mut o = crate::checkpoint::OptimState {
+            kind: Some(kind),
+            step,
+            ..Default::default()
+        };
+        for (name, p) in self.named_params() {
+            o.m1.insert(name.clone(), gpu.read(&p.m1)?);
+            if kind != OptimizerKind::Sgd {
+                o.m2.insert(name, gpu.read(&p.m2)?);
+            }
+        }
+        Ok(o)
+    }
+
+    /// A layer's weight and bias (conv, linear; batch norm's gamma and beta).
+    pub fn param_pair(&self, layer: usize) -> (&Param, &Param) {
+        let st = &self.layers[layer];
+        match (&st.weight, &st.bias) {
+            (Some(w), Some(b)) => (w, b),
+            _ => panic!(
+                "layer {layer} ({}) has no parameters",
+                self.spec.layers[layer]
+            ),
+        }
+    }
+
+    /// Restores the optimizer moments (for `--resume`; the step counter is set by the
+    /// trainer at each epoch's start).
+    pub fn upload_optim(&self, gpu: &Gpu, o: &crate::checkpoint::OptimState) -> Result<()> {
+        for (name, p) in self.named_params() {
+            if let Some(v) = o.m1.get(&name) {
+                gpu.write(&p.m1, v)?;
+            }
+            if let Some(v) = o.m2.get(&name) {
+                gpu.write(&p.m2, v)?;
+            }
+        }
+        Ok(())
+    }
+}
