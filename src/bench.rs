@@ -138,6 +138,31 @@ pub struct BenchResult {
     pub timing: &'static str,
 }
 
+impl BenchResult {
+    /// Kernel times totalled per entry point, in order of first appearance, slowest first.
+    pub fn per_entry_point(&self) -> Vec<KernelTime> {
+        let mut rows: Vec<KernelTime> = Vec::new();
+        for k in &self.kernels {
+            let entry = k.label.split(' ').next().unwrap_or("").to_string();
+            match rows.iter_mut().find(|x| x.label == entry) {
+                Some(x) => {
+                    x.seconds += k.seconds;
+                    x.seconds_in_step =
+                        x.seconds_in_step.zip(k.seconds_in_step).map(|(a, b)| a + b);
+                    x.flops += k.flops;
+                    x.bytes += k.bytes;
+                }
+                None => rows.push(KernelTime {
+                    label: entry,
+                    ..k.clone()
+                }),
+            }
+        }
+        rows.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+        rows
+    }
+}
+
 /// Seconds per call of each dispatch, timed `reps` calls at a time.
 pub fn time_each(
     gpu: &Gpu,
@@ -154,14 +179,8 @@ pub fn time_each(
     for d in dispatches {
         gpu.run(&[d])?; // warm
         let t = Instant::now();
-        let mut encoder = gpu.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
-            for _ in 0..reps {
-                d.record(&mut pass);
-            }
-        }
-        gpu.queue.submit([encoder.finish()]);
+        gpu.queue
+            .submit([gpu.encode(std::iter::repeat_n(*d, reps as usize)).finish()]);
         gpu.sync()?;
         out.push(t.elapsed().as_secs_f64() / reps as f64);
     }
@@ -414,16 +433,8 @@ fn steady_rate(
         gpu.write(&net.counter, &[0u32, 0])?;
         gpu.sync()?;
         let t = Instant::now();
-        let mut encoder = gpu.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
-            for _ in 0..steps {
-                for d in plan {
-                    d.record(&mut pass);
-                }
-            }
-        }
-        gpu.queue.submit([encoder.finish()]);
+        gpu.queue
+            .submit([gpu.encode((0..steps).flat_map(|_| plan)).finish()]);
         gpu.sync()?;
         Ok(t.elapsed().as_secs_f64())
     };

@@ -13,6 +13,7 @@ pub mod kernels;
 pub mod model;
 pub mod net;
 pub mod reference;
+pub mod render;
 pub mod rng;
 pub mod shader_check;
 pub mod train;

@@ -194,3 +194,16 @@ pub(crate) fn select(request: &AdapterRequest) -> Result<wgpu::Adapter> {
             .into(),
     })
 }
+
+/// The adapters of `backend`; none at all is an error that says how to get one.
+pub fn require_adapters(backend: Backend) -> Result<Vec<AdapterSummary>> {
+    let adapters = list_adapters(backend);
+    if adapters.is_empty() {
+        return Err(GpuError::NoAdapter {
+            wanted: format!("--backend {backend}"),
+            found: "none".into(),
+            hint: "Without a GPU, install a software Vulkan driver: `apt-get install mesa-vulkan-drivers` (lavapipe).".into(),
+        });
+    }
+    Ok(adapters)
+}

@@ -8,7 +8,7 @@ mod error;
 mod pipelines;
 
 pub use crate::kernels::select::{Caps, Variant};
-pub use adapter::{list_adapters, AdapterRequest, AdapterSummary, Backend};
+pub use adapter::{list_adapters, require_adapters, AdapterRequest, AdapterSummary, Backend};
 pub use buffers::Tensor;
 pub use error::{GpuError, Result};
 pub use pipelines::{
@@ -162,6 +162,12 @@ impl Gpu {
         })
     }
 
+    /// "name (backend, type)", as the CLI reports the adapter it runs on.
+    pub fn describe(&self) -> String {
+        let i = &self.info;
+        format!("{} ({:?}, {:?})", i.name, i.backend, i.device_type)
+    }
+
     /// Waits for all submitted work, then reports any error wgpu raised outside a scope.
     pub fn sync(&self) -> Result<()> {
         self.device
@@ -207,9 +213,12 @@ impl Gpu {
         Ok(value)
     }
 
-    /// Records `dispatches` into one compute pass, submits and waits. For tests and one-off
-    /// work; the trainer records many steps per submission instead.
-    pub fn run(&self, dispatches: &[&Dispatch]) -> Result<()> {
+    /// Records `dispatches` in order into one compute pass of a new encoder: how every
+    /// plan, one step or many, reaches the GPU.
+    pub fn encode<'a>(
+        &self,
+        dispatches: impl IntoIterator<Item = &'a Dispatch>,
+    ) -> wgpu::CommandEncoder {
         let mut encoder = self.device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
@@ -217,7 +226,14 @@ impl Gpu {
                 d.record(&mut pass);
             }
         }
-        self.queue.submit([encoder.finish()]);
+        encoder
+    }
+
+    /// Records `dispatches` into one compute pass, submits and waits. For tests and one-off
+    /// work; the trainer records many steps per submission instead.
+    pub fn run(&self, dispatches: &[&Dispatch]) -> Result<()> {
+        self.queue
+            .submit([self.encode(dispatches.iter().copied()).finish()]);
         let names: Vec<&str> = dispatches.iter().map(|d| d.label()).collect();
         self.device
             .poll(wgpu::PollType::wait_indefinitely())

@@ -11,7 +11,7 @@ pub mod shapes;
 pub use buffers::Buffers;
 pub use fuse::{Mode, Op, Step};
 pub use plan::{
-    backward, eval_step, forward, gradient_step, train_step, update, PlanInputs, Source,
+    backward, eval_step, forward, gradient_step, train_step, update, PlanInputs, Source, StepPlans,
 };
 
 use crate::gpu::{Gpu, Result, Tensor};

@@ -25,38 +25,90 @@ impl From<model::SpecError> for ConfigError {
     }
 }
 
-/// Every setting optional: one layer of the configuration (a file or the flags).
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+/// Every setting optional: one layer of the configuration (a TOML file, or the flags of
+/// `train`: each field is the flag of the same name, snake_case in the file).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct PartialConfig {
+    /// Preset (mlp, cnn1, cnn2, regcnn, vgg) or a layer spec such as
+    /// "conv(32,3) bn relu maxpool(2) flatten linear(10)".
+    #[arg(long)]
     pub model: Option<String>,
+    #[arg(long)]
     pub epochs: Option<usize>,
+    #[arg(long)]
     pub batch_size: Option<usize>,
+    #[arg(long, value_enum)]
     pub optimizer: Option<OptimizerKind>,
+    #[arg(long)]
     pub lr: Option<f32>,
+    /// SGD momentum.
+    #[arg(long)]
     pub momentum: Option<f32>,
+    /// Nesterov momentum (SGD).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub nesterov: Option<bool>,
+    /// L2 penalty (SGD, Adam) or decoupled decay (AdamW).
+    #[arg(long)]
     pub weight_decay: Option<f32>,
+    /// L1 penalty: adds l1 * sign(w) to each gradient.
+    #[arg(long)]
     pub l1: Option<f32>,
+    /// Adam's beta1, beta2 and eps.
+    #[arg(long)]
     pub beta1: Option<f32>,
+    #[arg(long)]
     pub beta2: Option<f32>,
+    #[arg(long)]
     pub eps: Option<f32>,
+    #[arg(long)]
     pub seed: Option<u64>,
+    /// Training images held out for validation (0: train on all).
+    #[arg(long)]
     pub val: Option<usize>,
+    /// Early stopping: stop after N epochs without a better validation accuracy.
+    #[arg(long)]
     pub patience: Option<usize>,
+    /// Augment with random horizontal flips.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub flip: Option<bool>,
+    /// Augment with random shifts of up to N pixels.
+    #[arg(long, value_name = "N")]
     pub shift: Option<u32>,
+    /// Input normalisation of pixels scaled to [0, 1] (default 0.5 and 0.5).
+    #[arg(long)]
     pub input_mean: Option<f32>,
+    #[arg(long)]
     pub input_std: Option<f32>,
+    /// Batch size for validation and test passes.
+    #[arg(long)]
     pub eval_batch_size: Option<usize>,
+    /// Train on only the first N training images (quick runs).
+    #[arg(long, value_name = "N")]
     pub limit_train: Option<usize>,
+    /// Test on only the first N test images.
+    #[arg(long, value_name = "N")]
     pub limit_test: Option<usize>,
+    /// Directory with the four *-ubyte(.gz) files.
+    #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
+    /// Parent folder of run folders.
+    #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Run folder name (default: the model name, numbered if taken).
+    #[arg(long)]
     pub name: Option<String>,
+    /// Graphics API.
+    #[arg(long, value_enum)]
     pub backend: Option<Backend>,
+    /// Pick the adapter whose name contains this (case-insensitive).
+    #[arg(long, value_name = "NAME-SUBSTRING")]
     pub adapter: Option<String>,
+    /// Use the software fallback adapter (lavapipe on Linux, WARP on Windows).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub software: Option<bool>,
+    /// Kernel variant to use wherever it applies (auto: the fastest for each shape).
+    #[arg(long, value_enum)]
     pub variant: Option<Variant>,
 }
 
@@ -222,7 +274,8 @@ impl TrainConfig {
         Ok(cfg)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks every setting as the flags are checked (also a resumed run's config.toml).
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |flag, message: String| Err(ConfigError::Invalid { flag, message });
         if self.epochs == 0 {
             return bad("--epochs", "must be at least 1".into());

@@ -4,7 +4,6 @@
 use super::TrainConfig;
 use crate::model::ModelSpec;
 use serde::Serialize;
-use std::io::Write;
 
 /// Running figures of the current epoch.
 #[derive(Clone, Copy, Debug)]
@@ -43,6 +42,8 @@ pub trait Reporter {
     fn progress(&mut self, p: &Progress);
     fn epoch_end(&mut self, r: &EpochRecord);
     fn message(&mut self, text: &str);
+    /// The run's closing summary (a JSON object with `kind: "summary"`).
+    fn finish(&mut self, _summary: &serde_json::Value) {}
 }
 
 /// Collects nothing and prints nothing (library use, tests).
@@ -69,13 +70,13 @@ pub struct ConsoleReporter {
     output: Output,
     bar: Option<indicatif::ProgressBar>,
     epochs: usize,
-    jsonl: Option<std::fs::File>,
+    jsonl: Option<super::run::MetricsLog>,
     last_logged_step: usize,
 }
 
 impl ConsoleReporter {
-    /// `metrics` is the run's metrics.jsonl (created fresh).
-    pub fn new(output: Output, metrics: Option<std::fs::File>) -> ConsoleReporter {
+    /// `metrics` is the run's metrics.jsonl.
+    pub fn new(output: Output, metrics: Option<super::run::MetricsLog>) -> ConsoleReporter {
         ConsoleReporter {
             output,
             bar: None,
@@ -87,7 +88,7 @@ impl ConsoleReporter {
 
     fn log(&mut self, value: serde_json::Value) {
         if let Some(f) = &mut self.jsonl {
-            let _ = writeln!(f, "{value}");
+            f.write(&value);
         }
     }
 
@@ -186,6 +187,13 @@ impl Reporter for ConsoleReporter {
             Output::Human => eprintln!("{text}"),
             Output::Json => println!("{}", serde_json::json!({ "kind": "message", "text": text })),
             Output::Quiet => {}
+        }
+    }
+
+    fn finish(&mut self, summary: &serde_json::Value) {
+        self.log(summary.clone());
+        if self.output == Output::Json {
+            println!("{summary}");
         }
     }
 }

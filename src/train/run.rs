@@ -1,0 +1,228 @@
+//! A run folder on disk: a new one (numbered when the name is the default), or one being
+//! resumed, whose configuration is validated exactly like flags before anything in the
+//! folder changes; and `metrics.jsonl`, which has one writer (`MetricsLog`).
+
+use super::config::{ConfigError, PartialConfig, TrainConfig};
+use super::report::{ConsoleReporter, Output, Reporter};
+use super::{RunOptions, TrainError, TrainOutcome};
+use crate::checkpoint::{self, Checkpoint};
+use crate::data::Dataset;
+use crate::gpu::Gpu;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// A run about to start: its resolved configuration, its folder, and the checkpoint it
+/// resumes from. Nothing is created on disk until `create` (so a run that cannot start,
+/// for want of data or a GPU, leaves nothing behind).
+pub struct RunSetup {
+    pub cfg: TrainConfig,
+    /// `Some` for a resumed run (the folder exists already).
+    pub resume: Option<(PathBuf, Checkpoint)>,
+    /// The name was given (`--name` or the config file): an existing folder is an error
+    /// rather than a reason to number the new one.
+    explicit_name: bool,
+}
+
+impl RunSetup {
+    /// A new run: `file` (from `--config`) under `flags`, over the preset's defaults.
+    pub fn new(file: Option<&Path>, flags: &PartialConfig) -> Result<RunSetup, ConfigError> {
+        let file = match file {
+            Some(path) => PartialConfig::from_file(path)?,
+            None => PartialConfig::default(),
+        };
+        let explicit_name = flags.name.is_some() || file.name.is_some();
+        Ok(RunSetup {
+            cfg: TrainConfig::resolve(&file.overlay(flags))?,
+            resume: None,
+            explicit_name,
+        })
+    }
+
+    /// Resuming `dir`: its config.toml with only the settings a resume may change taken
+    /// from `flags` (epochs, adapter and kernel choice), validated like flags, and its
+    /// last.safetensors.
+    pub fn resume(
+        dir: &Path,
+        flags: &PartialConfig,
+        config_file_given: bool,
+    ) -> Result<RunSetup, super::TrainError> {
+        let bad = |m: String| ConfigError::Invalid {
+            flag: "--resume",
+            message: m,
+        };
+        let changed = PartialConfig {
+            epochs: None,
+            backend: None,
+            adapter: None,
+            software: None,
+            variant: None,
+            ..flags.clone()
+        };
+        if changed != PartialConfig::default() || config_file_given {
+            return Err(bad("a resumed run keeps its configuration; only --epochs, --json/--quiet, the adapter flags and --variant may be given".into()).into());
+        }
+        let path = dir.join("config.toml");
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+        let mut cfg: TrainConfig =
+            toml::from_str(&text).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+        cfg.epochs = flags.epochs.unwrap_or(cfg.epochs);
+        cfg.backend = flags.backend.unwrap_or(cfg.backend);
+        cfg.adapter = flags.adapter.clone().or(cfg.adapter);
+        cfg.software = flags.software.unwrap_or(cfg.software);
+        cfg.variant = flags.variant.unwrap_or(cfg.variant);
+        cfg.validate()
+            .map_err(|e| bad(format!("{}: {e}", path.display())))?;
+        let ckpt = checkpoint::load(&dir.join("last.safetensors"), None)?;
+        if ckpt.meta.epoch >= cfg.epochs && ckpt.meta.step_in_epoch == 0 {
+            return Err(bad(format!(
+                "{} already finished its {} epochs; pass --epochs N to train further",
+                dir.display(),
+                ckpt.meta.epoch
+            ))
+            .into());
+        }
+        Ok(RunSetup {
+            cfg,
+            resume: Some((dir.to_path_buf(), ckpt)),
+            explicit_name: true,
+        })
+    }
+
+    /// Creates the run folder (or, resuming, uses the existing one), writes the resolved
+    /// config.toml and opens metrics.jsonl.
+    pub fn create(&self) -> Result<(PathBuf, MetricsLog), ConfigError> {
+        let dir = match &self.resume {
+            Some((dir, _)) => dir.clone(),
+            None => new_run_dir(&self.cfg, self.explicit_name)?,
+        };
+        let io = |path: &Path, e: std::io::Error| ConfigError::File {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        let config = dir.join("config.toml");
+        crate::fsutil::write_atomic(&config, self.cfg.to_toml().as_bytes())
+            .map_err(|e| io(&config, e))?;
+        let log = MetricsLog::open(&dir.join("metrics.jsonl"), self.resume.is_some())
+            .map_err(|e| io(&dir.join("metrics.jsonl"), e))?;
+        Ok((dir, log))
+    }
+}
+
+impl RunSetup {
+    /// Creates the folder and trains, reporting on the console as `output` says and into
+    /// metrics.jsonl, with Ctrl-C handling. A new run that fails before its first
+    /// checkpoint removes its folder, so the same `--name` can be used again.
+    pub fn train(
+        &self,
+        gpu: &Gpu,
+        data: &Dataset,
+        output: Output,
+    ) -> Result<(TrainOutcome, PathBuf), TrainError> {
+        let (dir, log) = self.create()?;
+        let adapter = gpu.describe();
+        if output == Output::Human {
+            eprintln!("adapter: {adapter}");
+            eprintln!(
+                "data: {}\nrun folder: {}",
+                data.dir.display(),
+                dir.display()
+            );
+            if let Some((_, c)) = &self.resume {
+                let m = &c.meta;
+                let (e, s, step) = (m.epoch, m.step_in_epoch, m.step);
+                eprintln!("resuming after epoch {e} (+{s} steps), step {step}");
+            }
+        }
+        let mut reporter = ConsoleReporter::new(output, Some(log));
+        let opts = RunOptions {
+            run_dir: Some(&dir),
+            resume: self.resume.as_ref().map(|(_, c)| c),
+            stop: Some(interrupt_flag()),
+        };
+        let outcome = match super::train_with(gpu, &self.cfg, data, &mut reporter, &opts) {
+            Ok(o) => o,
+            Err(e) => {
+                if self.resume.is_none() && !dir.join("last.safetensors").exists() {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                return Err(e);
+            }
+        };
+        reporter.finish(&serde_json::json!({
+            "kind": "summary", "model": self.cfg.model, "test_accuracy": outcome.test_accuracy,
+            "test_loss": outcome.test_loss, "epochs": outcome.epochs_run,
+            "stopped_early": outcome.stopped_early,
+            "images_per_second": outcome.images_per_second,
+            "wall_seconds": outcome.wall_seconds, "adapter": adapter,
+            "run_dir": dir.display().to_string(),
+        }));
+        Ok((outcome, dir))
+    }
+}
+
+/// Ctrl-C sets the flag (the trainer saves and stops after the current step); a second
+/// Ctrl-C exits at once.
+pub fn interrupt_flag() -> &'static AtomicBool {
+    static STOP: AtomicBool = AtomicBool::new(false);
+    let _ = ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupt: finishing the current step and saving last.safetensors (Ctrl-C again to quit now)");
+    });
+    &STOP
+}
+
+/// A fresh run folder: `out/name`, or `out/name-2`, `-3`, ... when the name was not given
+/// explicitly and is taken. An explicit name that exists is an error (nothing is
+/// overwritten).
+fn new_run_dir(cfg: &TrainConfig, explicit: bool) -> Result<PathBuf, ConfigError> {
+    let io = |path: &Path, e: std::io::Error| ConfigError::File {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    std::fs::create_dir_all(&cfg.out).map_err(|e| io(&cfg.out, e))?;
+    let base = cfg.out.join(&cfg.name);
+    for k in 1.. {
+        let dir = match k {
+            1 => base.clone(),
+            _ if explicit => break,
+            _ => cfg.out.join(format!("{}-{k}", cfg.name)),
+        };
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io(&dir, e)),
+        }
+    }
+    Err(ConfigError::Invalid {
+        flag: "--name",
+        message: format!(
+            "{} already exists; choose another name or remove it",
+            base.display()
+        ),
+    })
+}
+
+/// The run's metrics.jsonl: one JSON object per line (running figures, epochs, messages,
+/// the final summary). Write errors are ignored: a full disk must not stop training.
+pub struct MetricsLog(std::fs::File);
+
+impl MetricsLog {
+    /// Creates the file afresh, or appends (a resumed run).
+    pub fn open(path: &Path, append: bool) -> std::io::Result<MetricsLog> {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(append)
+            .write(true)
+            .truncate(!append)
+            .open(path)
+            .map(MetricsLog)
+    }
+
+    pub fn write(&mut self, value: &serde_json::Value) {
+        let _ = writeln!(self.0, "{value}");
+    }
+}

@@ -1,0 +1,458 @@
+//! The trainer: everything on the GPU. The data set is uploaded once as u8; each epoch
+//! uploads only a permutation; many steps are recorded per submission; loss and accuracy
+//! accumulate on the GPU and are read back through a ring of staging buffers without
+//! stalling the queue.
+
+use super::evaluator::{split_indices, Evaluation, Evaluator, GpuSplit};
+use super::readback::{MetricsRing, Snapshot};
+use super::{ConfigError, EpochRecord, Progress, Reporter, RunOptions, TrainConfig};
+use super::{TrainError, TrainOutcome};
+use crate::data::Dataset;
+use crate::gpu::{Gpu, Tensor};
+use crate::kernels::data::GatherConfig;
+use crate::kernels::softmax_xent::metrics;
+use crate::model::{Layer, ModelSpec};
+use crate::net::{self, Buffers, Mode, Network, PlanInputs, Source, StepPlans};
+use crate::rng::Rng;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// Salts that give the gather's augmentation and the dropout masks their own hash streams
+/// from one run seed (the same seed must not draw the same numbers for both).
+const AUGMENT_SALT: u32 = 0x0a06;
+const DROPOUT_SALT: u32 = 0xd0;
+
+/// One run's GPU state and progress.
+pub struct Trainer<'a> {
+    gpu: &'a Gpu,
+    cfg: &'a TrainConfig,
+    opts: &'a RunOptions<'a>,
+    spec: ModelSpec,
+    net: Network,
+    batch: usize,
+    train_idx: Vec<u32>,
+    // The plans reference these; the trainer owns them for its lifetime.
+    _bufs: Buffers,
+    _data: (GpuSplit, GpuSplit, Tensor),
+    train_indices: Tensor,
+    train_metrics: Tensor,
+    plans: StepPlans,
+    val: Option<(Evaluator, usize)>,
+    test: (Evaluator, usize),
+    ring: MetricsRing,
+    /// Epochs completed before this process started (resume), steps into the next one.
+    done_epochs: usize,
+    skip_steps: usize,
+    /// The global step at which the current epoch starts.
+    epoch_start_step: u32,
+    best_val: f64,
+    since_best: usize,
+    history: Vec<EpochRecord>,
+    train_seconds: f64,
+    trained_images: usize,
+    /// Steps per submission, adapted so that one submission is ~0.25 s of work.
+    chunk: usize,
+    started: Instant,
+}
+
+impl<'a> Trainer<'a> {
+    /// Uploads the data, builds the network (fresh or from `opts.resume`) and its plans.
+    pub fn new(
+        gpu: &'a Gpu,
+        cfg: &'a TrainConfig,
+        data: &Dataset,
+        opts: &'a RunOptions<'a>,
+    ) -> Result<Trainer<'a>, TrainError> {
+        let started = Instant::now();
+        let spec = cfg.model_spec()?;
+        let limit = |split: &crate::data::Split, n: usize| {
+            if n > 0 {
+                split.take(n)
+            } else {
+                split.clone()
+            }
+        };
+        let train_split = limit(&data.train, cfg.limit_train);
+        let test_split = limit(&data.test, cfg.limit_test);
+        if cfg.val >= train_split.len() {
+            return Err(ConfigError::Invalid {
+                flag: "--val",
+                message: format!(
+                    "{} validation images leave none of the {} training images to train on",
+                    cfg.val,
+                    train_split.len()
+                ),
+            }
+            .into());
+        }
+        let (train_idx, val_idx) = split_indices(train_split.len(), cfg.val, cfg.seed);
+        let batch = cfg.batch_size.min(train_idx.len());
+        if batch == 1 && spec.layers.iter().any(|l| matches!(l, Layer::BatchNorm)) {
+            return Err(ConfigError::Invalid {
+                flag: "--batch-size",
+                message: "batch norm needs batches of at least 2".into(),
+            }
+            .into());
+        }
+        let init = match opts.resume {
+            Some(c) if c.spec.layers != spec.layers => {
+                return Err(TrainError::Resume(format!(
+                    "the checkpoint holds `{}`, the configuration `{}`",
+                    c.spec.to_text(),
+                    spec.to_text()
+                )))
+            }
+            Some(c) => c.params.clone(),
+            None => spec.init_params(cfg.seed),
+        };
+        let net = Network::new(gpu, spec.clone(), &init)?;
+        let (done_epochs, skip_steps, epoch_start_step) = match opts.resume {
+            Some(c) => {
+                if let Some(o) = &c.optim {
+                    if o.kind != Some(cfg.optimizer) {
+                        return Err(TrainError::Resume(format!(
+                            "the checkpoint's optimizer state is for {:?}, the run uses {}",
+                            o.kind, cfg.optimizer
+                        )));
+                    }
+                    net.upload_optim(gpu, o)?;
+                }
+                let m = &c.meta;
+                (
+                    m.epoch,
+                    m.step_in_epoch,
+                    (m.step - m.step_in_epoch as u64) as u32,
+                )
+            }
+            None => (0, 0, 0),
+        };
+        let (mut best_val, mut since_best) = (f64::NEG_INFINITY, 0);
+        if let Some(c) = opts.resume {
+            let m: serde_json::Value = serde_json::from_str(&c.meta.metrics).unwrap_or_default();
+            best_val = m["best_val_accuracy"].as_f64().unwrap_or(f64::NEG_INFINITY);
+            since_best = m["epochs_since_best"].as_u64().unwrap_or(0) as usize;
+        }
+
+        let gtrain = GpuSplit::upload(gpu, "train", &train_split)?;
+        let gtest = GpuSplit::upload(gpu, "test", &test_split)?;
+        let train_indices = gpu.upload("train permutation", &train_idx)?;
+        let train_metrics = gpu.zeros("train metrics", metrics::LEN)?;
+        let lr = gpu.upload("learning rate", &[cfg.lr])?;
+        let seed32 = (cfg.seed ^ (cfg.seed >> 32)) as u32;
+        let bufs = Buffers::new(gpu, &spec, batch, Mode::Train)?;
+        let inputs = PlanInputs {
+            source: Source {
+                images: &gtrain.images,
+                labels: &gtrain.labels,
+                indices: &train_indices,
+                counter: &net.counter,
+            },
+            gather: GatherConfig {
+                batch,
+                mean: cfg.input_mean,
+                std: cfg.input_std,
+                flip: cfg.flip,
+                max_shift: cfg.shift,
+                seed: seed32 ^ AUGMENT_SALT,
+                stride: batch,
+            },
+            metrics: &train_metrics,
+            dropout_seed: seed32 ^ DROPOUT_SALT,
+        };
+        let opt = cfg.optimizer_config();
+        let plans = StepPlans::build(train_idx.len(), batch, |n| {
+            net::train_step(gpu, &net, &bufs, &inputs, &opt, &lr, n)
+        })?;
+        let evaluator = |split: &GpuSplit, ids: &[u32]| {
+            Evaluator::new(
+                gpu,
+                &net,
+                split,
+                ids,
+                cfg.eval_batch_size,
+                cfg.input_mean,
+                cfg.input_std,
+            )
+            .map(|e| (e, ids.len()))
+        };
+        let val = match val_idx.is_empty() {
+            true => None,
+            false => Some(evaluator(&gtrain, &val_idx)?),
+        };
+        let test = evaluator(&gtest, &(0..gtest.len as u32).collect::<Vec<_>>())?;
+        gpu.sync()?;
+        let ring = MetricsRing::new(gpu, 3);
+        Ok(Trainer {
+            gpu,
+            cfg,
+            opts,
+            spec,
+            net,
+            batch,
+            train_idx,
+            _bufs: bufs,
+            _data: (gtrain, gtest, lr),
+            train_indices,
+            train_metrics,
+            plans,
+            val,
+            test,
+            ring,
+            done_epochs,
+            skip_steps,
+            epoch_start_step,
+            best_val,
+            since_best,
+            history: Vec::new(),
+            train_seconds: 0.0,
+            trained_images: 0,
+            chunk: 4,
+            started,
+        })
+    }
+
+    /// Trains the remaining epochs (stopping early when validation stalls), then tests.
+    pub fn run(mut self, reporter: &mut dyn Reporter) -> Result<TrainOutcome, TrainError> {
+        let val_len = self.val.as_ref().map_or(0, |v| v.1);
+        reporter.start(
+            self.cfg,
+            &self.spec,
+            self.train_idx.len(),
+            val_len,
+            self.test.1,
+            self.plans.steps(),
+        );
+        let mut stopped_early = false;
+        for epoch in self.done_epochs + 1..=self.cfg.epochs {
+            let record = self.epoch(epoch, reporter)?;
+            reporter.epoch_end(&record);
+            self.end_epoch(&record)?;
+            self.history.push(record);
+            let patience = self.cfg.patience;
+            if val_len > 0 && patience > 0 && self.since_best >= patience && epoch < self.cfg.epochs
+            {
+                reporter.message(&format!(
+                    "early stopping: validation accuracy has not improved for {patience} epochs (best {:.2} %)",
+                    self.best_val * 100.0
+                ));
+                stopped_early = true;
+                break;
+            }
+        }
+        self.finish(stopped_early)
+    }
+
+    /// One epoch of training, then validation. Returns the epoch's record.
+    fn epoch(
+        &mut self,
+        epoch: usize,
+        reporter: &mut dyn Reporter,
+    ) -> Result<EpochRecord, TrainError> {
+        let (gpu, steps) = (self.gpu, self.plans.steps());
+        let epoch_start = Instant::now();
+        let mut perm = self.train_idx.clone();
+        let seed = self
+            .cfg
+            .seed
+            .wrapping_mul(0x9e37_79b9)
+            .wrapping_add(epoch as u64);
+        Rng::new(seed).shuffle(&mut perm);
+        gpu.write(&self.train_indices, &perm)?;
+        // Resumed mid-epoch: skip the steps already taken.
+        let first = if epoch == self.done_epochs + 1 {
+            self.skip_steps.min(steps)
+        } else {
+            0
+        };
+        let start_step = self.epoch_start_step;
+        gpu.write(&self.net.counter, &[start_step + first as u32, start_step])?;
+        gpu.write(&self.train_metrics, &[0f32; metrics::LEN])?;
+        reporter.epoch_start(epoch, self.cfg.epochs);
+
+        let mut recorded = first;
+        let mut last: Option<Snapshot> = None;
+        // Metrics copies that landed: checked, reported, the newest kept.
+        let report =
+            |snaps: Vec<Snapshot>, reporter: &mut dyn Reporter, last: &mut Option<Snapshot>| {
+                for snap in snaps {
+                    check_finite(&snap, epoch)?;
+                    reporter.progress(&progress(&snap, steps, epoch_start));
+                    *last = Some(snap);
+                }
+                Ok::<_, TrainError>(())
+            };
+        while recorded < steps {
+            if self.opts.stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+                self.ring.drain(gpu)?;
+                return Err(self.interrupted(epoch, recorded));
+            }
+            let n = self.chunk.min(steps - recorded);
+            let encoder = self.plans.encode(gpu, recorded..recorded + n);
+            recorded += n;
+            let t0 = Instant::now();
+            let landed = self
+                .ring
+                .submit(gpu, encoder, &self.train_metrics, recorded)?;
+            report(landed, reporter, &mut last)?;
+            // Adapt the chunk from the observed rate once the pipeline is full.
+            if let Some(s) = last {
+                let rate = s.steps as f64 / epoch_start.elapsed().as_secs_f64().max(1e-3);
+                self.chunk = ((rate * 0.25) as usize).clamp(1, 256);
+            } else if t0.elapsed().as_secs_f64() < 0.05 {
+                self.chunk = (self.chunk * 2).min(256);
+            }
+        }
+        report(self.ring.drain(gpu)?, reporter, &mut last)?;
+        let seconds = epoch_start.elapsed().as_secs_f64();
+        self.train_seconds += seconds;
+        let images = ((steps - first) * self.batch).min(self.train_idx.len());
+        self.trained_images += images;
+        self.epoch_start_step += steps as u32;
+        let train = last.map_or(
+            Evaluation {
+                loss: f64::NAN,
+                accuracy: f64::NAN,
+                count: 0,
+            },
+            |s| Evaluation::from_metrics(&s.values),
+        );
+        let val = self.evaluate()?;
+        Ok(EpochRecord {
+            epoch,
+            step: self.epoch_start_step as usize,
+            train_loss: train.loss,
+            train_accuracy: train.accuracy,
+            val_loss: val.map(|v| v.loss),
+            val_accuracy: val.map(|v| v.accuracy),
+            seconds,
+            images_per_second: images as f64 / seconds,
+        })
+    }
+
+    /// The validation pass (None without a validation split).
+    fn evaluate(&self) -> Result<Option<Evaluation>, TrainError> {
+        Ok(match &self.val {
+            Some((e, _)) => Some(e.run(self.gpu)?),
+            None => None,
+        })
+    }
+
+    /// Tracks the best validation accuracy; saves `last` (and `best` on a new best).
+    fn end_epoch(&mut self, r: &EpochRecord) -> Result<(), TrainError> {
+        let mut improved = false;
+        if let Some(acc) = r.val_accuracy {
+            if acc > self.best_val {
+                (self.best_val, self.since_best, improved) = (acc, 0, true);
+            } else {
+                self.since_best += 1;
+            }
+        }
+        let mut m = serde_json::to_value(r).unwrap_or_default();
+        m["best_val_accuracy"] = finite_or_null(self.best_val);
+        m["epochs_since_best"] = self.since_best.into();
+        let step = self.epoch_start_step;
+        self.save("last.safetensors", r.epoch, step, 0, &m)?;
+        if improved {
+            self.save("best.safetensors", r.epoch, step, 0, &m)?;
+        }
+        Ok(())
+    }
+
+    /// Ctrl-C: saves `last` at the current step of `epoch` and returns the error that says so.
+    fn interrupted(&self, epoch: usize, recorded: usize) -> TrainError {
+        let m = serde_json::json!({
+            "best_val_accuracy": finite_or_null(self.best_val),
+            "epochs_since_best": self.since_best,
+        });
+        let step = self.epoch_start_step + recorded as u32;
+        if let Err(e) = self.save("last.safetensors", epoch - 1, step, recorded, &m) {
+            return e;
+        }
+        TrainError::Interrupted {
+            saved: self
+                .opts
+                .run_dir
+                .map(|d| d.join("last.safetensors"))
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Writes a checkpoint into the run folder (atomically; nothing without a run folder).
+    fn save(
+        &self,
+        name: &str,
+        epochs: usize,
+        step: u32,
+        step_in_epoch: usize,
+        metrics: &serde_json::Value,
+    ) -> Result<(), TrainError> {
+        let Some(dir) = self.opts.run_dir else {
+            return Ok(());
+        };
+        let (gpu, cfg) = (self.gpu, self.cfg);
+        let ckpt = crate::checkpoint::Checkpoint {
+            spec: self.spec.clone(),
+            params: self.net.download(gpu)?,
+            meta: crate::checkpoint::Meta {
+                input_mean: cfg.input_mean,
+                input_std: cfg.input_std,
+                classes: crate::data::CLASSES.iter().map(|s| s.to_string()).collect(),
+                config: cfg.to_toml(),
+                epoch: epochs,
+                step: step as u64,
+                step_in_epoch,
+                metrics: metrics.to_string(),
+            },
+            optim: Some(self.net.download_optim(gpu, cfg.optimizer, step as u64)?),
+        };
+        crate::checkpoint::save(&dir.join(name), &ckpt)?;
+        Ok(())
+    }
+
+    /// The test pass and the final parameters.
+    fn finish(self, stopped_early: bool) -> Result<TrainOutcome, TrainError> {
+        let test = self.test.0.run(self.gpu)?;
+        Ok(TrainOutcome {
+            params: self.net.download(self.gpu)?,
+            epochs_run: self.history.len(),
+            history: self.history,
+            test_loss: test.loss,
+            test_accuracy: test.accuracy,
+            images_per_second: self.trained_images as f64 / self.train_seconds.max(1e-9),
+            wall_seconds: self.started.elapsed().as_secs_f64(),
+            stopped_early,
+        })
+    }
+}
+
+fn finite_or_null(v: f64) -> serde_json::Value {
+    if v.is_finite() {
+        v.into()
+    } else {
+        serde_json::Value::Null
+    }
+}
+
+fn progress(s: &Snapshot, steps_per_epoch: usize, since: Instant) -> Progress {
+    let e = Evaluation::from_metrics(&s.values);
+    Progress {
+        step: s.steps,
+        steps: steps_per_epoch,
+        running_loss: e.loss,
+        running_accuracy: e.accuracy,
+        images: e.count,
+        images_per_second: e.count as f64 / since.elapsed().as_secs_f64().max(1e-9),
+    }
+}
+
+fn check_finite(s: &Snapshot, epoch: usize) -> Result<(), TrainError> {
+    let loss = s.values[metrics::LOSS_SUM];
+    if !loss.is_finite() {
+        return Err(TrainError::Diverged {
+            epoch,
+            step: s.steps,
+            loss,
+        });
+    }
+    Ok(())
+}
