@@ -149,3 +149,20 @@ fn summary_lists_every_layer_with_totals() {
     );
     assert_eq!(text.lines().count(), 2 + spec.layers.len() + 2);
 }
+
+#[test]
+fn summary_shows_which_gpu_step_runs_each_layer() {
+    let (spec, _) = model::resolve("regcnn").unwrap();
+    let text = spec.summary();
+    let line = |i: usize| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{i:<4} ")))
+            .unwrap_or_else(|| panic!("no row {i}:\n{text}"))
+            .to_string()
+    };
+    // The batch norm, dropout and ReLU before the first pool run in its kernels (step 1).
+    assert!(line(1).ends_with("1 (in the pool's kernels)"), "{}", line(1));
+    assert!(line(4).ends_with("  1"), "{}", line(4));
+    assert!(line(10).ends_with("- (no kernel)"), "{}", line(10));
+    assert!(text.contains("; 7 GPU steps"), "{text}");
+}

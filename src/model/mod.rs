@@ -224,20 +224,18 @@ impl ModelSpec {
     }
 
     /// The `summary` table: each layer's output shape, parameters and FLOPs, with totals.
+    /// The layer table: output shapes, parameters, FLOPs, and which training step runs each
+    /// layer (`net::fuse`: layers fused into a pool's kernels say so).
     pub fn summary(&self) -> String {
-        let mut s = String::new();
-        s.push_str(&format!(
-            "{:<4} {:<18} {:<14} {:>10} {:>14}\n",
-            "#", "layer", "output", "params", "FLOPs/image"
-        ));
-        s.push_str(&format!(
-            "{:<4} {:<18} {:<14} {:>10} {:>14}\n",
-            "",
-            "input",
-            self.shapes[0].to_string(),
-            "",
-            ""
-        ));
+        use crate::net::fuse::{self, Mode, Op};
+        let steps = fuse::steps(self, Mode::Train);
+        let step_of = fuse::step_of_layer(self, &steps);
+        let row = |a: &dyn std::fmt::Display, b: &str, c: &str, d: &str, e: &str, f: &str| {
+            let line = format!("{a:<4} {b:<18} {c:<14} {d:>10} {e:>14}  {f}");
+            format!("{}\n", line.trim_end())
+        };
+        let mut s = row(&"#", "layer", "output", "params", "FLOPs/image", "GPU step");
+        s += &row(&"", "input", &self.shapes[0].to_string(), "", "", "");
         let (mut params, mut flops) = (0usize, 0u64);
         for (i, layer) in self.layers.iter().enumerate() {
             let name = match layer {
@@ -248,27 +246,22 @@ impl ModelSpec {
             let (p, f) = (self.param_count(i), self.flops(i));
             params += p;
             flops += f;
-            s.push_str(&format!(
-                "{:<4} {:<18} {:<14} {:>10} {:>14}\n",
-                i,
-                name,
-                self.output(i).to_string(),
-                group(p as u64),
-                group(f)
-            ));
+            let step = match step_of[i].map(|k| (k, steps[k].op)) {
+                Some((k, Op::MaxPool { layer, .. })) if layer != i => {
+                    format!("{k} (in the pool's kernels)")
+                }
+                Some((k, _)) => k.to_string(),
+                None => "- (no kernel)".into(),
+            };
+            let out = self.output(i).to_string();
+            s += &row(&i, &name, &out, &group(p as u64), &group(f), &step);
         }
-        s.push_str(&format!(
-            "{:<4} {:<18} {:<14} {:>10} {:>14}\n",
-            "",
-            "total",
-            "",
-            group(params as u64),
-            group(flops)
-        ));
-        s.push_str(&format!(
-            "training costs about 3x the forward FLOPs: {:.1} MFLOP per image\n",
-            3.0 * flops as f64 / 1e6
-        ));
+        s += &row(&"", "total", "", &group(params as u64), &group(flops), "");
+        s += &format!(
+            "training costs about 3x the forward FLOPs: {:.1} MFLOP per image; {} GPU steps\n",
+            3.0 * flops as f64 / 1e6,
+            steps.len()
+        );
         s
     }
 }

@@ -30,16 +30,19 @@ impl From<model::SpecError> for ConfigError {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct PartialConfig {
-    /// Preset (mlp, cnn1, cnn2, regcnn, vgg) or a layer spec such as
-    /// "conv(32,3) bn relu maxpool(2) flatten linear(10)".
+    /// Preset (mlp, cnn1, cnn2, regcnn, vgg) or a layer spec, e.g. "conv(32,3) bn relu maxpool(2) flatten linear(10)".
     #[arg(long)]
     pub model: Option<String>,
+    /// Epochs to train (default: the preset's).
     #[arg(long)]
     pub epochs: Option<usize>,
+    /// Training batch size (default: the preset's).
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Optimizer (default: the preset's).
     #[arg(long, value_enum)]
     pub optimizer: Option<OptimizerKind>,
+    /// Learning rate (default: the preset's).
     #[arg(long)]
     pub lr: Option<f32>,
     /// SGD momentum.
@@ -54,13 +57,16 @@ pub struct PartialConfig {
     /// L1 penalty: adds l1 * sign(w) to each gradient.
     #[arg(long)]
     pub l1: Option<f32>,
-    /// Adam's beta1, beta2 and eps.
+    /// Adam's first-moment decay (default 0.9).
     #[arg(long)]
     pub beta1: Option<f32>,
+    /// Adam's second-moment decay (default 0.999).
     #[arg(long)]
     pub beta2: Option<f32>,
+    /// Adam's epsilon (default 1e-8).
     #[arg(long)]
     pub eps: Option<f32>,
+    /// Seed of the initial weights, data order, dropout masks and augmentation.
     #[arg(long)]
     pub seed: Option<u64>,
     /// Training images held out for validation (0: train on all).
@@ -75,9 +81,10 @@ pub struct PartialConfig {
     /// Augment with random shifts of up to N pixels.
     #[arg(long, value_name = "N")]
     pub shift: Option<u32>,
-    /// Input normalisation of pixels scaled to [0, 1] (default 0.5 and 0.5).
+    /// Mean subtracted from pixels scaled to [0, 1] (default 0.5).
     #[arg(long)]
     pub input_mean: Option<f32>,
+    /// Standard deviation pixels are divided by (default 0.5).
     #[arg(long)]
     pub input_std: Option<f32>,
     /// Batch size for validation and test passes.
