@@ -161,7 +161,11 @@ fn summary_shows_which_gpu_step_runs_each_layer() {
             .to_string()
     };
     // The batch norm, dropout and ReLU before the first pool run in its kernels (step 1).
-    assert!(line(1).ends_with("1 (in the pool's kernels)"), "{}", line(1));
+    assert!(
+        line(1).ends_with("1 (in the pool's kernels)"),
+        "{}",
+        line(1)
+    );
     assert!(line(4).ends_with("  1"), "{}", line(4));
     assert!(line(10).ends_with("- (no kernel)"), "{}", line(10));
     assert!(text.contains("; 7 GPU steps"), "{text}");

@@ -58,6 +58,7 @@ pub const MATMUL: Shader = shader!("matmul");
 pub const MATMUL_SUBGROUP: Shader = shader!("matmul_subgroup", subgroups);
 pub const CONV2D: Shader = shader!("conv2d");
 pub const CONV2D_SUBGROUP: Shader = shader!("conv2d_subgroup", subgroups);
+pub const CONV2D_TILED: Shader = shader!("conv2d_tiled");
 pub const BATCHNORM: Shader = shader!("batchnorm");
 pub const POOL: Shader = shader!("pool" + hash);
 pub const DROPOUT: Shader = shader!("dropout" + hash);
@@ -72,6 +73,7 @@ pub const SHADERS: &[&Shader] = &[
     &MATMUL_SUBGROUP,
     &CONV2D,
     &CONV2D_SUBGROUP,
+    &CONV2D_TILED,
     &BATCHNORM,
     &POOL,
     &DROPOUT,

@@ -2,20 +2,23 @@
 //! and to the bias. NCHW, weight [CO, CI, KH, KW], one stride and one zero padding for both
 //! axes, as nn.Conv2d(ci, co, k, stride, padding).
 //!
-//! Four variants: a generic one (any kernel, stride, padding); a workgroup-tiled implicit
-//! matrix product for hardware GPUs (any shape); a fast one for 3x3 kernels with stride 1
-//! (every preset), which packs the weights so that 8 output channels x 8 columns accumulate
-//! in registers and computes the input gradient as a convolution with flipped weights; and,
-//! for the same shapes on adapters with 8-wide subgroups (lavapipe), a subgroup one
-//! (`shaders/conv2d_subgroup.wgsl`) that loads each weight or output gradient once per
-//! subgroup and broadcasts it. `Variant::Auto` picks, on software adapters, the subgroup or
-//! the 3x3 kernels, on hardware ones the tiled kernels for large shapes; tests run all.
+//! Variants (chosen in `kernels::select::conv2d`): generic (any shape); `3x3` for 3x3
+//! stride-1 kernels, which packs the weights so that 8 output channels x 8 columns
+//! accumulate in registers and computes the input gradient as a convolution with flipped
+//! weights; `subgroup` for the same shapes with 8-wide subgroups
+//! (`shaders/conv2d_subgroup.wgsl`: each weight or output gradient loaded once per subgroup
+//! and broadcast); `tiled` implicit matrix products for hardware GPUs
+//! (`shaders/conv2d_tiled.wgsl`). The CPU reference is in `reference.rs` beside this file.
+
+mod reference;
 
 use super::{check_len, dim, select};
-use crate::gpu::{Dispatch, Gpu, GpuError, Result, Tensor, CONV2D, CONV2D_SUBGROUP};
+use crate::gpu::{
+    Dispatch, Gpu, GpuError, Result, Shader, Tensor, CONV2D, CONV2D_SUBGROUP, CONV2D_TILED,
+};
 use bytemuck::{Pod, Zeroable};
-pub use select::conv2d::Pass;
-pub use select::Variant;
+pub use reference::{conv2d_backward_reference, conv2d_forward_reference};
+pub use select::{conv2d::Pass, Variant};
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
@@ -292,7 +295,7 @@ pub fn conv2d_forward_with(
         (4, &y.buffer),
     ];
     Ok(vec![gpu
-        .dispatch(&CONV2D, entry, &desc, &binds, groups)?
+        .dispatch(shader(v), entry, &desc, &binds, groups)?
         .with_cost(s.flops(), s.bytes())])
 }
 
@@ -353,7 +356,7 @@ pub fn conv2d_backward_input_with(
     let p = gpu.uniform("conv2d params", &p);
     let binds = [(0, &p), (2, &w.buffer), (5, &dy.buffer), (6, &dx.buffer)];
     Ok(vec![gpu
-        .dispatch(&CONV2D, entry, &desc, &binds, groups)?
+        .dispatch(shader(v), entry, &desc, &binds, groups)?
         .with_cost(s.flops(), s.bytes())])
 }
 
@@ -438,7 +441,7 @@ pub fn conv2d_backward_weight_with(
             gpu.caps.grid(chunks * units, 8),
         ),
         Variant::Tiled => (
-            &CONV2D,
+            &CONV2D_TILED,
             "conv2d_backward_weight_tiled",
             1,
             [tiled[0], tiled[1], chunks as u32],
@@ -470,6 +473,15 @@ pub fn conv2d_backward_weight_with(
         gpu.caps.grid(s.weight_len(), WG),
     )?;
     Ok(vec![sums, reduce])
+}
+
+/// The WGSL file of the generic and tiled entry points.
+fn shader(v: Variant) -> &'static Shader {
+    if v == Variant::Tiled {
+        &CONV2D_TILED
+    } else {
+        &CONV2D
+    }
 }
 
 /// Workgroups for the tiled kernels: 64 columns of the implicit product along x, 64 rows
@@ -505,89 +517,4 @@ pub fn conv2d_backward_bias(
         [s.co as u32, 1, 1],
     )
     .map(|d| d.with_cost(s.output_len() as f64, 4.0 * s.output_len() as f64))
-}
-
-/// Input index of output (oy, ox) through tap (ky, kx), or None in the padding.
-fn tap(s: &Conv2dShape, o: usize, k: usize, size: usize) -> Option<usize> {
-    let i = (o * s.stride + k) as isize - s.pad as isize;
-    (i >= 0 && (i as usize) < size).then_some(i as usize)
-}
-
-pub fn conv2d_forward_reference(y: &mut [f32], x: &[f32], w: &[f32], b: &[f32], s: Conv2dShape) {
-    let (oh, ow) = (s.oh(), s.ow());
-    for n in 0..s.n {
-        for co in 0..s.co {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let mut acc = b[co] as f64;
-                    for ci in 0..s.ci {
-                        for ky in 0..s.kh {
-                            let Some(iy) = tap(&s, oy, ky, s.h) else {
-                                continue;
-                            };
-                            for kx in 0..s.kw {
-                                let Some(ix) = tap(&s, ox, kx, s.w) else {
-                                    continue;
-                                };
-                                acc += x[((n * s.ci + ci) * s.h + iy) * s.w + ix] as f64
-                                    * w[((co * s.ci + ci) * s.kh + ky) * s.kw + kx] as f64;
-                            }
-                        }
-                    }
-                    y[((n * s.co + co) * oh + oy) * ow + ox] = acc as f32;
-                }
-            }
-        }
-    }
-}
-
-/// Gradients of the convolution: dx, dw, db (all overwritten).
-pub fn conv2d_backward_reference(
-    dx: &mut [f32],
-    dw: &mut [f32],
-    db: &mut [f32],
-    dy: &[f32],
-    x: &[f32],
-    w: &[f32],
-    s: Conv2dShape,
-) {
-    let (oh, ow) = (s.oh(), s.ow());
-    let mut gx = vec![0f64; dx.len()];
-    let mut gw = vec![0f64; dw.len()];
-    let mut gb = vec![0f64; db.len()];
-    for n in 0..s.n {
-        for co in 0..s.co {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let g = dy[((n * s.co + co) * oh + oy) * ow + ox] as f64;
-                    gb[co] += g;
-                    for ci in 0..s.ci {
-                        for ky in 0..s.kh {
-                            let Some(iy) = tap(&s, oy, ky, s.h) else {
-                                continue;
-                            };
-                            for kx in 0..s.kw {
-                                let Some(ix) = tap(&s, ox, kx, s.w) else {
-                                    continue;
-                                };
-                                let xi = ((n * s.ci + ci) * s.h + iy) * s.w + ix;
-                                let wi = ((co * s.ci + ci) * s.kh + ky) * s.kw + kx;
-                                gx[xi] += g * w[wi] as f64;
-                                gw[wi] += g * x[xi] as f64;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    for (o, v) in dx.iter_mut().zip(gx) {
-        *o = v as f32;
-    }
-    for (o, v) in dw.iter_mut().zip(gw) {
-        *o = v as f32;
-    }
-    for (o, v) in db.iter_mut().zip(gb) {
-        *o = v as f32;
-    }
 }
