@@ -7,10 +7,13 @@
 // Fused layers: a batch norm, then dropout and ReLU layers, right before the pool ("pre")
 // and a dropout right after it ("post") can be applied inside the pool, so their tensors
 // are never written or read back: forward computes post(max over the window of pre(x)).
-// The batch norm's statistics come from its own kernels (batchnorm_stats, or the running
-// estimates when evaluating) and its backward stays its own; the pool's backward turns
-// dL/d(output) into dL/d(first fused activation's input), i.e. dL/d(batch-norm output)
-// when one is fused. ReLU and inverted dropout commute, so their order does not matter. The dropout masks are
+// The batch norm's statistics come from its own kernel (batchnorm_stats, or the running
+// estimates when evaluating). maxpool_backward turns dL/d(output) into dL/d(first fused
+// activation's input), i.e. dL/d(batch-norm output) when one is fused, for the batch
+// norm's own backward (overlapping windows); with tiling windows the batch norm's backward
+// runs here too (maxpool_backward_batchnorm and its _reduce: its gradient is zero but at argmax
+// elements). Which layers fuse is decided in src/net/fuse.rs. ReLU and inverted dropout
+// commute, so their order does not matter. The dropout masks are
 // the dropout kernel's (shaders/dropout.wgsl): hash of (seed, step, layer, element index in
 // that layer's tensor), with the step from counter[0]. The backward needs no activations:
 // the forward marks in the argmax's two top bits whether gradient reaches the argmax

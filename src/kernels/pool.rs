@@ -54,9 +54,10 @@ pub struct PoolFusion {
 }
 
 /// A batch norm applied inside the pool's forward, before the fused activations. Its
-/// statistics come from its own kernels (`batchnorm_stats` when training, the running
-/// estimates when evaluating) and its backward stays its own; the pool's backward then
-/// gives dL/d(batch-norm output).
+/// statistics come from its own kernel (`batchnorm_stats` when training, the running
+/// estimates when evaluating). Its backward runs in `maxpool_backward_batchnorm` with
+/// tiling windows; otherwise `maxpool_backward` gives dL/d(batch-norm output) for the batch
+/// norm's own backward (`net::fuse` decides which).
 pub struct FusedBatchNorm<'a> {
     pub tensors: &'a BatchNormTensors<'a>,
     /// Batch statistics (training) or running statistics (evaluating).

@@ -251,6 +251,8 @@ impl<'a> Trainer<'a> {
         let (gpu, steps) = (self.gpu, self.plans.steps());
         let epoch_start = Instant::now();
         let mut perm = self.train_idx.clone();
+        // Each epoch's order from (run seed, epoch): a resumed run reshuffles identically.
+        // The multiplier (2^32 / golden ratio) spreads consecutive seeds apart.
         let seed = self
             .cfg
             .seed
