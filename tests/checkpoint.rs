@@ -444,4 +444,43 @@ fn ctrl_c_saves_last_and_exits_130_then_resume_finishes() {
         .unwrap();
     assert_eq!(r.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&r.stderr).contains("--epochs"));
+    // A resumed config.toml is validated like flags, before anything in the folder changes.
+    let cfg_path = out.join("c/config.toml");
+    let edited = std::fs::read_to_string(&cfg_path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            if l.starts_with("lr = ") {
+                "lr = -1.0"
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&cfg_path, &edited).unwrap();
+    let before = std::fs::read(out.join("c/last.safetensors")).unwrap();
+    let r = Command::new(binary())
+        .args(["train", "--epochs", "4", "--resume"])
+        .arg(out.join("c"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(2), "{err}");
+    assert!(err.contains("--lr") && err.contains("config.toml"), "{err}");
+    assert_eq!(std::fs::read_to_string(&cfg_path).unwrap(), edited);
+    assert!(std::fs::read(out.join("c/last.safetensors")).unwrap() == before);
+    // A new run that cannot start leaves no folder behind, so its name stays free.
+    let r = Command::new(binary())
+        .args(["train", "--model", "mlp", "--val", "70000", "--name", "f"])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("--val"));
+    assert!(
+        !out.join("f").exists(),
+        "a failed start left its run folder"
+    );
 }

@@ -6,6 +6,27 @@ use super::{check_len, dim, select};
 use crate::gpu::{Dispatch, Gpu, GpuError, Result, Tensor, Variant, BATCHNORM};
 use bytemuck::{Pod, Zeroable};
 
+/// Binding numbers of batchnorm.wgsl, named as the WGSL names them.
+#[allow(dead_code)]
+mod binding {
+    pub const P: u32 = 0;
+    pub const X: u32 = 1;
+    pub const Y: u32 = 2;
+    pub const GAMMA: u32 = 3;
+    pub const BETA: u32 = 4;
+    pub const SAVE_STATS: u32 = 5;
+    pub const RUNNING_MEAN: u32 = 7;
+    pub const RUNNING_VAR: u32 = 8;
+    pub const DY: u32 = 9;
+    pub const DX: u32 = 10;
+    pub const DGAMMA: u32 = 11;
+    pub const DBETA: u32 = 12;
+    pub const X4: u32 = 13;
+    pub const Y4: u32 = 14;
+    pub const DY4: u32 = 15;
+    pub const DX4: u32 = 16;
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 struct Params {
@@ -123,15 +144,15 @@ pub fn batchnorm_stats(
     let p = gpu.uniform("batchnorm params", &s.params()?);
     let (stats_entry, v4) = entry(gpu, &s, "batchnorm_stats");
     let mut stats_bindings = vec![
-        (0, &p),
-        (1, &x.buffer),
-        (5, &t.save_stats.buffer),
-        (7, &t.running_mean.buffer),
-        (8, &t.running_var.buffer),
+        (binding::P, &p),
+        (binding::X, &x.buffer),
+        (binding::SAVE_STATS, &t.save_stats.buffer),
+        (binding::RUNNING_MEAN, &t.running_mean.buffer),
+        (binding::RUNNING_VAR, &t.running_var.buffer),
     ];
     if v4 {
         // The shift k is the channel's first element, read through the scalar view.
-        stats_bindings.push((13, &x.buffer));
+        stats_bindings.push((binding::X4, &x.buffer));
     }
     Ok(gpu
         .dispatch(
@@ -163,12 +184,12 @@ pub fn batchnorm_forward_train(
             &norm_entry,
             &desc,
             &[
-                (0, &p),
-                (view(1, 13, v4), &x.buffer),
-                (view(2, 14, v4), &y.buffer),
-                (3, &t.gamma.buffer),
-                (4, &t.beta.buffer),
-                (5, &t.save_stats.buffer),
+                (binding::P, &p),
+                (view(binding::X, binding::X4, v4), &x.buffer),
+                (view(binding::Y, binding::Y4, v4), &y.buffer),
+                (binding::GAMMA, &t.gamma.buffer),
+                (binding::BETA, &t.beta.buffer),
+                (binding::SAVE_STATS, &t.save_stats.buffer),
             ],
             channels(&s),
         )?
@@ -195,13 +216,13 @@ pub fn batchnorm_forward_eval(
         &name,
         &desc,
         &[
-            (0, &p),
-            (view(1, 13, v4), &x.buffer),
-            (view(2, 14, v4), &y.buffer),
-            (3, &t.gamma.buffer),
-            (4, &t.beta.buffer),
-            (7, &t.running_mean.buffer),
-            (8, &t.running_var.buffer),
+            (binding::P, &p),
+            (view(binding::X, binding::X4, v4), &x.buffer),
+            (view(binding::Y, binding::Y4, v4), &y.buffer),
+            (binding::GAMMA, &t.gamma.buffer),
+            (binding::BETA, &t.beta.buffer),
+            (binding::RUNNING_MEAN, &t.running_mean.buffer),
+            (binding::RUNNING_VAR, &t.running_var.buffer),
         ],
         channels(&s),
     )
@@ -235,12 +256,12 @@ pub fn batchnorm_backward(
             &name,
             &desc,
             &[
-                (0, &p),
-                (view(1, 13, v4), &x.buffer),
-                (5, &t.save_stats.buffer),
-                (view(9, 15, v4), &dy.buffer),
-                (11, &dgamma.buffer),
-                (12, &dbeta.buffer),
+                (binding::P, &p),
+                (view(binding::X, binding::X4, v4), &x.buffer),
+                (binding::SAVE_STATS, &t.save_stats.buffer),
+                (view(binding::DY, binding::DY4, v4), &dy.buffer),
+                (binding::DGAMMA, &dgamma.buffer),
+                (binding::DBETA, &dbeta.buffer),
             ],
             channels(&s),
         )?
@@ -252,14 +273,14 @@ pub fn batchnorm_backward(
             &name,
             &desc,
             &[
-                (0, &p),
-                (view(1, 13, v4), &x.buffer),
-                (3, &t.gamma.buffer),
-                (5, &t.save_stats.buffer),
-                (view(9, 15, v4), &dy.buffer),
-                (view(10, 16, v4), &dx.buffer),
-                (11, &dgamma.buffer),
-                (12, &dbeta.buffer),
+                (binding::P, &p),
+                (view(binding::X, binding::X4, v4), &x.buffer),
+                (binding::GAMMA, &t.gamma.buffer),
+                (binding::SAVE_STATS, &t.save_stats.buffer),
+                (view(binding::DY, binding::DY4, v4), &dy.buffer),
+                (view(binding::DX, binding::DX4, v4), &dx.buffer),
+                (binding::DGAMMA, &dgamma.buffer),
+                (binding::DBETA, &dbeta.buffer),
             ],
             channels(&s),
         )?

@@ -6,6 +6,18 @@ use crate::gpu::{Dispatch, Gpu, GpuError, Result, Tensor, DATA};
 use crate::kernels::dropout::hash;
 use bytemuck::{Pod, Zeroable};
 
+/// Binding numbers of data.wgsl, named as the WGSL names them.
+#[allow(dead_code)]
+mod binding {
+    pub const P: u32 = 0;
+    pub const IMAGES: u32 = 1;
+    pub const LABELS: u32 = 2;
+    pub const INDICES: u32 = 3;
+    pub const COUNTER: u32 = 4;
+    pub const OUT_X: u32 = 5;
+    pub const OUT_LABELS: u32 = 6;
+}
+
 pub const PIXELS: usize = 784;
 const SIDE: usize = 28;
 
@@ -89,13 +101,13 @@ pub fn gather_batch(
         "gather_batch",
         &desc,
         &[
-            (0, &p),
-            (1, &images.buffer),
-            (2, &labels.buffer),
-            (3, &indices.buffer),
-            (4, &counter.buffer),
-            (5, &out_x.buffer),
-            (6, &out_labels.buffer),
+            (binding::P, &p),
+            (binding::IMAGES, &images.buffer),
+            (binding::LABELS, &labels.buffer),
+            (binding::INDICES, &indices.buffer),
+            (binding::COUNTER, &counter.buffer),
+            (binding::OUT_X, &out_x.buffer),
+            (binding::OUT_LABELS, &out_labels.buffer),
         ],
         gpu.caps.grid(cfg.batch * PIXELS, 256),
     )

@@ -6,6 +6,17 @@ use super::{check_len, dim};
 use crate::gpu::{Dispatch, Gpu, GpuError, Result, Tensor, DROPOUT};
 use bytemuck::{Pod, Zeroable};
 
+/// Binding numbers of dropout.wgsl, named as the WGSL names them.
+#[allow(dead_code)]
+mod binding {
+    pub const P: u32 = 0;
+    pub const X: u32 = 1;
+    pub const Y: u32 = 2;
+    pub const COUNTER: u32 = 3;
+    pub const DY: u32 = 4;
+    pub const DX: u32 = 5;
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 struct Params {
@@ -74,10 +85,10 @@ pub fn dropout_forward(
         "dropout_forward",
         &desc,
         &[
-            (0, &p),
-            (1, &x.buffer),
-            (2, &y.buffer),
-            (3, &counter.buffer),
+            (binding::P, &p),
+            (binding::X, &x.buffer),
+            (binding::Y, &y.buffer),
+            (binding::COUNTER, &counter.buffer),
         ],
         gpu.caps.grid(cfg.n.div_ceil(4), WG),
     )
@@ -101,10 +112,10 @@ pub fn dropout_backward(
         "dropout_backward",
         &desc,
         &[
-            (0, &p),
-            (3, &counter.buffer),
-            (4, &dy.buffer),
-            (5, &dx.buffer),
+            (binding::P, &p),
+            (binding::COUNTER, &counter.buffer),
+            (binding::DY, &dy.buffer),
+            (binding::DX, &dx.buffer),
         ],
         gpu.caps.grid(cfg.n.div_ceil(4), WG),
     )

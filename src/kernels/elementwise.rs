@@ -4,6 +4,16 @@ use super::{check_len, dim};
 use crate::gpu::{Dispatch, Gpu, Result, Tensor, ELEMENTWISE};
 use bytemuck::{Pod, Zeroable};
 
+/// Binding numbers of elementwise.wgsl, named as the WGSL names them.
+#[allow(dead_code)]
+mod binding {
+    pub const P: u32 = 0;
+    pub const X: u32 = 1;
+    pub const Y: u32 = 2;
+    pub const DY: u32 = 3;
+    pub const DX: u32 = 4;
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct Params {
@@ -29,7 +39,11 @@ pub fn relu_forward(gpu: &Gpu, x: &Tensor, y: &Tensor, n: usize) -> Result<Dispa
         &ELEMENTWISE,
         "relu_forward",
         &shape,
-        &[(0, &params), (1, &x.buffer), (2, &y.buffer)],
+        &[
+            (binding::P, &params),
+            (binding::X, &x.buffer),
+            (binding::Y, &y.buffer),
+        ],
         gpu.caps.grid(n.div_ceil(4), WG),
     )
     .map(|d| d.with_cost(n as f64, 8.0 * n as f64))
@@ -59,10 +73,10 @@ pub fn relu_backward(
         "relu_backward",
         &shape,
         &[
-            (0, &params),
-            (1, &x.buffer),
-            (3, &dy.buffer),
-            (4, &dx.buffer),
+            (binding::P, &params),
+            (binding::X, &x.buffer),
+            (binding::DY, &dy.buffer),
+            (binding::DX, &dx.buffer),
         ],
         gpu.caps.grid(n.div_ceil(4), WG),
     )

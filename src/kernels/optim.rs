@@ -7,6 +7,18 @@ use super::{check_len, dim};
 use crate::gpu::{Dispatch, Gpu, GpuError, Result, Tensor, OPTIM};
 use bytemuck::{Pod, Zeroable};
 
+/// Binding numbers of optim.wgsl, named as the WGSL names them.
+#[allow(dead_code)]
+mod binding {
+    pub const P: u32 = 0;
+    pub const W: u32 = 1;
+    pub const GRAD: u32 = 2;
+    pub const M1: u32 = 3;
+    pub const M2: u32 = 4;
+    pub const COUNTER: u32 = 5;
+    pub const LR: u32 = 6;
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 struct Params {
@@ -100,12 +112,12 @@ pub fn sgd_step(
         "sgd_step",
         &desc,
         &[
-            (0, &p),
-            (1, &w.buffer),
-            (2, &grad.buffer),
-            (3, &velocity.buffer),
-            (5, &counter.buffer),
-            (6, &lr.buffer),
+            (binding::P, &p),
+            (binding::W, &w.buffer),
+            (binding::GRAD, &grad.buffer),
+            (binding::M1, &velocity.buffer),
+            (binding::COUNTER, &counter.buffer),
+            (binding::LR, &lr.buffer),
         ],
         gpu.caps.grid(n.div_ceil(4), WG),
     )
@@ -149,13 +161,13 @@ pub fn adam_step(
         "adam_step",
         &desc,
         &[
-            (0, &p),
-            (1, &w.buffer),
-            (2, &grad.buffer),
-            (3, &m.buffer),
-            (4, &v.buffer),
-            (5, &counter.buffer),
-            (6, &lr.buffer),
+            (binding::P, &p),
+            (binding::W, &w.buffer),
+            (binding::GRAD, &grad.buffer),
+            (binding::M1, &m.buffer),
+            (binding::M2, &v.buffer),
+            (binding::COUNTER, &counter.buffer),
+            (binding::LR, &lr.buffer),
         ],
         gpu.caps.grid(n.div_ceil(4), WG),
     )
@@ -169,7 +181,7 @@ pub fn step_advance(gpu: &Gpu, counter: &Tensor) -> Result<Dispatch> {
         &OPTIM,
         "step_advance",
         "counter",
-        &[(5, &counter.buffer)],
+        &[(binding::COUNTER, &counter.buffer)],
         [1, 1, 1],
     )
 }

@@ -7,6 +7,25 @@ use super::{check_len, dim};
 use crate::gpu::{Dispatch, Gpu, GpuError, Result, Tensor, POOL};
 use bytemuck::{Pod, Zeroable};
 
+/// Binding numbers of pool.wgsl, named as the WGSL names them.
+#[allow(dead_code)]
+mod binding {
+    pub const P: u32 = 0;
+    pub const X: u32 = 1;
+    pub const Y: u32 = 2;
+    pub const ARGMAX: u32 = 3;
+    pub const DY: u32 = 4;
+    pub const DX1: u32 = 6;
+    pub const COUNTER: u32 = 8;
+    pub const GAMMA: u32 = 9;
+    pub const BETA: u32 = 10;
+    pub const STAT_A: u32 = 11;
+    pub const STAT_B: u32 = 12;
+    pub const SAVE_STATS: u32 = 13;
+    pub const DGAMMA: u32 = 14;
+    pub const DBETA: u32 = 15;
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 struct Params {
@@ -185,15 +204,15 @@ pub fn maxpool_forward(
         "maxpool_forward",
         &desc,
         &[
-            (0, &p),
-            (1, &x.buffer),
-            (2, &y.buffer),
-            (3, &argmax.buffer),
-            (8, &counter.buffer),
-            (9, &gamma.buffer),
-            (10, &beta.buffer),
-            (11, &stat_a.buffer),
-            (12, &stat_b.buffer),
+            (binding::P, &p),
+            (binding::X, &x.buffer),
+            (binding::Y, &y.buffer),
+            (binding::ARGMAX, &argmax.buffer),
+            (binding::COUNTER, &counter.buffer),
+            (binding::GAMMA, &gamma.buffer),
+            (binding::BETA, &beta.buffer),
+            (binding::STAT_A, &stat_a.buffer),
+            (binding::STAT_B, &stat_b.buffer),
         ],
         gpu.caps.grid(s.rows(), WG),
     )
@@ -229,10 +248,10 @@ pub fn maxpool_backward(
         entry,
         &desc,
         &[
-            (0, &p),
-            (3, &argmax.buffer),
-            (4, &dy.buffer),
-            (6, &dx.buffer),
+            (binding::P, &p),
+            (binding::ARGMAX, &argmax.buffer),
+            (binding::DY, &dy.buffer),
+            (binding::DX1, &dx.buffer),
         ],
         gpu.caps.grid(threads, WG),
     )
@@ -280,13 +299,13 @@ pub fn maxpool_backward_batchnorm(
             "maxpool_backward_batchnorm_reduce",
             &desc,
             &[
-                (0, &p),
-                (1, &x.buffer),
-                (3, &argmax.buffer),
-                (4, &dy.buffer),
-                (13, &t.save_stats.buffer),
-                (14, &dgamma.buffer),
-                (15, &dbeta.buffer),
+                (binding::P, &p),
+                (binding::X, &x.buffer),
+                (binding::ARGMAX, &argmax.buffer),
+                (binding::DY, &dy.buffer),
+                (binding::SAVE_STATS, &t.save_stats.buffer),
+                (binding::DGAMMA, &dgamma.buffer),
+                (binding::DBETA, &dbeta.buffer),
             ],
             [s.c as u32, 1, 1],
         )?
@@ -297,15 +316,15 @@ pub fn maxpool_backward_batchnorm(
             "maxpool_backward_batchnorm",
             &desc,
             &[
-                (0, &p),
-                (1, &x.buffer),
-                (3, &argmax.buffer),
-                (4, &dy.buffer),
-                (6, &dx.buffer),
-                (9, &t.gamma.buffer),
-                (13, &t.save_stats.buffer),
-                (14, &dgamma.buffer),
-                (15, &dbeta.buffer),
+                (binding::P, &p),
+                (binding::X, &x.buffer),
+                (binding::ARGMAX, &argmax.buffer),
+                (binding::DY, &dy.buffer),
+                (binding::DX1, &dx.buffer),
+                (binding::GAMMA, &t.gamma.buffer),
+                (binding::SAVE_STATS, &t.save_stats.buffer),
+                (binding::DGAMMA, &dgamma.buffer),
+                (binding::DBETA, &dbeta.buffer),
             ],
             gpu.caps.grid(s.rows(), WG),
         )?

@@ -5,6 +5,17 @@ use super::{check_len, dim};
 use crate::gpu::{Dispatch, Gpu, GpuError, Result, Tensor, SOFTMAX_XENT};
 use bytemuck::{Pod, Zeroable};
 
+/// Binding numbers of softmax_xent.wgsl, named as the WGSL names them.
+#[allow(dead_code)]
+mod binding {
+    pub const P: u32 = 0;
+    pub const LOGITS: u32 = 1;
+    pub const LABELS: u32 = 2;
+    pub const METRICS: u32 = 3;
+    pub const DLOGITS: u32 = 4;
+    pub const CONFUSION: u32 = 5;
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 struct Params {
@@ -71,10 +82,10 @@ pub fn softmax_xent_forward(
         "softmax_xent_forward",
         &desc,
         &[
-            (0, &p),
-            (1, &logits.buffer),
-            (2, &labels.buffer),
-            (3, &metrics_buf.buffer),
+            (binding::P, &p),
+            (binding::LOGITS, &logits.buffer),
+            (binding::LABELS, &labels.buffer),
+            (binding::METRICS, &metrics_buf.buffer),
         ],
         [1, 1, 1],
     )
@@ -98,10 +109,10 @@ pub fn softmax_xent_backward(
         "softmax_xent_backward",
         &desc,
         &[
-            (0, &p),
-            (1, &logits.buffer),
-            (2, &labels.buffer),
-            (4, &dlogits.buffer),
+            (binding::P, &p),
+            (binding::LOGITS, &logits.buffer),
+            (binding::LABELS, &labels.buffer),
+            (binding::DLOGITS, &dlogits.buffer),
         ],
         [s.batch.div_ceil(64) as u32, 1, 1],
     )
@@ -130,10 +141,10 @@ pub fn confusion_accumulate(
         "confusion_accumulate",
         &desc,
         &[
-            (0, &p),
-            (1, &logits.buffer),
-            (2, &labels.buffer),
-            (5, &confusion.buffer),
+            (binding::P, &p),
+            (binding::LOGITS, &logits.buffer),
+            (binding::LABELS, &labels.buffer),
+            (binding::CONFUSION, &confusion.buffer),
         ],
         [s.batch.div_ceil(64) as u32, 1, 1],
     )

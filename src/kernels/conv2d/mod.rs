@@ -20,6 +20,27 @@ use bytemuck::{Pod, Zeroable};
 pub use reference::{conv2d_backward_reference, conv2d_forward_reference};
 pub use select::{conv2d::Pass, Variant};
 
+/// Binding numbers of conv2d.wgsl, conv2d_subgroup.wgsl, conv2d_tiled.wgsl, named as the WGSL names them.
+#[allow(dead_code)]
+mod binding {
+    pub const P: u32 = 0;
+    pub const X: u32 = 1;
+    pub const WT: u32 = 2;
+    pub const BIAS: u32 = 3;
+    pub const Y: u32 = 4;
+    pub const DY: u32 = 5;
+    pub const DX: u32 = 6;
+    pub const DW: u32 = 7;
+    pub const DB: u32 = 8;
+    pub const DY4: u32 = 9;
+    pub const Q: u32 = 20;
+    pub const PACKED: u32 = 21;
+    pub const PACKED_OUT: u32 = 22;
+    pub const SRC: u32 = 23;
+    pub const DST: u32 = 24;
+    pub const PARTIALS: u32 = 25;
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 struct Params {
@@ -194,7 +215,11 @@ fn conv3x3(
         &CONV2D,
         "conv2d_pack_weights",
         desc,
-        &[(20, &qb), (2, &w.buffer), (22, &packed.buffer)],
+        &[
+            (binding::Q, &qb),
+            (binding::WT, &w.buffer),
+            (binding::PACKED_OUT, &packed.buffer),
+        ],
         gpu.caps.grid((q.ic * 9 * q.oc_pad) as usize, WG),
     )?;
     let flops = 2.0 * (q.n * q.oc * q.oh * q.ow) as f64 * (q.ic * 9) as f64;
@@ -220,11 +245,11 @@ fn conv3x3(
             entry,
             desc,
             &[
-                (20, &qb),
-                (21, &packed.buffer),
-                (23, &src.buffer),
-                (24, &dst.buffer),
-                (3, &bias.buffer),
+                (binding::Q, &qb),
+                (binding::PACKED, &packed.buffer),
+                (binding::SRC, &src.buffer),
+                (binding::DST, &dst.buffer),
+                (binding::BIAS, &bias.buffer),
             ],
             groups,
         )?
@@ -288,11 +313,11 @@ pub fn conv2d_forward_with(
     };
     let p = gpu.uniform("conv2d params", &p);
     let binds = [
-        (0, &p),
-        (1, &x.buffer),
-        (2, &w.buffer),
-        (3, &b.buffer),
-        (4, &y.buffer),
+        (binding::P, &p),
+        (binding::X, &x.buffer),
+        (binding::WT, &w.buffer),
+        (binding::BIAS, &b.buffer),
+        (binding::Y, &y.buffer),
     ];
     Ok(vec![gpu
         .dispatch(shader(v), entry, &desc, &binds, groups)?
@@ -354,7 +379,12 @@ pub fn conv2d_backward_input_with(
         }
     };
     let p = gpu.uniform("conv2d params", &p);
-    let binds = [(0, &p), (2, &w.buffer), (5, &dy.buffer), (6, &dx.buffer)];
+    let binds = [
+        (binding::P, &p),
+        (binding::WT, &w.buffer),
+        (binding::DY, &dy.buffer),
+        (binding::DX, &dx.buffer),
+    ];
     Ok(vec![gpu
         .dispatch(shader(v), entry, &desc, &binds, groups)?
         .with_cost(s.flops(), s.bytes())])
@@ -388,7 +418,12 @@ pub fn conv2d_backward_weight_with(
     let pb = gpu.uniform("conv2d params", &p);
     if v == Variant::Generic {
         let threads = s.co.div_ceil(BLOCK) * s.ci * s.kh * s.kw;
-        let binds = [(0, &pb), (1, &x.buffer), (5, &dy.buffer), (7, &dw.buffer)];
+        let binds = [
+            (binding::P, &pb),
+            (binding::X, &x.buffer),
+            (binding::DY, &dy.buffer),
+            (binding::DW, &dw.buffer),
+        ];
         return Ok(vec![gpu
             .dispatch(
                 &CONV2D,
@@ -437,30 +472,30 @@ pub fn conv2d_backward_weight_with(
         Variant::Subgroup => (
             &CONV2D_SUBGROUP,
             "conv2d_backward_weight_3x3_subgroup",
-            23,
+            binding::SRC,
             gpu.caps.grid(chunks * units, 8),
         ),
         Variant::Tiled => (
             &CONV2D_TILED,
             "conv2d_backward_weight_tiled",
-            1,
+            binding::X,
             [tiled[0], tiled[1], chunks as u32],
         ),
         _ => (
             &CONV2D,
             "conv2d_backward_weight_3x3",
-            1,
+            binding::X,
             gpu.caps.grid(chunks * units, WG),
         ),
     };
     let mut binds = vec![
-        (20, &qb),
+        (binding::Q, &qb),
         (x_binding, &x.buffer),
-        (5, &dy.buffer),
-        (25, &partials.buffer),
+        (binding::DY, &dy.buffer),
+        (binding::PARTIALS, &partials.buffer),
     ];
     if v != Variant::Subgroup {
-        binds.push((0, &pb)); // the subgroup kernel reads its shape from q alone
+        binds.push((binding::P, &pb)); // the subgroup kernel reads its shape from q alone
     }
     let sums = gpu
         .dispatch(shader, entry, &desc, &binds, groups)?
@@ -469,7 +504,12 @@ pub fn conv2d_backward_weight_with(
         &CONV2D,
         "conv2d_reduce_partials",
         &desc,
-        &[(0, &pb), (20, &qb), (25, &partials.buffer), (7, &dw.buffer)],
+        &[
+            (binding::P, &pb),
+            (binding::Q, &qb),
+            (binding::PARTIALS, &partials.buffer),
+            (binding::DW, &dw.buffer),
+        ],
         gpu.caps.grid(s.weight_len(), WG),
     )?;
     Ok(vec![sums, reduce])
@@ -505,15 +545,19 @@ pub fn conv2d_backward_bias(
     let p = gpu.uniform("conv2d params", &p);
     // Planes of whole vec4s read dy as vec4s.
     let (entry, dy_binding) = if select::conv2d::bias_vec4(&gpu.caps, &s) {
-        ("conv2d_backward_bias4", 9)
+        ("conv2d_backward_bias4", binding::DY4)
     } else {
-        ("conv2d_backward_bias", 5)
+        ("conv2d_backward_bias", binding::DY)
     };
     gpu.dispatch(
         &CONV2D,
         entry,
         &desc,
-        &[(0, &p), (dy_binding, &dy.buffer), (8, &db.buffer)],
+        &[
+            (binding::P, &p),
+            (dy_binding, &dy.buffer),
+            (binding::DB, &db.buffer),
+        ],
         [s.co as u32, 1, 1],
     )
     .map(|d| d.with_cost(s.output_len() as f64, 4.0 * s.output_len() as f64))
