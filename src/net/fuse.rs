@@ -148,7 +148,14 @@ pub fn steps(spec: &ModelSpec, mode: Mode) -> Vec<Step> {
                                 fused.post_dropout = d;
                             }
                         }
-                        _ => {}
+                        // Evaluating, dropout is the identity.
+                        Layer::Dropout { .. } => {}
+                        Layer::Conv { .. }
+                        | Layer::Linear { .. }
+                        | Layer::MaxPool { .. }
+                        | Layer::Flatten => {
+                            unreachable!("absorbed_by_pool takes only batch norm, ReLU, dropout")
+                        }
                     }
                 }
                 let first = absorbed.clone().next().map_or(i, |j| j.min(i));
