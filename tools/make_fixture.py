@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
-"""Writes tests/fixtures/step.bin: one SGD training step of `regcnn` and `vgg` in PyTorch.
+"""Writes tests/fixtures/step.bin: one SGD training step of `regcnn` and `vgg` in PyTorch;
+and tests/fixtures/multistep.bin: MULTI_STEPS SGD steps of a small conv/BN/pool network over
+different batches (the loss of every step and the parameters after the last), so a bug that
+only shows over many steps (optimizer state, running statistics, the step counter) is seen.
 
 For each model, on a fixed batch of 8 images with fixed weights and dropout off (p = 0), the
 file holds the input batch, the logits, the mean cross-entropy loss, every parameter gradient,
@@ -11,6 +14,9 @@ The initial weights are not stored: both sides compute them from an integer hash
 (`fixed_weights` here, `fixed_weights` in tests/fixture.rs), exactly, in float64 then float32.
 Tensors over 50,000 elements (vgg's first linear layer, its larger convolutions) are stored
 as every k-th element (k = ceil(n / 20000)), named "...@k", to keep the file near 1 MB.
+
+The multi-step batches are not stored either: pixels and labels come from the same hash
+(`multistep_batch` here and in tests/fixture.rs).
 
 Run: python3 -m venv /tmp/t && /tmp/t/bin/pip install torch numpy && /tmp/t/bin/python tools/make_fixture.py
 
@@ -92,6 +98,52 @@ def fixed_weights(model):
                 layer.bias.copy_(torch.from_numpy((0.1 * (2 * u - 1)).astype(np.float32)))
 
 
+MULTI_SPEC = ("conv(8,3) bn relu maxpool(2) conv(16,3) bn relu maxpool(2) flatten linear(32) relu "
+              "linear(10)")
+MULTI_STEPS, MULTI_BATCH, MULTI_LR = 24, 16, 0.02
+
+
+def multistep_batch(step):
+    """Step `step`'s inputs (normalised as the trainer does) and labels, from the hash."""
+    u = fixed_values(MULTI_BATCH * 784, 1000 + step)
+    pixels = torch.from_numpy((u * u * 255).astype(np.float32)).reshape(MULTI_BATCH, 1, 28, 28)
+    labels = torch.from_numpy((fixed_values(MULTI_BATCH, 5000 + step) * 10).astype(np.int64))
+    return (pixels / 255 - 0.5) / 0.5, labels
+
+
+def write(out_path, tensors):
+    with open(out_path, "wb") as f:
+        f.write(b"WFMNFIX1")
+        f.write(struct.pack("<II", 1, len(tensors)))
+        for name, arr in tensors:
+            b = name.encode()
+            f.write(struct.pack("<I", len(b)) + b)
+            f.write(struct.pack("<I", arr.ndim) + struct.pack(f"<{arr.ndim}I", *arr.shape))
+            f.write(arr.astype("<f4").tobytes())
+    print(f"wrote {out_path}: {len(tensors)} tensors, torch {torch.__version__}")
+
+
+def multistep(out_path):
+    model = build(MULTI_SPEC)
+    fixed_weights(model)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=MULTI_LR, momentum=MOMENTUM,
+                          weight_decay=WEIGHT_DECAY)
+    losses = []
+    for step in range(MULTI_STEPS):
+        x, labels = multistep_batch(step)
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), labels)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    tensors = [("losses", np.array(losses, dtype=np.float32))]
+    for k, v in model.state_dict().items():
+        if not k.endswith("num_batches_tracked"):
+            tensors.append((f"after.{k}", v.detach().numpy().astype(np.float32)))
+    write(out_path, tensors)
+
+
 def main(out_path):
     tensors = []
 
@@ -130,16 +182,10 @@ def main(out_path):
             if not k.endswith("num_batches_tracked"):
                 add(f"{model_name}.after.{k}", v)
 
-    with open(out_path, "wb") as f:
-        f.write(b"WFMNFIX1")
-        f.write(struct.pack("<II", 1, len(tensors)))
-        for name, arr in tensors:
-            b = name.encode()
-            f.write(struct.pack("<I", len(b)) + b)
-            f.write(struct.pack("<I", arr.ndim) + struct.pack(f"<{arr.ndim}I", *arr.shape))
-            f.write(arr.astype("<f4").tobytes())
-    print(f"wrote {out_path}: {len(tensors)} tensors, torch {torch.__version__}")
+    write(out_path, tensors)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else str(Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "step.bin"))
+    fixtures = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
+    main(sys.argv[1] if len(sys.argv) > 1 else str(fixtures / "step.bin"))
+    multistep(sys.argv[2] if len(sys.argv) > 2 else str(fixtures / "multistep.bin"))

@@ -1,0 +1,207 @@
+#!/usr/bin/env python3
+"""Training parity with PyTorch: the same preset, recipe and data, several seeds on each side.
+
+For each seed, both sides train the preset from a fresh initialisation for STEPS steps on
+Fashion-MNIST (the first STEPS * batch + VAL training images; VAL of them held out at random)
+and report the running loss and accuracy over those steps, then the accuracy on the held-out
+images. wgpu-fmnist runs through its CLI (`train --epochs 1 --limit-train ...`, so its one
+epoch is exactly STEPS steps), PyTorch (CPU) with the identical layer list, init distribution
+(PyTorch's defaults, which wgpu-fmnist reproduces), input normalisation and optimizer
+settings, all read back from the run's resolved config.toml. Then each side's mean and spread.
+
+Not needed by CI. Run:
+    pip install torch==2.15.0 safetensors
+    cargo build --release
+    python3 tools/parity.py --model vgg --steps 300 --seeds 5
+
+A side whose mean lies outside the other's mean +- 2 standard errors of the difference is
+flagged; with few seeds treat that as a reason to look, not a verdict.
+"""
+import argparse
+import gzip
+import json
+import math
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def read_idx(path):
+    with gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb") as f:
+        data = f.read()
+    dims = data[3]
+    shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims)]
+    return torch.frombuffer(bytearray(data[4 + 4 * dims:]), dtype=torch.uint8).reshape(shape)
+
+
+def load_train(data_dir):
+    d = Path(data_dir)
+    pick = lambda stem: next(p for p in (d / stem, d / (stem + ".gz")) if p.exists())
+    return read_idx(pick("train-images-idx3-ubyte")), read_idx(pick("train-labels-idx1-ubyte"))
+
+
+def build(spec):
+    """nn.Sequential for a wgpu-fmnist layer spec (the canonical text in config.toml)."""
+    layers, c, h, w, flat = [], 1, 28, 28, None
+    for tok in spec.split():
+        name, _, args = tok.partition("(")
+        a = [float(x) for x in args.rstrip(")").split(",")] if args else []
+        if name == "conv":
+            out, k = int(a[0]), int(a[1])
+            stride = int(a[2]) if len(a) > 2 else 1
+            pad = int(a[3]) if len(a) > 3 else 0
+            layers.append(nn.Conv2d(c, out, k, stride, pad))
+            c, h, w = out, (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+        elif name == "bn":
+            layers.append(nn.BatchNorm1d(flat) if flat else nn.BatchNorm2d(c))
+        elif name == "relu":
+            layers.append(nn.ReLU())
+        elif name == "maxpool":
+            k = int(a[0])
+            s = int(a[1]) if len(a) > 1 else k
+            layers.append(nn.MaxPool2d(k, s))
+            h, w = (h - k) // s + 1, (w - k) // s + 1
+        elif name == "dropout":
+            layers.append(nn.Dropout(a[0]))
+        elif name == "flatten":
+            layers.append(nn.Flatten())
+            flat = c * h * w
+        elif name == "linear":
+            layers.append(nn.Linear(flat, int(a[0])))
+            flat = int(a[0])
+        else:
+            raise SystemExit(f"unknown layer {tok}")
+    return nn.Sequential(*layers)
+
+
+def optimizer(cfg, params):
+    kind = cfg["optimizer"]
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"],
+                               weight_decay=cfg["weight_decay"], nesterov=cfg["nesterov"])
+    cls = torch.optim.AdamW if kind == "adamw" else torch.optim.Adam
+    return cls(params, lr=cfg["lr"], betas=(cfg["beta1"], cfg["beta2"]), eps=cfg["eps"],
+               weight_decay=cfg["weight_decay"])
+
+
+def torch_run(cfg, images, labels, steps, val, seed):
+    torch.manual_seed(seed)
+    batch = cfg["batch_size"]
+    n = steps * batch + val
+    x = (images[:n].float() / 255.0 - cfg["input_mean"]) / cfg["input_std"]
+    x, y = x.unsqueeze(1), labels[:n].long()
+    order = torch.randperm(n)
+    held, train = order[:val], order[val:]
+    model = build(cfg["spec"])
+    opt = optimizer(cfg, model.parameters())
+    train = train[torch.randperm(len(train))]
+    loss_sum = correct = seen = 0.0
+    model.train()
+    for s in range(steps):
+        idx = train[s * batch:(s + 1) * batch]
+        out = model(x[idx])
+        loss = F.cross_entropy(out, y[idx])
+        opt.zero_grad()
+        loss.backward()
+        if cfg["l1"] > 0:
+            for p in model.parameters():
+                p.grad.add_(torch.sign(p.data), alpha=cfg["l1"])
+        opt.step()
+        loss_sum += loss.item() * len(idx)
+        correct += (out.argmax(1) == y[idx]).sum().item()
+        seen += len(idx)
+    model.eval()
+    with torch.no_grad():
+        hits = sum((model(x[held[i:i + 500]]).argmax(1) == y[held[i:i + 500]]).sum().item()
+                   for i in range(0, val, 500))
+    return loss_sum / seen, correct / seen, hits / val
+
+
+def ours_run(binary, model, steps, val, seed, data, extra, workdir):
+    cfg = resolved_config(binary, model, extra, workdir)
+    n = steps * cfg["batch_size"] + val
+    name = f"seed{seed}"
+    cmd = [binary, "train", "--model", model, "--epochs", "1", "--seed", str(seed),
+           "--limit-train", str(n), "--val", str(val), "--limit-test", "500", "--json",
+           "--out", str(workdir), "--name", name, "--data", str(data), *extra]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stderr}")
+    epoch = next(json.loads(l) for l in r.stdout.splitlines() if '"kind":"epoch"' in l)
+    return epoch["train_loss"], epoch["train_accuracy"], epoch["val_accuracy"]
+
+
+def resolved_config(binary, model, extra, workdir):
+    """The recipe as wgpu-fmnist resolves it: a 1-image run writes its config.toml."""
+    probe = Path(workdir) / "probe"
+    if not (probe / "config.toml").exists():
+        subprocess.run([binary, "train", "--model", model, "--epochs", "1", "--limit-train",
+                        "64", "--val", "0", "--limit-test", "10", "--quiet", "--out",
+                        str(workdir), "--name", "probe", *extra], check=True)
+    return tomllib.loads((probe / "config.toml").read_text())
+
+
+def summary(rows):
+    cols = list(zip(*rows))
+    return [(statistics.mean(c), statistics.stdev(c) if len(c) > 1 else 0.0) for c in cols]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--seeds", type=int, default=5, help="seeds per side (0..N-1)")
+    ap.add_argument("--val", type=int, default=2000)
+    ap.add_argument("--binary", default=str(ROOT / "target/release/wgpu-fmnist"))
+    ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("extra", nargs="*", help="more train flags for both sides (after --)")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    images, labels = load_train(a.data)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = resolved_config(a.binary, a.model, a.extra, tmp)
+        print(f"{a.model}: {cfg['spec']}")
+        print(f"{cfg['optimizer']} lr {cfg['lr']} momentum {cfg['momentum']} weight decay "
+              f"{cfg['weight_decay']} batch {cfg['batch_size']}; {a.steps} steps, "
+              f"{a.val} held out, seeds 0..{a.seeds - 1}\n")
+        print(f"{'seed':>4}  {'ours loss':>9} {'acc':>6} {'val':>6}  {'torch loss':>10} "
+              f"{'acc':>6} {'val':>6}  {'s ours':>6} {'s torch':>7}")
+        ours, theirs = [], []
+        for seed in range(a.seeds):
+            t0 = time.time()
+            o = ours_run(a.binary, a.model, a.steps, a.val, seed, a.data, a.extra, tmp)
+            t1 = time.time()
+            t = torch_run(cfg, images, labels, a.steps, a.val, seed)
+            t2 = time.time()
+            ours.append(o)
+            theirs.append(t)
+            print(f"{seed:>4}  {o[0]:>9.4f} {o[1] * 100:>5.1f}% {o[2] * 100:>5.1f}%  "
+                  f"{t[0]:>10.4f} {t[1] * 100:>5.1f}% {t[2] * 100:>5.1f}%  "
+                  f"{t1 - t0:>6.0f} {t2 - t1:>7.0f}", flush=True)
+        so, st = summary(ours), summary(theirs)
+        print()
+        for label, s in (("ours", so), ("torch", st)):
+            print(f"{label:>5} mean +- sd: loss {s[0][0]:.4f} +- {s[0][1]:.4f}, "
+                  f"acc {s[1][0] * 100:.2f} +- {s[1][1] * 100:.2f} %, "
+                  f"val {s[2][0] * 100:.2f} +- {s[2][1] * 100:.2f} %")
+        n = a.seeds
+        for i, what in enumerate(("running loss", "running accuracy", "val accuracy")):
+            se = math.sqrt((so[i][1] ** 2 + st[i][1] ** 2) / n) if n > 1 else float("inf")
+            diff = so[i][0] - st[i][0]
+            flag = "ok" if abs(diff) <= 2 * se else "DIFFERS"
+            print(f"{what:>16}: ours - torch = {diff:+.4f} (2 s.e. {2 * se:.4f}) {flag}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
