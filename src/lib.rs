@@ -3,6 +3,25 @@
 //! `gpu` owns the device and buffers, `kernels` holds one module per WGSL kernel family with
 //! its CPU reference beside the dispatch wrapper.
 
+/// `println!` that never panics: a closed pipe (`| head`, a dropped ssh session) must not
+/// stop a training run; the output is lost, the work is not.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that never panics (see `outln!`).
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod bench;
 pub mod checkpoint;
 pub mod data;

@@ -219,7 +219,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            wgpu_fmnist::errln!("error: {err:#}");
             ExitCode::from(exit_code(&err))
         }
     }

@@ -338,3 +338,53 @@ fn cli_reports_bad_flags_and_data_clearly() {
         .unwrap();
     assert!(r.status.success() && String::from_utf8_lossy(&r.stdout).contains("128x7x7"));
 }
+
+#[test]
+fn a_closed_output_pipe_does_not_stop_training() {
+    // `train --json | head -1`: the reader goes away after the first line; training must
+    // finish, save its checkpoints and the summary, and exit 0.
+    let Some(data) = real_data() else { return };
+    let out = out_dir("pipe");
+    let mut child = Command::new(binary())
+        .args([
+            "train",
+            "--model",
+            "mlp",
+            "--epochs",
+            "3",
+            "--limit-train",
+            "1500",
+        ])
+        .args([
+            "--val",
+            "200",
+            "--limit-test",
+            "200",
+            "--json",
+            "--name",
+            "p",
+        ])
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains("\"kind\":\"epoch\""), "{first}");
+    drop(lines); // closes the pipe: later writes fail with EPIPE
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status after the reader went away"
+    );
+    let log = std::fs::read_to_string(out.join("p/metrics.jsonl")).unwrap();
+    assert!(log.lines().last().unwrap().contains("\"kind\":\"summary\""));
+    let c = wgpu_fmnist::checkpoint::load(&out.join("p/last.safetensors"), None).unwrap();
+    assert_eq!(c.meta.epoch, 3);
+}

@@ -194,7 +194,7 @@ fn get(url: &str, dest: &Path, quiet: bool) -> Result<Option<String>, DataError>
             .unwrap_or_default(),
     );
     if !quiet && bar.is_hidden() {
-        eprintln!("downloading {url}");
+        crate::errln!("downloading {url}");
     }
     let mut body = Vec::new();
     if chunked {

@@ -110,7 +110,7 @@ impl Reporter for ConsoleReporter {
         self.epochs = cfg.epochs;
         if self.output == Output::Human {
             let params: usize = (0..spec.layers.len()).map(|i| spec.param_count(i)).sum();
-            eprintln!(
+            crate::errln!(
                 "training {} ({} parameters): {} train / {} val / {} test images, batch {}, {} steps per epoch, {} lr {}",
                 cfg.model, params, train, val, test, cfg.batch_size, steps, cfg.optimizer, cfg.lr
             );
@@ -166,7 +166,7 @@ impl Reporter for ConsoleReporter {
                     (Some(l), Some(a)) => format!("  val loss {l:.4} acc {:.2} %", a * 100.0),
                     _ => String::new(),
                 };
-                eprintln!(
+                crate::errln!(
                     "epoch {}/{}  train loss {:.4} acc {:.2} %{val}  {:.1} s  {:.0} img/s",
                     r.epoch,
                     self.epochs,
@@ -176,7 +176,7 @@ impl Reporter for ConsoleReporter {
                     r.images_per_second
                 );
             }
-            Output::Json => println!("{v}"),
+            Output::Json => crate::outln!("{v}"),
             Output::Quiet => {}
         }
     }
@@ -184,8 +184,10 @@ impl Reporter for ConsoleReporter {
     fn message(&mut self, text: &str) {
         self.log(serde_json::json!({ "kind": "message", "text": text }));
         match self.output {
-            Output::Human => eprintln!("{text}"),
-            Output::Json => println!("{}", serde_json::json!({ "kind": "message", "text": text })),
+            Output::Human => crate::errln!("{text}"),
+            Output::Json => {
+                crate::outln!("{}", serde_json::json!({ "kind": "message", "text": text }))
+            }
             Output::Quiet => {}
         }
     }
@@ -193,7 +195,7 @@ impl Reporter for ConsoleReporter {
     fn finish(&mut self, summary: &serde_json::Value) {
         self.log(summary.clone());
         if self.output == Output::Json {
-            println!("{summary}");
+            crate::outln!("{summary}");
         }
     }
 }

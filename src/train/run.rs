@@ -123,8 +123,8 @@ impl RunSetup {
         let (dir, log) = self.create()?;
         let adapter = gpu.describe();
         if output == Output::Human {
-            eprintln!("adapter: {adapter}");
-            eprintln!(
+            crate::errln!("adapter: {adapter}");
+            crate::errln!(
                 "data: {}\nrun folder: {}",
                 data.dir.display(),
                 dir.display()
@@ -132,7 +132,7 @@ impl RunSetup {
             if let Some((_, c)) = &self.resume {
                 let m = &c.meta;
                 let (e, s, step) = (m.epoch, m.step_in_epoch, m.step);
-                eprintln!("resuming after epoch {e} (+{s} steps), step {step}");
+                crate::errln!("resuming after epoch {e} (+{s} steps), step {step}");
             }
         }
         let mut reporter = ConsoleReporter::new(output, Some(log));
@@ -170,7 +170,7 @@ pub fn interrupt_flag() -> &'static AtomicBool {
         if STOP.swap(true, Ordering::SeqCst) {
             std::process::exit(130);
         }
-        eprintln!("\ninterrupt: finishing the current step and saving last.safetensors (Ctrl-C again to quit now)");
+        crate::errln!("\ninterrupt: finishing the current step and saving last.safetensors (Ctrl-C again to quit now)");
     });
     &STOP
 }
