@@ -241,9 +241,17 @@ pub fn from_bytes(
                 .map_err(|_| mismatch(format!("metadata `{key}` = {v:?} is not a number")))
         })
     };
+    let input_mean = num("input_mean", 0.5)? as f32;
+    let input_std = num("input_std", 0.5)? as f32;
+    if !input_mean.is_finite() || !(input_std.is_finite() && input_std > 0.0) {
+        return Err(mismatch(format!(
+            "metadata input_mean = {input_mean}, input_std = {input_std}: the normalisation \
+             must be finite with a positive standard deviation"
+        )));
+    }
     let meta = Meta {
-        input_mean: num("input_mean", 0.5)? as f32,
-        input_std: num("input_std", 0.5)? as f32,
+        input_mean,
+        input_std,
         classes: md
             .get("classes")
             .map(|c| {
@@ -290,6 +298,14 @@ pub fn from_bytes(
         let (layer, field) = name.split_once('.').expect("layer.field");
         let i: usize = layer.parse().expect("index");
         let values = read_f32(&name, &shape)?;
+        // A diverged or corrupted model would evaluate to garbage (a NaN loss, NaN %).
+        if let Some(j) = values.iter().position(|v| !v.is_finite()) {
+            return Err(mismatch(format!(
+                "tensor `{name}` holds a non-finite value ({} at index {j}); the model it \
+                 came from diverged or the file is damaged",
+                values[j]
+            )));
+        }
         let p = &mut params[i];
         match field {
             "weight" => p.weight = values,

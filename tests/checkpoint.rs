@@ -65,6 +65,22 @@ fn saved_checkpoint_reloads_with_identical_weights_and_logits() {
         c.params == out.params,
         "reloaded parameters differ from the trained ones"
     );
+    // Non-finite weights or normalisation (a diverged model, a damaged file) are refused by
+    // name instead of evaluating to a NaN loss.
+    let mut bad = c.clone();
+    bad.params[0].weight[3] = f32::NAN;
+    checkpoint::save(&dir.join("nan.safetensors"), &bad).unwrap();
+    let err = checkpoint::load(&dir.join("nan.safetensors"), None).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("`0.weight` holds a non-finite value"),
+        "{err}"
+    );
+    let mut bad = c.clone();
+    bad.meta.input_std = f32::INFINITY;
+    checkpoint::save(&dir.join("std.safetensors"), &bad).unwrap();
+    let err = checkpoint::load(&dir.join("std.safetensors"), None).unwrap_err();
+    assert!(err.to_string().contains("input_std"), "{err}");
     assert_eq!(
         c.spec.to_text(),
         wgpu_fmnist::model::ModelSpec::parse(SPEC)

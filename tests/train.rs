@@ -134,6 +134,19 @@ fn diverging_run_stops_with_a_clear_error() {
         .expect("lr 1e30 must diverge");
     assert!(matches!(err, train::TrainError::Diverged { .. }), "{err}");
     assert!(err.to_string().contains("--lr"), "{err}");
+    // A loss that is finite but far too large is divergence too (threshold --max-loss; here
+    // below chance level so that the first readback trips it).
+    let extra = PartialConfig {
+        max_loss: Some(0.5),
+        ..Default::default()
+    };
+    let err = train::train(gpu(), &config("mlp", extra), &data, &mut Silent)
+        .err()
+        .expect("a running loss above --max-loss must stop the run");
+    assert!(
+        matches!(err, train::TrainError::Diverged { loss, .. } if loss > 0.5),
+        "{err}"
+    );
 }
 
 #[test]
@@ -155,6 +168,11 @@ fn impossible_settings_are_refused() {
         ("lr = -1.0", "--lr"),
         ("momentum = 1.5", "--momentum"),
         ("batch_size = 0", "--batch-size"),
+        ("input_std = nan", "--input-std"),
+        ("input_std = 0.0", "--input-std"),
+        ("input_mean = inf", "--input-mean"),
+        ("lr = nan", "--lr"),
+        ("max_loss = -1.0", "--max-loss"),
     ] {
         let extra: PartialConfig = toml::from_str(toml).unwrap();
         let err = TrainConfig::resolve(&PartialConfig {

@@ -87,6 +87,10 @@ pub struct PartialConfig {
     /// Standard deviation pixels are divided by (default 0.5).
     #[arg(long)]
     pub input_std: Option<f32>,
+    /// Stop as diverged when the running training loss exceeds this (default 1000; a
+    /// NaN or infinite loss always stops).
+    #[arg(long)]
+    pub max_loss: Option<f32>,
     /// Batch size for validation and test passes.
     #[arg(long)]
     pub eval_batch_size: Option<usize>,
@@ -160,6 +164,7 @@ impl PartialConfig {
             shift,
             input_mean,
             input_std,
+            max_loss,
             eval_batch_size,
             limit_train,
             limit_test,
@@ -202,6 +207,9 @@ pub struct TrainConfig {
     pub shift: u32,
     pub input_mean: f32,
     pub input_std: f32,
+    /// A running training loss above this stops the run as diverged.
+    #[serde(default = "default_max_loss")]
+    pub max_loss: f32,
     pub eval_batch_size: usize,
     /// Use only the first N training / test images (0: all).
     pub limit_train: usize,
@@ -259,6 +267,7 @@ impl TrainConfig {
             shift: layers.shift.unwrap_or(0),
             input_mean: layers.input_mean.unwrap_or(0.5),
             input_std: layers.input_std.unwrap_or(0.5),
+            max_loss: layers.max_loss.unwrap_or_else(default_max_loss),
             eval_batch_size: layers.eval_batch_size.unwrap_or(250),
             limit_train: layers.limit_train.unwrap_or(0),
             limit_test: layers.limit_test.unwrap_or(0),
@@ -324,11 +333,26 @@ impl TrainConfig {
                 return bad(flag, format!("{v} must be in [0, 1)"));
             }
         }
-        if self.eps.is_nan() || self.eps <= 0.0 {
+        if !(self.eps.is_finite() && self.eps > 0.0) {
             return bad("--eps", "must be positive".into());
         }
-        if self.input_std.is_nan() || self.input_std <= 0.0 {
-            return bad("--input-std", "must be positive".into());
+        if !(self.input_std.is_finite() && self.input_std > 0.0) {
+            return bad(
+                "--input-std",
+                format!("{} must be a positive number", self.input_std),
+            );
+        }
+        if !self.input_mean.is_finite() {
+            return bad(
+                "--input-mean",
+                format!("{} is not a number", self.input_mean),
+            );
+        }
+        if !(self.max_loss.is_finite() && self.max_loss > 0.0) {
+            return bad(
+                "--max-loss",
+                format!("{} must be a positive number", self.max_loss),
+            );
         }
         if self.shift > 14 {
             return bad(
@@ -384,6 +408,12 @@ impl TrainConfig {
         toml::to_string(self)
             .unwrap_or_else(|e| format!("# could not serialise the configuration: {e}\n"))
     }
+}
+
+/// Far above any real cross-entropy over 10 classes (ln 10 = 2.3 at chance; a confidently
+/// wrong model stays well under 100), far below a run that has blown up.
+fn default_max_loss() -> f32 {
+    1000.0
 }
 
 fn default_lr(kind: OptimizerKind) -> f32 {

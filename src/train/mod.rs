@@ -26,8 +26,9 @@ pub enum TrainError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(
-        "training diverged: the loss became {loss} in epoch {epoch} (by step {step}); \
-         try a lower --lr"
+        "training diverged: the running loss became {loss} in epoch {epoch} (by step {step}); \
+         the last checkpoint of the run folder is the last good state; try a lower --lr \
+         (--max-loss sets the threshold)"
     )]
     Diverged {
         epoch: usize,

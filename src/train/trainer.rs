@@ -274,10 +274,11 @@ impl<'a> Trainer<'a> {
         let mut recorded = first;
         let mut last: Option<Snapshot> = None;
         // Metrics copies that landed: checked, reported, the newest kept.
+        let max_loss = self.cfg.max_loss;
         let report =
             |snaps: Vec<Snapshot>, reporter: &mut dyn Reporter, last: &mut Option<Snapshot>| {
                 for snap in snaps {
-                    check_finite(&snap, epoch)?;
+                    check_loss(&snap, epoch, max_loss)?;
                     reporter.progress(&progress(&snap, steps, epoch_start));
                     *last = Some(snap);
                 }
@@ -447,13 +448,16 @@ fn progress(s: &Snapshot, steps_per_epoch: usize, since: Instant) -> Progress {
     }
 }
 
-fn check_finite(s: &Snapshot, epoch: usize) -> Result<(), TrainError> {
-    let loss = s.values[metrics::LOSS_SUM];
-    if !loss.is_finite() {
+/// A NaN/inf running loss, or one above `max_loss`, stops the run: the last good checkpoint
+/// (saved at the end of the previous epoch) stays as it is.
+fn check_loss(s: &Snapshot, epoch: usize, max_loss: f32) -> Result<(), TrainError> {
+    let e = Evaluation::from_metrics(&s.values);
+    let sum = s.values[metrics::LOSS_SUM];
+    if !sum.is_finite() || e.loss > max_loss as f64 {
         return Err(TrainError::Diverged {
             epoch,
             step: s.steps,
-            loss,
+            loss: if sum.is_finite() { e.loss as f32 } else { sum },
         });
     }
     Ok(())
