@@ -243,7 +243,7 @@ pub fn from_bytes(
     };
     let input_mean = num("input_mean", 0.5)? as f32;
     let input_std = num("input_std", 0.5)? as f32;
-    if !input_mean.is_finite() || !(input_std.is_finite() && input_std > 0.0) {
+    if !(input_mean.is_finite() && input_std.is_finite() && input_std > 0.0) {
         return Err(mismatch(format!(
             "metadata input_mean = {input_mean}, input_std = {input_std}: the normalisation \
              must be finite with a positive standard deviation"
