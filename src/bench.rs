@@ -321,10 +321,13 @@ pub fn run(
     optimizer: OptimizerKind,
     seconds: f64,
 ) -> Result<BenchResult> {
+    net::check_model(gpu, spec)?;
+    net::check_batch(gpu, spec, batch, "--batch-size")?;
     let validation = validate(gpu, spec, batch)?;
     let net = Network::new(gpu, spec.clone(), &spec.init_params(1))?;
-    // Synthetic images: what is computed does not depend on the pixel values.
-    let count = (batch * 8).max(1024);
+    // Synthetic images: what is computed does not depend on the pixel values (a bounded
+    // set: the indices below cycle over it).
+    let count = (batch * 8).clamp(1024, 65536);
     let mut rng = crate::rng::Rng::new(5);
     let split = Split {
         images: Images {

@@ -44,6 +44,8 @@ pub fn evaluate(
     split: &Split,
     batch: usize,
 ) -> Result<EvalReport, GpuError> {
+    crate::net::check_model(gpu, &ckpt.spec)?;
+    crate::net::check_batch(gpu, &ckpt.spec, batch.min(split.len()), "--batch-size")?;
     let net = Network::new(gpu, ckpt.spec.clone(), &ckpt.params)?;
     let g = GpuSplit::upload(gpu, "eval", split)?;
     let ids: Vec<u32> = (0..split.len() as u32).collect();

@@ -176,7 +176,10 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     let gpu_code = |e: &GpuError| match e {
         GpuError::NoAdapter { .. } | GpuError::AdapterTooSmall { .. } => 3,
         // The fix is a flag (a smaller --batch-size, another --variant).
-        GpuError::BufferTooLarge { .. } | GpuError::VariantUnsupported { .. } => 2,
+        GpuError::BufferTooLarge { .. }
+        | GpuError::BatchTooLarge { .. }
+        | GpuError::ModelTooLarge { .. }
+        | GpuError::VariantUnsupported { .. } => 2,
         _ => 1,
     };
     if let Some(e) = err.downcast_ref::<GpuError>() {

@@ -170,3 +170,57 @@ fn summary_shows_which_gpu_step_runs_each_layer() {
     assert!(line(10).ends_with("- (no kernel)"), "{}", line(10));
     assert!(text.contains("; 7 GPU steps"), "{text}");
 }
+
+#[test]
+fn sizes_are_checked_before_anything_is_allocated() {
+    // Each would ask the host for gigabytes (or overflow) before any GPU limit is seen.
+    for (text, says) in [
+        (
+            "flatten linear(1000000000) linear(10)",
+            "larger than any tensor",
+        ),
+        (
+            "flatten linear(18446744073709551615) linear(10)",
+            "larger than any tensor",
+        ),
+        (
+            "conv(32,3,1,18446744073709551615) flatten linear(10)",
+            "larger than any tensor",
+        ),
+        (
+            "conv(100000,3) flatten linear(10)",
+            "its weight has 676000000 elements",
+        ),
+    ] {
+        let err = ModelSpec::parse(text).unwrap_err().to_string();
+        assert!(err.contains(says) && err.contains("layer"), "{text}: {err}");
+        assert!(
+            !err.contains("batch"),
+            "{text}: the batch is not the cause: {err}"
+        );
+    }
+}
+
+#[test]
+fn oversize_batches_and_layers_are_clear_errors_from_the_cli() {
+    let run = |args: &[&str]| {
+        let r = std::process::Command::new(env!("CARGO_BIN_EXE_wgpu-fmnist"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            r.status.code(),
+            String::from_utf8_lossy(&r.stderr).to_string(),
+        )
+    };
+    // The batch is the cause: the error says which tensor and which flag.
+    let (code, err) = run(&["bench", "--model", "mlp", "--batch-size", "100000000"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("the input batch at batch 100000000") && err.contains("--batch-size"));
+    let (code, err) = run(&[
+        "summary",
+        "--model",
+        "flatten linear(1000000000) linear(10)",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+}

@@ -31,6 +31,29 @@ pub enum GpuError {
         which: &'static str,
     },
 
+    #[error(
+        "{what} at batch {batch} needs {size} bytes but the adapter allows at most {limit} \
+         bytes in one storage binding; use a smaller {flag}"
+    )]
+    BatchTooLarge {
+        what: String,
+        batch: usize,
+        size: u64,
+        limit: u64,
+        flag: &'static str,
+    },
+
+    #[error(
+        "layer {layer} has {params} parameters ({bytes} bytes), more than the adapter allows \
+         in one storage binding ({limit} bytes); make the layer smaller"
+    )]
+    ModelTooLarge {
+        layer: String,
+        params: usize,
+        bytes: u64,
+        limit: u64,
+    },
+
     #[error("dispatch of '{kernel}' needs {groups} workgroups in one dimension, more than the adapter's {limit}")]
     DispatchTooLarge {
         kernel: String,

@@ -3,7 +3,7 @@
 
 pub mod spec;
 
-pub use spec::{Layer, ModelSpec, Shape, SpecError, NUM_CLASSES};
+pub use spec::{Layer, ModelSpec, Shape, SpecError, MAX_TENSOR_ELEMENTS, NUM_CLASSES};
 
 use crate::rng::Rng;
 

@@ -129,6 +129,7 @@ impl ModelSpec {
         for (index, layer) in layers.iter().enumerate() {
             let input = *shapes.last().expect("input shape");
             let out = infer(index, layer, input)?;
+            check_size(index, layer, input, out)?;
             shapes.push(out);
         }
         let last = *shapes.last().expect("output shape");
@@ -159,6 +160,37 @@ impl ModelSpec {
     }
 }
 
+/// The most elements one tensor of a model may hold (per image for activations): 2^28
+/// f32 = 1 GiB, more than any storage binding an adapter offers in practice. Checked when a
+/// spec is parsed, before anything is allocated for it, so a typo such as linear(1000000000)
+/// is an error naming the layer instead of an allocation failure.
+pub const MAX_TENSOR_ELEMENTS: usize = 1 << 28;
+
+fn check_size(index: usize, layer: &Layer, input: Shape, out: Shape) -> Result<(), SpecError> {
+    let fail = |what: &str, n: u128| SpecError::Shape {
+        index,
+        layer: layer.to_string(),
+        input: input.to_string(),
+        message: format!(
+            "{what} {n} elements, more than the {MAX_TENSOR_ELEMENTS} one tensor may hold"
+        ),
+    };
+    let elements = out.c as u128 * out.h as u128 * out.w as u128;
+    if elements > MAX_TENSOR_ELEMENTS as u128 {
+        return Err(fail("its output per image has", elements));
+    }
+    let (c, big) = (input.c as u128, |v: usize| v as u128);
+    let params = match *layer {
+        Layer::Conv { out, k, .. } => big(out) * c * big(k) * big(k),
+        Layer::Linear { out } => big(out) * c,
+        _ => 0,
+    };
+    if params > MAX_TENSOR_ELEMENTS as u128 {
+        return Err(fail("its weight has", params));
+    }
+    Ok(())
+}
+
 fn infer(index: usize, layer: &Layer, input: Shape) -> Result<Shape, SpecError> {
     let fail = |message: String| SpecError::Shape {
         index,
@@ -166,6 +198,23 @@ fn infer(index: usize, layer: &Layer, input: Shape) -> Result<Shape, SpecError> 
         input: input.to_string(),
         message,
     };
+    // Every argument bounded first, so the shape arithmetic below cannot overflow.
+    let args: &[usize] = match layer {
+        Layer::Conv {
+            out,
+            k,
+            stride,
+            pad,
+        } => &[*out, *k, *stride, *pad],
+        Layer::MaxPool { k, stride } => &[*k, *stride],
+        Layer::Linear { out } => &[*out],
+        _ => &[],
+    };
+    if let Some(a) = args.iter().find(|&&a| a > MAX_TENSOR_ELEMENTS) {
+        return Err(fail(format!(
+            "{a} is larger than any tensor may be ({MAX_TENSOR_ELEMENTS} elements)"
+        )));
+    }
     match *layer {
         Layer::Conv {
             out,

@@ -2,7 +2,7 @@
 //! between each pair of steps, plus what single steps keep for their backward.
 
 use super::fuse::{self, Mode, Op, Step};
-use crate::gpu::{Gpu, Result, Tensor};
+use crate::gpu::{Gpu, GpuError, Result, Tensor};
 use crate::model::ModelSpec;
 
 pub struct Buffers {
@@ -104,4 +104,52 @@ impl Buffers {
             .and_then(Option::as_ref)
             .expect("training buffers have a logits gradient")
     }
+}
+
+/// Errors, before anything is allocated, if a layer's parameters exceed what the adapter
+/// allows in one binding: the model is the cause (not the batch size), and the error says so.
+pub fn check_model(gpu: &Gpu, spec: &ModelSpec) -> Result<()> {
+    let limit = binding_limit(gpu);
+    for (i, layer) in spec.layers.iter().enumerate() {
+        let params = spec.param_count(i);
+        let bytes = 4 * params as u64;
+        if bytes > limit {
+            return Err(GpuError::ModelTooLarge {
+                layer: format!("{i} `{layer}`"),
+                params,
+                bytes,
+                limit,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Errors, before anything is allocated, if `batch` examples need a tensor larger than the
+/// adapter allows in one binding (the input batch or any layer's output); the batch size,
+/// set by `flag`, is then the cause.
+pub fn check_batch(gpu: &Gpu, spec: &ModelSpec, batch: usize, flag: &'static str) -> Result<()> {
+    let limit = binding_limit(gpu);
+    for (i, shape) in spec.shapes.iter().enumerate() {
+        let bytes = batch as u128 * shape.len() as u128 * 4;
+        if bytes > limit as u128 {
+            let what = match i {
+                0 => "the input batch".to_string(),
+                _ => format!("the output of layer {} `{}`", i - 1, spec.layers[i - 1]),
+            };
+            return Err(GpuError::BatchTooLarge {
+                what,
+                batch,
+                size: bytes.min(u64::MAX as u128) as u64,
+                limit,
+                flag,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn binding_limit(gpu: &Gpu) -> u64 {
+    let l = &gpu.limits;
+    l.max_storage_buffer_binding_size.min(l.max_buffer_size)
 }

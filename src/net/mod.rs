@@ -8,7 +8,7 @@ pub mod fuse;
 pub mod plan;
 pub mod shapes;
 
-pub use buffers::Buffers;
+pub use buffers::{check_batch, check_model, Buffers};
 pub use fuse::{Mode, Op, Step};
 pub use plan::{
     backward, eval_step, forward, gradient_step, train_step, update, PlanInputs, Source, StepPlans,
@@ -69,6 +69,7 @@ pub struct Network {
 
 impl Network {
     pub fn new(gpu: &Gpu, spec: ModelSpec, params: &[LayerParams]) -> Result<Network> {
+        buffers::check_model(gpu, &spec)?;
         let mut layers = Vec::with_capacity(spec.layers.len());
         for (i, (layer, p)) in spec.layers.iter().zip(params).enumerate() {
             let mut st = LayerState::default();

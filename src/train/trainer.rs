@@ -94,6 +94,12 @@ impl<'a> Trainer<'a> {
             }
             .into());
         }
+        crate::net::check_model(gpu, &spec)?;
+        crate::net::check_batch(gpu, &spec, batch, "--batch-size")?;
+        let eval_batch = cfg
+            .eval_batch_size
+            .min(train_split.len().max(test_split.len()));
+        crate::net::check_batch(gpu, &spec, eval_batch, "--eval-batch-size")?;
         let init = match opts.resume {
             Some(c) if c.spec.layers != spec.layers => {
                 return Err(TrainError::Resume(format!(

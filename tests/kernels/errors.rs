@@ -119,3 +119,25 @@ fn no_matching_adapter_is_a_clear_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(3));
 }
+
+#[test]
+fn a_layer_larger_than_a_binding_is_the_model_s_fault() {
+    // The largest linear layer on 784 inputs that still exceeds this adapter's binding
+    // (spec limit permitting): the error names the layer and says nothing about the batch.
+    use wgpu_fmnist::model::{ModelSpec, MAX_TENSOR_ELEMENTS};
+    use wgpu_fmnist::net::check_model;
+    let limit = gpu().limits.max_storage_buffer_binding_size;
+    let out = (limit / 4 / 784 + 1) as usize;
+    if out * 784 > MAX_TENSOR_ELEMENTS {
+        eprintln!("skipped: this adapter's binding ({limit} bytes) holds any layer a spec allows");
+        return;
+    }
+    let spec = ModelSpec::parse(&format!("flatten linear({out}) linear(10)")).unwrap();
+    let err = check_model(gpu(), &spec).unwrap_err();
+    assert!(matches!(err, GpuError::ModelTooLarge { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("layer 1 `linear({out})`")) && !msg.contains("batch"),
+        "{msg}"
+    );
+}
