@@ -15,6 +15,8 @@ pub enum ImageError {
     Unreadable { path: String, message: String },
     #[error("{path}: the image is empty")]
     Empty { path: String },
+    #[error("{failed} of {total} images could not be read (each is named above)")]
+    Several { failed: usize, total: usize },
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -112,6 +114,24 @@ pub enum Invert {
 
 /// Reads an image file as 28x28 u8 pixels: grayscale, scaled to fit with its aspect kept,
 /// centred on a black square, inverted when the background is light.
+/// Reads every image it can: the readable ones' paths and pixels, and the others' errors.
+pub fn load_images(
+    paths: &[std::path::PathBuf],
+    invert: Invert,
+) -> (Vec<&Path>, Vec<Vec<u8>>, Vec<ImageError>) {
+    let (mut ok, mut pixels, mut failed) = (vec![], vec![], vec![]);
+    for path in paths {
+        match load_image(path, invert) {
+            Ok(p) => {
+                ok.push(path.as_path());
+                pixels.push(p);
+            }
+            Err(e) => failed.push(e),
+        }
+    }
+    (ok, pixels, failed)
+}
+
 pub fn load_image(path: &Path, invert: Invert) -> Result<Vec<u8>, ImageError> {
     let name = path.display().to_string();
     let img = image::ImageReader::open(path)

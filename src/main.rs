@@ -76,7 +76,7 @@ struct BenchArgs {
     #[arg(long, default_value = "regcnn")]
     model: String,
     /// Default: the preset's batch size (32 for a spec string).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one())]
     batch_size: Option<usize>,
     #[arg(long, value_enum)]
     optimizer: Option<OptimizerKind>,
@@ -104,7 +104,7 @@ struct EvalArgs {
     /// The model, for checkpoints without `spec` metadata (e.g. saved from PyTorch).
     #[arg(long)]
     model: Option<String>,
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, default_value_t = 250, value_parser = at_least_one())]
     batch_size: usize,
     /// One JSON object with accuracy, loss, per_class and confusion.
     #[arg(long)]
@@ -132,6 +132,11 @@ struct PredictArgs {
     json: bool,
     #[command(flatten)]
     gpu: GpuArgs,
+}
+
+/// A count flag that must be at least 1 (clap names the flag in its error, exit 2).
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -237,14 +242,6 @@ fn out(f: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> anyhow::Result<
     }
 }
 
-fn bad_flag(flag: &'static str, message: &str) -> anyhow::Error {
-    train::ConfigError::Invalid {
-        flag,
-        message: message.into(),
-    }
-    .into()
-}
-
 fn devices(backend: Backend, json: bool) -> anyhow::Result<()> {
     let adapters = gpu::require_adapters(backend)?;
     out(|w| render::devices(w, &adapters, json))
@@ -273,9 +270,6 @@ fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
 fn bench(a: &BenchArgs) -> anyhow::Result<()> {
     let (spec, preset) = model::resolve(&a.model)?;
     let batch = a.batch_size.or(preset.map(|p| p.batch_size)).unwrap_or(32);
-    if batch == 0 {
-        return Err(bad_flag("--batch-size", "must be at least 1"));
-    }
     let optimizer = a
         .optimizer
         .or(preset.map(|p| p.optimizer))
@@ -299,9 +293,6 @@ fn load_checkpoint(path: &Path, model: Option<&str>) -> anyhow::Result<checkpoin
 }
 
 fn eval(a: &EvalArgs) -> anyhow::Result<()> {
-    if a.batch_size == 0 {
-        return Err(bad_flag("--batch-size", "must be at least 1"));
-    }
     let ckpt = load_checkpoint(&a.checkpoint, a.model.as_deref())?;
     let ds = data::load(a.data.as_deref(), a.json)?;
     let gpu = Gpu::new(&a.gpu.request())?;
@@ -323,19 +314,33 @@ fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     out(|w| render::eval(w, &c, &r, a.json))
 }
 
+/// Predicts every readable image; each unreadable one is reported, and any makes the exit
+/// status non-zero after the others are printed.
 fn predict(a: &PredictArgs) -> anyhow::Result<()> {
     let ckpt = load_checkpoint(&a.checkpoint, a.model.as_deref())?;
-    let pixels: Vec<Vec<u8>> = a
-        .images
+    let (readable, pixels, mut failed) = infer::load_images(&a.images, a.invert);
+    if a.images.len() == 1 && !failed.is_empty() {
+        return Err(failed.remove(0).into());
+    }
+    failed
         .iter()
-        .map(|p| infer::load_image(p, a.invert))
-        .collect::<Result<_, _>>()?;
-    let gpu = Gpu::new(&a.gpu.request())?;
-    let probs = infer::predict(&gpu, &ckpt, &pixels)?;
-    out(|w| {
-        for (img, p) in a.images.iter().zip(&probs) {
-            render::prediction(w, img, p, &ckpt.meta.classes, a.top, a.json)?;
-        }
-        Ok(())
-    })
+        .for_each(|e| wgpu_fmnist::errln!("error: {e}"));
+    if !pixels.is_empty() {
+        let gpu = Gpu::new(&a.gpu.request())?;
+        let probs = infer::predict(&gpu, &ckpt, &pixels)?;
+        out(|w| {
+            for (img, p) in readable.iter().zip(&probs) {
+                render::prediction(w, img, p, &ckpt.meta.classes, a.top, a.json)?;
+            }
+            Ok(())
+        })?;
+    }
+    if failed.is_empty() {
+        return Ok(());
+    }
+    Err(infer::ImageError::Several {
+        failed: failed.len(),
+        total: a.images.len(),
+    }
+    .into())
 }

@@ -316,6 +316,30 @@ fn cli_trains_then_predicts_the_sample_images() {
         r.status.success() && text.contains("precision") && text.contains("Ankle boot"),
         "{text}"
     );
+    // One unreadable image among good ones: the others are still predicted, the bad one
+    // is named, and the exit status says something failed.
+    let r = Command::new(binary())
+        .args(["predict", "--checkpoint"])
+        .arg(&ckpt)
+        .arg(assets().join("bag.png"))
+        .arg(out.join("missing.png"))
+        .arg(assets().join("sandal.png"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&r.stdout),
+        String::from_utf8_lossy(&r.stderr),
+    );
+    assert_eq!(r.status.code(), Some(6), "{stderr}");
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    assert!(
+        stdout.contains("bag.png") && stdout.contains("sandal.png"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("missing.png") && stderr.contains("1 of 3 images"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -499,4 +523,48 @@ fn ctrl_c_saves_last_and_exits_130_then_resume_finishes() {
         !out.join("f").exists(),
         "a failed start left its run folder"
     );
+}
+
+#[test]
+fn sigterm_saves_last_and_exits_like_ctrl_c() {
+    // kill, systemd, Slurm and Docker stop a job with SIGTERM: the partial epoch is saved.
+    let data = Path::new(wgpu_fmnist::data::DEBIAN_DIR);
+    if !data.is_dir() {
+        eprintln!("skipped: no real data");
+        return;
+    }
+    let out = tmp("sigterm");
+    let mut child = Command::new(binary())
+        .args([
+            "train",
+            "--model",
+            "mlp",
+            "--epochs",
+            "3",
+            "--limit-train",
+            "30000",
+        ])
+        .args(["--limit-test", "500", "--name", "t"])
+        .arg("--out")
+        .arg(&out)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    for line in lines.by_ref() {
+        if line.unwrap().starts_with("training mlp") {
+            break;
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert_eq!(child.wait().unwrap().code(), Some(130), "{rest:?}");
+    let c = checkpoint::load(&out.join("t/last.safetensors"), None).unwrap();
+    assert!(c.meta.step > 0 && c.meta.epoch < 3, "{:?}", c.meta);
 }

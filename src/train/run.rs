@@ -162,15 +162,15 @@ impl RunSetup {
     }
 }
 
-/// Ctrl-C sets the flag (the trainer saves and stops after the current step); a second
-/// Ctrl-C exits at once.
+/// Ctrl-C, SIGTERM or SIGHUP sets the flag (the trainer saves and stops after the current
+/// step); a second signal exits at once.
 pub fn interrupt_flag() -> &'static AtomicBool {
     static STOP: AtomicBool = AtomicBool::new(false);
     let _ = ctrlc::set_handler(|| {
         if STOP.swap(true, Ordering::SeqCst) {
             std::process::exit(130);
         }
-        crate::errln!("\ninterrupt: finishing the current step and saving last.safetensors (Ctrl-C again to quit now)");
+        crate::errln!("\ninterrupted: finishing the current step and saving last.safetensors (again to quit now)");
     });
     &STOP
 }
