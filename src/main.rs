@@ -76,7 +76,7 @@ struct BenchArgs {
     #[arg(long, default_value = "regcnn")]
     model: String,
     /// Default: the preset's batch size (32 for a spec string).
-    #[arg(long, value_parser = at_least_one())]
+    #[arg(long, value_parser = train::config::at_least_one())]
     batch_size: Option<usize>,
     #[arg(long, value_enum)]
     optimizer: Option<OptimizerKind>,
@@ -104,7 +104,7 @@ struct EvalArgs {
     /// The model, for checkpoints without `spec` metadata (e.g. saved from PyTorch).
     #[arg(long)]
     model: Option<String>,
-    #[arg(long, default_value_t = 250, value_parser = at_least_one())]
+    #[arg(long, default_value_t = 250, value_parser = train::config::at_least_one())]
     batch_size: usize,
     /// One JSON object with accuracy, loss, per_class and confusion.
     #[arg(long)]
@@ -132,11 +132,6 @@ struct PredictArgs {
     json: bool,
     #[command(flatten)]
     gpu: GpuArgs,
-}
-
-/// A count flag that must be at least 1 (clap names the flag in its error, exit 2).
-fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
-    clap::builder::RangedU64ValueParser::new().range(1..)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -314,6 +314,45 @@ fn cli_reports_bad_flags_and_data_clearly() {
     let r = run(&["train", "--model", "mlp", "--lr", "0"]);
     assert_eq!(r.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&r.stderr).contains("--lr"));
+    // Each refused with exit 2 and a message that says what to do.
+    let file = out_dir("a-file");
+    std::fs::write(&file, b"not a folder").unwrap();
+    for (args, says) in [
+        (
+            vec!["train", "--model", "resnet50"],
+            "neither a preset (mlp, cnn1",
+        ),
+        (
+            vec!["train", "--model", "mlp", "--patience", "3", "--val", "0"],
+            "needs --val > 0",
+        ),
+        (
+            vec!["train", "--model", "mlp", "--limit-train", "0"],
+            "--limit-train",
+        ),
+    ] {
+        let r = run(&args);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let r = Command::new(binary())
+        .args([
+            "train",
+            "--model",
+            "mlp",
+            "--limit-train",
+            "300",
+            "--val",
+            "100",
+            "--out",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(2), "{err}");
+    assert!(err.contains("is a file, not a folder"), "{err}");
     let empty = out_dir("empty-data");
     std::fs::create_dir_all(&empty).unwrap();
     let r = Command::new(binary())

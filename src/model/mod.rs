@@ -139,6 +139,19 @@ pub fn preset(name: &str) -> Option<&'static Preset> {
 pub fn resolve(model: &str) -> Result<(ModelSpec, Option<&'static Preset>), SpecError> {
     match preset(model) {
         Some(p) => Ok((ModelSpec::parse(p.spec)?, Some(p))),
+        // A single word that is no layer was meant as a preset: say which exist.
+        None if !model.contains(['(', ' '])
+            && matches!(
+                ModelSpec::parse(model),
+                Err(SpecError::Syntax { index: 0, .. })
+            ) =>
+        {
+            let names: Vec<&str> = PRESETS.iter().map(|p| p.name).collect();
+            Err(SpecError::UnknownModel {
+                name: model.to_string(),
+                presets: names.join(", "),
+            })
+        }
         None => Ok((ModelSpec::parse(model)?, None)),
     }
 }

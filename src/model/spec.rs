@@ -88,6 +88,11 @@ impl fmt::Display for Shape {
 pub enum SpecError {
     #[error("model spec is empty")]
     Empty,
+    #[error(
+        "`{name}` is neither a preset ({presets}) nor a layer spec such as \
+             \"conv(32,3) relu maxpool(2) flatten linear(10)\""
+    )]
+    UnknownModel { name: String, presets: String },
     #[error("layer {index} `{text}`: {message}")]
     Syntax {
         index: usize,

@@ -94,11 +94,11 @@ pub struct PartialConfig {
     /// Batch size for validation and test passes.
     #[arg(long)]
     pub eval_batch_size: Option<usize>,
-    /// Train on only the first N training images (quick runs).
-    #[arg(long, value_name = "N")]
+    /// Train on only the first N training images (quick runs; 0 in a config file: all).
+    #[arg(long, value_name = "N", value_parser = at_least_one())]
     pub limit_train: Option<usize>,
     /// Test on only the first N test images.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = at_least_one())]
     pub limit_test: Option<usize>,
     /// Directory with the four *-ubyte(.gz) files.
     #[arg(long, value_name = "DIR")]
@@ -121,6 +121,11 @@ pub struct PartialConfig {
     /// Kernel variant to use wherever it applies (auto: the fastest for each shape).
     #[arg(long, value_enum)]
     pub variant: Option<Variant>,
+}
+
+/// A count flag that must be at least 1 (clap names the flag in its error, exit 2).
+pub fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
 }
 
 macro_rules! overlay {
@@ -352,6 +357,12 @@ impl TrainConfig {
             return bad(
                 "--max-loss",
                 format!("{} must be a positive number", self.max_loss),
+            );
+        }
+        if self.patience > 0 && self.val == 0 {
+            return bad(
+                "--patience",
+                "early stopping watches the validation accuracy; it needs --val > 0".into(),
             );
         }
         if self.shift > 14 {

@@ -183,6 +183,15 @@ fn new_run_dir(cfg: &TrainConfig, explicit: bool) -> Result<PathBuf, ConfigError
         path: path.to_path_buf(),
         message: e.to_string(),
     };
+    if cfg.out.exists() && !cfg.out.is_dir() {
+        return Err(ConfigError::Invalid {
+            flag: "--out",
+            message: format!(
+                "{} is a file, not a folder for run folders",
+                cfg.out.display()
+            ),
+        });
+    }
     std::fs::create_dir_all(&cfg.out).map_err(|e| io(&cfg.out, e))?;
     let base = cfg.out.join(&cfg.name);
     for k in 1.. {

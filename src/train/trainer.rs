@@ -117,8 +117,9 @@ impl<'a> Trainer<'a> {
                 if let Some(o) = &c.optim {
                     if o.kind != Some(cfg.optimizer) {
                         return Err(TrainError::Resume(format!(
-                            "the checkpoint's optimizer state is for {:?}, the run uses {}",
-                            o.kind, cfg.optimizer
+                            "the checkpoint's optimizer state is for {}, the run uses {}",
+                            o.kind.map_or("no optimizer".into(), |k| k.to_string()),
+                            cfg.optimizer
                         )));
                     }
                     net.upload_optim(gpu, o)?;
