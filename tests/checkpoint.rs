@@ -413,14 +413,9 @@ fn bad_checkpoints_and_images_are_clear_errors() {
     assert_eq!(r.status.code(), Some(6));
 }
 
-#[test]
-fn ctrl_c_saves_last_and_exits_130_then_resume_finishes() {
-    let data = Path::new(wgpu_fmnist::data::DEBIAN_DIR);
-    if !data.is_dir() {
-        eprintln!("skipped: no real data");
-        return;
-    }
-    let out = tmp("sigint");
+/// Starts a 3-epoch mlp run into `out/name`, sends `signal` once training is under way, and
+/// returns the exit code and the rest of stderr.
+fn train_then_signal(out: &Path, name: &str, signal: &str) -> (Option<i32>, Vec<String>) {
     let mut child = Command::new(binary())
         .args([
             "train",
@@ -430,13 +425,10 @@ fn ctrl_c_saves_last_and_exits_130_then_resume_finishes() {
             "3",
             "--limit-train",
             "30000",
-            "--limit-test",
-            "500",
-            "--name",
-            "c",
         ])
+        .args(["--limit-test", "500", "--name", name])
         .arg("--out")
-        .arg(&out)
+        .arg(out)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -450,12 +442,23 @@ fn ctrl_c_saves_last_and_exits_130_then_resume_finishes() {
     }
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let code = child.wait().unwrap().code();
+    (child.wait().unwrap().code(), rest)
+}
+
+#[test]
+fn ctrl_c_saves_last_and_exits_130_then_resume_finishes() {
+    let data = Path::new(wgpu_fmnist::data::DEBIAN_DIR);
+    if !data.is_dir() {
+        eprintln!("skipped: no real data");
+        return;
+    }
+    let out = tmp("sigint");
+    let (code, rest) = train_then_signal(&out, "c", "-INT");
     assert_eq!(code, Some(130), "exit code after Ctrl-C; stderr: {rest:?}");
     assert!(
         rest.iter()
@@ -534,37 +537,8 @@ fn sigterm_saves_last_and_exits_like_ctrl_c() {
         return;
     }
     let out = tmp("sigterm");
-    let mut child = Command::new(binary())
-        .args([
-            "train",
-            "--model",
-            "mlp",
-            "--epochs",
-            "3",
-            "--limit-train",
-            "30000",
-        ])
-        .args(["--limit-test", "500", "--name", "t"])
-        .arg("--out")
-        .arg(&out)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
-    for line in lines.by_ref() {
-        if line.unwrap().starts_with("training mlp") {
-            break;
-        }
-    }
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert_eq!(child.wait().unwrap().code(), Some(130), "{rest:?}");
+    let (code, rest) = train_then_signal(&out, "t", "-TERM");
+    assert_eq!(code, Some(130), "{rest:?}");
     let c = checkpoint::load(&out.join("t/last.safetensors"), None).unwrap();
     assert!(c.meta.step > 0 && c.meta.epoch < 3, "{:?}", c.meta);
 }

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from parity import build  # the spec -> nn.Sequential translation, shared
+
 BATCH = 8
 LR, MOMENTUM, WEIGHT_DECAY = 0.05, 0.9, 1e-3
 
@@ -42,36 +44,6 @@ SPECS = {
            "conv(128,3,1,1) relu dropout(0) bn conv(128,3,1,1) relu bn maxpool(2) dropout(0) "
            "flatten linear(640) relu linear(10)",
 }
-
-
-def build(spec):
-    layers, c, h, w, flat = [], 1, 28, 28, None
-    for tok in spec.split():
-        name, _, args = tok.partition("(")
-        a = [float(x) for x in args.rstrip(")").split(",")] if args else []
-        if name == "conv":
-            out, k = int(a[0]), int(a[1])
-            stride = int(a[2]) if len(a) > 2 else 1
-            pad = int(a[3]) if len(a) > 3 else 0
-            layers.append(nn.Conv2d(c, out, k, stride, pad))
-            c, h, w = out, (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
-        elif name == "bn":
-            layers.append(nn.BatchNorm1d(flat) if flat else nn.BatchNorm2d(c))
-        elif name == "relu":
-            layers.append(nn.ReLU())
-        elif name == "maxpool":
-            k = int(a[0])
-            layers.append(nn.MaxPool2d(k, k))
-            h, w = (h - k) // k + 1, (w - k) // k + 1
-        elif name == "dropout":
-            layers.append(nn.Dropout(a[0]))
-        elif name == "flatten":
-            layers.append(nn.Flatten())
-            flat = c * h * w
-        elif name == "linear":
-            layers.append(nn.Linear(flat, int(a[0])))
-            flat = int(a[0])
-    return nn.Sequential(*layers)
 
 
 def fixed_values(n, salt):
