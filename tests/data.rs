@@ -383,3 +383,19 @@ fn offline_without_data_lists_the_three_ways_to_get_it() {
         good
     );
 }
+
+#[test]
+fn a_data_flag_that_is_no_folder_says_what_it_is() {
+    let dir = tmpdir("not-a-folder");
+    let file = dir.join("file.txt");
+    std::fs::write(&file, b"x").unwrap();
+    for (path, says) in [
+        (dir.join("missing"), "does not exist"),
+        (file, "is a file, not a folder"),
+    ] {
+        let err =
+            data::find_in(Some(&path), None, &[], "http://127.0.0.1:9/", &dir, true).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(says) && msg.contains("--data"), "{msg}");
+    }
+}

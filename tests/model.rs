@@ -224,3 +224,16 @@ fn oversize_batches_and_layers_are_clear_errors_from_the_cli() {
     ]);
     assert_eq!(code, Some(2), "{err}");
 }
+
+#[test]
+fn an_unbalanced_parenthesis_is_named() {
+    let err = ModelSpec::parse("conv(3,3)) relu maxpool(2) flatten linear(10)")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`conv(3,3))`") && err.contains("closes no `(`"),
+        "{err}"
+    );
+    let err = ModelSpec::parse("conv(3,3 relu").unwrap_err().to_string();
+    assert!(err.contains("missing `)`"), "{err}");
+}

@@ -89,6 +89,8 @@ pub enum DataError {
         debian: &'static str,
         local: &'static str,
     },
+    #[error("{dir}: {what}; --data (or FMNIST_DATA) must name a folder holding the four *-ubyte(.gz) files")]
+    NotAFolder { dir: PathBuf, what: &'static str },
     #[error("{dir}: missing {file}(.gz) (a data directory needs all four of {all})")]
     MissingFile {
         dir: PathBuf,
@@ -234,6 +236,19 @@ pub fn find_in(
     quiet: bool,
 ) -> Result<PathBuf, DataError> {
     if let Some(dir) = explicit.or(env) {
+        let what = match std::fs::metadata(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("does not exist"),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Some("cannot be read"),
+            Err(_) => Some("cannot be opened"),
+            Ok(m) if !m.is_dir() => Some("is a file, not a folder"),
+            Ok(_) => None,
+        };
+        if let Some(what) = what {
+            return Err(DataError::NotAFolder {
+                dir: dir.to_path_buf(),
+                what,
+            });
+        }
         for f in FILES {
             locate(dir, f)?;
         }

@@ -317,6 +317,13 @@ fn parse_layers(text: &str) -> Result<Vec<Layer>, SpecError> {
     while let Some((i, ch)) = chars.next() {
         match ch {
             '(' => depth += 1,
+            ')' if depth == 0 => {
+                return Err(SpecError::Syntax {
+                    index: tokens.len(),
+                    text: text[start.unwrap_or(i)..=i].to_string(),
+                    message: "this `)` closes no `(`".into(),
+                });
+            }
             ')' => depth -= 1,
             _ => {}
         }
