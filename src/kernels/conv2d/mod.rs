@@ -8,17 +8,18 @@
 //! weights; `subgroup` for the same shapes with 8-wide subgroups
 //! (`shaders/conv2d_subgroup.wgsl`: each weight or output gradient loaded once per subgroup
 //! and broadcast); `tiled` implicit matrix products for hardware GPUs
-//! (`shaders/conv2d_tiled.wgsl`). The CPU reference is in `reference.rs` beside this file.
+//! (`shaders/conv2d_tiled.wgsl`). The shape and variant check are in `shape.rs`, the CPU
+//! reference in `reference.rs`, beside this file.
 
 mod reference;
+mod shape;
 
 use super::{check_len, dim, select};
-use crate::gpu::{
-    Dispatch, Gpu, GpuError, Result, Shader, Tensor, CONV2D, CONV2D_SUBGROUP, CONV2D_TILED,
-};
+use crate::gpu::{Dispatch, Gpu, Result, Shader, Tensor, CONV2D, CONV2D_SUBGROUP, CONV2D_TILED};
 use bytemuck::{Pod, Zeroable};
 pub use reference::{conv2d_backward_reference, conv2d_forward_reference};
 pub use select::{conv2d::Pass, Variant};
+pub use shape::Conv2dShape;
 
 /// Binding numbers of conv2d.wgsl, conv2d_subgroup.wgsl, conv2d_tiled.wgsl, named as the WGSL names them.
 #[allow(dead_code)]
@@ -41,105 +42,6 @@ mod binding {
     pub const PARTIALS: u32 = 25;
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-struct Params {
-    n: u32,
-    ci: u32,
-    h: u32,
-    w: u32,
-    co: u32,
-    kh: u32,
-    kw: u32,
-    oh: u32,
-    ow: u32,
-    stride: u32,
-    pad: u32,
-    _pad: u32,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Conv2dShape {
-    pub n: usize,
-    pub ci: usize,
-    pub h: usize,
-    pub w: usize,
-    pub co: usize,
-    pub kh: usize,
-    pub kw: usize,
-    pub stride: usize,
-    pub pad: usize,
-}
-
-impl Conv2dShape {
-    pub fn oh(&self) -> usize {
-        (self.h + 2 * self.pad).saturating_sub(self.kh) / self.stride + 1
-    }
-    pub fn ow(&self) -> usize {
-        (self.w + 2 * self.pad).saturating_sub(self.kw) / self.stride + 1
-    }
-    pub fn input_len(&self) -> usize {
-        self.n * self.ci * self.h * self.w
-    }
-    pub fn output_len(&self) -> usize {
-        self.n * self.co * self.oh() * self.ow()
-    }
-    pub fn weight_len(&self) -> usize {
-        self.co * self.ci * self.kh * self.kw
-    }
-    /// Bytes one pass must move at least: input, weight and output once each.
-    pub fn bytes(&self) -> f64 {
-        4.0 * (self.input_len() + self.weight_len() + self.output_len()) as f64
-    }
-    /// Multiply-adds x2 of the forward pass (each backward pass costs the same).
-    pub fn flops(&self) -> f64 {
-        2.0 * self.output_len() as f64 * (self.ci * self.kh * self.kw) as f64
-    }
-    pub fn describe(&self) -> String {
-        format!(
-            "x[{},{},{},{}] w[{},{},{},{}] stride {} pad {}",
-            self.n,
-            self.ci,
-            self.h,
-            self.w,
-            self.co,
-            self.ci,
-            self.kh,
-            self.kw,
-            self.stride,
-            self.pad
-        )
-    }
-    fn validate(&self) -> Result<()> {
-        let fits = self.h + 2 * self.pad >= self.kh && self.w + 2 * self.pad >= self.kw;
-        if self.stride == 0 || !fits || self.n == 0 || self.ci == 0 || self.co == 0 {
-            return Err(GpuError::Shape {
-                label: "conv2d".into(),
-                message: format!("invalid convolution {}", self.describe()),
-            });
-        }
-        Ok(())
-    }
-    fn params(&self) -> Result<Params> {
-        self.validate()?;
-        let d = |v| dim("conv2d", v);
-        Ok(Params {
-            n: d(self.n)?,
-            ci: d(self.ci)?,
-            h: d(self.h)?,
-            w: d(self.w)?,
-            co: d(self.co)?,
-            kh: d(self.kh)?,
-            kw: d(self.kw)?,
-            oh: d(self.oh())?,
-            ow: d(self.ow())?,
-            stride: d(self.stride)?,
-            pad: d(self.pad)?,
-            _pad: 0,
-        })
-    }
-}
-
 const WG: u32 = 64;
 const BLOCK: usize = 4;
 
@@ -158,28 +60,6 @@ struct Params3 {
     has_bias: u32,
     flip: u32,
     chunk: u32,
-}
-
-impl Conv2dShape {
-    /// The concrete variant for `v` (never `Auto`), or an error if `v` does not apply.
-    fn resolve(&self, gpu: &Gpu, v: Variant, pass: Pass) -> Result<Variant> {
-        if v == Variant::Auto {
-            return Ok(select::conv2d::choose(&gpu.caps, self, pass));
-        }
-        if let Err(why) = gpu.caps.supports(v) {
-            return Err(GpuError::Shape {
-                label: "conv2d".into(),
-                message: why,
-            });
-        }
-        if !select::conv2d::applicable(&gpu.caps, self).contains(&v) {
-            return Err(GpuError::Shape {
-                label: "conv2d".into(),
-                message: format!("the {v} kernels do not apply to {}", self.describe()),
-            });
-        }
-        Ok(v)
-    }
 }
 
 fn pad_to(v: usize, multiple: usize) -> usize {

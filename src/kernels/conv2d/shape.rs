@@ -1,0 +1,128 @@
+//! The convolution's shape (`nn.Conv2d(ci, co, k, stride, padding)` over an N x CI x H x W
+//! batch), its uniform parameters, and which variant runs it (`kernels::select::conv2d`).
+
+use super::super::{dim, select};
+use super::{Pass, Variant};
+use crate::gpu::{Gpu, GpuError, Result};
+use bytemuck::{Pod, Zeroable};
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub(super) struct Params {
+    pub n: u32,
+    pub ci: u32,
+    pub h: u32,
+    pub w: u32,
+    pub co: u32,
+    pub kh: u32,
+    pub kw: u32,
+    pub oh: u32,
+    pub ow: u32,
+    pub stride: u32,
+    pub pad: u32,
+    _pad: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dShape {
+    pub n: usize,
+    pub ci: usize,
+    pub h: usize,
+    pub w: usize,
+    pub co: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl Conv2dShape {
+    pub fn oh(&self) -> usize {
+        (self.h + 2 * self.pad).saturating_sub(self.kh) / self.stride + 1
+    }
+    pub fn ow(&self) -> usize {
+        (self.w + 2 * self.pad).saturating_sub(self.kw) / self.stride + 1
+    }
+    pub fn input_len(&self) -> usize {
+        self.n * self.ci * self.h * self.w
+    }
+    pub fn output_len(&self) -> usize {
+        self.n * self.co * self.oh() * self.ow()
+    }
+    pub fn weight_len(&self) -> usize {
+        self.co * self.ci * self.kh * self.kw
+    }
+    /// Bytes one pass must move at least: input, weight and output once each.
+    pub fn bytes(&self) -> f64 {
+        4.0 * (self.input_len() + self.weight_len() + self.output_len()) as f64
+    }
+    /// Multiply-adds x2 of the forward pass (each backward pass costs the same).
+    pub fn flops(&self) -> f64 {
+        2.0 * self.output_len() as f64 * (self.ci * self.kh * self.kw) as f64
+    }
+    pub fn describe(&self) -> String {
+        format!(
+            "x[{},{},{},{}] w[{},{},{},{}] stride {} pad {}",
+            self.n,
+            self.ci,
+            self.h,
+            self.w,
+            self.co,
+            self.ci,
+            self.kh,
+            self.kw,
+            self.stride,
+            self.pad
+        )
+    }
+    fn validate(&self) -> Result<()> {
+        let fits = self.h + 2 * self.pad >= self.kh && self.w + 2 * self.pad >= self.kw;
+        if self.stride == 0 || !fits || self.n == 0 || self.ci == 0 || self.co == 0 {
+            return Err(GpuError::Shape {
+                label: "conv2d".into(),
+                message: format!("invalid convolution {}", self.describe()),
+            });
+        }
+        Ok(())
+    }
+    pub(super) fn params(&self) -> Result<Params> {
+        self.validate()?;
+        let d = |v| dim("conv2d", v);
+        Ok(Params {
+            n: d(self.n)?,
+            ci: d(self.ci)?,
+            h: d(self.h)?,
+            w: d(self.w)?,
+            co: d(self.co)?,
+            kh: d(self.kh)?,
+            kw: d(self.kw)?,
+            oh: d(self.oh())?,
+            ow: d(self.ow())?,
+            stride: d(self.stride)?,
+            pad: d(self.pad)?,
+            _pad: 0,
+        })
+    }
+}
+
+impl Conv2dShape {
+    /// The concrete variant for `v` (never `Auto`), or an error if `v` does not apply.
+    pub(super) fn resolve(&self, gpu: &Gpu, v: Variant, pass: Pass) -> Result<Variant> {
+        if v == Variant::Auto {
+            return Ok(select::conv2d::choose(&gpu.caps, self, pass));
+        }
+        if let Err(why) = gpu.caps.supports(v) {
+            return Err(GpuError::Shape {
+                label: "conv2d".into(),
+                message: why,
+            });
+        }
+        if !select::conv2d::applicable(&gpu.caps, self).contains(&v) {
+            return Err(GpuError::Shape {
+                label: "conv2d".into(),
+                message: format!("the {v} kernels do not apply to {}", self.describe()),
+            });
+        }
+        Ok(v)
+    }
+}
