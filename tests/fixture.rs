@@ -108,6 +108,21 @@ fn fixed_weights(spec: &ModelSpec) -> Vec<LayerParams> {
     params
 }
 
+/// The optimizer tools/make_fixture.py uses: SGD, momentum 0.9, weight decay 1e-3 (the
+/// learning rate is a tensor, set per fixture).
+fn fixture_sgd() -> OptimizerConfig {
+    OptimizerConfig {
+        kind: OptimizerKind::Sgd,
+        momentum: 0.9,
+        nesterov: false,
+        weight_decay: 1e-3,
+        l1: 0.0,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    }
+}
+
 fn check_model(name: &str, spec_text: &str) {
     let fx = Fixture::load();
     let spec = ModelSpec::parse(spec_text).unwrap();
@@ -124,16 +139,7 @@ fn check_model(name: &str, spec_text: &str) {
     g.write(&bufs.labels, &labels).unwrap();
     let metrics_t = g.zeros("metrics", metrics::LEN).unwrap();
     let lr = g.upload("lr", &[0.05f32]).unwrap();
-    let opt = OptimizerConfig {
-        kind: OptimizerKind::Sgd,
-        momentum: 0.9,
-        nesterov: false,
-        weight_decay: 1e-3,
-        l1: 0.0,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-    };
+    let opt = fixture_sgd();
     let mut plan = net::gradient_step(g, &net, &bufs, BATCH, 0, &metrics_t).unwrap();
     plan.extend(net::update(g, &net, &opt, &lr).unwrap());
     g.run(&plan.iter().collect::<Vec<_>>()).unwrap();
@@ -263,16 +269,7 @@ fn many_sgd_steps_match_pytorch() {
     let bufs = Buffers::new(g, &spec, MULTI_BATCH, Mode::Train).unwrap();
     let metrics_t = g.zeros("metrics", metrics::LEN).unwrap();
     let lr = g.upload("lr", &[MULTI_LR]).unwrap();
-    let opt = OptimizerConfig {
-        kind: OptimizerKind::Sgd,
-        momentum: 0.9,
-        nesterov: false,
-        weight_decay: 1e-3,
-        l1: 0.0,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-    };
+    let opt = fixture_sgd();
     let mut plan = net::gradient_step(g, &net, &bufs, MULTI_BATCH, 0, &metrics_t).unwrap();
     plan.extend(net::update(g, &net, &opt, &lr).unwrap());
     let plan: Vec<_> = plan.iter().collect();
