@@ -442,6 +442,19 @@ fn a_closed_output_pipe_does_not_stop_training() {
     );
     let log = std::fs::read_to_string(out.join("p/metrics.jsonl")).unwrap();
     assert!(log.lines().last().unwrap().contains("\"kind\":\"summary\""));
+    // Each epoch record carries the device memory at its end: the same every epoch.
+    let memory: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "epoch")
+        .map(|v| v["gpu_memory"].clone())
+        .collect();
+    assert_eq!(memory.len(), 3);
+    assert!(
+        memory[0]["allocated_bytes"].as_u64().unwrap() > 0,
+        "{memory:?}"
+    );
+    assert!(memory.iter().all(|m| *m == memory[0]), "{memory:?}");
     let c = wgpu_fmnist::checkpoint::load(&out.join("p/last.safetensors"), None).unwrap();
     assert_eq!(c.meta.epoch, 3);
 }

@@ -35,6 +35,18 @@ pub struct Gpu {
     uncaptured: Arc<Mutex<Option<String>>>,
 }
 
+/// What the device's memory allocator holds (`Gpu::memory`): what a run reports each epoch
+/// so that growth (a leak) is visible, and what the flat-memory tests compare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct GpuMemory {
+    /// Bytes in live allocations (buffers).
+    pub allocated_bytes: u64,
+    /// Bytes of the memory blocks the allocator has taken from the driver.
+    pub reserved_bytes: u64,
+    /// Live allocations.
+    pub allocations: usize,
+}
+
 /// Storage buffers one kernel binds at most (batch-norm backward uses 8).
 const STORAGE_BUFFERS_NEEDED: u32 = 8;
 
@@ -166,6 +178,18 @@ impl Gpu {
     pub fn describe(&self) -> String {
         let i = &self.info;
         format!("{} ({:?}, {:?})", i.name, i.backend, i.device_type)
+    }
+
+    /// Device memory in use now, from the allocator's report (None where the backend has
+    /// none). Waits for submitted work first, since wgpu frees dropped buffers only then.
+    pub fn memory(&self) -> Option<GpuMemory> {
+        let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
+        let report = self.device.generate_allocator_report()?;
+        Some(GpuMemory {
+            allocated_bytes: report.total_allocated_bytes,
+            reserved_bytes: report.total_reserved_bytes,
+            allocations: report.allocations.len(),
+        })
     }
 
     /// Waits for all submitted work, then reports any error wgpu raised outside a scope.

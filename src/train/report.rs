@@ -26,6 +26,9 @@ pub struct EpochRecord {
     pub val_accuracy: Option<f64>,
     pub seconds: f64,
     pub images_per_second: f64,
+    /// Device memory at the epoch's end (constant after the first epoch: nothing leaks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu_memory: Option<crate::gpu::GpuMemory>,
 }
 
 pub trait Reporter {

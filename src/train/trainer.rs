@@ -336,6 +336,7 @@ impl<'a> Trainer<'a> {
             val_accuracy: val.map(|v| v.accuracy),
             seconds,
             images_per_second: images as f64 / seconds,
+            gpu_memory: self.gpu.memory(),
         })
     }
 

@@ -1,0 +1,130 @@
+//! Device memory stays flat: every epoch of a run, and every repeated eval, predict and
+//! bench call, ends with the allocator holding exactly what it held after the first one.
+//! Each test makes its own device, so that tests running beside it do not move its counts.
+
+mod common;
+
+use common::synthetic;
+use std::path::PathBuf;
+use wgpu_fmnist::checkpoint::{Checkpoint, Meta};
+use wgpu_fmnist::data::Dataset;
+use wgpu_fmnist::gpu::{AdapterRequest, Gpu, GpuMemory};
+use wgpu_fmnist::model::{resolve, OptimizerKind};
+use wgpu_fmnist::train::{self, report::Silent, PartialConfig, TrainConfig};
+
+fn own_gpu() -> Gpu {
+    Gpu::new(&AdapterRequest::default()).expect("a GPU adapter for the tests")
+}
+
+fn memory(gpu: &Gpu) -> GpuMemory {
+    gpu.memory()
+        .expect("the Vulkan backend reports its allocator (lavapipe included)")
+}
+
+fn checkpoint(model: &str) -> Checkpoint {
+    let spec = resolve(model).unwrap().0;
+    Checkpoint {
+        params: spec.init_params(3),
+        spec,
+        meta: Meta {
+            input_mean: 0.5,
+            input_std: 0.5,
+            classes: vec![],
+            config: String::new(),
+            epoch: 0,
+            step: 0,
+            step_in_epoch: 0,
+            metrics: String::new(),
+        },
+        optim: None,
+    }
+}
+
+#[test]
+fn training_memory_is_flat_after_the_first_epoch() {
+    let gpu = own_gpu();
+    let data = Dataset {
+        dir: PathBuf::from("synthetic"),
+        train: synthetic(300, 1),
+        test: synthetic(100, 2),
+    };
+    // regcnn: batch norm, dropout and the pool fusion; 250 training images at batch 32 end
+    // on a partial batch, so both step plans run every epoch.
+    let cfg = TrainConfig::resolve(&PartialConfig {
+        model: Some("regcnn".into()),
+        epochs: Some(4),
+        val: Some(50),
+        ..Default::default()
+    })
+    .unwrap();
+    let before = memory(&gpu);
+    let outcome = train::train(&gpu, &cfg, &data, &mut Silent).unwrap();
+    let per_epoch: Vec<GpuMemory> = outcome
+        .history
+        .iter()
+        .map(|h| h.gpu_memory.expect("each epoch records device memory"))
+        .collect();
+    assert_eq!(per_epoch.len(), 4);
+    assert!(per_epoch[0].allocated_bytes > before.allocated_bytes);
+    for (epoch, m) in per_epoch.iter().enumerate().skip(1) {
+        assert_eq!(
+            *m,
+            per_epoch[0],
+            "device memory after epoch {} differs from after epoch 1",
+            epoch + 1
+        );
+    }
+    // The run's buffers are released when it returns (wgpu may also have dropped a
+    // buffer of its own that `before` still counted, hence at most).
+    assert!(memory(&gpu).allocated_bytes <= before.allocated_bytes);
+}
+
+#[test]
+fn eval_predict_and_bench_release_what_they_allocate() {
+    let gpu = own_gpu();
+    let ckpt = checkpoint("regcnn");
+    let split = synthetic(300, 4);
+    let images: Vec<Vec<u8>> = split
+        .images
+        .pixels
+        .chunks(784)
+        .map(|c| c.to_vec())
+        .collect();
+    let before = memory(&gpu);
+    // Each kind of call once, then again: the second and third calls must end where the
+    // first ended, and nothing a call allocates outlives it.
+    let mut after_first: Option<GpuMemory> = None;
+    let mut check = |what: &str, round: usize| {
+        let now = memory(&gpu);
+        assert!(
+            now.allocated_bytes <= before.allocated_bytes,
+            "{what} call {round} left {} bytes allocated (before: {})",
+            now.allocated_bytes,
+            before.allocated_bytes
+        );
+        match after_first {
+            None => after_first = Some(now),
+            Some(first) => assert_eq!(now, first, "device memory after {what} call {round}"),
+        }
+    };
+    for round in 1..=3 {
+        let report = wgpu_fmnist::infer::evaluate(&gpu, &ckpt, &split, 128).unwrap();
+        assert_eq!(report.count, 300);
+        check("eval", round);
+        let probs = wgpu_fmnist::infer::predict(&gpu, &ckpt, &images).unwrap();
+        assert_eq!(probs.len(), 300);
+        check("predict", round);
+    }
+    for round in 1..=2 {
+        let r = wgpu_fmnist::bench::run(
+            &gpu,
+            &resolve("mlp").unwrap().0,
+            32,
+            OptimizerKind::Adam,
+            0.05,
+        )
+        .unwrap();
+        assert!(r.train_images_per_second > 0.0);
+        check("bench", round);
+    }
+}
