@@ -21,6 +21,12 @@ pub enum CheckpointError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// Saving failed (disk full, folder removed…): a runtime error, not a bad checkpoint.
+    #[error("{path}: could not save the checkpoint: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: not a readable safetensors file ({message})")]
     Format { path: PathBuf, message: String },
     #[error("{path}: {message}")]
@@ -49,6 +55,22 @@ pub struct Meta {
     pub step: u64,
     pub step_in_epoch: usize,
     pub metrics: String,
+}
+
+impl Default for Meta {
+    /// A fresh model's: the training normalisation and class names, no training done.
+    fn default() -> Meta {
+        Meta {
+            input_mean: 0.5,
+            input_std: 0.5,
+            classes: crate::data::CLASSES.iter().map(|s| s.to_string()).collect(),
+            config: String::new(),
+            epoch: 0,
+            step: 0,
+            step_in_epoch: 0,
+            metrics: String::new(),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -181,7 +203,7 @@ pub fn save(path: &Path, c: &Checkpoint) -> Result<(), CheckpointError> {
         path: path.into(),
         message,
     })?;
-    crate::fsutil::write_atomic(path, &bytes).map_err(|source| CheckpointError::Io {
+    crate::fsutil::write_atomic(path, &bytes).map_err(|source| CheckpointError::Write {
         path: path.into(),
         source,
     })

@@ -190,12 +190,15 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             TrainError::Interrupted { .. } => 130,
             TrainError::Diverged { .. } => 5,
             TrainError::Config(_) | TrainError::Resume(_) => 2,
+            TrainError::Checkpoint(checkpoint::CheckpointError::Write { .. }) => 1,
             TrainError::Checkpoint(_) => 6,
             TrainError::Gpu(g) => gpu_code(g),
         };
     }
     if err.is::<data::DataError>() {
         4
+    } else if let Some(checkpoint::CheckpointError::Write { .. }) = err.downcast_ref() {
+        1
     } else if err.is::<checkpoint::CheckpointError>() || err.is::<infer::ImageError>() {
         6
     } else if err.is::<train::ConfigError>() || err.is::<model::SpecError>() {
@@ -222,7 +225,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            wgpu_fmnist::errln!("error: {err:#}");
+            wgpu_fmnist::errln!("error: {}", render::error_chain(err.as_ref()));
             ExitCode::from(exit_code(&err))
         }
     }
@@ -243,13 +246,18 @@ fn devices(backend: Backend, json: bool) -> anyhow::Result<()> {
 }
 
 fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
-    let setup = match &args.resume {
+    let mut setup = match &args.resume {
         Some(dir) => RunSetup::resume(dir, &args.settings, args.config.is_some())?,
         None => RunSetup::new(args.config.as_deref(), &args.settings)?,
     };
     // Data and adapter first: a run that cannot start leaves no folder behind.
     let data = data::load(setup.cfg.data.as_deref(), args.quiet || args.json)?;
     let gpu = Gpu::new(&setup.cfg.adapter_request())?;
+    if let Some(note) = setup.fit_batch_to(&data) {
+        if !(args.quiet || args.json) {
+            wgpu_fmnist::errln!("{note}");
+        }
+    }
     let output = match (args.json, args.quiet) {
         (true, _) => report::Output::Json,
         (_, true) => report::Output::Quiet,

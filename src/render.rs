@@ -340,3 +340,36 @@ fn kernel_row(w: &mut dyn Write, k: &KernelTime) -> Result<()> {
         k.seconds * 1e6
     )
 }
+
+/// An error and its causes joined by ": ", skipping a cause whose text the message already
+/// holds (our errors name their OS error in their own text, so `{:#}` printed it twice).
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let part = c.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let err = crate::checkpoint::CheckpointError::Io {
+            path: "a.safetensors".into(),
+            source: io,
+        };
+        assert_eq!(error_chain(&err), "a.safetensors: no such file");
+        let outer = anyhow::Error::new(std::io::Error::other("disk full")).context("saving x");
+        assert_eq!(error_chain(outer.as_ref()), "saving x: disk full");
+    }
+}

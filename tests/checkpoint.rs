@@ -542,3 +542,56 @@ fn sigterm_saves_last_and_exits_like_ctrl_c() {
     let c = checkpoint::load(&out.join("t/last.safetensors"), None).unwrap();
     assert!(c.meta.step > 0 && c.meta.epoch < 3, "{:?}", c.meta);
 }
+
+#[test]
+fn a_failed_checkpoint_write_is_a_runtime_error() {
+    // Root ignores permissions, so the write is made to fail another way: once training is
+    // under way, `last.safetensors` becomes a non-empty folder the save cannot replace.
+    let data = Path::new(wgpu_fmnist::data::DEBIAN_DIR);
+    if !data.is_dir() {
+        eprintln!("skipped: no real data");
+        return;
+    }
+    let out = tmp("write-fails");
+    let mut child = Command::new(binary())
+        .args(["train", "--model", "mlp", "--epochs", "1"])
+        .args([
+            "--limit-train",
+            "6000",
+            "--limit-test",
+            "100",
+            "--name",
+            "w",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    for line in lines.by_ref() {
+        if line.unwrap().starts_with("training mlp") {
+            break;
+        }
+    }
+    std::fs::create_dir_all(out.join("w/last.safetensors/in-the-way")).unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let code = child.wait().unwrap().code();
+    assert_eq!(code, Some(1), "a failed save is a runtime error: {rest:?}");
+    let error = rest
+        .iter()
+        .find(|l| l.starts_with("error:"))
+        .expect("an error line");
+    assert!(
+        error.contains("last.safetensors") && error.contains("could not save"),
+        "{error}"
+    );
+    // The folder in the way is untouched and no temporary file is left beside it.
+    assert!(out.join("w/last.safetensors/in-the-way").is_dir());
+    let names: Vec<String> = std::fs::read_dir(out.join("w"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.contains(".tmp")), "{names:?}");
+}

@@ -399,3 +399,65 @@ fn a_data_flag_that_is_no_folder_says_what_it_is() {
         assert!(msg.contains(says) && msg.contains("--data"), "{msg}");
     }
 }
+
+#[test]
+fn an_empty_split_is_a_data_error_from_the_cli() {
+    // A valid IDX file with a count of 0 in either split: exit 4 (data) naming the file,
+    // for train and for eval, rather than an internal kernel message.
+    let binary = env!("CARGO_BIN_EXE_wgpu-fmnist");
+    for (name, train, test, file) in [
+        ("empty-train", 0, 5, "train-images-idx3-ubyte.gz"),
+        ("empty-test", 20, 0, "t10k-images-idx3-ubyte"),
+    ] {
+        let dir = tmpdir(name);
+        write_dataset(&dir, train, test);
+        let out = dir.join("runs");
+        let train_run = std::process::Command::new(binary)
+            .args(["train", "--model", "mlp", "--val", "0", "--data"])
+            .arg(&dir)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&train_run.stderr);
+        assert_eq!(train_run.status.code(), Some(4), "{stderr}");
+        assert!(
+            stderr.contains(file) && stderr.contains("holds no images"),
+            "{stderr}"
+        );
+        assert!(!out.exists(), "a failed start leaves no run folder");
+        if test == 0 {
+            // A missing checkpoint is named once, its OS error printed once.
+            let ckpt = dir.join("model.safetensors");
+            let missing = std::process::Command::new(binary)
+                .args(["eval", "--data"])
+                .arg(&dir)
+                .arg("--checkpoint")
+                .arg(&ckpt)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&missing.stderr);
+            assert_eq!(missing.status.code(), Some(6), "{stderr}");
+            assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");
+            let spec = wgpu_fmnist::model::resolve("mlp").unwrap().0;
+            let model = wgpu_fmnist::checkpoint::Checkpoint {
+                params: spec.init_params(1),
+                spec,
+                meta: Default::default(),
+                optim: None,
+            };
+            wgpu_fmnist::checkpoint::save(&ckpt, &model).unwrap();
+            let eval = std::process::Command::new(binary)
+                .args(["eval", "--data"])
+                .arg(&dir)
+                .arg("--checkpoint")
+                .arg(&ckpt)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&eval.stderr);
+            assert_eq!(eval.status.code(), Some(4), "{stderr}");
+            assert!(stderr.contains("holds no images"), "{stderr}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

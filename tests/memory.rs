@@ -26,16 +26,7 @@ fn checkpoint(model: &str) -> Checkpoint {
     Checkpoint {
         params: spec.init_params(3),
         spec,
-        meta: Meta {
-            input_mean: 0.5,
-            input_std: 0.5,
-            classes: vec![],
-            config: String::new(),
-            epoch: 0,
-            step: 0,
-            step_in_epoch: 0,
-            metrics: String::new(),
-        },
+        meta: Meta::default(),
         optim: None,
     }
 }

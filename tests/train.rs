@@ -458,3 +458,36 @@ fn a_closed_output_pipe_does_not_stop_training() {
     let c = wgpu_fmnist::checkpoint::load(&out.join("p/last.safetensors"), None).unwrap();
     assert_eq!(c.meta.epoch, 3);
 }
+
+#[test]
+fn a_batch_larger_than_the_data_is_lowered_shown_and_stored() {
+    let Some(data) = real_data() else { return };
+    let out = out_dir("big-batch");
+    let r = Command::new(binary())
+        .args([
+            "train",
+            "--model",
+            "mlp",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "500",
+        ])
+        .args(["--limit-train", "100", "--val", "10", "--limit-test", "50"])
+        .args(["--name", "b", "--data"])
+        .arg(data)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--batch-size 500 is more than the 90 training images")
+            && stderr.contains("batch 90, 1 steps per epoch"),
+        "{stderr}"
+    );
+    let cfg: TrainConfig =
+        toml::from_str(&std::fs::read_to_string(out.join("b/config.toml")).unwrap()).unwrap();
+    assert_eq!(cfg.batch_size, 90);
+}

@@ -70,6 +70,8 @@ pub enum DataError {
         image_count: usize,
         label_count: usize,
     },
+    #[error("{path}: holds no images; training needs a non-empty train split and evaluation a non-empty test split")]
+    NoImages { path: PathBuf },
     #[error("{path}: images are {rows}x{cols}; the models take 28x28")]
     WrongImageSize {
         path: PathBuf,
@@ -189,6 +191,11 @@ pub fn load_split(images: &Path, labels: &Path) -> Result<Split, DataError> {
             labels: labels.to_path_buf(),
             image_count: imgs.count,
             label_count: labs.len(),
+        });
+    }
+    if imgs.count == 0 {
+        return Err(DataError::NoImages {
+            path: images.to_path_buf(),
         });
     }
     Ok(Split {

@@ -90,6 +90,26 @@ impl RunSetup {
         })
     }
 
+    /// Lowers a `--batch-size` larger than the training split to the split's size, as
+    /// training would, so that what is shown and stored in config.toml is what runs. Returns
+    /// a note saying so.
+    pub fn fit_batch_to(&mut self, data: &Dataset) -> Option<String> {
+        let cfg = &mut self.cfg;
+        let available = match cfg.limit_train {
+            0 => data.train.len(),
+            n => n.min(data.train.len()),
+        };
+        let train = available.saturating_sub(cfg.val);
+        (train > 0 && cfg.batch_size > train).then(|| {
+            let note = format!(
+                "note: --batch-size {} is more than the {train} training images; training with batches of {train}",
+                cfg.batch_size
+            );
+            cfg.batch_size = train;
+            note
+        })
+    }
+
     /// Creates the run folder (or, resuming, uses the existing one), writes the resolved
     /// config.toml and opens metrics.jsonl.
     pub fn create(&self) -> Result<(PathBuf, MetricsLog), ConfigError> {
