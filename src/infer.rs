@@ -112,8 +112,6 @@ pub enum Invert {
     No,
 }
 
-/// Reads an image file as 28x28 u8 pixels: grayscale, scaled to fit with its aspect kept,
-/// centred on a black square, inverted when the background is light.
 /// Reads every image it can: the readable ones' paths and pixels, and the others' errors.
 pub fn load_images(
     paths: &[std::path::PathBuf],
@@ -132,19 +130,36 @@ pub fn load_images(
     (ok, pixels, failed)
 }
 
+/// Reads an image file as 28x28 u8 pixels: grayscale, scaled to fit with its aspect kept,
+/// centred on a black square, inverted when the background is light.
 pub fn load_image(path: &Path, invert: Invert) -> Result<Vec<u8>, ImageError> {
-    let name = path.display().to_string();
-    let img = image::ImageReader::open(path)
-        .and_then(|r| r.with_guessed_format())
-        .map_err(|e| ImageError::Unreadable {
-            path: name.clone(),
-            message: e.to_string(),
-        })?
-        .decode()
-        .map_err(|e| ImageError::Unreadable {
-            path: name.clone(),
-            message: e.to_string(),
-        })?;
+    let bytes = std::fs::read(path).map_err(|e| ImageError::Unreadable {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    decode_image(&path.display().to_string(), &bytes, invert)
+}
+
+/// Largest image side `predict` decodes: bigger files are refused before their pixels are
+/// allocated (a 28x28 result needs nothing near this).
+pub const MAX_IMAGE_SIDE: u32 = 16384;
+
+/// `load_image` on bytes already read; `name` is what errors call the image.
+pub fn decode_image(name: &str, bytes: &[u8], invert: Invert) -> Result<Vec<u8>, ImageError> {
+    let unreadable = |message: String| ImageError::Unreadable {
+        path: name.to_string(),
+        message,
+    };
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| unreadable(e.to_string()))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(512 << 20);
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| unreadable(e.to_string()))?;
+    let name = name.to_string();
     let gray = img.to_luma8();
     let (w, h) = gray.dimensions();
     if w == 0 || h == 0 {

@@ -80,6 +80,22 @@ fn wrong_magic_is_reported() {
 }
 
 #[test]
+fn dimensions_whose_product_overflows_are_malformed() {
+    // Found by `fuzz/run-all.sh` (target idx): 2^22 x 2^21 x 2^21 images wraps to 0 bytes
+    // in 64 bits, so an unchecked product accepted a header-only file as 4 million images.
+    let mut bytes = vec![0, 0, 8, 3];
+    for d in [1u32 << 22, 1 << 21, 1 << 21] {
+        bytes.extend_from_slice(&d.to_be_bytes());
+    }
+    let err = idx::parse_images(Path::new("wrap"), &bytes).unwrap_err();
+    assert!(matches!(err, DataError::Malformed { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("more bytes than can exist"),
+        "{err}"
+    );
+}
+
+#[test]
 fn truncated_files_are_reported() {
     let dir = tmpdir("trunc");
     let p = dir.join("x");

@@ -4,7 +4,8 @@
 For each seed, both sides train the preset from a fresh initialisation for STEPS steps on
 Fashion-MNIST (the first STEPS * batch + VAL training images; VAL of them held out at random)
 and report the running loss and accuracy over those steps, then the accuracy on the held-out
-images. wgpu-fmnist runs through its CLI (`train --epochs 1 --limit-train ...`, so its one
+images and on the whole 10,000-image test set (the same images on both sides, so this column
+carries no held-out sampling noise). wgpu-fmnist runs through its CLI (`train --epochs 1 --limit-train ...`, so its one
 epoch is exactly STEPS steps), PyTorch (CPU) with the identical layer list, init distribution
 (PyTorch's defaults, which wgpu-fmnist reproduces), input normalisation and optimizer
 settings, all read back from the run's resolved config.toml. Then each side's mean and spread.
@@ -44,10 +45,10 @@ def read_idx(path):
     return torch.frombuffer(bytearray(data[4 + 4 * dims:]), dtype=torch.uint8).reshape(shape)
 
 
-def load_train(data_dir):
+def load_split(data_dir, prefix):
     d = Path(data_dir)
     pick = lambda stem: next(p for p in (d / stem, d / (stem + ".gz")) if p.exists())
-    return read_idx(pick("train-images-idx3-ubyte")), read_idx(pick("train-labels-idx1-ubyte"))
+    return read_idx(pick(f"{prefix}-images-idx3-ubyte")), read_idx(pick(f"{prefix}-labels-idx1-ubyte"))
 
 
 def build(spec):
@@ -94,7 +95,13 @@ def optimizer(cfg, params):
                weight_decay=cfg["weight_decay"])
 
 
-def torch_run(cfg, images, labels, steps, val, seed):
+def accuracy(model, x, y):
+    with torch.no_grad():
+        return sum((model(x[i:i + 500]).argmax(1) == y[i:i + 500]).sum().item()
+                   for i in range(0, len(y), 500)) / len(y)
+
+
+def torch_run(cfg, images, labels, test, steps, val, seed):
     torch.manual_seed(seed)
     batch = cfg["batch_size"]
     n = steps * batch + val
@@ -121,10 +128,9 @@ def torch_run(cfg, images, labels, steps, val, seed):
         correct += (out.argmax(1) == y[idx]).sum().item()
         seen += len(idx)
     model.eval()
-    with torch.no_grad():
-        hits = sum((model(x[held[i:i + 500]]).argmax(1) == y[held[i:i + 500]]).sum().item()
-                   for i in range(0, val, 500))
-    return loss_sum / seen, correct / seen, hits / val
+    tx = ((test[0].float() / 255.0 - cfg["input_mean"]) / cfg["input_std"]).unsqueeze(1)
+    return (loss_sum / seen, correct / seen, accuracy(model, x[held], y[held]),
+            accuracy(model, tx, test[1].long()))
 
 
 def ours_run(binary, model, steps, val, seed, data, extra, workdir):
@@ -132,13 +138,16 @@ def ours_run(binary, model, steps, val, seed, data, extra, workdir):
     n = steps * cfg["batch_size"] + val
     name = f"seed{seed}"
     cmd = [binary, "train", "--model", model, "--epochs", "1", "--seed", str(seed),
-           "--limit-train", str(n), "--val", str(val), "--limit-test", "500", "--json",
+           "--limit-train", str(n), "--val", str(val), "--json",
            "--out", str(workdir), "--name", name, "--data", str(data), *extra]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stderr}")
-    epoch = next(json.loads(l) for l in r.stdout.splitlines() if '"kind":"epoch"' in l)
-    return epoch["train_loss"], epoch["train_accuracy"], epoch["val_accuracy"]
+    lines = [json.loads(l) for l in r.stdout.splitlines()]
+    epoch = next(l for l in lines if l["kind"] == "epoch")
+    test = next(l for l in lines if l["kind"] == "summary")
+    return (epoch["train_loss"], epoch["train_accuracy"], epoch["val_accuracy"],
+            test["test_accuracy"])
 
 
 def resolved_config(binary, model, extra, workdir):
@@ -168,35 +177,39 @@ def main():
     ap.add_argument("extra", nargs="*", help="more train flags for both sides (after --)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    images, labels = load_train(a.data)
+    images, labels = load_split(a.data, "train")
+    test = load_split(a.data, "t10k")
     with tempfile.TemporaryDirectory() as tmp:
         cfg = resolved_config(a.binary, a.model, a.extra, tmp)
         print(f"{a.model}: {cfg['spec']}")
         print(f"{cfg['optimizer']} lr {cfg['lr']} momentum {cfg['momentum']} weight decay "
               f"{cfg['weight_decay']} batch {cfg['batch_size']}; {a.steps} steps, "
               f"{a.val} held out, seeds 0..{a.seeds - 1}\n")
-        print(f"{'seed':>4}  {'ours loss':>9} {'acc':>6} {'val':>6}  {'torch loss':>10} "
-              f"{'acc':>6} {'val':>6}  {'s ours':>6} {'s torch':>7}")
+        print(f"{'seed':>4}  {'ours loss':>9} {'acc':>6} {'val':>6} {'test':>6}  "
+              f"{'torch loss':>10} {'acc':>6} {'val':>6} {'test':>6}  {'s ours':>6} {'s torch':>7}")
         ours, theirs = [], []
         for seed in range(a.seeds):
             t0 = time.time()
             o = ours_run(a.binary, a.model, a.steps, a.val, seed, a.data, a.extra, tmp)
             t1 = time.time()
-            t = torch_run(cfg, images, labels, a.steps, a.val, seed)
+            t = torch_run(cfg, images, labels, test, a.steps, a.val, seed)
             t2 = time.time()
             ours.append(o)
             theirs.append(t)
-            print(f"{seed:>4}  {o[0]:>9.4f} {o[1] * 100:>5.1f}% {o[2] * 100:>5.1f}%  "
-                  f"{t[0]:>10.4f} {t[1] * 100:>5.1f}% {t[2] * 100:>5.1f}%  "
+            print(f"{seed:>4}  {o[0]:>9.4f} {o[1] * 100:>5.1f}% {o[2] * 100:>5.1f}% "
+                  f"{o[3] * 100:>5.2f}%  {t[0]:>10.4f} {t[1] * 100:>5.1f}% {t[2] * 100:>5.1f}% "
+                  f"{t[3] * 100:>5.2f}%  "
                   f"{t1 - t0:>6.0f} {t2 - t1:>7.0f}", flush=True)
         so, st = summary(ours), summary(theirs)
         print()
         for label, s in (("ours", so), ("torch", st)):
             print(f"{label:>5} mean +- sd: loss {s[0][0]:.4f} +- {s[0][1]:.4f}, "
                   f"acc {s[1][0] * 100:.2f} +- {s[1][1] * 100:.2f} %, "
-                  f"val {s[2][0] * 100:.2f} +- {s[2][1] * 100:.2f} %")
+                  f"val {s[2][0] * 100:.2f} +- {s[2][1] * 100:.2f} %, "
+                  f"test {s[3][0] * 100:.2f} +- {s[3][1] * 100:.2f} %")
         n = a.seeds
-        for i, what in enumerate(("running loss", "running accuracy", "val accuracy")):
+        for i, what in enumerate(("running loss", "running accuracy", "val accuracy",
+                                  "test accuracy")):
             se = math.sqrt((so[i][1] ** 2 + st[i][1] ** 2) / n) if n > 1 else float("inf")
             diff = so[i][0] - st[i][0]
             flag = "ok" if abs(diff) <= 2 * se else "DIFFERS"

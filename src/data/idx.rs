@@ -17,21 +17,39 @@ pub struct Images {
     pub pixels: Vec<u8>,
 }
 
+/// Decompressed sizes above this are refused before they are allocated: the largest
+/// Fashion-MNIST file is 47 MB, and a small gzip can otherwise expand without bound.
+pub const MAX_DECOMPRESSED_BYTES: u64 = 1 << 30;
+
 /// Reads a whole file, transparently gunzipping it when it starts with the gzip magic.
 pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>, DataError> {
     let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::with_capacity(raw.len() * 4);
-        flate2::read::MultiGzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| DataError::BadGzip {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
-        Ok(out)
-    } else {
-        Ok(raw)
+    decode_maybe_gzip(path, raw)
+}
+
+/// The bytes of a file as read from `path`, gunzipped when they start with the gzip magic.
+pub fn decode_maybe_gzip(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>, DataError> {
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return Ok(raw);
     }
+    let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(1 << 26));
+    flate2::read::MultiGzDecoder::new(&raw[..])
+        .take(MAX_DECOMPRESSED_BYTES + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| DataError::BadGzip {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    if out.len() as u64 > MAX_DECOMPRESSED_BYTES {
+        return Err(DataError::BadGzip {
+            path: path.to_path_buf(),
+            message: format!(
+                "decompresses to more than {} MiB, larger than any IDX file this program reads",
+                MAX_DECOMPRESSED_BYTES >> 20
+            ),
+        });
+    }
+    Ok(out)
 }
 
 fn header(path: &Path, bytes: &[u8], magic: u32, dims: usize) -> Result<Vec<usize>, DataError> {
@@ -55,7 +73,17 @@ fn header(path: &Path, bytes: &[u8], magic: u32, dims: usize) -> Result<Vec<usiz
         });
     }
     let sizes: Vec<usize> = (0..dims).map(|d| be(4 + 4 * d) as usize).collect();
-    let payload: usize = sizes.iter().product();
+    // Checked: the dimensions are untrusted u32s whose product can overflow (and would
+    // then pass the length check below with a count that does not match the bytes).
+    let payload = sizes
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| DataError::Malformed {
+            path: path.to_path_buf(),
+            message: format!(
+                "the header's dimensions {sizes:?} describe more bytes than can exist"
+            ),
+        })?;
     let have = bytes.len() - need;
     if have < payload {
         return Err(DataError::Truncated {

@@ -139,10 +139,15 @@ impl PartialConfig {
             path: path.into(),
             message: e.to_string(),
         })?;
-        toml::from_str(&text).map_err(|e| ConfigError::File {
+        PartialConfig::from_toml(&text).map_err(|message| ConfigError::File {
             path: path.into(),
-            message: e.to_string(),
+            message,
         })
+    }
+
+    /// Parses the text of a config file (the message says what is wrong and where).
+    pub fn from_toml(text: &str) -> Result<PartialConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
     }
 
     /// `self` with every setting `top` has replaced.
