@@ -2,10 +2,16 @@
 # Installs the system packages wgpu-fmnist needs on Debian/Ubuntu, only those missing:
 #   mesa-vulkan-drivers + libvulkan1   software Vulkan adapter (lavapipe) for machines without a GPU
 #   dataset-fashion-mnist              the real data in /usr/share/datasets/fashion-mnist
+# With --with-browser (what .ci/run passes), also:
+#   chromium                           headless browser the report tests render pages in
 set -euo pipefail
 
+packages=(libvulkan1 mesa-vulkan-drivers dataset-fashion-mnist)
+if [ "${1:-}" = "--with-browser" ]; then
+    packages+=(chromium)
+fi
 missing=()
-for pkg in libvulkan1 mesa-vulkan-drivers dataset-fashion-mnist; do
+for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ ${#missing[@]} -eq 0 ]; then

@@ -33,6 +33,7 @@ pub mod model;
 pub mod net;
 pub mod reference;
 pub mod render;
+pub mod report;
 pub mod rng;
 pub mod shader_check;
 pub mod train;

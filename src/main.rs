@@ -47,6 +47,23 @@ enum Command {
         /// Preset (mlp, cnn1, cnn2, regcnn, vgg) or a layer spec string.
         #[arg(long, default_value = "regcnn")]
         model: String,
+        /// Also write the architecture diagram and the layer table as an HTML page.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
+        /// Also write the architecture diagram alone as an SVG file.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+    },
+    /// Redraw a run's report.html and curves.png from its folder, or compare several runs
+    /// on one page.
+    Report {
+        /// One run folder (its report.html is rewritten) or several (a comparison page).
+        #[arg(required = true, value_name = "RUN_DIR")]
+        runs: Vec<PathBuf>,
+        /// Where the comparison page goes (default compare.html); with one run folder, the
+        /// run's report is written here instead of into the folder.
+        #[arg(short, long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
 }
 
@@ -195,6 +212,13 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             TrainError::Gpu(g) => gpu_code(g),
         };
     }
+    if let Some(e) = err.downcast_ref::<wgpu_fmnist::report::ReportError>() {
+        return match e {
+            wgpu_fmnist::report::ReportError::NotARun { .. }
+            | wgpu_fmnist::report::ReportError::Unreadable { .. } => 2,
+            _ => 1,
+        };
+    }
     if err.is::<data::DataError>() {
         4
     } else if let Some(checkpoint::CheckpointError::Write { .. }) = err.downcast_ref() {
@@ -215,9 +239,8 @@ fn main() -> ExitCode {
             .map_err(Into::into)
             .and_then(|g| out(|w| writeln!(w, "{}", g.describe()))),
         Command::Train(args) => run_train(&args),
-        Command::Summary { model } => model::resolve(&model)
-            .map_err(Into::into)
-            .and_then(|(spec, p)| out(|w| render::summary(w, &spec, p))),
+        Command::Summary { model, html, svg } => summary(&model, html, svg),
+        Command::Report { runs, out } => report(&runs, out),
         Command::Eval(args) => eval(&args),
         Command::Predict(args) => predict(&args),
         Command::Bench(args) => bench(&args),
@@ -268,6 +291,49 @@ fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
         let _ = render::train_summary(&mut std::io::stderr(), &setup.cfg, &outcome, &dir);
     }
     Ok(())
+}
+
+fn summary(model: &str, html: Option<PathBuf>, svg: Option<PathBuf>) -> anyhow::Result<()> {
+    let (spec, preset) = model::resolve(model)?;
+    let name = preset.map_or("custom model", |p| p.name);
+    let write = |path: &PathBuf, text: String| {
+        wgpu_fmnist::fsutil::write_atomic(path, text.as_bytes())
+            .map_err(|e| anyhow::anyhow!("{}: could not write: {e}", path.display()))
+    };
+    if let Some(path) = &html {
+        write(path, wgpu_fmnist::report::model_page(&spec, name))?;
+    }
+    if let Some(path) = &svg {
+        write(path, wgpu_fmnist::report::diagram::svg(&spec))?;
+    }
+    out(|w| render::summary(w, &spec, preset))
+}
+
+fn report(runs: &[PathBuf], out_file: Option<PathBuf>) -> anyhow::Result<()> {
+    use wgpu_fmnist::report as pages;
+    let written = match (runs, out_file) {
+        ([dir], None) => {
+            pages::RunFolder::read(dir)?; // says clearly when `dir` is not a run folder
+            pages::curves::write_png(dir).map_err(pages::ReportError::Draw)?;
+            pages::write_run_report(dir)?
+        }
+        ([dir], Some(path)) => {
+            let page = pages::run_page(&pages::RunFolder::read(dir)?)?;
+            wgpu_fmnist::fsutil::write_atomic(&path, page.as_bytes()).map_err(|source| {
+                pages::ReportError::Write {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+            path
+        }
+        (dirs, path) => {
+            let path = path.unwrap_or_else(|| PathBuf::from("compare.html"));
+            pages::write_compare(dirs, &path)?;
+            path
+        }
+    };
+    out(|w| writeln!(w, "{}", written.display()))
 }
 
 fn bench(a: &BenchArgs) -> anyhow::Result<()> {

@@ -420,6 +420,11 @@ impl TrainConfig {
         Ok(ModelSpec::parse(&self.spec)?)
     }
 
+    /// Reads a run folder's config.toml (what `to_toml` wrote), before validation.
+    pub fn from_run_toml(text: &str) -> Result<TrainConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
     pub fn to_toml(&self) -> String {
         toml::to_string(self)
             .unwrap_or_else(|e| format!("# could not serialise the configuration: {e}\n"))

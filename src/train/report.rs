@@ -75,6 +75,9 @@ pub struct ConsoleReporter {
     epochs: usize,
     jsonl: Option<super::run::MetricsLog>,
     last_logged_step: usize,
+    epoch: usize,
+    /// curves.png could not be drawn once: said once, not every epoch.
+    curves_failed: bool,
 }
 
 impl ConsoleReporter {
@@ -86,12 +89,26 @@ impl ConsoleReporter {
             epochs: 0,
             jsonl: metrics,
             last_logged_step: 0,
+            epoch: 0,
+            curves_failed: false,
         }
     }
 
     fn log(&mut self, value: serde_json::Value) {
         if let Some(f) = &mut self.jsonl {
             f.write(&value);
+        }
+    }
+
+    /// Redraws the run's curves.png from its metrics.jsonl. A failure is reported once and
+    /// never stops training.
+    fn draw_curves(&mut self) {
+        let Some(log) = &self.jsonl else { return };
+        if let Err(e) = crate::report::curves::write_png(log.run_dir()) {
+            if !self.curves_failed && self.output != Output::Quiet {
+                crate::errln!("warning: could not draw curves.png: {e}");
+            }
+            self.curves_failed = true;
         }
     }
 
@@ -122,6 +139,7 @@ impl Reporter for ConsoleReporter {
 
     fn epoch_start(&mut self, epoch: usize, epochs: usize) {
         self.last_logged_step = 0;
+        self.epoch = epoch;
         if self.output == Output::Human && Self::tty() {
             let bar = indicatif::ProgressBar::new(0);
             bar.set_style(
@@ -150,7 +168,8 @@ impl Reporter for ConsoleReporter {
         if p.step >= self.last_logged_step + 100 || p.step == p.steps {
             self.last_logged_step = p.step;
             self.log(serde_json::json!({
-                "kind": "step", "step_in_epoch": p.step, "running_loss": p.running_loss,
+                "kind": "step", "epoch": self.epoch, "steps_per_epoch": p.steps,
+                "step_in_epoch": p.step, "running_loss": p.running_loss,
                 "running_accuracy": p.running_accuracy, "images_per_second": p.images_per_second,
             }));
         }
@@ -163,6 +182,7 @@ impl Reporter for ConsoleReporter {
         let mut v = serde_json::to_value(r).unwrap_or_default();
         v["kind"] = "epoch".into();
         self.log(v.clone());
+        self.draw_curves();
         match self.output {
             Output::Human => {
                 let val = match (r.val_loss, r.val_accuracy) {
@@ -197,6 +217,7 @@ impl Reporter for ConsoleReporter {
 
     fn finish(&mut self, summary: &serde_json::Value) {
         self.log(summary.clone());
+        self.draw_curves();
         if self.output == Output::Json {
             crate::outln!("{summary}");
         }

@@ -65,8 +65,8 @@ impl RunSetup {
         let path = dir.join("config.toml");
         let text =
             std::fs::read_to_string(&path).map_err(|e| bad(format!("{}: {e}", path.display())))?;
-        let mut cfg: TrainConfig =
-            toml::from_str(&text).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+        let mut cfg = TrainConfig::from_run_toml(&text)
+            .map_err(|e| bad(format!("{}: {e}", path.display())))?;
         cfg.epochs = flags.epochs.unwrap_or(cfg.epochs);
         cfg.backend = flags.backend.unwrap_or(cfg.backend);
         cfg.adapter = flags.adapter.clone().or(cfg.adapter);
@@ -170,15 +170,64 @@ impl RunSetup {
                 return Err(e);
             }
         };
+        if let Err(e) = self.write_test_report(gpu, data, &outcome, &dir) {
+            if output != Output::Quiet {
+                crate::errln!("warning: could not write test.json: {e}");
+            }
+        }
         reporter.finish(&serde_json::json!({
             "kind": "summary", "model": self.cfg.model, "test_accuracy": outcome.test_accuracy,
             "test_loss": outcome.test_loss, "epochs": outcome.epochs_run,
             "stopped_early": outcome.stopped_early,
             "images_per_second": outcome.images_per_second,
             "wall_seconds": outcome.wall_seconds, "adapter": adapter,
+            "data": data.dir.display().to_string(),
             "run_dir": dir.display().to_string(),
         }));
+        if let Err(e) = crate::report::write_run_report(&dir) {
+            if output != Output::Quiet {
+                crate::errln!("warning: could not write report.html: {e}");
+            }
+        }
         Ok((outcome, dir))
+    }
+
+    /// test.json: the final model's confusion matrix, per-class figures and most confident
+    /// mistakes on the run's test split (what report.html shows).
+    fn write_test_report(
+        &self,
+        gpu: &Gpu,
+        data: &Dataset,
+        outcome: &TrainOutcome,
+        dir: &Path,
+    ) -> Result<(), String> {
+        let cfg = &self.cfg;
+        let test = match cfg.limit_test {
+            0 => data.test.clone(),
+            n => data.test.take(n),
+        };
+        let ckpt = Checkpoint {
+            spec: cfg.model_spec().map_err(|e| e.to_string())?,
+            params: outcome.params.clone(),
+            meta: checkpoint::Meta {
+                input_mean: cfg.input_mean,
+                input_std: cfg.input_std,
+                ..Default::default()
+            },
+            optim: None,
+        };
+        let images: Vec<Vec<u8>> = test.images.pixels.chunks(784).map(<[u8]>::to_vec).collect();
+        let probabilities =
+            crate::infer::predict(gpu, &ckpt, &images).map_err(|e| e.to_string())?;
+        let report = crate::report::testset::TestReport::new(
+            &probabilities,
+            &test.labels,
+            &test.images.pixels,
+            &ckpt.meta.classes,
+            24,
+        );
+        let json = serde_json::to_vec(&report).map_err(|e| e.to_string())?;
+        crate::fsutil::write_atomic(&dir.join("test.json"), &json).map_err(|e| e.to_string())
     }
 }
 
@@ -237,7 +286,10 @@ fn new_run_dir(cfg: &TrainConfig, explicit: bool) -> Result<PathBuf, ConfigError
 
 /// The run's metrics.jsonl: one JSON object per line (running figures, epochs, messages,
 /// the final summary). Write errors are ignored: a full disk must not stop training.
-pub struct MetricsLog(std::fs::File);
+pub struct MetricsLog {
+    file: std::fs::File,
+    path: PathBuf,
+}
 
 impl MetricsLog {
     /// Creates the file afresh, or appends (a resumed run).
@@ -248,10 +300,18 @@ impl MetricsLog {
             .write(true)
             .truncate(!append)
             .open(path)
-            .map(MetricsLog)
+            .map(|file| MetricsLog {
+                file,
+                path: path.to_path_buf(),
+            })
+    }
+
+    /// The run folder the log is in.
+    pub fn run_dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
     }
 
     pub fn write(&mut self, value: &serde_json::Value) {
-        let _ = writeln!(self.0, "{value}");
+        let _ = writeln!(self.file, "{value}");
     }
 }
