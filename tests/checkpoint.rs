@@ -207,6 +207,142 @@ fn interrupted_run_saves_and_resumes_exactly() {
     );
 }
 
+/// Sets the stop flag at the first progress report of epoch `at`.
+struct StopInEpoch<'a> {
+    flag: &'a AtomicBool,
+    at: usize,
+    epoch: usize,
+}
+
+impl train::Reporter for StopInEpoch<'_> {
+    fn start(
+        &mut self,
+        _: &TrainConfig,
+        _: &wgpu_fmnist::model::ModelSpec,
+        _: usize,
+        _: usize,
+        _: usize,
+        _: usize,
+    ) {
+    }
+    fn epoch_start(&mut self, epoch: usize, _: usize) {
+        self.epoch = epoch;
+    }
+    fn progress(&mut self, _: &train::Progress) {
+        if self.epoch == self.at {
+            self.flag.store(true, Ordering::SeqCst);
+        }
+    }
+    fn epoch_end(&mut self, _: &train::EpochRecord) {}
+    fn message(&mut self, _: &str) {}
+}
+
+#[test]
+fn scheduled_runs_resume_exactly() {
+    // A per-step schedule (cosine with warmup) and one decided between epochs from the
+    // validation loss (plateau; threshold 0.9 counts almost nothing as an improvement, so
+    // it halves the rate after most epochs): stopped after two epochs and resumed, each equals
+    // the uninterrupted run bit for bit.
+    let data = dataset();
+    for schedule in [
+        "cosine(warmup=0.5)",
+        "plateau(factor=0.5,patience=0,threshold=0.9)",
+    ] {
+        let cfg = TrainConfig::resolve(&PartialConfig {
+            model: Some(SPEC.into()),
+            epochs: Some(4),
+            batch_size: Some(32),
+            val: Some(50),
+            seed: Some(5),
+            schedule: Some(schedule.into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let straight = train::train(gpu(), &cfg, &data, &mut Silent).unwrap();
+        let lrs: Vec<f64> = straight.history.iter().map(|h| h.lr).collect();
+        assert!(
+            lrs.windows(2).all(|w| w[1] <= w[0]) && lrs[3] < lrs[1] / 1.9,
+            "{schedule}: the rate falls: {lrs:?}"
+        );
+        let dir = tmp("schedule");
+        let stop = AtomicBool::new(false);
+        let opts = RunOptions {
+            run_dir: Some(&dir),
+            stop: Some(&stop),
+            ..Default::default()
+        };
+        let mut reporter = StopInEpoch {
+            flag: &stop,
+            at: 3,
+            epoch: 0,
+        };
+        assert!(matches!(
+            train::train_with(gpu(), &cfg, &data, &mut reporter, &opts),
+            Err(TrainError::Interrupted { .. })
+        ));
+        let c = checkpoint::load(&dir.join("last.safetensors"), None).unwrap();
+        // The flag is seen at the next chunk boundary: in epoch 3 or at the start of 4.
+        assert!(
+            (2..=3).contains(&c.meta.epoch),
+            "{schedule}: stopped after {:?}",
+            c.meta
+        );
+        let resumed = train::train_with(
+            gpu(),
+            &cfg,
+            &data,
+            &mut Silent,
+            &RunOptions {
+                run_dir: Some(&dir),
+                resume: Some(&c),
+                stop: None,
+            },
+        )
+        .unwrap();
+        assert!(
+            resumed.params == straight.params,
+            "{schedule}: interrupted + resumed differs from the uninterrupted run"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn the_gpu_steps_with_the_scheduled_rate() {
+    // multistep(at=1, gamma=1e-20): after epoch 1 every update is far below the weights'
+    // last bit, so 2 epochs end with exactly the weights of 1 constant-rate epoch. Plain
+    // SGD, no batch norm: nothing else changes the parameters.
+    let data = dataset();
+    let cfg = |epochs: usize, schedule: &str| {
+        TrainConfig::resolve(&PartialConfig {
+            model: Some("flatten linear(16) relu linear(10)".into()),
+            epochs: Some(epochs),
+            optimizer: Some(wgpu_fmnist::model::OptimizerKind::Sgd),
+            lr: Some(0.05),
+            val: Some(50),
+            schedule: Some(schedule.into()),
+            ..Default::default()
+        })
+        .unwrap()
+    };
+    let one = train::train(gpu(), &cfg(1, "constant"), &data, &mut Silent).unwrap();
+    let two = train::train(
+        gpu(),
+        &cfg(2, "multistep(at=1,gamma=1e-20)"),
+        &data,
+        &mut Silent,
+    )
+    .unwrap();
+    assert!(
+        one.params == two.params,
+        "the second epoch moved the weights"
+    );
+    assert_eq!(two.history[0].lr, 0.05f32 as f64);
+    assert!(two.history[1].lr < 1e-20);
+    let unscheduled = train::train(gpu(), &cfg(2, "constant"), &data, &mut Silent).unwrap();
+    assert!(one.params != unscheduled.params);
+}
+
 fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_wgpu-fmnist")
 }

@@ -173,6 +173,8 @@ fn impossible_settings_are_refused() {
         ("input_mean = inf", "--input-mean"),
         ("lr = nan", "--lr"),
         ("max_loss = -1.0", "--max-loss"),
+        ("schedule = \"cosine(warmpu=1)\"", "--schedule"),
+        ("schedule = \"plateau\"\nval = 0", "--schedule"),
     ] {
         let extra: PartialConfig = toml::from_str(toml).unwrap();
         let err = TrainConfig::resolve(&PartialConfig {
@@ -182,6 +184,17 @@ fn impossible_settings_are_refused() {
         .unwrap_err();
         assert!(err.to_string().contains(flag), "{toml}: {err}");
     }
+    // From the CLI: exit 2, the item named.
+    let r = Command::new(binary())
+        .args(["train", "--model", "mlp", "--schedule", "cosinus(warmup=1)"])
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        stderr.contains("--schedule") && stderr.contains("unknown schedule `cosinus`"),
+        "{stderr}"
+    );
 }
 
 fn binary() -> &'static str {

@@ -1,6 +1,7 @@
 //! Training configuration: preset defaults, overridden by a TOML file (`--config`), overridden
 //! by command-line flags. The resolved configuration is written to the run folder.
 
+use super::schedule::Schedule;
 use crate::gpu::{AdapterRequest, Backend, Variant};
 use crate::model::{self, ModelSpec, OptimizerKind};
 use serde::{Deserialize, Serialize};
@@ -75,6 +76,11 @@ pub struct PartialConfig {
     /// Early stopping: stop after N epochs without a better validation accuracy.
     #[arg(long)]
     pub patience: Option<usize>,
+    /// Learning-rate schedule: constant (default), step(every=E,gamma=0.1),
+    /// multistep(at=E1:E2,gamma=0.1), exp(gamma=0.95), cosine(warmup=EPOCHS,min=0),
+    /// onecycle(pct=0.3,div=25,final_div=1e4) or plateau(factor=0.1,patience=10).
+    #[arg(long, value_name = "SCHEDULE")]
+    pub schedule: Option<String>,
     /// Augment with random horizontal flips.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub flip: Option<bool>,
@@ -170,6 +176,7 @@ impl PartialConfig {
             seed,
             val,
             patience,
+            schedule,
             flip,
             shift,
             input_mean,
@@ -213,6 +220,9 @@ pub struct TrainConfig {
     pub val: usize,
     /// Stop after this many epochs without a better validation accuracy (0: never).
     pub patience: usize,
+    /// Learning-rate schedule (`schedule::Schedule`'s text; runs before it existed: constant).
+    #[serde(default = "default_schedule")]
+    pub schedule: String,
     pub flip: bool,
     pub shift: u32,
     pub input_mean: f32,
@@ -273,6 +283,15 @@ impl TrainConfig {
             seed: layers.seed.unwrap_or(0),
             val: layers.val.unwrap_or(5000),
             patience: layers.patience.unwrap_or(0),
+            schedule: match &layers.schedule {
+                Some(text) => Schedule::parse(text)
+                    .map_err(|e| ConfigError::Invalid {
+                        flag: "--schedule",
+                        message: e.message,
+                    })?
+                    .to_string(),
+                None => default_schedule(),
+            },
             flip: layers.flip.unwrap_or(false),
             shift: layers.shift.unwrap_or(0),
             input_mean: layers.input_mean.unwrap_or(0.5),
@@ -370,6 +389,16 @@ impl TrainConfig {
                 "early stopping watches the validation accuracy; it needs --val > 0".into(),
             );
         }
+        match Schedule::parse(&self.schedule) {
+            Err(e) => return bad("--schedule", format!("`{}`: {}", self.schedule, e.message)),
+            Ok(Schedule::Plateau { .. }) if self.val == 0 => {
+                return bad(
+                    "--schedule",
+                    "plateau watches the validation loss; it needs --val > 0".into(),
+                )
+            }
+            Ok(_) => {}
+        }
         if self.shift > 14 {
             return bad(
                 "--shift",
@@ -429,6 +458,10 @@ impl TrainConfig {
         toml::to_string(self)
             .unwrap_or_else(|e| format!("# could not serialise the configuration: {e}\n"))
     }
+}
+
+fn default_schedule() -> String {
+    "constant".into()
 }
 
 /// Far above any real cross-entropy over 10 classes (ln 10 = 2.3 at chance; a confidently

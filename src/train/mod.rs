@@ -7,6 +7,7 @@ pub mod evaluator;
 pub mod readback;
 pub mod report;
 pub mod run;
+pub mod schedule;
 pub mod trainer;
 
 pub use config::{ConfigError, PartialConfig, TrainConfig};

@@ -26,6 +26,8 @@ pub struct EpochRecord {
     pub val_accuracy: Option<f64>,
     pub seconds: f64,
     pub images_per_second: f64,
+    /// The learning rate of the epoch's last step.
+    pub lr: f64,
     /// Device memory at the epoch's end (constant after the first epoch: nothing leaks).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gpu_memory: Option<crate::gpu::GpuMemory>,
@@ -76,6 +78,8 @@ pub struct ConsoleReporter {
     jsonl: Option<super::run::MetricsLog>,
     last_logged_step: usize,
     epoch: usize,
+    /// The learning rate changes: the epoch lines show it.
+    scheduled: bool,
     /// curves.png could not be drawn once: said once, not every epoch.
     curves_failed: bool,
 }
@@ -90,6 +94,7 @@ impl ConsoleReporter {
             jsonl: metrics,
             last_logged_step: 0,
             epoch: 0,
+            scheduled: false,
             curves_failed: false,
         }
     }
@@ -128,6 +133,7 @@ impl Reporter for ConsoleReporter {
         steps: usize,
     ) {
         self.epochs = cfg.epochs;
+        self.scheduled = cfg.schedule != "constant";
         if self.output == Output::Human {
             let params: usize = (0..spec.layers.len()).map(|i| spec.param_count(i)).sum();
             crate::errln!(
@@ -189,8 +195,12 @@ impl Reporter for ConsoleReporter {
                     (Some(l), Some(a)) => format!("  val loss {l:.4} acc {:.2} %", a * 100.0),
                     _ => String::new(),
                 };
+                let lr = match self.scheduled {
+                    true => format!("  lr {:.3e}", r.lr),
+                    false => String::new(),
+                };
                 crate::errln!(
-                    "epoch {}/{}  train loss {:.4} acc {:.2} %{val}  {:.1} s  {:.0} img/s",
+                    "epoch {}/{}  train loss {:.4} acc {:.2} %{val}{lr}  {:.1} s  {:.0} img/s",
                     r.epoch,
                     self.epochs,
                     r.train_loss,

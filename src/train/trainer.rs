@@ -5,6 +5,7 @@
 
 use super::evaluator::{split_indices, Evaluation, Evaluator, GpuSplit};
 use super::readback::{MetricsRing, Snapshot};
+use super::schedule::{Plateau, Schedule};
 use super::{ConfigError, EpochRecord, Progress, Reporter, RunOptions, TrainConfig};
 use super::{TrainError, TrainOutcome};
 use crate::data::Dataset;
@@ -33,7 +34,11 @@ pub struct Trainer<'a> {
     train_idx: Vec<u32>,
     // The plans reference these; the trainer owns them for its lifetime.
     _bufs: Buffers,
-    _data: (GpuSplit, GpuSplit, Tensor),
+    _data: (GpuSplit, GpuSplit),
+    /// The learning rate of every step of the run (`lr[global step]`, read on the GPU).
+    lr_table: Tensor,
+    schedule: Schedule,
+    plateau: Plateau,
     train_indices: Tensor,
     train_metrics: Tensor,
     plans: StepPlans,
@@ -144,7 +149,20 @@ impl<'a> Trainer<'a> {
         let gtest = GpuSplit::upload(gpu, "test", &test_split)?;
         let train_indices = gpu.upload("train permutation", &train_idx)?;
         let train_metrics = gpu.zeros("train metrics", metrics::LEN)?;
-        let lr = gpu.upload("learning rate", &[cfg.lr])?;
+        let schedule = Schedule::parse(&cfg.schedule).map_err(|e| ConfigError::Invalid {
+            flag: "--schedule",
+            message: e.message,
+        })?;
+        let plateau: Plateau = opts
+            .resume
+            .and_then(|c| serde_json::from_str::<serde_json::Value>(&c.meta.metrics).ok())
+            .and_then(|m| serde_json::from_value(m["plateau"].clone()).ok())
+            .unwrap_or_default();
+        let steps_per_epoch = train_idx.len().div_ceil(batch);
+        let lr = gpu.upload(
+            "learning rate",
+            &schedule.table(cfg.lr as f64, steps_per_epoch, cfg.epochs, plateau.scale),
+        )?;
         let seed32 = (cfg.seed ^ (cfg.seed >> 32)) as u32;
         let bufs = Buffers::new(gpu, &spec, batch, Mode::Train)?;
         let inputs = PlanInputs {
@@ -198,7 +216,10 @@ impl<'a> Trainer<'a> {
             batch,
             train_idx,
             _bufs: bufs,
-            _data: (gtrain, gtest, lr),
+            _data: (gtrain, gtest),
+            lr_table: lr,
+            schedule,
+            plateau,
             train_indices,
             train_metrics,
             plans,
@@ -336,8 +357,17 @@ impl<'a> Trainer<'a> {
             val_accuracy: val.map(|v| v.accuracy),
             seconds,
             images_per_second: images as f64 / seconds,
+            lr: self.lr_of(self.epoch_start_step as usize - 1),
             gpu_memory: self.gpu.memory(),
         })
+    }
+
+    /// The learning rate the table holds for global step `t`.
+    fn lr_of(&self, t: usize) -> f64 {
+        let base = self.cfg.lr as f64;
+        self.schedule
+            .lr_at(base, t, self.plans.steps(), self.cfg.epochs)
+            * self.plateau.scale
     }
 
     /// The validation pass (None without a validation split).
@@ -358,9 +388,24 @@ impl<'a> Trainer<'a> {
                 self.since_best += 1;
             }
         }
+        if let Some(loss) = r.val_loss {
+            if self
+                .plateau
+                .observe(&self.schedule, self.cfg.lr as f64, loss)
+            {
+                let table = self.schedule.table(
+                    self.cfg.lr as f64,
+                    self.plans.steps(),
+                    self.cfg.epochs,
+                    self.plateau.scale,
+                );
+                self.gpu.write(&self.lr_table, &table)?;
+            }
+        }
         let mut m = serde_json::to_value(r).unwrap_or_default();
         m["best_val_accuracy"] = finite_or_null(self.best_val);
         m["epochs_since_best"] = self.since_best.into();
+        m["plateau"] = serde_json::to_value(self.plateau).unwrap_or_default();
         let step = self.epoch_start_step;
         self.save("last.safetensors", r.epoch, step, 0, &m)?;
         if improved {
@@ -374,6 +419,7 @@ impl<'a> Trainer<'a> {
         let m = serde_json::json!({
             "best_val_accuracy": finite_or_null(self.best_val),
             "epochs_since_best": self.since_best,
+            "plateau": self.plateau,
         });
         let step = self.epoch_start_step + recorded as u32;
         if let Err(e) = self.save("last.safetensors", epoch - 1, step, recorded, &m) {
