@@ -4,13 +4,15 @@
 //   predictions (argmax == label, first maximum on ties) and its size to metrics[0..3],
 //   and writes the batch's mean loss to metrics[3]. Metrics therefore accumulate on the GPU
 //   over many steps; the host zeroes them when it reads them.
-// softmax_xent_backward: overwrites dlogits with (softmax - onehot) * grad_scale, where
+// softmax_xent_backward: overwrites dlogits with (softmax - target) * grad_scale, where
 //   grad_scale is 1/batch for the mean loss.
+// With label smoothing e (torch's CrossEntropyLoss(label_smoothing=e)) the target is
+// (1 - e) * onehot + e / classes, and the loss -sum_j target_j * log softmax_j.
 
 struct Params {
     batch: u32,
     classes: u32,
-    _pad0: u32,
+    smoothing: f32,
     grad_scale: f32,
 }
 
@@ -29,6 +31,8 @@ struct Row {
     max_logit: f32,
     argmax: u32,
     log_sum: f32,
+    // Sum of the row's logits (for the smoothed target's uniform part).
+    sum: f32,
 }
 
 fn row_stats(r: u32) -> Row {
@@ -43,10 +47,13 @@ fn row_stats(r: u32) -> Row {
         }
     }
     var s = 0.0;
+    var total = 0.0;
     for (var j = 0u; j < p.classes; j++) {
-        s += exp(logits[base + j] - m);
+        let v = logits[base + j];
+        s += exp(v - m);
+        total += v;
     }
-    return Row(m, am, log(s));
+    return Row(m, am, log(s), total);
 }
 
 @compute @workgroup_size(WG)
@@ -56,7 +63,9 @@ fn softmax_xent_forward(@builtin(local_invocation_id) lid: vec3<u32>) {
     for (var r = lid.x; r < p.batch; r += WG) {
         let st = row_stats(r);
         let label = min(labels[r], p.classes - 1u);
-        loss += st.max_logit + st.log_sum - logits[r * p.classes + label];
+        let goal = (1.0 - p.smoothing) * logits[r * p.classes + label]
+            + p.smoothing / f32(p.classes) * st.sum;
+        loss += st.max_logit + st.log_sum - goal;
         correct += select(0u, 1u, st.argmax == label);
     }
     red_loss[lid.x] = loss;
@@ -86,8 +95,8 @@ fn softmax_xent_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let base = r * p.classes;
     for (var j = 0u; j < p.classes; j++) {
         let prob = exp(logits[base + j] - st.max_logit - st.log_sum);
-        let onehot = select(0.0, 1.0, j == label);
-        dlogits[base + j] = (prob - onehot) * p.grad_scale;
+        let goal = select(0.0, 1.0 - p.smoothing, j == label) + p.smoothing / f32(p.classes);
+        dlogits[base + j] = (prob - goal) * p.grad_scale;
     }
 }
 

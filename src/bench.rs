@@ -57,7 +57,7 @@ pub fn validate(gpu: &Gpu, spec: &ModelSpec, batch: usize) -> Result<Validation>
     gpu.write(&bufs.labels, &labels)?;
     gpu.write(&net.counter, &[step, 0])?;
     let metrics_t = gpu.zeros("validation metrics", metrics::LEN)?;
-    let plan = net::gradient_step(gpu, &net, &bufs, batch, seed, &metrics_t)?;
+    let plan = net::gradient_step(gpu, &net, &bufs, batch, seed, &metrics_t, 0.0)?;
     gpu.run(&plan.iter().collect::<Vec<_>>())?;
     let want = crate::reference::train_step(spec, &params, &input, &labels, step, seed);
 
@@ -373,6 +373,7 @@ pub fn run(
         },
         metrics: &metrics_t,
         dropout_seed: 1,
+        label_smoothing: 0.0,
     };
     let plan = net::train_step(gpu, &net, &bufs, &inputs, &opt, &lr, batch)?;
     let refs: Vec<&Dispatch> = plan.iter().collect();

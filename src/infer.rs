@@ -244,6 +244,7 @@ pub fn predict(
             },
             metrics: &metrics,
             dropout_seed: 0,
+            label_smoothing: 0.0,
         };
         let plan = net::eval_step(gpu, &net, &bufs, &inputs, n, None)?;
         gpu.run(&plan.iter().collect::<Vec<_>>())?;

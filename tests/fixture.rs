@@ -140,7 +140,7 @@ fn check_model(name: &str, spec_text: &str) {
     let metrics_t = g.zeros("metrics", metrics::LEN).unwrap();
     let lr = g.upload("lr", &[0.05f32]).unwrap();
     let opt = fixture_sgd();
-    let mut plan = net::gradient_step(g, &net, &bufs, BATCH, 0, &metrics_t).unwrap();
+    let mut plan = net::gradient_step(g, &net, &bufs, BATCH, 0, &metrics_t, 0.0).unwrap();
     plan.extend(net::update(g, &net, &opt, &lr).unwrap());
     g.run(&plan.iter().collect::<Vec<_>>()).unwrap();
 
@@ -270,7 +270,7 @@ fn many_sgd_steps_match_pytorch() {
     let metrics_t = g.zeros("metrics", metrics::LEN).unwrap();
     let lr = g.upload("lr", &[MULTI_LR]).unwrap();
     let opt = fixture_sgd();
-    let mut plan = net::gradient_step(g, &net, &bufs, MULTI_BATCH, 0, &metrics_t).unwrap();
+    let mut plan = net::gradient_step(g, &net, &bufs, MULTI_BATCH, 0, &metrics_t, 0.0).unwrap();
     plan.extend(net::update(g, &net, &opt, &lr).unwrap());
     let plan: Vec<_> = plan.iter().collect();
     let mut losses = Vec::new();

@@ -175,6 +175,7 @@ fn impossible_settings_are_refused() {
         ("max_loss = -1.0", "--max-loss"),
         ("schedule = \"cosine(warmpu=1)\"", "--schedule"),
         ("schedule = \"plateau\"\nval = 0", "--schedule"),
+        ("label_smoothing = 1.0", "--label-smoothing"),
     ] {
         let extra: PartialConfig = toml::from_str(toml).unwrap();
         let err = TrainConfig::resolve(&PartialConfig {

@@ -21,7 +21,7 @@ mod binding {
 struct Params {
     batch: u32,
     classes: u32,
-    _pad0: u32,
+    smoothing: f32,
     grad_scale: f32,
 }
 
@@ -38,10 +38,12 @@ pub mod metrics {
     pub const LEN: usize = 4;
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct XentShape {
     pub batch: usize,
     pub classes: usize,
+    /// Label smoothing e in [0, 1): the target is (1 - e) * onehot + e / classes.
+    pub smoothing: f32,
 }
 
 impl XentShape {
@@ -58,7 +60,7 @@ impl XentShape {
         Ok(Params {
             batch: dim("softmax_xent", self.batch)?,
             classes: dim("softmax_xent", self.classes)?,
-            _pad0: 0,
+            smoothing: self.smoothing,
             grad_scale: 1.0 / self.batch as f32,
         })
     }
@@ -179,12 +181,19 @@ pub fn softmax_xent_reference(
         let m = row[argmax] as f64;
         let lse = m + row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
         let label = labels[r] as usize;
-        loss += lse - row[label] as f64;
+        let e = s.smoothing as f64;
+        let uniform = e / s.classes as f64;
+        let target: f64 = row
+            .iter()
+            .enumerate()
+            .map(|(j, &v)| v as f64 * (uniform + if j == label { 1.0 - e } else { 0.0 }))
+            .sum();
+        loss += lse - target;
         correct += usize::from(argmax == label);
         for (j, &v) in row.iter().enumerate() {
             let prob = (v as f64 - lse).exp();
-            let onehot = if j == label { 1.0 } else { 0.0 };
-            dlogits[r * s.classes + j] = ((prob - onehot) / s.batch as f64) as f32;
+            let target = uniform + if j == label { 1.0 - e } else { 0.0 };
+            dlogits[r * s.classes + j] = ((prob - target) / s.batch as f64) as f32;
         }
     }
     (loss, correct)

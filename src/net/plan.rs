@@ -32,6 +32,8 @@ pub struct PlanInputs<'a> {
     pub gather: GatherConfig,
     pub metrics: &'a Tensor,
     pub dropout_seed: u32,
+    /// Label smoothing of the training loss (0 for evaluation).
+    pub label_smoothing: f32,
 }
 
 /// The tensors of batch-norm layer `j`, with the statistics saved by step `k`.
@@ -314,11 +316,13 @@ pub fn gradient_step(
     batch: usize,
     dropout_seed: u32,
     metrics: &Tensor,
+    label_smoothing: f32,
 ) -> Result<Vec<Dispatch>> {
     let mut plan = forward(gpu, net, bufs, batch, dropout_seed)?;
     let xs = XentShape {
         batch,
         classes: NUM_CLASSES,
+        smoothing: label_smoothing,
     };
     let (logits, labels) = (bufs.logits(), &bufs.labels);
     plan.push(softmax_xent::softmax_xent_forward(
@@ -350,6 +354,7 @@ pub fn train_step(
         batch,
         inputs.dropout_seed,
         inputs.metrics,
+        inputs.label_smoothing,
     )?);
     plan.extend(update(gpu, net, opt, lr)?);
     Ok(plan)
@@ -367,9 +372,11 @@ pub fn eval_step(
 ) -> Result<Vec<Dispatch>> {
     let mut plan = vec![gather(gpu, bufs, inputs, batch)?];
     plan.extend(forward(gpu, net, bufs, batch, inputs.dropout_seed)?);
+    // Evaluation reports the plain cross-entropy, whatever the training loss smooths.
     let xs = XentShape {
         batch,
         classes: NUM_CLASSES,
+        smoothing: 0.0,
     };
     let (logits, labels) = (bufs.logits(), &bufs.labels);
     plan.push(softmax_xent::softmax_xent_forward(

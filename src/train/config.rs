@@ -76,6 +76,10 @@ pub struct PartialConfig {
     /// Early stopping: stop after N epochs without a better validation accuracy.
     #[arg(long)]
     pub patience: Option<usize>,
+    /// Label smoothing of the training loss, as torch's CrossEntropyLoss(label_smoothing)
+    /// (default 0; validation and test report the plain cross-entropy).
+    #[arg(long, value_name = "E")]
+    pub label_smoothing: Option<f32>,
     /// Learning-rate schedule: constant (default), step(every=E,gamma=0.1),
     /// multistep(at=E1:E2,gamma=0.1), exp(gamma=0.95), cosine(warmup=EPOCHS,min=0),
     /// onecycle(pct=0.3,div=25,final_div=1e4) or plateau(factor=0.1,patience=10).
@@ -176,6 +180,7 @@ impl PartialConfig {
             seed,
             val,
             patience,
+            label_smoothing,
             schedule,
             flip,
             shift,
@@ -220,6 +225,8 @@ pub struct TrainConfig {
     pub val: usize,
     /// Stop after this many epochs without a better validation accuracy (0: never).
     pub patience: usize,
+    #[serde(default)]
+    pub label_smoothing: f32,
     /// Learning-rate schedule (`schedule::Schedule`'s text; runs before it existed: constant).
     #[serde(default = "default_schedule")]
     pub schedule: String,
@@ -283,6 +290,7 @@ impl TrainConfig {
             seed: layers.seed.unwrap_or(0),
             val: layers.val.unwrap_or(5000),
             patience: layers.patience.unwrap_or(0),
+            label_smoothing: layers.label_smoothing.unwrap_or(0.0),
             schedule: match &layers.schedule {
                 Some(text) => Schedule::parse(text)
                     .map_err(|e| ConfigError::Invalid {
@@ -387,6 +395,12 @@ impl TrainConfig {
             return bad(
                 "--patience",
                 "early stopping watches the validation accuracy; it needs --val > 0".into(),
+            );
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return bad(
+                "--label-smoothing",
+                format!("{} must be in [0, 1)", self.label_smoothing),
             );
         }
         match Schedule::parse(&self.schedule) {

@@ -183,6 +183,7 @@ impl<'a> Trainer<'a> {
             },
             metrics: &train_metrics,
             dropout_seed: seed32 ^ DROPOUT_SALT,
+            label_smoothing: cfg.label_smoothing,
         };
         let opt = cfg.optimizer_config();
         let plans = StepPlans::build(train_idx.len(), batch, |n| {

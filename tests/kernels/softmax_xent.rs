@@ -14,8 +14,12 @@ const BATCHES: &[usize] = &[1, 63, 65, 32, 128, 1000];
 
 #[test]
 fn softmax_xent_forward_matches_reference() {
-    for &batch in BATCHES {
-        let s = XentShape { batch, classes: 10 };
+    for (&batch, smoothing) in BATCHES.iter().flat_map(|b| [(b, 0.0), (b, 0.1)]) {
+        let s = XentShape {
+            batch,
+            classes: 10,
+            smoothing,
+        };
         let (logits, labels) = data(s, batch as u64);
         let (tl, ty) = (upload("logits", &logits), upload_u32("labels", &labels));
         // Metrics accumulate: start from earlier values and run the batch twice.
@@ -32,7 +36,7 @@ fn softmax_xent_forward_matches_reference() {
         ];
         // The loss sum adds `batch` terms of size ~3: allow the f32 summation error of that length.
         assert_close(
-            &format!("softmax_xent_forward metrics batch={batch}"),
+            &format!("softmax_xent_forward metrics batch={batch} smoothing={smoothing}"),
             &read(&metrics_t),
             &want,
             1e-4,
@@ -43,8 +47,12 @@ fn softmax_xent_forward_matches_reference() {
 
 #[test]
 fn softmax_xent_backward_matches_reference() {
-    for &batch in BATCHES {
-        let s = XentShape { batch, classes: 10 };
+    for (&batch, smoothing) in BATCHES.iter().flat_map(|b| [(b, 0.0), (b, 0.1)]) {
+        let s = XentShape {
+            batch,
+            classes: 10,
+            smoothing,
+        };
         let (logits, labels) = data(s, 100 + batch as u64);
         let (tl, ty, tg) = (
             upload("logits", &logits),
@@ -55,7 +63,7 @@ fn softmax_xent_backward_matches_reference() {
         let mut grad = vec![0.0; logits.len()];
         softmax_xent_reference(&mut grad, &logits, &labels, s);
         assert_kernel_close(
-            &format!("softmax_xent_backward batch={batch}"),
+            &format!("softmax_xent_backward batch={batch} smoothing={smoothing}"),
             &read(&tg),
             &grad,
         );
@@ -67,6 +75,7 @@ fn softmax_xent_is_stable_for_large_logits() {
     let s = XentShape {
         batch: 2,
         classes: 3,
+        smoothing: 0.0,
     };
     let logits = [1000.0, 0.0, -1000.0, -500.0, 500.0, 499.0];
     let (tl, ty) = (upload("logits", &logits), upload_u32("labels", &[0, 2]));
@@ -93,6 +102,7 @@ fn softmax_xent_backward_reference_matches_finite_differences() {
     let s = XentShape {
         batch: 4,
         classes: 10,
+        smoothing: 0.2,
     };
     let (logits, labels) = data(s, 3);
     let mut grad = vec![0.0; logits.len()];
@@ -110,5 +120,41 @@ fn softmax_xent_backward_reference_matches_finite_differences() {
             let mut g = vec![0.0; l.len()];
             vec![(softmax_xent_reference(&mut g, l, &labels, s).0 / s.batch as f64) as f32]
         },
+    );
+}
+
+#[test]
+fn label_smoothing_matches_torch_at_large_logits() {
+    // torch.nn.functional.cross_entropy(tensor([[1000., 0., -1000.]]), tensor([0]),
+    // label_smoothing=0.1) = 100.0: lse 1000 minus 0.9 * 1000 + 0.1 / 3 * 0.
+    let s = XentShape {
+        batch: 1,
+        classes: 3,
+        smoothing: 0.1,
+    };
+    let (tl, ty) = (
+        upload("logits", &[1000.0, 0.0, -1000.0]),
+        upload_u32("labels", &[0]),
+    );
+    let (tm, tg) = (zeros("metrics", metrics::LEN), zeros("dlogits", 3));
+    run(&[
+        &softmax_xent_forward(gpu(), s, &tl, &ty, &tm).unwrap(),
+        &softmax_xent_backward(gpu(), s, &tl, &ty, &tg).unwrap(),
+    ]);
+    assert_close(
+        "smoothed loss",
+        &read(&tm)[..3],
+        &[100.0, 1.0, 1.0],
+        1e-3,
+        1e-6,
+    );
+    // softmax = (1, 0, 0); target = (0.9 + 0.1/3, 0.1/3, 0.1/3).
+    let third = 0.1f32 / 3.0;
+    assert_close(
+        "smoothed gradient",
+        &read(&tg),
+        &[1.0 - 0.9 - third, -third, -third],
+        1e-6,
+        1e-5,
     );
 }
