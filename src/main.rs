@@ -54,6 +54,9 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         svg: Option<PathBuf>,
     },
+    /// A study in one command: train every combination of the --vary settings into sibling
+    /// run folders, then print a table and write compare.html.
+    Ablate(Box<AblateArgs>),
     /// Redraw a run's report.html and curves.png from its folder, or compare several runs
     /// on one page.
     Report {
@@ -84,6 +87,24 @@ struct TrainArgs {
     #[arg(long, conflicts_with = "quiet")]
     json: bool,
     /// Print nothing but errors.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// `ablate`: the training flags give the settings every run shares.
+#[derive(Args, Debug)]
+struct AblateArgs {
+    /// KEY=V1,V2,…: a training setting (lr, weight_decay, optimizer, schedule, flip, shift,
+    /// label_smoothing, model, …) or `dropout` (every dropout layer's probability) and the
+    /// values to try; repeat for more. Commas inside parentheses belong to the value.
+    #[arg(long, required = true, value_name = "KEY=VALUES")]
+    vary: Vec<String>,
+    #[command(flatten)]
+    settings: PartialConfig,
+    /// TOML file with any of the shared settings.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print only the final table (and errors).
     #[arg(long)]
     quiet: bool,
 }
@@ -241,6 +262,7 @@ fn main() -> ExitCode {
         Command::Train(args) => run_train(&args),
         Command::Summary { model, html, svg } => summary(&model, html, svg),
         Command::Report { runs, out } => report(&runs, out),
+        Command::Ablate(args) => ablate(&args),
         Command::Eval(args) => eval(&args),
         Command::Predict(args) => predict(&args),
         Command::Bench(args) => bench(&args),
@@ -307,6 +329,62 @@ fn summary(model: &str, html: Option<PathBuf>, svg: Option<PathBuf>) -> anyhow::
         write(path, wgpu_fmnist::report::diagram::svg(&spec))?;
     }
     out(|w| render::summary(w, &spec, preset))
+}
+
+fn ablate(args: &AblateArgs) -> anyhow::Result<()> {
+    use wgpu_fmnist::train::ablate::Study;
+    let study = Study::plan(args.config.as_deref(), &args.settings, &args.vary)?;
+    // Every run shares the data and the adapter.
+    let first = &study.runs[0].setup.cfg;
+    let data = data::load(first.data.as_deref(), args.quiet)?;
+    let gpu = Gpu::new(&first.adapter_request())?;
+    if study.dir.exists() {
+        anyhow::bail!(train::ConfigError::Invalid {
+            flag: "--name",
+            message: format!(
+                "{} exists already; give the study another --name (or --out)",
+                study.dir.display()
+            ),
+        });
+    }
+    let output = if args.quiet {
+        report::Output::Quiet
+    } else {
+        report::Output::Human
+    };
+    let total = study.runs.len();
+    let mut rows = Vec::new();
+    let mut dirs = Vec::new();
+    let mut failed = 0;
+    for (i, run) in study.runs.iter().enumerate() {
+        if !args.quiet {
+            wgpu_fmnist::errln!("\n== run {}/{total}: {}", i + 1, run.label);
+        }
+        match run.setup.train(&gpu, &data, output) {
+            Ok((outcome, dir)) => {
+                dirs.push(dir);
+                rows.push((run.label.clone(), Some(outcome)));
+            }
+            Err(e @ TrainError::Interrupted { .. }) => return Err(e.into()),
+            Err(e) => {
+                wgpu_fmnist::errln!("run {} failed: {}", run.label, render::error_chain(&e));
+                let dir = study.dir.join(&run.setup.cfg.name);
+                if dir.join("metrics.jsonl").is_file() {
+                    dirs.push(dir);
+                }
+                failed += 1;
+                rows.push((run.label.clone(), None));
+            }
+        }
+    }
+    let compare = study.dir.join("compare.html");
+    let compared = wgpu_fmnist::report::write_compare(&dirs, &compare);
+    out(|w| render::ablation(w, &rows, compare.as_path(), compared.is_ok()))?;
+    compared?;
+    if failed > 0 {
+        anyhow::bail!("{failed} of {total} runs failed (each is named above)");
+    }
+    Ok(())
 }
 
 fn report(runs: &[PathBuf], out_file: Option<PathBuf>) -> anyhow::Result<()> {

@@ -341,6 +341,49 @@ fn kernel_row(w: &mut dyn Write, k: &KernelTime) -> Result<()> {
     )
 }
 
+/// The table at the end of `ablate`: one row per run (a failed run shows dashes).
+pub fn ablation(
+    w: &mut dyn Write,
+    rows: &[(String, Option<TrainOutcome>)],
+    compare: &Path,
+    compared: bool,
+) -> Result<()> {
+    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(3).max(3);
+    writeln!(
+        w,
+        "\n{:<width$}  {:>6}  {:>8}  {:>8}  {:>8}",
+        "run", "epochs", "best val", "test", "time"
+    )?;
+    for (label, outcome) in rows {
+        match outcome {
+            Some(o) => {
+                let best = o
+                    .history
+                    .iter()
+                    .filter_map(|r| r.val_accuracy)
+                    .reduce(f64::max);
+                writeln!(
+                    w,
+                    "{label:<width$}  {:>6}  {:>8}  {:>7.2}%  {:>7.0}s",
+                    o.epochs_run,
+                    best.map_or("-".into(), |b| format!("{:.2}%", b * 100.0)),
+                    o.test_accuracy * 100.0,
+                    o.wall_seconds
+                )?;
+            }
+            None => writeln!(
+                w,
+                "{label:<width$}  {:>6}  {:>8}  {:>8}  {:>8}",
+                "-", "-", "failed", "-"
+            )?,
+        }
+    }
+    if compared {
+        writeln!(w, "\ncomparison page: {}", compare.display())?;
+    }
+    Ok(())
+}
+
 /// An error and its causes joined by ": ", skipping a cause whose text the message already
 /// holds (our errors name their OS error in their own text, so `{:#}` printed it twice).
 pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {

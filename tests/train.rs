@@ -505,3 +505,92 @@ fn a_batch_larger_than_the_data_is_lowered_shown_and_stored() {
         toml::from_str(&std::fs::read_to_string(out.join("b/config.toml")).unwrap()).unwrap();
     assert_eq!(cfg.batch_size, 90);
 }
+
+#[test]
+fn ablate_trains_every_combination_and_compares_them() {
+    let Some(data) = real_data() else { return };
+    let out = out_dir("ablate");
+    let r = Command::new(binary())
+        .args([
+            "ablate",
+            "--model",
+            "regcnn",
+            "--epochs",
+            "1",
+            "--limit-train",
+            "600",
+        ])
+        .args([
+            "--val",
+            "100",
+            "--limit-test",
+            "100",
+            "--quiet",
+            "--name",
+            "study",
+        ])
+        .args([
+            "--vary",
+            "dropout=0,0.3",
+            "--vary",
+            "schedule=constant,step(every=1,gamma=0.5)",
+        ])
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    assert!(
+        r.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    let study = out.join("study");
+    for label in [
+        "dropout=0 schedule=constant",
+        "dropout=0 schedule=step(every=1,gamma=0.5)",
+        "dropout=0.3 schedule=constant",
+        "dropout=0.3 schedule=step(every=1,gamma=0.5)",
+    ] {
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("no row {label}:\n{stdout}"));
+        assert!(row.contains('%'), "{row}");
+        let cfg: TrainConfig = toml::from_str(
+            &std::fs::read_to_string(study.join(label.replace(' ', "_")).join("config.toml"))
+                .unwrap(),
+        )
+        .unwrap();
+        // Varying dropout keeps the preset's recipe (SGD, momentum 0.9, L2 1e-3).
+        assert_eq!((cfg.momentum, cfg.weight_decay), (0.9, 0.001), "{label}");
+        assert!(cfg.spec.contains(if label.contains("0.3") {
+            "dropout(0.3)"
+        } else {
+            "dropout(0)"
+        }));
+    }
+    let page = std::fs::read_to_string(study.join("compare.html")).unwrap();
+    assert!(page.contains("dropout=0.3_schedule=step(every=1,gamma=0.5)"));
+    // A study that exists already, and a setting that does not exist: exit 2, named.
+    for (vary, says) in [
+        ("lr=0.1", "exists already"),
+        ("lrr=0.1", "`lrr` is not a training setting"),
+    ] {
+        let r = Command::new(binary())
+            .args([
+                "ablate", "--model", "mlp", "--name", "study", "--vary", vary, "--data",
+            ])
+            .arg(data)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -2,6 +2,7 @@
 //! evaluation passes (`evaluator`), non-blocking metrics readback (`readback`), how a run
 //! reports (`report`) and its folder on disk (`run`).
 
+pub mod ablate;
 pub mod config;
 pub mod evaluator;
 pub mod readback;

@@ -39,6 +39,16 @@ impl RunSetup {
         })
     }
 
+    /// A run of an ablation study: its configuration is resolved already and its folder
+    /// name is fixed (a taken name is an error, not numbered).
+    pub fn for_study(cfg: TrainConfig) -> RunSetup {
+        RunSetup {
+            cfg,
+            resume: None,
+            explicit_name: true,
+        }
+    }
+
     /// Resuming `dir`: its config.toml with only the settings a resume may change taken
     /// from `flags` (epochs, adapter and kernel choice), validated like flags, and its
     /// last.safetensors.
