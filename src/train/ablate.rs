@@ -142,7 +142,7 @@ fn with_dropout(partial: &mut PartialConfig, item: &str, p: &str) -> Result<Stri
         .iter()
         .map(|l| match l {
             Layer::Dropout { .. } => Layer::Dropout { p },
-            other => other.clone(),
+            other => *other,
         })
         .collect();
     Ok(ModelSpec::from_layers(layers)?.to_text())
