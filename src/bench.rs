@@ -319,6 +319,7 @@ pub fn run(
     spec: &ModelSpec,
     batch: usize,
     optimizer: OptimizerKind,
+    augment: &crate::kernels::augment::Augment,
     seconds: f64,
 ) -> Result<BenchResult> {
     net::check_model(gpu, spec)?;
@@ -355,6 +356,10 @@ pub fn run(
         eps: 1e-8,
     };
     let bufs = Buffers::new(gpu, spec, batch, Mode::Train)?;
+    let augment_scratch = gpu.zeros(
+        "augment draws",
+        batch * crate::kernels::augment::PER_EXAMPLE,
+    )?;
     let inputs = PlanInputs {
         source: Source {
             images: &gsplit.images,
@@ -374,6 +379,7 @@ pub fn run(
         metrics: &metrics_t,
         dropout_seed: 1,
         label_smoothing: 0.0,
+        augment: augment.is_on().then_some((*augment, &augment_scratch)),
     };
     let plan = net::train_step(gpu, &net, &bufs, &inputs, &opt, &lr, batch)?;
     let refs: Vec<&Dispatch> = plan.iter().collect();

@@ -245,6 +245,7 @@ pub fn predict(
             metrics: &metrics,
             dropout_seed: 0,
             label_smoothing: 0.0,
+            augment: None,
         };
         let plan = net::eval_step(gpu, &net, &bufs, &inputs, n, None)?;
         gpu.run(&plan.iter().collect::<Vec<_>>())?;

@@ -57,6 +57,9 @@ enum Command {
     /// A study in one command: train every combination of the --vary settings into sibling
     /// run folders, then print a table and write compare.html.
     Ablate(Box<AblateArgs>),
+    /// Write a grid of augmented training images (what the model sees with --augment): one
+    /// row per class, the original first.
+    AugmentPreview(AugmentPreviewArgs),
     /// Redraw a run's report.html and curves.png from its folder, or compare several runs
     /// on one page.
     Report {
@@ -110,6 +113,31 @@ struct AblateArgs {
 }
 
 #[derive(Args)]
+struct AugmentPreviewArgs {
+    /// The augmentation, as `train --augment` takes it.
+    #[arg(long, value_name = "ITEMS")]
+    augment: String,
+    /// The PNG to write.
+    #[arg(
+        short,
+        long,
+        value_name = "FILE",
+        default_value = "augment-preview.png"
+    )]
+    out: PathBuf,
+    /// Augmented versions of each image.
+    #[arg(long, default_value_t = 8, value_parser = train::config::at_least_one())]
+    draws: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Directory with the four *-ubyte(.gz) files.
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    #[command(flatten)]
+    gpu: GpuArgs,
+}
+
+#[derive(Args)]
 struct BenchArgs {
     #[arg(long, default_value = "regcnn")]
     model: String,
@@ -118,6 +146,9 @@ struct BenchArgs {
     batch_size: Option<usize>,
     #[arg(long, value_enum)]
     optimizer: Option<OptimizerKind>,
+    /// Time the step with this `--augment` (as train takes it).
+    #[arg(long, value_name = "ITEMS")]
+    augment: Option<String>,
     /// Seconds of end-to-end training to time.
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
@@ -263,6 +294,7 @@ fn main() -> ExitCode {
         Command::Summary { model, html, svg } => summary(&model, html, svg),
         Command::Report { runs, out } => report(&runs, out),
         Command::Ablate(args) => ablate(&args),
+        Command::AugmentPreview(args) => augment_preview(&args),
         Command::Eval(args) => eval(&args),
         Command::Predict(args) => predict(&args),
         Command::Bench(args) => bench(&args),
@@ -387,6 +419,43 @@ fn ablate(args: &AblateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn augment_preview(a: &AugmentPreviewArgs) -> anyhow::Result<()> {
+    use wgpu_fmnist::kernels::augment::{self, Augment};
+    let aug = Augment::parse(&a.augment).map_err(|e| train::ConfigError::Invalid {
+        flag: "--augment",
+        message: format!("`{}`: {}", e.item, e.message),
+    })?;
+    if a.draws > 64 {
+        anyhow::bail!(train::ConfigError::Invalid {
+            flag: "--draws",
+            message: format!(
+                "{} columns would not fit a picture; use at most 64",
+                a.draws
+            ),
+        });
+    }
+    let data = data::load(a.data.as_deref(), true)?;
+    let gpu = Gpu::new(&a.gpu.request())?;
+    // The first training image of each class, one row each.
+    let train = &data.train;
+    let mut picked: Vec<Vec<u8>> = Vec::new();
+    for class in 0..data::CLASSES.len() as u8 {
+        if let Some(i) = train.labels.iter().position(|&l| l == class) {
+            picked.push(train.images.pixels[i * 784..(i + 1) * 784].to_vec());
+        }
+    }
+    let seed = (a.seed ^ (a.seed >> 32)) as u32;
+    let drawn = augment::preview(&gpu, &aug, &picked, a.draws, seed)?;
+    let rows: Vec<Vec<Vec<u8>>> = picked
+        .into_iter()
+        .zip(drawn)
+        .map(|(original, draws)| std::iter::once(original).chain(draws).collect())
+        .collect();
+    wgpu_fmnist::fsutil::write_atomic(&a.out, &wgpu_fmnist::report::grid_png(&rows, 3))
+        .map_err(|e| anyhow::anyhow!("{}: could not write: {e}", a.out.display()))?;
+    out(|w| writeln!(w, "{} ({aug})", a.out.display()))
+}
+
 fn report(runs: &[PathBuf], out_file: Option<PathBuf>) -> anyhow::Result<()> {
     use wgpu_fmnist::report as pages;
     let written = match (runs, out_file) {
@@ -422,7 +491,12 @@ fn bench(a: &BenchArgs) -> anyhow::Result<()> {
         .or(preset.map(|p| p.optimizer))
         .unwrap_or_default();
     let gpu = Gpu::new(&a.gpu.request())?;
-    let r = wgpu_fmnist::bench::run(&gpu, &spec, batch, optimizer, a.seconds)?;
+    let augment = wgpu_fmnist::kernels::augment::Augment::parse(a.augment.as_deref().unwrap_or(""))
+        .map_err(|e| train::ConfigError::Invalid {
+            flag: "--augment",
+            message: format!("`{}`: {}", e.item, e.message),
+        })?;
+    let r = wgpu_fmnist::bench::run(&gpu, &spec, batch, optimizer, &augment, a.seconds)?;
     let adapter = gpu.describe();
     let c = render::BenchContext {
         model: &a.model,

@@ -238,7 +238,7 @@ impl train::Reporter for StopInEpoch<'_> {
 }
 
 #[test]
-fn scheduled_runs_resume_exactly() {
+fn scheduled_and_augmented_runs_resume_exactly() {
     // A per-step schedule (cosine with warmup) and one decided between epochs from the
     // validation loss (plateau; threshold 0.9 counts almost nothing as an improvement, so
     // it halves the rate after most epochs): stopped after two epochs and resumed, each equals
@@ -255,6 +255,8 @@ fn scheduled_runs_resume_exactly() {
             val: Some(50),
             seed: Some(5),
             schedule: Some(schedule.into()),
+            // Augmentation draws from the step counter too: resumed, it must redraw the same.
+            augment: Some("affine(rotate=10,translate=0.1) perspective(0.3) flip noise(0.05) blur(k=3) erase(p=0.5)".into()),
             ..Default::default()
         })
         .unwrap();

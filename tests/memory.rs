@@ -112,6 +112,7 @@ fn eval_predict_and_bench_release_what_they_allocate() {
             &resolve("mlp").unwrap().0,
             32,
             OptimizerKind::Adam,
+            &Default::default(),
             0.05,
         )
         .unwrap();

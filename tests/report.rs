@@ -296,3 +296,52 @@ fn summary_writes_the_architecture_as_html_and_svg() {
     }
     let _ = std::fs::remove_dir_all(&out);
 }
+
+#[test]
+fn augment_preview_writes_a_grid_of_augmented_images() {
+    if real_data().is_none() {
+        return;
+    }
+    let out = tmp("preview");
+    let png = out.join("grid.png");
+    let r = Command::new(binary())
+        .args([
+            "augment-preview",
+            "--augment",
+            "affine(rotate=20,translate=0.1) erase(p=1) noise(0.05)",
+            "--draws",
+            "4",
+        ])
+        .arg("-o")
+        .arg(&png)
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    // 10 classes x (original + 4 draws), 84-pixel cells with 2-pixel gaps.
+    assert_png(&png, 5 * 86 + 2 + 4, 10 * 86 + 2);
+    let img = image::open(&png).unwrap().to_luma8();
+    let cell = |row: u32, col: u32| -> Vec<u8> {
+        let (x0, y0) = (2 + col * 86 + if col > 0 { 4 } else { 0 }, 2 + row * 86);
+        (0..84)
+            .flat_map(|y| (0..84).map(move |x| (x, y)))
+            .map(|(x, y)| img.get_pixel(x0 + x, y0 + y)[0])
+            .collect()
+    };
+    for row in 0..10 {
+        let original = cell(row, 0);
+        for col in 1..5 {
+            assert_ne!(
+                cell(row, col),
+                original,
+                "row {row} draw {col} is not augmented"
+            );
+        }
+    }
+    let r = Command::new(binary())
+        .args(["augment-preview", "--augment", "twirl(3)"])
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("unknown augmentation `twirl`"));
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -65,6 +65,7 @@ pub const DROPOUT: Shader = shader!("dropout" + hash);
 pub const SOFTMAX_XENT: Shader = shader!("softmax_xent");
 pub const OPTIM: Shader = shader!("optim");
 pub const DATA: Shader = shader!("data" + hash);
+pub const AUGMENT: Shader = shader!("augment" + hash);
 
 /// Every shader of the program (the naga test walks this list).
 pub const SHADERS: &[&Shader] = &[
@@ -80,6 +81,7 @@ pub const SHADERS: &[&Shader] = &[
     &SOFTMAX_XENT,
     &OPTIM,
     &DATA,
+    &AUGMENT,
 ];
 
 #[derive(Default)]

@@ -6,6 +6,7 @@
 //! an error naming the kernel, the tensor and the shape rather than a GPU validation error
 //! or silent out-of-bounds reads.
 
+pub mod augment;
 pub mod batchnorm;
 pub mod conv2d;
 pub mod data;

@@ -6,6 +6,7 @@ use super::fuse::{Mode, Op, PoolFused};
 use super::{shapes, Buffers, Network, OptimizerConfig};
 use crate::gpu::{Dispatch, Gpu, Result, Tensor};
 use crate::kernels::{
+    augment::{self, Augment},
     batchnorm::{self, BatchNormTensors},
     conv2d,
     data::{self, GatherConfig},
@@ -34,6 +35,9 @@ pub struct PlanInputs<'a> {
     pub dropout_seed: u32,
     /// Label smoothing of the training loss (0 for evaluation).
     pub label_smoothing: f32,
+    /// `--augment` and its per-example scratch (`augment::PER_EXAMPLE` floats per example);
+    /// None: the plain gather (with the legacy --flip/--shift).
+    pub augment: Option<(Augment, &'a Tensor)>,
 }
 
 /// The tensors of batch-norm layer `j`, with the statistics saved by step `k`.
@@ -346,7 +350,7 @@ pub fn train_step(
     lr: &Tensor,
     batch: usize,
 ) -> Result<Vec<Dispatch>> {
-    let mut plan = vec![gather(gpu, bufs, inputs, batch)?];
+    let mut plan = gather(gpu, bufs, inputs, batch)?;
     plan.extend(gradient_step(
         gpu,
         net,
@@ -370,7 +374,7 @@ pub fn eval_step(
     batch: usize,
     confusion: Option<&Tensor>,
 ) -> Result<Vec<Dispatch>> {
-    let mut plan = vec![gather(gpu, bufs, inputs, batch)?];
+    let mut plan = gather(gpu, bufs, inputs, batch)?;
     plan.extend(forward(gpu, net, bufs, batch, inputs.dropout_seed)?);
     // Evaluation reports the plain cross-entropy, whatever the training loss smooths.
     let xs = XentShape {
@@ -395,22 +399,38 @@ pub fn eval_step(
     Ok(plan)
 }
 
-fn gather(gpu: &Gpu, bufs: &Buffers, inputs: &PlanInputs, batch: usize) -> Result<Dispatch> {
+/// Batch assembly: the plain gather, or the augmented one (2–3 dispatches) when training
+/// with `--augment`.
+fn gather(gpu: &Gpu, bufs: &Buffers, inputs: &PlanInputs, batch: usize) -> Result<Vec<Dispatch>> {
     let cfg = GatherConfig {
         batch,
         ..inputs.gather
     };
     let s = &inputs.source;
-    data::gather_batch(
-        gpu,
-        cfg,
-        s.images,
-        s.labels,
-        s.indices,
-        s.counter,
-        bufs.input(),
-        &bufs.labels,
-    )
+    match &inputs.augment {
+        Some((a, scratch)) => augment::gather_augmented(
+            gpu,
+            a,
+            cfg,
+            s.images,
+            s.labels,
+            s.indices,
+            s.counter,
+            scratch,
+            bufs.input(),
+            &bufs.labels,
+        ),
+        None => Ok(vec![data::gather_batch(
+            gpu,
+            cfg,
+            s.images,
+            s.labels,
+            s.indices,
+            s.counter,
+            bufs.input(),
+            &bufs.labels,
+        )?]),
+    }
 }
 
 /// The plans of one pass over a list of examples: `full` for each whole batch and

@@ -551,6 +551,37 @@ pub fn model_page(spec: &ModelSpec, name: &str) -> String {
     html::page(&format!("{name} — wgpu-fmnist model"), &b)
 }
 
+/// A grid of 28x28 grayscale images as PNG: one row per entry of `rows`, each image scaled
+/// `scale` times (nearest neighbour), a light line between the first column (the original)
+/// and the rest.
+pub fn grid_png(rows: &[Vec<Vec<u8>>], scale: u32) -> Vec<u8> {
+    let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0) as u32;
+    let (cell, gap) = (28 * scale, 2u32);
+    let width = cols * (cell + gap) + gap + 4;
+    let height = rows.len() as u32 * (cell + gap) + gap;
+    let mut img = image::GrayImage::from_pixel(width.max(1), height.max(1), image::Luma([70]));
+    for (r, row) in rows.iter().enumerate() {
+        for (c, pixels) in row.iter().enumerate() {
+            let extra = if c > 0 { 4 } else { 0 };
+            let (x0, y0) = (
+                gap + c as u32 * (cell + gap) + extra,
+                gap + r as u32 * (cell + gap),
+            );
+            for (i, &v) in pixels.iter().enumerate().take(784) {
+                let (px, py) = (i as u32 % 28, i as u32 / 28);
+                for dy in 0..scale {
+                    for dx in 0..scale {
+                        img.put_pixel(x0 + px * scale + dx, y0 + py * scale + dy, image::Luma([v]));
+                    }
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let _ = img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -3,6 +3,7 @@
 
 use super::schedule::Schedule;
 use crate::gpu::{AdapterRequest, Backend, Variant};
+use crate::kernels::augment::Augment;
 use crate::model::{self, ModelSpec, OptimizerKind};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -85,6 +86,12 @@ pub struct PartialConfig {
     /// onecycle(pct=0.3,div=25,final_div=1e4) or plateau(factor=0.1,patience=10).
     #[arg(long, value_name = "SCHEDULE")]
     pub schedule: Option<String>,
+    /// GPU data augmentation, items separated by spaces, e.g. "affine(rotate=10,translate=0.1)
+    /// flip erase(p=0.5) noise(0.05)": flip(p) vflip(p) shift(N) resized_crop(scale,ratio,p)
+    /// affine(rotate,translate,scale,shear,p) perspective(d,p) brightness(B) contrast(C)
+    /// blur(k,sigma,p) noise(SIGMA) erase(p,scale,ratio,value); ranges as LO:HI.
+    #[arg(long, value_name = "ITEMS")]
+    pub augment: Option<String>,
     /// Augment with random horizontal flips.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub flip: Option<bool>,
@@ -182,6 +189,7 @@ impl PartialConfig {
             patience,
             label_smoothing,
             schedule,
+            augment,
             flip,
             shift,
             input_mean,
@@ -230,6 +238,9 @@ pub struct TrainConfig {
     /// Learning-rate schedule (`schedule::Schedule`'s text; runs before it existed: constant).
     #[serde(default = "default_schedule")]
     pub schedule: String,
+    /// `--augment` in canonical form ("none": off; runs before it existed: none).
+    #[serde(default = "default_augment")]
+    pub augment: String,
     pub flip: bool,
     pub shift: u32,
     pub input_mean: f32,
@@ -291,6 +302,15 @@ impl TrainConfig {
             val: layers.val.unwrap_or(5000),
             patience: layers.patience.unwrap_or(0),
             label_smoothing: layers.label_smoothing.unwrap_or(0.0),
+            augment: match &layers.augment {
+                Some(text) => Augment::parse(text)
+                    .map_err(|e| ConfigError::Invalid {
+                        flag: "--augment",
+                        message: format!("`{}`: {}", e.item, e.message),
+                    })?
+                    .to_string(),
+                None => default_augment(),
+            },
             schedule: match &layers.schedule {
                 Some(text) => Schedule::parse(text)
                     .map_err(|e| ConfigError::Invalid {
@@ -397,6 +417,15 @@ impl TrainConfig {
                 "early stopping watches the validation accuracy; it needs --val > 0".into(),
             );
         }
+        match Augment::parse(&self.augment) {
+            Err(e) => return bad("--augment", format!("`{}`: {}", e.item, e.message)),
+            Ok(a) if a.is_on() && (self.flip || self.shift > 0) => return bad(
+                "--augment",
+                "with --augment, write flip and shift(N) as its items rather than --flip/--shift"
+                    .into(),
+            ),
+            Ok(_) => {}
+        }
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return bad(
                 "--label-smoothing",
@@ -472,6 +501,10 @@ impl TrainConfig {
         toml::to_string(self)
             .unwrap_or_else(|e| format!("# could not serialise the configuration: {e}\n"))
     }
+}
+
+fn default_augment() -> String {
+    "none".into()
 }
 
 fn default_schedule() -> String {

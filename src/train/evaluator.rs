@@ -122,6 +122,7 @@ impl Evaluator {
             metrics: &metrics_t,
             dropout_seed: 0,
             label_smoothing: 0.0,
+            augment: None,
         };
         let classes = crate::model::NUM_CLASSES;
         let conf = if confusion {

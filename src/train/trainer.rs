@@ -10,6 +10,7 @@ use super::{ConfigError, EpochRecord, Progress, Reporter, RunOptions, TrainConfi
 use super::{TrainError, TrainOutcome};
 use crate::data::Dataset;
 use crate::gpu::{Gpu, Tensor};
+use crate::kernels::augment::Augment;
 use crate::kernels::data::GatherConfig;
 use crate::kernels::softmax_xent::metrics;
 use crate::model::{Layer, ModelSpec};
@@ -33,7 +34,7 @@ pub struct Trainer<'a> {
     batch: usize,
     train_idx: Vec<u32>,
     // The plans reference these; the trainer owns them for its lifetime.
-    _bufs: Buffers,
+    _bufs: (Buffers, Tensor),
     _data: (GpuSplit, GpuSplit),
     /// The learning rate of every step of the run (`lr[global step]`, read on the GPU).
     lr_table: Tensor,
@@ -165,6 +166,14 @@ impl<'a> Trainer<'a> {
         )?;
         let seed32 = (cfg.seed ^ (cfg.seed >> 32)) as u32;
         let bufs = Buffers::new(gpu, &spec, batch, Mode::Train)?;
+        let augment = Augment::parse(&cfg.augment).map_err(|e| ConfigError::Invalid {
+            flag: "--augment",
+            message: e.to_string(),
+        })?;
+        let augment_scratch = gpu.zeros(
+            "augment draws",
+            batch * crate::kernels::augment::PER_EXAMPLE,
+        )?;
         let inputs = PlanInputs {
             source: Source {
                 images: &gtrain.images,
@@ -184,6 +193,7 @@ impl<'a> Trainer<'a> {
             metrics: &train_metrics,
             dropout_seed: seed32 ^ DROPOUT_SALT,
             label_smoothing: cfg.label_smoothing,
+            augment: augment.is_on().then_some((augment, &augment_scratch)),
         };
         let opt = cfg.optimizer_config();
         let plans = StepPlans::build(train_idx.len(), batch, |n| {
@@ -216,7 +226,7 @@ impl<'a> Trainer<'a> {
             net,
             batch,
             train_idx,
-            _bufs: bufs,
+            _bufs: (bufs, augment_scratch),
             _data: (gtrain, gtest),
             lr_table: lr,
             schedule,

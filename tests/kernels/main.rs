@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod augment;
 mod batchnorm;
 mod conv2d;
 mod data;

@@ -1,0 +1,382 @@
+// Data augmentation fused into batch assembly (see src/kernels/augment.rs for the grammar
+// and torchvision's semantics; that file's `example_reference` and
+// `gather_augmented_reference` are the CPU twins of these kernels, draw for draw).
+//
+// augment_params:   one thread per example: the homography (output -> input, continuous
+//                   coordinates, pixel centres at i + 0.5) composed from the geometric items,
+//                   and the photometric draws, into example[b * 16 ..].
+// gather_augmented: one thread per pixel: bilinear sample through the homography with zero
+//                   fill; pixels in [0, 1] when a photometric pass follows, else normalised.
+// augment_pixels:   one workgroup per example: brightness, contrast (image mean), Gaussian
+//                   blur (reflect padding), Gaussian noise, erasing, then the normalisation.
+
+struct Params {
+    batch: u32,
+    count: u32,
+    seed: u32,
+    stride: u32,
+    mean: f32,
+    inv_std: f32,
+    shift: u32,
+    photometric: u32,
+    flip: f32,
+    vflip: f32,
+    brightness: f32,
+    contrast: f32,
+    noise: f32,
+    blur_k: u32,
+    _pad0: u32,
+    _pad1: u32,
+    // (p, scale lo, scale hi, log ratio lo, log ratio hi)
+    resized_crop: array<vec4<f32>, 2>,
+    // (p, degrees, translate, scale lo, scale hi, shear degrees)
+    affine: array<vec4<f32>, 2>,
+    // (p, distortion)
+    perspective: vec4<f32>,
+    // (p, kernel size, sigma lo, sigma hi)
+    blur: vec4<f32>,
+    // (p, scale lo, scale hi, log ratio lo, log ratio hi, value)
+    erase: array<vec4<f32>, 2>,
+}
+
+const PIXELS: u32 = 784u;
+const SIDE: f32 = 28.0;
+const PER_EXAMPLE: u32 = 16u;
+const WG: u32 = 256u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> images: array<u32>;
+@group(0) @binding(2) var<storage, read> labels: array<u32>;
+@group(0) @binding(3) var<storage, read> indices: array<u32>;
+@group(0) @binding(4) var<storage, read_write> counter: array<u32>;
+@group(0) @binding(5) var<storage, read_write> out_x: array<f32>;
+@group(0) @binding(6) var<storage, read_write> out_labels: array<u32>;
+@group(0) @binding(7) var<storage, read_write> example: array<f32>;
+
+fn linear_id(gid: vec3<u32>, nwg: vec3<u32>, wg: u32) -> u32 {
+    return gid.x + gid.y * nwg.x * wg;
+}
+
+fn stream(b: u32, salt: u32) -> u32 {
+    return hash(salt ^ hash(b ^ hash(counter[0] ^ hash(p.seed ^ 0xa1160000u))));
+}
+
+fn draw(h: u32, n: u32) -> f32 {
+    return f32(hash(h ^ (n * 0x9e3779b9u)) >> 8u) * (1.0 / 16777216.0);
+}
+
+// Row-major 3x3 (as the Rust reference writes it) as a WGSL matrix (column-major).
+fn rows(r0: vec3<f32>, r1: vec3<f32>, r2: vec3<f32>) -> mat3x3<f32> {
+    return transpose(mat3x3<f32>(r0, r1, r2));
+}
+
+// torchvision's box draw: up to ten tries; (x, y, w, h), w = 0 when none fits. `crop`: the
+// RandomResizedCrop test (0 < side <= 28), else RandomErasing's (1 <= side < 28).
+fn random_box(h: u32, s0: f32, s1: f32, r0: f32, r1: f32, crop: bool) -> vec4<f32> {
+    for (var attempt = 0u; attempt < 10u; attempt++) {
+        let n = 1u + attempt * 4u;
+        let area = SIDE * SIDE * (s0 + (s1 - s0) * draw(h, n));
+        let aspect = exp(r0 + (r1 - r0) * draw(h, n + 1u));
+        let w = round(sqrt(area * aspect));
+        let hh = round(sqrt(area / aspect));
+        var fits = w >= 1.0 && w < SIDE && hh >= 1.0 && hh < SIDE;
+        if (crop) {
+            fits = w > 0.0 && w <= SIDE && hh > 0.0 && hh <= SIDE;
+        }
+        if (fits) {
+            let x = floor(draw(h, n + 2u) * (SIDE - w + 1.0));
+            let y = floor(draw(h, n + 3u) * (SIDE - hh + 1.0));
+            return vec4<f32>(x, y, w, hh);
+        }
+    }
+    return vec4<f32>(0.0);
+}
+
+// torchvision's _get_perspective_coeffs: the 8x8 system solved by Gauss-Jordan elimination
+// with partial pivoting; maps output to input index coordinates.
+fn perspective_matrix(end: array<vec2<f32>, 4>) -> mat3x3<f32> {
+    let start = array<vec2<f32>, 4>(vec2<f32>(0.0, 0.0), vec2<f32>(27.0, 0.0), vec2<f32>(27.0, 27.0), vec2<f32>(0.0, 27.0));
+    var a: array<array<f32, 9>, 8>;
+    for (var i = 0u; i < 4u; i++) {
+        let x = end[i].x;
+        let y = end[i].y;
+        let u = start[i].x;
+        let v = start[i].y;
+        a[2u * i] = array<f32, 9>(x, y, 1.0, 0.0, 0.0, 0.0, -u * x, -u * y, u);
+        a[2u * i + 1u] = array<f32, 9>(0.0, 0.0, 0.0, x, y, 1.0, -v * x, -v * y, v);
+    }
+    for (var col = 0u; col < 8u; col++) {
+        var pivot = col;
+        for (var r = col + 1u; r < 8u; r++) {
+            if (abs(a[r][col]) > abs(a[pivot][col])) {
+                pivot = r;
+            }
+        }
+        let tmp = a[col];
+        a[col] = a[pivot];
+        a[pivot] = tmp;
+        let d = a[col][col];
+        if (abs(d) < 1e-12) {
+            return mat3x3<f32>(vec3<f32>(1.0, 0.0, 0.0), vec3<f32>(0.0, 1.0, 0.0), vec3<f32>(0.0, 0.0, 1.0));
+        }
+        for (var r = 0u; r < 8u; r++) {
+            if (r != col) {
+                let f = a[r][col] / d;
+                for (var c = col; c < 9u; c++) {
+                    a[r][c] -= f * a[col][c];
+                }
+            }
+        }
+    }
+    var c: array<f32, 8>;
+    for (var i = 0u; i < 8u; i++) {
+        c[i] = a[i][8] / a[i][i];
+    }
+    return rows(vec3<f32>(c[0], c[1], c[2]), vec3<f32>(c[3], c[4], c[5]), vec3<f32>(c[6], c[7], 1.0));
+}
+
+@compute @workgroup_size(64)
+fn augment_params(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let b = linear_id(gid, nwg, 64u);
+    if (b >= p.batch) { return; }
+    var m = mat3x3<f32>(vec3<f32>(1.0, 0.0, 0.0), vec3<f32>(0.0, 1.0, 0.0), vec3<f32>(0.0, 0.0, 1.0));
+    let legacy = hash(b ^ hash(counter[0] ^ hash(p.seed ^ 0xa1160000u)));
+    if (p.flip > 0.0 && draw(stream(b, 1u), 0u) < p.flip) {
+        m = m * rows(vec3<f32>(-1.0, 0.0, SIDE), vec3<f32>(0.0, 1.0, 0.0), vec3<f32>(0.0, 0.0, 1.0));
+    }
+    if (p.vflip > 0.0 && draw(stream(b, 2u), 0u) < p.vflip) {
+        m = m * rows(vec3<f32>(1.0, 0.0, 0.0), vec3<f32>(0.0, -1.0, SIDE), vec3<f32>(0.0, 0.0, 1.0));
+    }
+    if (p.shift > 0u) {
+        let span = 2u * p.shift + 1u;
+        let dx = f32((legacy >> 8u) % span) - f32(p.shift);
+        let dy = f32((legacy >> 16u) % span) - f32(p.shift);
+        m = m * rows(vec3<f32>(1.0, 0.0, -dx), vec3<f32>(0.0, 1.0, -dy), vec3<f32>(0.0, 0.0, 1.0));
+    }
+    let rc0 = p.resized_crop[0];
+    let rc1 = p.resized_crop[1];
+    if (rc0.x > 0.0) {
+        let h = stream(b, 3u);
+        if (draw(h, 0u) < rc0.x) {
+            var box = random_box(h, rc0.y, rc0.z, rc0.w, rc1.x, true);
+            if (box.z == 0.0) {
+                box = vec4<f32>(0.0, 0.0, SIDE, SIDE);
+            }
+            m = m * rows(vec3<f32>(box.z / SIDE, 0.0, box.x), vec3<f32>(0.0, box.w / SIDE, box.y), vec3<f32>(0.0, 0.0, 1.0));
+        }
+    }
+    let af0 = p.affine[0];
+    let af1 = p.affine[1];
+    if (af0.x > 0.0) {
+        let h = stream(b, 4u);
+        if (draw(h, 0u) < af0.x) {
+            let deg = af0.y;
+            let angle = radians(-deg + 2.0 * deg * draw(h, 1u));
+            let max_t = af0.z * SIDE;
+            let tx = round(-max_t + 2.0 * max_t * draw(h, 2u));
+            let ty = round(-max_t + 2.0 * max_t * draw(h, 3u));
+            let scale = af0.w + (af1.x - af0.w) * draw(h, 4u);
+            let shear = radians(-af1.y + 2.0 * af1.y * draw(h, 5u));
+            let a_ = cos(angle);
+            let b_ = -cos(angle) * tan(shear) - sin(angle);
+            let c_ = sin(angle);
+            let d_ = -sin(angle) * tan(shear) + cos(angle);
+            let i0 = d_ / scale;
+            let i1 = -b_ / scale;
+            let i3 = -c_ / scale;
+            let i4 = a_ / scale;
+            let cx = SIDE / 2.0;
+            let i2 = i0 * (-cx - tx) + i1 * (-cx - ty) + cx;
+            let i5 = i3 * (-cx - tx) + i4 * (-cx - ty) + cx;
+            m = m * rows(vec3<f32>(i0, i1, i2), vec3<f32>(i3, i4, i5), vec3<f32>(0.0, 0.0, 1.0));
+        }
+    }
+    if (p.perspective.x > 0.0) {
+        let h = stream(b, 5u);
+        if (draw(h, 0u) < p.perspective.x) {
+            let dist = floor(p.perspective.y * 14.0);
+            let end = array<vec2<f32>, 4>(
+                vec2<f32>(floor(draw(h, 1u) * (dist + 1.0)), floor(draw(h, 2u) * (dist + 1.0))),
+                vec2<f32>(SIDE - dist - 1.0 + floor(draw(h, 3u) * (dist + 1.0)), floor(draw(h, 4u) * (dist + 1.0))),
+                vec2<f32>(SIDE - dist - 1.0 + floor(draw(h, 5u) * (dist + 1.0)), SIDE - dist - 1.0 + floor(draw(h, 6u) * (dist + 1.0))),
+                vec2<f32>(floor(draw(h, 7u) * (dist + 1.0)), SIDE - dist - 1.0 + floor(draw(h, 8u) * (dist + 1.0))),
+            );
+            let to_index = rows(vec3<f32>(1.0, 0.0, -0.5), vec3<f32>(0.0, 1.0, -0.5), vec3<f32>(0.0, 0.0, 1.0));
+            let to_cont = rows(vec3<f32>(1.0, 0.0, 0.5), vec3<f32>(0.0, 1.0, 0.5), vec3<f32>(0.0, 0.0, 1.0));
+            m = m * (to_cont * (perspective_matrix(end) * to_index));
+        }
+    }
+    let base = b * PER_EXAMPLE;
+    // Row-major, as the reference stores it.
+    for (var r = 0u; r < 3u; r++) {
+        for (var c = 0u; c < 3u; c++) {
+            example[base + r * 3u + c] = m[c][r];
+        }
+    }
+    var bright = 1.0;
+    if (p.brightness > 0.0) {
+        let lo = max(1.0 - p.brightness, 0.0);
+        bright = lo + (1.0 + p.brightness - lo) * draw(stream(b, 6u), 0u);
+    }
+    var contrast = 1.0;
+    if (p.contrast > 0.0) {
+        let lo = max(1.0 - p.contrast, 0.0);
+        contrast = lo + (1.0 + p.contrast - lo) * draw(stream(b, 7u), 0u);
+    }
+    var sigma = 0.0;
+    if (p.blur.x > 0.0) {
+        let h = stream(b, 8u);
+        if (draw(h, 0u) < p.blur.x) {
+            sigma = p.blur.z + (p.blur.w - p.blur.z) * draw(h, 1u);
+        }
+    }
+    var erase = vec4<f32>(0.0);
+    let er0 = p.erase[0];
+    let er1 = p.erase[1];
+    if (er0.x > 0.0) {
+        let h = stream(b, 9u);
+        if (draw(h, 0u) < er0.x) {
+            erase = random_box(h, er0.y, er0.z, -er1.x, -er0.w, false);
+        }
+    }
+    example[base + 9u] = bright;
+    example[base + 10u] = contrast;
+    example[base + 11u] = sigma;
+    example[base + 12u] = erase.x;
+    example[base + 13u] = erase.y;
+    example[base + 14u] = erase.z;
+    example[base + 15u] = erase.w;
+}
+
+fn pixel(ex: u32, x: i32, y: i32) -> f32 {
+    if (x < 0 || x >= 28 || y < 0 || y >= 28) {
+        return 0.0;
+    }
+    let i = ex * PIXELS + u32(y) * 28u + u32(x);
+    return f32((images[i / 4u] >> (8u * (i % 4u))) & 0xffu) / 255.0;
+}
+
+@compute @workgroup_size(256)
+fn gather_augmented(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_id(gid, nwg, 256u);
+    if (i >= p.batch * PIXELS) { return; }
+    let b = i / PIXELS;
+    let px = i % PIXELS;
+    let slot = min((counter[0] - counter[1]) * p.stride + b, p.count - 1u);
+    let ex = indices[slot];
+    let base = b * PER_EXAMPLE;
+    let ox = f32(px % 28u) + 0.5;
+    let oy = f32(px / 28u) + 0.5;
+    let w = example[base + 6u] * ox + example[base + 7u] * oy + example[base + 8u];
+    let sx = (example[base] * ox + example[base + 1u] * oy + example[base + 2u]) / w - 0.5;
+    let sy = (example[base + 3u] * ox + example[base + 4u] * oy + example[base + 5u]) / w - 0.5;
+    let x0 = floor(sx);
+    let y0 = floor(sy);
+    let fx = sx - x0;
+    let fy = sy - y0;
+    let xi = i32(x0);
+    let yi = i32(y0);
+    let v = (pixel(ex, xi, yi) * (1.0 - fx) + pixel(ex, xi + 1, yi) * fx) * (1.0 - fy)
+        + (pixel(ex, xi, yi + 1) * (1.0 - fx) + pixel(ex, xi + 1, yi + 1) * fx) * fy;
+    if (p.photometric != 0u) {
+        out_x[i] = v;
+    } else {
+        out_x[i] = (v - p.mean) * p.inv_std;
+    }
+    if (px == 0u) {
+        out_labels[b] = (labels[ex / 4u] >> (8u * (ex % 4u))) & 0xffu;
+    }
+}
+
+var<workgroup> img: array<f32, 784>;
+var<workgroup> tmp: array<f32, 784>;
+var<workgroup> red: array<f32, WG>;
+
+fn reflect(i: i32) -> u32 {
+    var j = abs(i);
+    if (j > 27) {
+        j = 54 - j;
+    }
+    return u32(j);
+}
+
+@compute @workgroup_size(256)
+fn augment_pixels(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let b = wid.x + wid.y * nwg.x;
+    // Whole workgroups leave together, so the barriers below stay uniform.
+    if (b >= p.batch) { return; }
+    let base = b * PER_EXAMPLE;
+    let bright = example[base + 9u];
+    for (var px = lid.x; px < PIXELS; px += WG) {
+        img[px] = clamp(out_x[b * PIXELS + px] * bright, 0.0, 1.0);
+    }
+    workgroupBarrier();
+    if (p.contrast > 0.0) {
+        var s = 0.0;
+        for (var px = lid.x; px < PIXELS; px += WG) {
+            s += img[px];
+        }
+        red[lid.x] = s;
+        workgroupBarrier();
+        for (var k = WG / 2u; k > 0u; k /= 2u) {
+            if (lid.x < k) {
+                red[lid.x] += red[lid.x + k];
+            }
+            workgroupBarrier();
+        }
+        let mean = red[0] / f32(PIXELS);
+        let c = example[base + 10u];
+        workgroupBarrier();
+        for (var px = lid.x; px < PIXELS; px += WG) {
+            img[px] = clamp(c * img[px] + (1.0 - c) * mean, 0.0, 1.0);
+        }
+        workgroupBarrier();
+    }
+    let sigma = example[base + 11u];
+    if (p.blur_k > 0u && sigma > 0.0) {
+        let r = i32(p.blur_k - 1u) / 2;
+        var total = 0.0;
+        for (var k = -r; k <= r; k++) {
+            total += exp(-0.5 * pow(f32(k) / sigma, 2.0));
+        }
+        for (var px = lid.x; px < PIXELS; px += WG) {
+            let x = i32(px % 28u);
+            let y = px / 28u;
+            var s = 0.0;
+            for (var k = -r; k <= r; k++) {
+                s += exp(-0.5 * pow(f32(k) / sigma, 2.0)) * img[y * 28u + reflect(x + k)];
+            }
+            tmp[px] = s / total;
+        }
+        workgroupBarrier();
+        for (var px = lid.x; px < PIXELS; px += WG) {
+            let x = px % 28u;
+            let y = i32(px / 28u);
+            var s = 0.0;
+            for (var k = -r; k <= r; k++) {
+                s += exp(-0.5 * pow(f32(k) / sigma, 2.0)) * tmp[reflect(y + k) * 28u + x];
+            }
+            img[px] = s / total;
+        }
+        workgroupBarrier();
+    }
+    let ex0 = example[base + 12u];
+    let ey0 = example[base + 13u];
+    let ew = example[base + 14u];
+    let eh = example[base + 15u];
+    for (var px = lid.x; px < PIXELS; px += WG) {
+        var v = img[px];
+        if (p.noise > 0.0) {
+            let h = stream(b, 10u + px);
+            let u1 = max(draw(h, 0u), 1e-7);
+            let u2 = draw(h, 1u);
+            v = clamp(v + p.noise * sqrt(-2.0 * log(u1)) * cos(6.2831855 * u2), 0.0, 1.0);
+        }
+        let cx = f32(px % 28u);
+        let cy = f32(px / 28u);
+        if (ew > 0.0 && cx >= ex0 && cx < ex0 + ew && cy >= ey0 && cy < ey0 + eh) {
+            v = p.erase[1].y;
+        }
+        out_x[b * PIXELS + px] = (v - p.mean) * p.inv_std;
+    }
+}
