@@ -5,10 +5,9 @@
 // augment_params:   one thread per example: the homography (output -> input, continuous
 //                   coordinates, pixel centres at i + 0.5) composed from the geometric items,
 //                   and the photometric draws, into example[b * 16 ..].
-// gather_augmented: one thread per pixel: bilinear sample through the homography with zero
-//                   fill; pixels in [0, 1] when a photometric pass follows, else normalised.
-// augment_pixels:   one workgroup per example: brightness, contrast (image mean), Gaussian
-//                   blur (reflect padding), Gaussian noise, erasing, then the normalisation.
+// gather_augmented: one workgroup per example: bilinear sample through the homography with
+//                   zero fill, then brightness, contrast (image mean), Gaussian blur (reflect
+//                   padding), Gaussian noise and erasing, then the normalisation.
 
 struct Params {
     batch: u32,
@@ -248,49 +247,17 @@ fn augment_params(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     example[base + 15u] = erase.w;
 }
 
-fn pixel(ex: u32, x: i32, y: i32) -> f32 {
-    if (x < 0 || x >= 28 || y < 0 || y >= 28) {
-        return 0.0;
-    }
-    let i = ex * PIXELS + u32(y) * 28u + u32(x);
-    return f32((images[i / 4u] >> (8u * (i % 4u))) & 0xffu) / 255.0;
-}
-
-@compute @workgroup_size(256)
-fn gather_augmented(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_id(gid, nwg, 256u);
-    if (i >= p.batch * PIXELS) { return; }
-    let b = i / PIXELS;
-    let px = i % PIXELS;
-    let slot = min((counter[0] - counter[1]) * p.stride + b, p.count - 1u);
-    let ex = indices[slot];
-    let base = b * PER_EXAMPLE;
-    let ox = f32(px % 28u) + 0.5;
-    let oy = f32(px / 28u) + 0.5;
-    let w = example[base + 6u] * ox + example[base + 7u] * oy + example[base + 8u];
-    let sx = (example[base] * ox + example[base + 1u] * oy + example[base + 2u]) / w - 0.5;
-    let sy = (example[base + 3u] * ox + example[base + 4u] * oy + example[base + 5u]) / w - 0.5;
-    let x0 = floor(sx);
-    let y0 = floor(sy);
-    let fx = sx - x0;
-    let fy = sy - y0;
-    let xi = i32(x0);
-    let yi = i32(y0);
-    let v = (pixel(ex, xi, yi) * (1.0 - fx) + pixel(ex, xi + 1, yi) * fx) * (1.0 - fy)
-        + (pixel(ex, xi, yi + 1) * (1.0 - fx) + pixel(ex, xi + 1, yi + 1) * fx) * fy;
-    if (p.photometric != 0u) {
-        out_x[i] = v;
-    } else {
-        out_x[i] = (v - p.mean) * p.inv_std;
-    }
-    if (px == 0u) {
-        out_labels[b] = (labels[ex / 4u] >> (8u * (ex % 4u))) & 0xffu;
-    }
-}
-
+var<workgroup> src: array<f32, 784>;
 var<workgroup> img: array<f32, 784>;
 var<workgroup> tmp: array<f32, 784>;
 var<workgroup> red: array<f32, WG>;
+
+fn source(x: i32, y: i32) -> f32 {
+    if (x < 0 || x >= 28 || y < 0 || y >= 28) {
+        return 0.0;
+    }
+    return src[u32(y) * 28u + u32(x)];
+}
 
 fn reflect(i: i32) -> u32 {
     var j = abs(i);
@@ -300,16 +267,60 @@ fn reflect(i: i32) -> u32 {
     return u32(j);
 }
 
+// One workgroup per example: the source image is staged in workgroup memory (196 words,
+// one load each instead of four byte loads per output pixel), sampled through the
+// homography, then the photometric items run on the workgroup's copy and the normalised
+// result is written once.
 @compute @workgroup_size(256)
-fn augment_pixels(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn gather_augmented(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let b = wid.x + wid.y * nwg.x;
     // Whole workgroups leave together, so the barriers below stay uniform.
     if (b >= p.batch) { return; }
+    let slot = min((counter[0] - counter[1]) * p.stride + b, p.count - 1u);
+    let ex = indices[slot];
+    // The example's 784 bytes start at byte ex * 784, a multiple of 4 (784 = 4 * 196).
+    if (lid.x < 196u) {
+        let word = images[ex * 196u + lid.x];
+        for (var k = 0u; k < 4u; k++) {
+            src[lid.x * 4u + k] = f32((word >> (8u * k)) & 0xffu) / 255.0;
+        }
+    }
+    if (lid.x == 0u) {
+        out_labels[b] = (labels[ex / 4u] >> (8u * (ex % 4u))) & 0xffu;
+    }
+    workgroupBarrier();
     let base = b * PER_EXAMPLE;
+    let h0 = example[base];
+    let h1 = example[base + 1u];
+    let h2 = example[base + 2u];
+    let h3 = example[base + 3u];
+    let h4 = example[base + 4u];
+    let h5 = example[base + 5u];
+    let h6 = example[base + 6u];
+    let h7 = example[base + 7u];
+    let h8 = example[base + 8u];
     let bright = example[base + 9u];
     for (var px = lid.x; px < PIXELS; px += WG) {
-        img[px] = clamp(out_x[b * PIXELS + px] * bright, 0.0, 1.0);
+        let ox = f32(px % 28u) + 0.5;
+        let oy = f32(px / 28u) + 0.5;
+        let w = h6 * ox + h7 * oy + h8;
+        let sx = (h0 * ox + h1 * oy + h2) / w - 0.5;
+        let sy = (h3 * ox + h4 * oy + h5) / w - 0.5;
+        let x0 = floor(sx);
+        let y0 = floor(sy);
+        let fx = sx - x0;
+        let fy = sy - y0;
+        let xi = i32(x0);
+        let yi = i32(y0);
+        let v = (source(xi, yi) * (1.0 - fx) + source(xi + 1, yi) * fx) * (1.0 - fy)
+            + (source(xi, yi + 1) * (1.0 - fx) + source(xi + 1, yi + 1) * fx) * fy;
+        if (p.photometric != 0u) {
+            img[px] = clamp(v * bright, 0.0, 1.0);
+        } else {
+            out_x[b * PIXELS + px] = (v - p.mean) * p.inv_std;
+        }
     }
+    if (p.photometric == 0u) { return; }
     workgroupBarrier();
     if (p.contrast > 0.0) {
         var s = 0.0;
@@ -326,7 +337,6 @@ fn augment_pixels(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
         }
         let mean = red[0] / f32(PIXELS);
         let c = example[base + 10u];
-        workgroupBarrier();
         for (var px = lid.x; px < PIXELS; px += WG) {
             img[px] = clamp(c * img[px] + (1.0 - c) * mean, 0.0, 1.0);
         }

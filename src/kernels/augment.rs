@@ -13,10 +13,10 @@
 //! example and sampled bilinearly with zero fill; then brightness, contrast, blur, noise and
 //! erase, on pixels in [0, 1] (erase's value too), then the normalisation. Every random number
 //! comes from the counter hash of (seed, global step, example slot, item), so a run is
-//! reproducible and exact on resume. Three kernels: `augment_params` (one thread per
-//! example: the homography and the photometric draws), `gather_augmented` (one thread per
-//! pixel) and `augment_pixels` (one workgroup per example, only when a photometric item is
-//! on).
+//! reproducible and exact on resume. Two kernels: `augment_params` (one thread per
+//! example: the homography and the photometric draws) and `gather_augmented` (one
+//! workgroup per example: the image staged in workgroup memory, sampled, then the
+//! photometric items).
 
 use super::data::{GatherConfig, PIXELS};
 use super::{check_len, dim};
@@ -396,8 +396,8 @@ fn params(a: &Augment, g: &GatherConfig, count: usize) -> Result<Params> {
     })
 }
 
-/// The augmented gather: per-example draws, then the pixels, then (when on) the photometric
-/// pass. `example` is scratch of `batch * PER_EXAMPLE` floats.
+/// The augmented gather: per-example draws, then the pixels with the photometric items.
+/// `example` is scratch of `batch * PER_EXAMPLE` floats.
 #[allow(clippy::too_many_arguments)]
 pub fn gather_augmented(
     gpu: &Gpu,
@@ -447,22 +447,8 @@ pub fn gather_augmented(
             (binding::OUT_LABELS, &out_labels.buffer),
             (binding::EXAMPLE, &example.buffer),
         ],
-        gpu.caps.grid(g.batch * PIXELS, 256),
+        gpu.caps.grid(g.batch * 256, 256),
     )?);
-    if a.photometric() {
-        out.push(gpu.dispatch(
-            &AUGMENT,
-            "augment_pixels",
-            &desc,
-            &[
-                (binding::P, &p),
-                (binding::COUNTER, &counter.buffer),
-                (binding::OUT_X, &out_x.buffer),
-                (binding::EXAMPLE, &example.buffer),
-            ],
-            gpu.caps.grid(g.batch * 256, 256),
-        )?);
-    }
     Ok(out)
 }
 
