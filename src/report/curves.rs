@@ -26,6 +26,11 @@ fn register_font() {
     });
 }
 
+/// An axis label: at most two decimals, no float noise ("0.6", not "0.6000000000000001").
+fn tick(v: f64) -> String {
+    format!("{}", (v * 100.0).round() / 100.0)
+}
+
 /// Draws both panels (loss left, accuracy right) under `title`.
 pub fn draw<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
@@ -98,7 +103,7 @@ pub fn draw<DB: DrawingBackend>(
             .axis_desc_style(("sans-serif", 15))
             .light_line_style(RGBColor(246, 246, 246))
             .max_light_lines(2)
-            .x_label_formatter(&|v| format!("{v}"))
+            .x_label_formatter(&|v| tick(*v))
             .y_label_formatter(&|v| {
                 if accuracy {
                     format!("{v:.0}")
@@ -251,6 +256,7 @@ pub fn compare_svg(runs: &[(&str, &History)], size: (u32, u32)) -> Result<String
             chart
                 .configure_mesh()
                 .x_desc("epoch")
+                .x_label_formatter(&|v| tick(*v))
                 .label_style(("sans-serif", 14))
                 .light_line_style(RGBColor(246, 246, 246))
                 .max_light_lines(2)
@@ -297,4 +303,14 @@ pub fn compare_svg(runs: &[(&str, &History)], size: (u32, u32)) -> Result<String
         root.present().map_err(err)?;
     }
     Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ticks_have_no_float_noise() {
+        assert_eq!(super::tick(0.6000000000000001), "0.6");
+        assert_eq!(super::tick(1.5999999999999999), "1.6");
+        assert_eq!(super::tick(2.0), "2");
+    }
 }
