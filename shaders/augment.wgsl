@@ -312,8 +312,12 @@ fn gather_augmented(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
         let fy = sy - y0;
         let xi = i32(x0);
         let yi = i32(y0);
-        let v = (source(xi, yi) * (1.0 - fx) + source(xi + 1, yi) * fx) * (1.0 - fy)
-            + (source(xi, yi + 1) * (1.0 - fx) + source(xi + 1, yi + 1) * fx) * fy;
+        var v = source(xi, yi);
+        // Whole-pixel maps (flips, shifts) land on pixel centres: one read is exact.
+        if (fx != 0.0 || fy != 0.0) {
+            v = (v * (1.0 - fx) + source(xi + 1, yi) * fx) * (1.0 - fy)
+                + (source(xi, yi + 1) * (1.0 - fx) + source(xi + 1, yi + 1) * fx) * fy;
+        }
         if (p.photometric != 0u) {
             img[px] = clamp(v * bright, 0.0, 1.0);
         } else {
