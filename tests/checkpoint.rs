@@ -143,28 +143,6 @@ fn resume_is_bit_identical_to_an_uninterrupted_run() {
     );
 }
 
-/// Sets the stop flag at the first progress report: the run stops mid-epoch.
-struct StopSoon<'a>(&'a AtomicBool);
-
-impl train::Reporter for StopSoon<'_> {
-    fn start(
-        &mut self,
-        _: &TrainConfig,
-        _: &wgpu_fmnist::model::ModelSpec,
-        _: usize,
-        _: usize,
-        _: usize,
-        _: usize,
-    ) {
-    }
-    fn epoch_start(&mut self, _: usize, _: usize) {}
-    fn progress(&mut self, _: &train::Progress) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-    fn epoch_end(&mut self, _: &train::EpochRecord) {}
-    fn message(&mut self, _: &str) {}
-}
-
 #[test]
 fn interrupted_run_saves_and_resumes_exactly() {
     let data = dataset();
@@ -176,7 +154,12 @@ fn interrupted_run_saves_and_resumes_exactly() {
         stop: Some(&stop),
         ..Default::default()
     };
-    match train::train_with(gpu(), &config(2), &data, &mut StopSoon(&stop), &opts) {
+    let mut stop_soon = StopInEpoch {
+        flag: &stop,
+        at: 1,
+        epoch: 0,
+    };
+    match train::train_with(gpu(), &config(2), &data, &mut stop_soon, &opts) {
         Err(TrainError::Interrupted { saved }) => assert_eq!(saved, dir.join("last.safetensors")),
         other => panic!(
             "expected an interruption, got {:?}",
@@ -207,7 +190,7 @@ fn interrupted_run_saves_and_resumes_exactly() {
     );
 }
 
-/// Sets the stop flag at the first progress report of epoch `at`.
+/// Sets the stop flag at the first progress report of epoch `at`: the run stops there.
 struct StopInEpoch<'a> {
     flag: &'a AtomicBool,
     at: usize,

@@ -31,6 +31,31 @@ fn tick(v: f64) -> String {
     format!("{}", (v * 100.0).round() / 100.0)
 }
 
+type Chart<'a, DB> = ChartContext<
+    'a,
+    DB,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// The legend box, out of the curves' way: top right for losses, bottom right for
+/// accuracies.
+fn legend<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart<'a, DB>,
+    accuracy: bool,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    chart
+        .configure_series_labels()
+        .position(if accuracy {
+            SeriesLabelPosition::LowerRight
+        } else {
+            SeriesLabelPosition::UpperRight
+        })
+        .label_font(("sans-serif", 14))
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(200, 200, 200))
+        .draw()
+}
+
 /// Draws both panels (loss left, accuracy right) under `title`.
 pub fn draw<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
@@ -143,18 +168,7 @@ pub fn draw<DB: DrawingBackend>(
                 .draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))
                 .map_err(err)?;
         }
-        chart
-            .configure_series_labels()
-            .position(if accuracy {
-                SeriesLabelPosition::LowerRight
-            } else {
-                SeriesLabelPosition::UpperRight
-            })
-            .label_font(("sans-serif", 14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(200, 200, 200))
-            .draw()
-            .map_err(err)?;
+        legend(&mut chart, accuracy).map_err(err)?;
     }
     root.present().map_err(err)
 }
@@ -287,18 +301,7 @@ pub fn compare_svg(runs: &[(&str, &History)], size: (u32, u32)) -> Result<String
                     .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
                     .map_err(err)?;
             }
-            chart
-                .configure_series_labels()
-                .position(if accuracy {
-                    SeriesLabelPosition::LowerRight
-                } else {
-                    SeriesLabelPosition::UpperRight
-                })
-                .label_font(("sans-serif", 14))
-                .background_style(WHITE.mix(0.85))
-                .border_style(RGBColor(200, 200, 200))
-                .draw()
-                .map_err(err)?;
+            legend(&mut chart, accuracy).map_err(err)?;
         }
         root.present().map_err(err)?;
     }
