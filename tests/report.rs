@@ -230,7 +230,11 @@ fn report_compares_runs_side_by_side() {
     }
     let out = tmp("compare");
     let a = tiny_run(&out, "plain", &["--model", "cnn1", "--lr", "0.002"]);
-    let b = tiny_run(&out, "regularized", &["--model", "regcnn", "--flip"]);
+    let b = tiny_run(
+        &out,
+        "regularized",
+        &["--model", "regcnn", "--augment", "affine(rotate=5) flip"],
+    );
     let page = out.join("compare.html");
     let r = Command::new(binary())
         .arg("report")
@@ -247,7 +251,7 @@ fn report_compares_runs_side_by_side() {
         "plain",
         "regularized",
         "adam 0.002",
-        "flip",
+        "flip(p=0.5) affine(rotate=5",
         "batch norm",
         "dropout 0.2/0.2",
         "Ankle boot",

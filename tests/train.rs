@@ -574,6 +574,8 @@ fn ablate_trains_every_combination_and_compares_them() {
     }
     let page = std::fs::read_to_string(study.join("compare.html")).unwrap();
     assert!(page.contains("dropout=0.3_schedule=step(every=1,gamma=0.5)"));
+    // The model column names the preset, not the rewritten spec.
+    assert!(page.contains(">regcnn (dropout 0.3/0.3)<"), "model label");
     // A study that exists already, and a setting that does not exist: exit 2, named.
     for (vary, says) in [
         ("lr=0.1", "exists already"),

@@ -144,6 +144,9 @@ impl RunFolder {
 
     pub fn augmentation(&self) -> String {
         let mut parts = vec![];
+        if self.config.augment != "none" && !self.config.augment.is_empty() {
+            parts.push(self.config.augment.clone());
+        }
         if self.config.flip {
             parts.push("flip".to_string());
         }
@@ -155,6 +158,39 @@ impl RunFolder {
         } else {
             parts.join(", ")
         }
+    }
+
+    /// The model in a few words: the preset's name, a preset with other dropout rates (as
+    /// `ablate --vary dropout=…` makes), or "custom, N layers".
+    pub fn model_label(&self) -> String {
+        if crate::model::preset(&self.config.model).is_some() {
+            return self.config.model.clone();
+        }
+        let same_but_dropout = |a: &[Layer], b: &[Layer]| {
+            a.len() == b.len()
+                && a.iter().zip(b).all(|(x, y)| match (x, y) {
+                    (Layer::Dropout { .. }, Layer::Dropout { .. }) => true,
+                    _ => x == y,
+                })
+        };
+        for p in crate::model::PRESETS {
+            let Ok(spec) = ModelSpec::parse(p.spec) else {
+                continue;
+            };
+            if same_but_dropout(&spec.layers, &self.spec.layers) {
+                let rates: Vec<String> = self
+                    .spec
+                    .layers
+                    .iter()
+                    .filter_map(|l| match l {
+                        Layer::Dropout { p } => Some(p.to_string()),
+                        _ => None,
+                    })
+                    .collect();
+                return format!("{} (dropout {})", p.name, rates.join("/"));
+            }
+        }
+        format!("custom, {} layers", self.spec.layers.len())
     }
 
     fn wall_seconds(&self) -> f64 {
@@ -320,7 +356,7 @@ pub fn run_page(run: &RunFolder) -> Result<String, ReportError> {
         b,
         "<h1>{} <span class=\"sub\">({})</span></h1>",
         esc(&run.name),
-        esc(&c.model)
+        esc(&run.model_label())
     );
     let adapter = run
         .summary("adapter")
@@ -334,7 +370,7 @@ pub fn run_page(run: &RunFolder) -> Result<String, ReportError> {
     );
     let best = h.best_epoch();
     let mut rows: Vec<(&str, String)> = vec![
-        ("model", c.model.clone()),
+        ("model", run.model_label()),
         ("spec", c.spec.clone()),
         (
             "data",
@@ -461,10 +497,11 @@ pub fn compare_page(runs: &[RunFolder]) -> Result<String, ReportError> {
             .map_or("–".into(), pct);
         let _ = writeln!(
             b,
-            "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{} {}</td><td class=\"l\">{}</td><td class=\"l\">{}</td>\
+            "<tr><td class=\"l\">{}</td><td class=\"l\" title=\"{}\">{}</td><td class=\"l\">{} {}</td><td class=\"l\">{}</td><td class=\"l\">{}</td>\
              <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0} s</td></tr>",
             esc(&r.name),
-            esc(&r.config.model),
+            esc(&r.config.spec),
+            esc(&r.model_label()),
             r.config.optimizer,
             r.config.lr,
             esc(&r.regularization()),
