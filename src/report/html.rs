@@ -26,6 +26,8 @@ h1 { font-size: 26px; margin-bottom: 4px; } h2 { font-size: 20px; margin-top: 32
 .sub { color: #666; margin-top: 0; }
 table { border-collapse: collapse; font-size: 14px; }
 td, th { padding: 4px 10px; border-bottom: 1px solid #eee; text-align: right; }
+table[data-part="runs"] td.l { max-width: 230px; overflow-wrap: anywhere; }
+table[data-part="runs"] td:not(.l) { white-space: nowrap; }
 th { background: #f6f6f6; } td.l, th.l { text-align: left; }
 .kv td:first-child { text-align: left; color: #555; } .kv td:last-child { text-align: left; font-family: ui-monospace, "DejaVu Sans Mono", monospace; }
 .cols { display: flex; flex-wrap: wrap; gap: 32px; align-items: flex-start; }
