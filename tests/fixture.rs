@@ -260,21 +260,29 @@ fn multistep_batch(step: usize) -> (Vec<f32>, Vec<u32>) {
     (x, labels)
 }
 
-#[test]
-fn many_sgd_steps_match_pytorch() {
-    let fx = Fixture::load_file("multistep.bin");
+/// Replays `steps` steps of MULTI_SPEC over the hashed batches with `opt` at `lr` and
+/// compares every step's loss and the final parameters and running statistics with the
+/// fixture `file` written by PyTorch.
+fn replay_multistep(
+    file: &str,
+    opt: OptimizerConfig,
+    lr: f32,
+    steps: usize,
+    loss_tol: (f64, f64),
+    param_tol: (f64, f64),
+) {
+    let fx = Fixture::load_file(file);
     let spec = ModelSpec::parse(MULTI_SPEC).unwrap();
     let g = gpu();
     let net = Network::new(g, spec.clone(), &fixed_weights(&spec)).unwrap();
     let bufs = Buffers::new(g, &spec, MULTI_BATCH, Mode::Train).unwrap();
     let metrics_t = g.zeros("metrics", metrics::LEN).unwrap();
-    let lr = g.upload("lr", &[MULTI_LR]).unwrap();
-    let opt = fixture_sgd();
+    let lr = g.upload("lr", &[lr]).unwrap();
     let mut plan = net::gradient_step(g, &net, &bufs, MULTI_BATCH, 0, &metrics_t, 0.0).unwrap();
     plan.extend(net::update(g, &net, &opt, &lr).unwrap());
     let plan: Vec<_> = plan.iter().collect();
     let mut losses = Vec::new();
-    for step in 0..MULTI_STEPS {
+    for step in 0..steps {
         let (x, labels) = multistep_batch(step);
         g.write(bufs.input(), &x).unwrap();
         g.write(&bufs.labels, &labels).unwrap();
@@ -283,12 +291,20 @@ fn many_sgd_steps_match_pytorch() {
         let m: Vec<f32> = g.read(&metrics_t).unwrap();
         losses.push(m[metrics::LOSS_SUM] / MULTI_BATCH as f32);
     }
-    // The loss falls from 2.28 to 0.064 over the 24 steps. Measured against torch 2.15 (CPU):
-    // every loss within 2.4e-7, every parameter and running statistic within 8.7e-7. The
-    // tolerances leave >10x room and still catch a real bug (a missing momentum or
-    // weight-decay term, a stale running statistic, a wrong step count moves these by 1e-3
-    // or more).
-    assert_close("loss of every step", &losses, fx.get("losses"), 1e-5, 1e-4);
+    assert_eq!(fx.get("losses").len(), steps);
+    // SHOW_LOSSES=1: every step's loss on both sides (where a drift starts).
+    if std::env::var("SHOW_LOSSES").is_ok() {
+        for (i, (a, b)) in losses.iter().zip(fx.get("losses")).enumerate() {
+            eprintln!("step {i}: ours {a:.8} torch {b:.8} diff {:.2e}", a - b);
+        }
+    }
+    assert_close(
+        &format!("{file}: loss of every step"),
+        &losses,
+        fx.get("losses"),
+        loss_tol.0,
+        loss_tol.1,
+    );
     let after = net.download(g).unwrap();
     let mut compared = 0;
     for (i, p) in after.iter().enumerate() {
@@ -302,10 +318,57 @@ fn many_sgd_steps_match_pytorch() {
                 continue;
             }
             let key = format!("after.{i}.{kind}");
-            assert_close(&key, values, fx.get(&key), 1e-5, 1e-4);
+            assert_close(
+                &format!("{file}: {key}"),
+                values,
+                fx.get(&key),
+                param_tol.0,
+                param_tol.1,
+            );
             compared += 1;
         }
     }
     // conv, bn, conv, bn, linear, linear: 2 + 4 + 2 + 4 + 2 + 2 tensors.
     assert_eq!(compared, 16);
+}
+
+#[test]
+fn many_sgd_steps_match_pytorch() {
+    // The loss falls from 2.28 to 0.064 over the 24 steps. Measured against torch 2.15 (CPU):
+    // every loss within 2.4e-7, every parameter and running statistic within 8.7e-7. The
+    // tolerances leave >10x room and still catch a real bug (a missing momentum or
+    // weight-decay term, a stale running statistic, a wrong step count moves these by 1e-3
+    // or more).
+    replay_multistep(
+        "multistep.bin",
+        fixture_sgd(),
+        MULTI_LR,
+        MULTI_STEPS,
+        (1e-5, 1e-4),
+        (1e-5, 1e-4),
+    );
+}
+
+#[test]
+#[ignore = "known discrepancy under investigation (issue 9): our Adam drifts from torch's from \
+            the first step (loss -2.4e-6 after step 1, 2.4e-3 by step 47) while SGD matches to \
+            2.4e-7 over 60 steps and torch f32 vs f64 agree to 2.7e-7. Run with --ignored; \
+            SHOW_LOSSES=1 prints every step"]
+fn many_adam_steps_match_pytorch() {
+    // 60 torch.optim.Adam steps (lr 1e-3, the defaults of mlp/cnn1/cnn2): the moments, the
+    // bias corrections (f32 here, f64 in torch) and the step counter over a long stretch.
+    let adam = OptimizerConfig {
+        kind: OptimizerKind::Adam,
+        momentum: 0.0,
+        weight_decay: 0.0,
+        ..fixture_sgd()
+    };
+    replay_multistep(
+        "multistep_adam.bin",
+        adam,
+        1e-3,
+        60,
+        (1e-5, 1e-4),
+        (1e-5, 1e-4),
+    );
 }

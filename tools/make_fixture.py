@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """Writes tests/fixtures/step.bin: one SGD training step of `regcnn` and `vgg` in PyTorch;
-and tests/fixtures/multistep.bin: MULTI_STEPS SGD steps of a small conv/BN/pool network over
+tests/fixtures/multistep.bin: MULTI_STEPS SGD steps of a small conv/BN/pool network over
 different batches (the loss of every step and the parameters after the last), so a bug that
-only shows over many steps (optimizer state, running statistics, the step counter) is seen.
+only shows over many steps (optimizer state, running statistics, the step counter) is seen;
+and tests/fixtures/multistep_adam.bin: ADAM_STEPS torch.optim.Adam steps of the same network
+(the presets mlp, cnn1 and cnn2 train with Adam: its moments and bias corrections over many
+steps).
 
 For each model, on a fixed batch of 8 images with fixed weights and dropout off (p = 0), the
 file holds the input batch, the logits, the mean cross-entropy loss, every parameter gradient,
@@ -95,14 +98,20 @@ def write(out_path, tensors):
     print(f"wrote {out_path}: {len(tensors)} tensors, torch {torch.__version__}")
 
 
-def multistep(out_path):
+ADAM_STEPS, ADAM_LR = 60, 1e-3
+
+
+def multistep(out_path, adam=False):
     model = build(MULTI_SPEC)
     fixed_weights(model)
     model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=MULTI_LR, momentum=MOMENTUM,
-                          weight_decay=WEIGHT_DECAY)
+    if adam:
+        opt = torch.optim.Adam(model.parameters(), lr=ADAM_LR)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=MULTI_LR, momentum=MOMENTUM,
+                              weight_decay=WEIGHT_DECAY)
     losses = []
-    for step in range(MULTI_STEPS):
+    for step in range(ADAM_STEPS if adam else MULTI_STEPS):
         x, labels = multistep_batch(step)
         opt.zero_grad()
         loss = nn.functional.cross_entropy(model(x), labels)
@@ -161,3 +170,4 @@ if __name__ == "__main__":
     fixtures = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
     main(sys.argv[1] if len(sys.argv) > 1 else str(fixtures / "step.bin"))
     multistep(sys.argv[2] if len(sys.argv) > 2 else str(fixtures / "multistep.bin"))
+    multistep(sys.argv[3] if len(sys.argv) > 3 else str(fixtures / "multistep_adam.bin"), adam=True)
