@@ -7,6 +7,7 @@
 // adam_step: g += wd*w + l1*sign(w) (Adam) or w *= 1 - lr*wd (AdamW, decoupled != 0);
 //            m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
 //            w -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)    with t = step + 1
+//            (1 - b and 1 - b^t as torch computes them in f64; see bias_correction)
 // Parameters and optimizer state are updated in place; gradients are only read.
 
 struct Params {
@@ -20,6 +21,11 @@ struct Params {
     beta1: f32,
     beta2: f32,
     eps: f32,
+    // From the betas' decimal values in f64 (kernels::optim::torch_scalars).
+    one_minus_beta1: f32,
+    one_minus_beta2: f32,
+    ln_beta1: f32,
+    ln_beta2: f32,
     _pad0: f32,
     _pad1: f32,
 }
@@ -58,12 +64,29 @@ fn sgd_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     w[i] = w0 - current_lr() * g;
 }
 
+// 1 - beta^t = -expm1(t ln beta), as torch gets it in f64: a series while t ln beta is small
+// (where 1 - pow(beta, t) in f32 would cancel most digits: at t = 1, 1 - 0.999 keeps four),
+// 1 - exp once it is not.
+fn bias_correction(ln_beta: f32, t: u32) -> f32 {
+    let x = f32(t) * ln_beta;
+    if (x < -0.5) {
+        return 1.0 - exp(x);
+    }
+    var term = x;
+    var sum = x;
+    for (var k = 2u; k < 14u; k++) {
+        term *= x / f32(k);
+        sum += term;
+    }
+    return -sum;
+}
+
 @compute @workgroup_size(WG)
 fn adam_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_id(gid, nwg);
     if (i * 4u >= p.n) { return; }
     let rate = current_lr();
-    let t = f32(counter[0] + 1u);
+    let t = counter[0] + 1u;
     let w0 = w[i];
     var g = grad[i] + p.l1 * sign(w0);
     var wd = w0;
@@ -72,12 +95,12 @@ fn adam_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     } else {
         g += p.weight_decay * w0;
     }
-    let m = p.beta1 * m1[i] + (1.0 - p.beta1) * g;
-    let v = p.beta2 * m2[i] + (1.0 - p.beta2) * g * g;
+    let m = p.beta1 * m1[i] + p.one_minus_beta1 * g;
+    let v = p.beta2 * m2[i] + p.one_minus_beta2 * g * g;
     m1[i] = m;
     m2[i] = v;
-    let bc1 = 1.0 - pow(p.beta1, t);
-    let bc2 = 1.0 - pow(p.beta2, t);
+    let bc1 = bias_correction(p.ln_beta1, t);
+    let bc2 = bias_correction(p.ln_beta2, t);
     let denom = sqrt(v) / sqrt(bc2) + p.eps;
     w[i] = wd - (rate / bc1) * m / denom;
 }

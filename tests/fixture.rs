@@ -263,6 +263,7 @@ fn multistep_batch(step: usize) -> (Vec<f32>, Vec<u32>) {
 /// Replays `steps` steps of MULTI_SPEC over the hashed batches with `opt` at `lr` and
 /// compares every step's loss and the final parameters and running statistics with the
 /// fixture `file` written by PyTorch.
+/// `skip`: parameters not compared (see the Adam test).
 fn replay_multistep(
     file: &str,
     opt: OptimizerConfig,
@@ -270,6 +271,7 @@ fn replay_multistep(
     steps: usize,
     loss_tol: (f64, f64),
     param_tol: (f64, f64),
+    skip: &[&str],
 ) {
     let fx = Fixture::load_file(file);
     let spec = ModelSpec::parse(MULTI_SPEC).unwrap();
@@ -318,6 +320,9 @@ fn replay_multistep(
                 continue;
             }
             let key = format!("after.{i}.{kind}");
+            if skip.contains(&key.as_str()) {
+                continue;
+            }
             assert_close(
                 &format!("{file}: {key}"),
                 values,
@@ -329,7 +334,7 @@ fn replay_multistep(
         }
     }
     // conv, bn, conv, bn, linear, linear: 2 + 4 + 2 + 4 + 2 + 2 tensors.
-    assert_eq!(compared, 16);
+    assert_eq!(compared + skip.len(), 16);
 }
 
 #[test]
@@ -346,23 +351,30 @@ fn many_sgd_steps_match_pytorch() {
         MULTI_STEPS,
         (1e-5, 1e-4),
         (1e-5, 1e-4),
+        &[],
     );
 }
 
 #[test]
-#[ignore = "known discrepancy under investigation (issue 9): our Adam drifts from torch's from \
-            the first step (loss -2.4e-6 after step 1, 2.4e-3 by step 47) while SGD matches to \
-            2.4e-7 over 60 steps and torch f32 vs f64 agree to 2.7e-7. Run with --ignored; \
-            SHOW_LOSSES=1 prints every step"]
 fn many_adam_steps_match_pytorch() {
     // 60 torch.optim.Adam steps (lr 1e-3, the defaults of mlp/cnn1/cnn2): the moments, the
-    // bias corrections (f32 here, f64 in torch) and the step counter over a long stretch.
+    // bias corrections and the step counter over a long stretch. Measured against torch 2.15:
+    // every loss within 4.8e-7. Before the bias corrections were computed as torch does
+    // (1 - 0.999^t in f32 kept ~4 digits at t = 1, and lavapipe's pow() is approximate), the
+    // losses drifted from the first step (2.4e-6) to 2.4e-3 by step 47.
     let adam = OptimizerConfig {
         kind: OptimizerKind::Adam,
         momentum: 0.0,
         weight_decay: 0.0,
         ..fixture_sgd()
     };
+    // Not compared: the parameters Adam moves by rounding noise. The biases of the two
+    // convolutions that feed a batch norm have a zero gradient in exact arithmetic (the
+    // batch norm removes any per-channel constant), the first batch norm's shift is nearly
+    // as undetermined, and the running means follow them; Adam normalises each side's
+    // noise into steps of up to lr. torch's own f32 and f64 runs differ there by 6e-3 to
+    // 1.9e-2 (everywhere else by at most 1.1e-6), and the losses above show nothing
+    // downstream depends on them.
     replay_multistep(
         "multistep_adam.bin",
         adam,
@@ -370,5 +382,12 @@ fn many_adam_steps_match_pytorch() {
         60,
         (1e-5, 1e-4),
         (1e-5, 1e-4),
+        &[
+            "after.0.bias",
+            "after.1.bias",
+            "after.1.running_mean",
+            "after.4.bias",
+            "after.5.running_mean",
+        ],
     );
 }

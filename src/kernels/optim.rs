@@ -32,7 +32,32 @@ struct Params {
     beta1: f32,
     beta2: f32,
     eps: f32,
+    /// 1 - beta and ln(beta) from the betas' decimal values in f64, as torch (whose betas are
+    /// Python floats) computes them: see `torch_scalars`.
+    one_minus_beta1: f32,
+    one_minus_beta2: f32,
+    ln_beta1: f32,
+    ln_beta2: f32,
     _pad: [f32; 2],
+}
+
+/// An f32 setting as the decimal the user wrote (its shortest representation), in f64:
+/// 0.999f32 is 0.99900001287, but torch's beta2 is the Python float 0.999.
+fn decimal(x: f32) -> f64 {
+    format!("{x}").parse().unwrap_or(x as f64)
+}
+
+/// (1 - beta1, 1 - beta2, ln beta1, ln beta2) in f64 then rounded, as torch's Adam uses
+/// them: its bias corrections 1 - beta^t are f64 Python arithmetic, where 1 - 0.999^t in
+/// f32 would cancel most of its digits (an error of 6e-5 in the first update's size).
+fn torch_scalars(beta1: f32, beta2: f32) -> [f32; 4] {
+    let (b1, b2) = (decimal(beta1), decimal(beta2));
+    [
+        (1.0 - b1) as f32,
+        (1.0 - b2) as f32,
+        b1.ln() as f32,
+        b2.ln() as f32,
+    ]
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -104,6 +129,10 @@ pub fn sgd_step(
         beta1: 0.0,
         beta2: 0.0,
         eps: 0.0,
+        one_minus_beta1: 0.0,
+        one_minus_beta2: 0.0,
+        ln_beta1: 0.0,
+        ln_beta2: 0.0,
         _pad: [0.0; 2],
     };
     let p = gpu.uniform("sgd params", &p);
@@ -142,6 +171,7 @@ pub fn adam_step(
     for t in [grad, m, v] {
         check_len("adam_step", &desc, t, n)?;
     }
+    let scalars = torch_scalars(cfg.beta1, cfg.beta2);
     let p = Params {
         n: dim("adam", n)?,
         nesterov: 0,
@@ -153,6 +183,10 @@ pub fn adam_step(
         beta1: cfg.beta1,
         beta2: cfg.beta2,
         eps: cfg.eps,
+        one_minus_beta1: scalars[0],
+        one_minus_beta2: scalars[1],
+        ln_beta1: scalars[2],
+        ln_beta2: scalars[3],
         _pad: [0.0; 2],
     };
     let p = gpu.uniform("adam params", &p);
@@ -228,8 +262,11 @@ pub fn adam_step_reference(
     step: u32,
 ) {
     let t = step as f64 + 1.0;
-    let bc1 = 1.0 - (cfg.beta1 as f64).powf(t);
-    let bc2 = 1.0 - (cfg.beta2 as f64).powf(t);
+    // torch: the betas are decimals (Python floats); the decays multiply by them rounded to
+    // f32, the (1 - beta) factors and the bias corrections are f64 arithmetic.
+    let (b1, b2) = (decimal(cfg.beta1), decimal(cfg.beta2));
+    let bc1 = 1.0 - b1.powf(t);
+    let bc2 = 1.0 - b2.powf(t);
     for i in 0..w.len() {
         let w0 = w[i] as f64;
         let mut g = grad[i] as f64 + cfg.l1 as f64 * sign(w[i]) as f64;
@@ -239,8 +276,8 @@ pub fn adam_step_reference(
         } else {
             g += cfg.weight_decay as f64 * w0;
         }
-        let mi = cfg.beta1 as f64 * m[i] as f64 + (1.0 - cfg.beta1 as f64) * g;
-        let vi = cfg.beta2 as f64 * v[i] as f64 + (1.0 - cfg.beta2 as f64) * g * g;
+        let mi = cfg.beta1 as f64 * m[i] as f64 + (1.0 - b1) * g;
+        let vi = cfg.beta2 as f64 * v[i] as f64 + (1.0 - b2) * g * g;
         m[i] = mi as f32;
         v[i] = vi as f32;
         let denom = vi.sqrt() / bc2.sqrt() + cfg.eps as f64;
