@@ -2,6 +2,9 @@
 //! `report RUN_DIR`), the comparison page of several runs, and `summary --html/--svg`.
 //! Pages are self-contained, escape user text and render in headless Chromium.
 
+mod common;
+
+use common::real_data;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -14,19 +17,6 @@ fn tmp(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-fn real_data() -> Option<&'static Path> {
-    let dir = Path::new(wgpu_fmnist::data::DEBIAN_DIR);
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "skipped: {} not installed (CI installs dataset-fashion-mnist)",
-            dir.display()
-        );
-        None
-    }
 }
 
 /// Trains a tiny run into `out/name` and returns its folder.

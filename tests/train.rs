@@ -3,9 +3,9 @@
 
 mod common;
 
-use common::gpu;
 use common::synthetic;
-use std::path::{Path, PathBuf};
+use common::{gpu, real_data};
+use std::path::PathBuf;
 use std::process::Command;
 use wgpu_fmnist::data::Dataset;
 use wgpu_fmnist::train::{self, report::Silent, PartialConfig, TrainConfig};
@@ -206,19 +206,6 @@ fn out_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("wgpu-fmnist-cli-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     d
-}
-
-fn real_data() -> Option<&'static Path> {
-    let dir = Path::new(wgpu_fmnist::data::DEBIAN_DIR);
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "skipped: {} not installed (CI installs dataset-fashion-mnist)",
-            dir.display()
-        );
-        None
-    }
 }
 
 #[test]

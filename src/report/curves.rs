@@ -26,6 +26,18 @@ fn register_font() {
     });
 }
 
+/// The y axis of a panel: accuracies from a multiple of 5 below the lowest value to 100,
+/// losses from 0 to a little above the highest.
+fn y_range(values: &[f64], accuracy: bool) -> (f64, f64) {
+    if accuracy {
+        let min = values.iter().copied().fold(100.0f64, f64::min);
+        (((min - 2.0) / 5.0).floor().max(0.0) * 5.0, 100.0)
+    } else {
+        let max = values.iter().copied().fold(0.0f64, f64::max);
+        (0.0, if max > 0.0 { max * 1.08 } else { 1.0 })
+    }
+}
+
 /// An axis label: at most two decimals, no float noise ("0.6", not "0.6000000000000001").
 fn tick(v: f64) -> String {
     format!("{}", (v * 100.0).round() / 100.0)
@@ -99,13 +111,7 @@ pub fn draw<DB: DrawingBackend>(
             .map(|t| pick(t).1)
             .filter(|v| v.is_finite())
             .collect();
-        let (lo, hi) = if accuracy {
-            let min = all.iter().copied().fold(100.0f64, f64::min);
-            (((min - 2.0) / 5.0).floor().max(0.0) * 5.0, 100.0)
-        } else {
-            let max = all.iter().copied().fold(0.0f64, f64::max);
-            (0.0, if max > 0.0 { max * 1.08 } else { 1.0 })
-        };
+        let (lo, hi) = y_range(&all, accuracy);
         let mut chart = ChartBuilder::on(area)
             .caption(
                 if accuracy { "accuracy (%)" } else { "loss" },
@@ -244,15 +250,7 @@ pub fn compare_svg(runs: &[(&str, &History)], size: (u32, u32)) -> Result<String
                 .map(|t| pick(t).1)
                 .filter(|v| v.is_finite())
                 .collect();
-            let (lo, hi) = if accuracy {
-                let min = values.iter().copied().fold(100.0f64, f64::min);
-                (((min - 2.0) / 5.0).floor().max(0.0) * 5.0, 100.0)
-            } else {
-                (
-                    0.0,
-                    values.iter().copied().fold(0.0f64, f64::max).max(1e-3) * 1.08,
-                )
-            };
+            let (lo, hi) = y_range(&values, accuracy);
             let mut chart = ChartBuilder::on(area)
                 .caption(
                     if accuracy {

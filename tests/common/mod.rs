@@ -175,3 +175,18 @@ pub fn synthetic(count: usize, seed: u64) -> Split {
         labels,
     }
 }
+
+/// The real Fashion-MNIST when installed (CI installs dataset-fashion-mnist); None, with a
+/// note, where it is not.
+pub fn real_data() -> Option<&'static std::path::Path> {
+    let dir = std::path::Path::new(wgpu_fmnist::data::DEBIAN_DIR);
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "skipped: {} not installed (CI installs dataset-fashion-mnist)",
+            dir.display()
+        );
+        None
+    }
+}
