@@ -260,7 +260,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             TrainError::Diverged { .. } => 5,
             TrainError::Config(_) | TrainError::Resume(_) => 2,
             TrainError::Checkpoint(checkpoint::CheckpointError::Write { .. }) => 1,
-            TrainError::Checkpoint(_) => 6,
+            TrainError::Checkpoint(_) | TrainError::Init(_) => 6,
             TrainError::Gpu(g) => gpu_code(g),
         };
     }

@@ -180,7 +180,7 @@ fn interrupted_run_saves_and_resumes_exactly() {
         &RunOptions {
             run_dir: Some(&dir),
             resume: Some(&c),
-            stop: None,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -280,7 +280,7 @@ fn scheduled_and_augmented_runs_resume_exactly() {
             &RunOptions {
                 run_dir: Some(&dir),
                 resume: Some(&c),
-                stop: None,
+                ..Default::default()
             },
         )
         .unwrap();
@@ -400,7 +400,7 @@ fn cli_trains_then_predicts_the_sample_images() {
             "20000",
             "--limit-test",
             "1000",
-            "--quiet",
+            "--json",
             "--name",
             "p",
         ])
@@ -409,7 +409,9 @@ fn cli_trains_then_predicts_the_sample_images() {
         .output()
         .unwrap();
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let trained_accuracy = test_accuracy(&r.stdout);
     let ckpt = out.join("p/last.safetensors");
+    init_starts_from_the_checkpoint(&out, &ckpt, trained_accuracy);
     let files = ["trouser", "bag", "bag-on-white", "sneaker", "sandal"];
     let r = Command::new(binary())
         .args(["predict", "--json", "--checkpoint"])
@@ -461,6 +463,58 @@ fn cli_trains_then_predicts_the_sample_images() {
         stderr.contains("missing.png") && stderr.contains("1 of 3 images"),
         "{stderr}"
     );
+}
+
+fn test_accuracy(json_lines: &[u8]) -> f64 {
+    let text = String::from_utf8_lossy(json_lines);
+    let summary = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["kind"] == "summary")
+        .unwrap_or_else(|| panic!("no summary in {text}"));
+    summary["test_accuracy"].as_f64().unwrap()
+}
+
+/// `--init`: a run that starts from a trained checkpoint and barely moves (lr 1e-9) tests
+/// like the checkpoint; a checkpoint of other layers is refused before a folder exists.
+fn init_starts_from_the_checkpoint(out: &Path, ckpt: &Path, trained_accuracy: f64) {
+    assert!(trained_accuracy > 0.7, "{trained_accuracy}");
+    let train = |model: &str, name: &str| {
+        Command::new(binary())
+            .args(["train", "--model", model, "--epochs", "1", "--lr", "1e-9"])
+            .args(["--limit-train", "640", "--val", "0", "--limit-test", "1000"])
+            .args(["--json", "--name", name, "--init"])
+            .arg(ckpt)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let r = train("mlp", "from-p");
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let accuracy = test_accuracy(&r.stdout);
+    assert!(
+        (accuracy - trained_accuracy).abs() <= 0.002,
+        "started from a {trained_accuracy} checkpoint, tests at {accuracy}"
+    );
+    let config = std::fs::read_to_string(out.join("from-p/config.toml")).unwrap();
+    assert!(
+        config.contains(&format!(
+            "init = {:?}",
+            ckpt.canonicalize().unwrap().display().to_string()
+        )),
+        "{config}"
+    );
+    let r = train("cnn1", "wrong-layers");
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(6), "{stderr}");
+    assert!(
+        stderr.contains("--init")
+            && stderr.contains("last.safetensors")
+            && stderr.contains("conv(32,3"),
+        "{stderr}"
+    );
+    assert!(!out.join("wrong-layers").exists());
 }
 
 #[test]

@@ -17,6 +17,11 @@ Not needed by CI. Run:
 
 A side whose mean lies outside the other's mean +- 2 standard errors of the difference is
 flagged; with few seeds treat that as a reason to look, not a verdict.
+
+--paired removes the two largest sources of spread: for each seed, PyTorch draws the initial
+weights, wgpu-fmnist starts from them (`train --init`), and PyTorch follows wgpu-fmnist's data
+order (its SplitMix64 shuffles, reproduced here). Then the per-seed difference measures the
+implementations alone (plus dropout masks, which still differ), with a much smaller error.
 """
 import argparse
 import gzip
@@ -33,6 +38,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors.torch import save_file
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,17 +107,54 @@ def accuracy(model, x, y):
                    for i in range(0, len(y), 500)) / len(y)
 
 
-def torch_run(cfg, images, labels, test, steps, val, seed):
+MASK64 = (1 << 64) - 1
+
+
+class SplitMix64:
+    """wgpu-fmnist's `Rng` (src/rng.rs), bit for bit: its shuffles give our data order."""
+
+    def __init__(self, seed):
+        self.state = seed & MASK64
+
+    def next_u64(self):
+        self.state = (self.state + 0x9E3779B97F4A7C15) & MASK64
+        z = self.state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+        return z ^ (z >> 31)
+
+    def shuffle(self, items):
+        for i in range(len(items) - 1, 0, -1):
+            j = (self.next_u64() * (i + 1)) >> 64
+            items[i], items[j] = items[j], items[i]
+
+
+def our_order(n, val, seed, epoch=1):
+    """The held-out images and epoch `epoch`'s training order of a wgpu-fmnist run
+    (train::split_indices and Trainer::epoch)."""
+    everything = list(range(n))
+    SplitMix64(seed ^ 0x7A1DA7E5).shuffle(everything)
+    held, train = sorted(everything[:val]), sorted(everything[val:])
+    SplitMix64(seed * 0x9E3779B9 + epoch).shuffle(train)
+    return torch.tensor(held), torch.tensor(train)
+
+
+def torch_run(cfg, images, labels, test, steps, val, seed, paired=None):
+    """PyTorch's run. `paired` = (model, held, train order): start from those weights and
+    follow that order (the --paired mode) instead of drawing both from torch's seed."""
     torch.manual_seed(seed)
     batch = cfg["batch_size"]
     n = steps * batch + val
     x = (images[:n].float() / 255.0 - cfg["input_mean"]) / cfg["input_std"]
     x, y = x.unsqueeze(1), labels[:n].long()
-    order = torch.randperm(n)
-    held, train = order[:val], order[val:]
-    model = build(cfg["spec"])
+    if paired:
+        model, held, train = paired
+    else:
+        order = torch.randperm(n)
+        held, train = order[:val], order[val:]
+        model = build(cfg["spec"])
+        train = train[torch.randperm(len(train))]
     opt = optimizer(cfg, model.parameters())
-    train = train[torch.randperm(len(train))]
     loss_sum = correct = seen = 0.0
     model.train()
     for s in range(steps):
@@ -133,13 +176,15 @@ def torch_run(cfg, images, labels, test, steps, val, seed):
             accuracy(model, tx, test[1].long()))
 
 
-def ours_run(binary, model, steps, val, seed, data, extra, workdir):
+def ours_run(binary, model, steps, val, seed, data, extra, workdir, init=None):
     cfg = resolved_config(binary, model, extra, workdir)
     n = steps * cfg["batch_size"] + val
     name = f"seed{seed}"
     cmd = [binary, "train", "--model", model, "--epochs", "1", "--seed", str(seed),
            "--limit-train", str(n), "--val", str(val), "--json",
            "--out", str(workdir), "--name", name, "--data", str(data), *extra]
+    if init:
+        cmd += ["--init", str(init)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stderr}")
@@ -174,6 +219,9 @@ def main():
     ap.add_argument("--binary", default=str(ROOT / "target/release/wgpu-fmnist"))
     ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--paired", action="store_true",
+                    help="per seed, both sides start from the same (torch-drawn) weights and "
+                         "follow wgpu-fmnist's data order; differences are then per seed")
     ap.add_argument("extra", nargs="*", help="more train flags for both sides (after --)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -190,9 +238,19 @@ def main():
         ours, theirs = [], []
         for seed in range(a.seeds):
             t0 = time.time()
-            o = ours_run(a.binary, a.model, a.steps, a.val, seed, a.data, a.extra, tmp)
+            init = paired = None
+            if a.paired:
+                # torch's initial weights, handed to both sides; our data order on both.
+                torch.manual_seed(seed)
+                model = build(cfg["spec"])
+                init = Path(tmp) / f"init{seed}.safetensors"
+                save_file({k: v.contiguous() for k, v in model.state_dict().items()
+                           if not k.endswith("num_batches_tracked")}, str(init))
+                n = a.steps * cfg["batch_size"] + a.val
+                paired = (model, *our_order(n, a.val, seed))
+            o = ours_run(a.binary, a.model, a.steps, a.val, seed, a.data, a.extra, tmp, init)
             t1 = time.time()
-            t = torch_run(cfg, images, labels, test, a.steps, a.val, seed)
+            t = torch_run(cfg, images, labels, test, a.steps, a.val, seed, paired)
             t2 = time.time()
             ours.append(o)
             theirs.append(t)
@@ -210,7 +268,13 @@ def main():
         n = a.seeds
         for i, what in enumerate(("running loss", "running accuracy", "val accuracy",
                                   "test accuracy")):
-            se = math.sqrt((so[i][1] ** 2 + st[i][1] ** 2) / n) if n > 1 else float("inf")
+            if a.paired:
+                # Same weights and order per seed: the spread of the per-seed differences
+                # is what remains (implementation and dropout noise).
+                d = [o[i] - t[i] for o, t in zip(ours, theirs)]
+                se = statistics.stdev(d) / math.sqrt(n) if n > 1 else float("inf")
+            else:
+                se = math.sqrt((so[i][1] ** 2 + st[i][1] ** 2) / n) if n > 1 else float("inf")
             diff = so[i][0] - st[i][0]
             flag = "ok" if abs(diff) <= 2 * se else "DIFFERS"
             print(f"{what:>16}: ours - torch = {diff:+.4f} (2 s.e. {2 * se:.4f}) {flag}")

@@ -71,6 +71,10 @@ pub struct PartialConfig {
     /// Seed of the initial weights, data order, dropout masks and augmentation.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Start from the weights of this checkpoint instead of a fresh initialisation: a run's
+    /// .safetensors or a PyTorch state dict of the same layers (the optimizer starts fresh).
+    #[arg(long, value_name = "FILE")]
+    pub init: Option<PathBuf>,
     /// Training images held out for validation (0: train on all).
     #[arg(long)]
     pub val: Option<usize>,
@@ -185,6 +189,7 @@ impl PartialConfig {
             beta2,
             eps,
             seed,
+            init,
             val,
             patience,
             label_smoothing,
@@ -229,6 +234,10 @@ pub struct TrainConfig {
     pub beta2: f32,
     pub eps: f32,
     pub seed: u64,
+    /// The checkpoint whose weights the run started from (`--init`; none: fresh weights
+    /// from `seed`). A resumed run takes its weights from last.safetensors instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<PathBuf>,
     /// Training images held out for validation.
     pub val: usize,
     /// Stop after this many epochs without a better validation accuracy (0: never).
@@ -299,6 +308,7 @@ impl TrainConfig {
             beta2: layers.beta2.unwrap_or(0.999),
             eps: layers.eps.unwrap_or(1e-8),
             seed: layers.seed.unwrap_or(0),
+            init: layers.init.clone(),
             val: layers.val.unwrap_or(5000),
             patience: layers.patience.unwrap_or(0),
             label_smoothing: layers.label_smoothing.unwrap_or(0.0),

@@ -43,6 +43,9 @@ pub enum TrainError {
     Interrupted { saved: std::path::PathBuf },
     #[error("--resume: {0}")]
     Resume(String),
+    /// The `--init` checkpoint is unreadable or holds other layers.
+    #[error("--init {0}")]
+    Init(crate::checkpoint::CheckpointError),
 }
 
 /// Where checkpoints go, what to resume from, and how to be stopped.
@@ -53,6 +56,8 @@ pub struct RunOptions<'a> {
     pub run_dir: Option<&'a std::path::Path>,
     /// Continue from this checkpoint (parameters, optimizer state, step and epoch).
     pub resume: Option<&'a crate::checkpoint::Checkpoint>,
+    /// A new run's starting weights (`--init`), in place of a fresh initialisation.
+    pub init: Option<&'a [LayerParams]>,
     /// Checked between submissions: when set, the current step finishes, `last` is saved
     /// and training returns `TrainError::Interrupted`.
     pub stop: Option<&'a std::sync::atomic::AtomicBool>,

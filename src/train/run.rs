@@ -32,8 +32,12 @@ impl RunSetup {
             None => PartialConfig::default(),
         };
         let explicit_name = flags.name.is_some() || file.name.is_some();
+        let mut cfg = TrainConfig::resolve(&file.overlay(flags))?;
+        // Stored in config.toml: the full path says where the weights came from from any
+        // folder (a path that does not resolve stays as given and fails when read).
+        cfg.init = cfg.init.map(|p| std::fs::canonicalize(&p).unwrap_or(p));
         Ok(RunSetup {
-            cfg: TrainConfig::resolve(&file.overlay(flags))?,
+            cfg,
             resume: None,
             explicit_name,
         })
@@ -150,6 +154,13 @@ impl RunSetup {
         data: &Dataset,
         output: Output,
     ) -> Result<(TrainOutcome, PathBuf), TrainError> {
+        // Read before the folder exists: a wrong file must leave nothing behind.
+        let init = match (&self.cfg.init, &self.resume) {
+            (Some(path), None) => Some(
+                checkpoint::load(path, Some(&self.cfg.model_spec()?)).map_err(TrainError::Init)?,
+            ),
+            _ => None,
+        };
         let (dir, log) = self.create()?;
         let adapter = gpu.describe();
         if output == Output::Human {
@@ -164,11 +175,15 @@ impl RunSetup {
                 let (e, s, step) = (m.epoch, m.step_in_epoch, m.step);
                 crate::errln!("resuming after epoch {e} (+{s} steps), step {step}");
             }
+            if let (Some(path), Some(_)) = (&self.cfg.init, &init) {
+                crate::errln!("starting from the weights in {}", path.display());
+            }
         }
         let mut reporter = ConsoleReporter::new(output, Some(log));
         let opts = RunOptions {
             run_dir: Some(&dir),
             resume: self.resume.as_ref().map(|(_, c)| c),
+            init: init.as_ref().map(|c| c.params.as_slice()),
             stop: Some(interrupt_flag()),
         };
         let outcome = match super::train_with(gpu, &self.cfg, data, &mut reporter, &opts) {

@@ -115,7 +115,10 @@ impl<'a> Trainer<'a> {
                 )))
             }
             Some(c) => c.params.clone(),
-            None => spec.init_params(cfg.seed),
+            None => match opts.init {
+                Some(params) => params.to_vec(),
+                None => spec.init_params(cfg.seed),
+            },
         };
         let net = Network::new(gpu, spec.clone(), &init)?;
         let (done_epochs, skip_steps, epoch_start_step) = match opts.resume {
