@@ -109,7 +109,7 @@ pub fn gather_batch(
             (binding::OUT_X, &out_x.buffer),
             (binding::OUT_LABELS, &out_labels.buffer),
         ],
-        gpu.caps.grid(cfg.batch * PIXELS, 256),
+        gpu.caps.grid(cfg.batch * PIXELS / 4, 256),
     )
 }
 
