@@ -158,6 +158,10 @@ struct BenchArgs {
     /// One JSON object per kernel, then a summary line.
     #[arg(long)]
     json: bool,
+    /// Compare with a saved `bench --json` result: time now / then per kernel and images/s
+    /// end to end (above 1 is slower).
+    #[arg(long, value_name = "FILE.json")]
+    compare: Option<PathBuf>,
     #[command(flatten)]
     gpu: GpuArgs,
 }
@@ -277,7 +281,10 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         1
     } else if err.is::<checkpoint::CheckpointError>() || err.is::<infer::ImageError>() {
         6
-    } else if err.is::<train::ConfigError>() || err.is::<model::SpecError>() {
+    } else if err.is::<train::ConfigError>()
+        || err.is::<model::SpecError>()
+        || err.is::<wgpu_fmnist::bench::compare::CompareError>()
+    {
         2
     } else {
         1
@@ -484,6 +491,12 @@ fn report(runs: &[PathBuf], out_file: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 fn bench(a: &BenchArgs) -> anyhow::Result<()> {
+    // Read first: a bad file must not cost a whole bench.
+    let baseline = a
+        .compare
+        .as_deref()
+        .map(wgpu_fmnist::bench::compare::Baseline::read)
+        .transpose()?;
     let (spec, preset) = model::resolve(&a.model)?;
     let batch = a.batch_size.or(preset.map(|p| p.batch_size)).unwrap_or(32);
     let optimizer = a
@@ -505,7 +518,10 @@ fn bench(a: &BenchArgs) -> anyhow::Result<()> {
         all_kernels: a.kernels,
         json: a.json,
     };
-    out(|w| render::bench(w, &c, &r))
+    match baseline {
+        Some(base) => out(|w| render::bench_compare(w, &c, &base, &r)),
+        None => out(|w| render::bench(w, &c, &r)),
+    }
 }
 
 fn load_checkpoint(path: &Path, model: Option<&str>) -> anyhow::Result<checkpoint::Checkpoint> {

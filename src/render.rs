@@ -321,6 +321,87 @@ pub fn bench(w: &mut dyn Write, c: &BenchContext, r: &BenchResult) -> Result<()>
     )
 }
 
+/// `bench --compare`: each kernel's time then and now with the ratio, then images/s.
+pub fn bench_compare(
+    w: &mut dyn Write,
+    c: &BenchContext,
+    base: &crate::bench::compare::Baseline,
+    r: &BenchResult,
+) -> Result<()> {
+    use crate::bench::compare;
+    let rows = compare::rows(base, &r.kernels, c.all_kernels);
+    let ends = compare::end_to_end(base, r);
+    let differences = base.differences(c.model, c.batch, c.adapter);
+    if c.json {
+        for row in &rows {
+            let v = serde_json::json!({
+                "kernel": row.label, "base_seconds": row.base, "seconds": row.now,
+                "ratio": row.ratio(),
+            });
+            writeln!(w, "{v}")?;
+        }
+        let mut v = serde_json::json!({
+            "model": c.model, "batch_size": c.batch, "adapter": c.adapter,
+            "differences": differences,
+        });
+        for (what, then, now) in ends {
+            let key = if what == "train" { "train" } else { "infer" };
+            v[format!("base_{key}_images_per_second")] = then.into();
+            v[format!("{key}_images_per_second")] = now.into();
+            v[format!("{key}_speedup")] = (now / then).into();
+        }
+        return writeln!(w, "{v}");
+    }
+    writeln!(
+        w,
+        "{} at batch {} on {} ({}), against the saved result",
+        c.model, c.batch, c.adapter, r.timing
+    )?;
+    for d in &differences {
+        writeln!(w, "note: {d}; compare with care")?;
+    }
+    writeln!(
+        w,
+        "\n{:<64} {:>10} {:>10} {:>8}",
+        "kernel (us per step)", "then", "now", "now/then"
+    )?;
+    let us = |v: Option<f64>| v.map_or("-".into(), |s| format!("{:.1}", s * 1e6));
+    for row in &rows {
+        let label: String = row.label.chars().take(64).collect();
+        let ratio = row.ratio().map_or("-".into(), |x| format!("{x:.2}"));
+        // A kernel 10 % slower than before is worth a look; say so where it is.
+        let mark = match row.ratio() {
+            Some(x) if x > 1.1 => "  slower",
+            Some(x) if x < 1.0 / 1.1 => "  faster",
+            _ => "",
+        };
+        writeln!(
+            w,
+            "{label:<64} {:>10} {:>10} {ratio:>8}{mark}",
+            us(row.base),
+            us(row.now)
+        )?;
+    }
+    let total = |f: fn(&compare::Row) -> Option<f64>| rows.iter().filter_map(f).sum::<f64>();
+    writeln!(
+        w,
+        "{:<64} {:>10.1} {:>10.1} {:>8.2}",
+        "sum of kernels",
+        total(|r| r.base) * 1e6,
+        total(|r| r.now) * 1e6,
+        total(|r| r.now) / total(|r| r.base)
+    )?;
+    writeln!(w)?;
+    for (what, then, now) in ends {
+        writeln!(
+            w,
+            "{what:<10} {then:>8.0} -> {now:>8.0} images/s  ({:.2}x)",
+            now / then
+        )?;
+    }
+    Ok(())
+}
+
 fn kernel_row(w: &mut dyn Write, k: &KernelTime) -> Result<()> {
     let rate = |v: f64| {
         if v > 0.0 {

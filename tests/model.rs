@@ -237,3 +237,64 @@ fn an_unbalanced_parenthesis_is_named() {
     let err = ModelSpec::parse("conv(3,3 relu").unwrap_err().to_string();
     assert!(err.contains("missing `)`"), "{err}");
 }
+
+/// `bench --json` saved, then `bench --compare` against it: every kernel of the step is
+/// matched (same model and batch), ratios and speedups are real numbers, a different batch
+/// is pointed out, and a bad file is a usage error naming it.
+#[test]
+fn bench_compares_with_a_saved_result() {
+    let bench = |args: &[&str]| {
+        let r = std::process::Command::new(env!("CARGO_BIN_EXE_wgpu-fmnist"))
+            .args(["bench", "--model", "flatten linear(32) relu linear(10)"])
+            .args(["--seconds", "0.2", "--json"])
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&r.stderr).to_string();
+        let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&r.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (r.status.code(), lines, stderr)
+    };
+    let dir = std::env::temp_dir().join(format!("wgpu-fmnist-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let saved = dir.join("base.json");
+    let (code, lines, err) = bench(&[]);
+    assert_eq!(code, Some(0), "{err}");
+    let text: Vec<String> = lines.iter().map(|v| v.to_string()).collect();
+    std::fs::write(&saved, text.join("\n")).unwrap();
+    let kernels = lines.len() - 1;
+
+    let (code, lines, err) = bench(&["--compare", saved.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    let (rows, summary) = lines.split_at(lines.len() - 1);
+    assert!(!rows.is_empty() && rows.len() <= kernels, "{lines:?}");
+    for row in rows {
+        let ratio = row["ratio"].as_f64().unwrap_or_else(|| panic!("{row}"));
+        assert!(ratio.is_finite() && ratio > 0.0, "{row}");
+    }
+    let s = &summary[0];
+    for key in ["train_speedup", "infer_speedup"] {
+        let x = s[key].as_f64().unwrap_or_else(|| panic!("{s}"));
+        assert!(x.is_finite() && x > 0.0, "{s}");
+    }
+    assert_eq!(s["differences"].as_array().unwrap().len(), 0, "{s}");
+
+    let (code, lines, err) = bench(&["--batch-size", "16", "--compare", saved.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    let differences = lines.last().unwrap()["differences"].to_string();
+    assert!(
+        differences.contains("batch 32 then, 16 now"),
+        "{differences}"
+    );
+
+    std::fs::write(&saved, "{\"kernel\":\"x\",\"seconds\":1}\n").unwrap();
+    let (code, _, err) = bench(&["--compare", saved.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("base.json") && err.contains("no summary line"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -129,6 +129,38 @@ class SplitMix64:
             items[i], items[j] = items[j], items[i]
 
 
+def our_uniforms(rng_state, count, bound):
+    """`count` draws of Rng::uniform(-bound, bound) continuing from `rng_state`, vectorised
+    (SplitMix64 is a counter: draw k mixes state + k * gamma). Returns (values, new state)."""
+    import numpy as np
+    gamma = np.uint64(0x9E3779B97F4A7C15)
+    with np.errstate(over="ignore"):
+        z = np.uint64(rng_state) + gamma * np.arange(1, count + 1, dtype=np.uint64)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    unit = (z >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+    lo, hi = -float(bound), float(bound)
+    values = (lo + (hi - lo) * unit).astype(np.float32)
+    return values, (rng_state + count * 0x9E3779B97F4A7C15) & MASK64
+
+
+def our_init(model, seed):
+    """Loads wgpu-fmnist's initial weights for `seed` (ModelSpec::init_params: PyTorch's
+    distribution from our SplitMix64 stream) into the nn.Sequential `model`."""
+    import numpy as np
+    state = (seed ^ 0x1A1EC0DE) & MASK64
+    with torch.no_grad():
+        for layer in model:
+            if isinstance(layer, (nn.Conv2d, nn.Linear)):
+                fan_in = layer.weight[0].numel()
+                bound = np.float32(1.0) / np.sqrt(np.float32(fan_in))
+                for p in (layer.weight, layer.bias):
+                    values, state = our_uniforms(state, p.numel(), bound)
+                    p.copy_(torch.from_numpy(values).reshape(p.shape))
+    return model
+
+
 def our_order(n, val, seed, epoch=1):
     """The held-out images and epoch `epoch`'s training order of a wgpu-fmnist run
     (train::split_indices and Trainer::epoch)."""
@@ -219,9 +251,14 @@ def main():
     ap.add_argument("--binary", default=str(ROOT / "target/release/wgpu-fmnist"))
     ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--paired", action="store_true",
-                    help="per seed, both sides start from the same (torch-drawn) weights and "
-                         "follow wgpu-fmnist's data order; differences are then per seed")
+    ap.add_argument("--paired", nargs="?", const="torch", choices=("torch", "ours"),
+                    help="per seed, both sides start from the same weights (drawn by torch, "
+                         "or by wgpu-fmnist's init for that seed: `ours`) and follow "
+                         "wgpu-fmnist's data order; differences are then per seed")
+    ap.add_argument("--torch-only", action="store_true",
+                    help="run only the PyTorch side (e.g. --paired ours: how PyTorch fares "
+                         "from our seeds' weights and order)")
+    ap.add_argument("--seed-list", help="comma-separated seeds instead of 0..N-1")
     ap.add_argument("extra", nargs="*", help="more train flags for both sides (after --)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -232,23 +269,33 @@ def main():
         print(f"{a.model}: {cfg['spec']}")
         print(f"{cfg['optimizer']} lr {cfg['lr']} momentum {cfg['momentum']} weight decay "
               f"{cfg['weight_decay']} batch {cfg['batch_size']}; {a.steps} steps, "
-              f"{a.val} held out, seeds 0..{a.seeds - 1}\n")
+              f"{a.val} held out, seeds {a.seed_list or f'0..{a.seeds - 1}'}\n")
         print(f"{'seed':>4}  {'ours loss':>9} {'acc':>6} {'val':>6} {'test':>6}  "
               f"{'torch loss':>10} {'acc':>6} {'val':>6} {'test':>6}  {'s ours':>6} {'s torch':>7}")
         ours, theirs = [], []
-        for seed in range(a.seeds):
+        seeds = [int(x) for x in a.seed_list.split(",")] if a.seed_list else range(a.seeds)
+        a.seeds = len(seeds)
+        for seed in seeds:
             t0 = time.time()
             init = paired = None
             if a.paired:
-                # torch's initial weights, handed to both sides; our data order on both.
+                # The same initial weights on both sides (torch's handed to us with --init,
+                # or ours rebuilt in Python) and our data order on both.
                 torch.manual_seed(seed)
                 model = build(cfg["spec"])
-                init = Path(tmp) / f"init{seed}.safetensors"
-                save_file({k: v.contiguous() for k, v in model.state_dict().items()
-                           if not k.endswith("num_batches_tracked")}, str(init))
+                if a.paired == "ours":
+                    our_init(model, seed)
+                else:
+                    init = Path(tmp) / f"init{seed}.safetensors"
+                    save_file({k: v.contiguous() for k, v in model.state_dict().items()
+                               if not k.endswith("num_batches_tracked")}, str(init))
                 n = a.steps * cfg["batch_size"] + a.val
                 paired = (model, *our_order(n, a.val, seed))
-            o = ours_run(a.binary, a.model, a.steps, a.val, seed, a.data, a.extra, tmp, init)
+            if a.torch_only:
+                o = (float("nan"),) * 4
+            else:
+                o = ours_run(a.binary, a.model, a.steps, a.val, seed, a.data, a.extra, tmp,
+                             init)
             t1 = time.time()
             t = torch_run(cfg, images, labels, test, a.steps, a.val, seed, paired)
             t2 = time.time()

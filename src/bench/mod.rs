@@ -11,6 +11,8 @@ use crate::net::{self, Buffers, Mode, Network, OptimizerConfig, PlanInputs, Sour
 use crate::train::GpuSplit;
 use std::time::Instant;
 
+pub mod compare;
+
 #[derive(Clone, Debug)]
 pub struct KernelTime {
     pub label: String,
