@@ -245,6 +245,16 @@ impl GpuArgs {
 /// Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error (including a
 /// batch too large for the adapter or a variant it cannot run), 3 no usable GPU adapter,
 /// 4 data error, 5 training diverged, 6 bad checkpoint or image, 130 interrupted.
+/// The device for a command that runs models: kernel variants measured on the adapter and
+/// cached (`kernels::tune`) unless `WGPU_FMNIST_TUNE=0`.
+fn open_gpu(request: &AdapterRequest) -> Result<Gpu, GpuError> {
+    let gpu = Gpu::new(request)?;
+    Ok(match std::env::var("WGPU_FMNIST_TUNE").as_deref() {
+        Ok("0") | Ok("off") => gpu,
+        _ => gpu.with_tuner(wgpu_fmnist::kernels::tune::Tuner::default_path()),
+    })
+}
+
 fn exit_code(err: &anyhow::Error) -> u8 {
     let gpu_code = |e: &GpuError| match e {
         GpuError::NoAdapter { .. } | GpuError::AdapterTooSmall { .. } => 3,
@@ -336,7 +346,7 @@ fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
     };
     // Data and adapter first: a run that cannot start leaves no folder behind.
     let data = data::load(setup.cfg.data.as_deref(), args.quiet || args.json)?;
-    let gpu = Gpu::new(&setup.cfg.adapter_request())?;
+    let gpu = open_gpu(&setup.cfg.adapter_request())?;
     if let Some(note) = setup.fit_batch_to(&data) {
         if !(args.quiet || args.json) {
             wgpu_fmnist::errln!("{note}");
@@ -376,7 +386,7 @@ fn ablate(args: &AblateArgs) -> anyhow::Result<()> {
     // Every run shares the data and the adapter.
     let first = &study.runs[0].setup.cfg;
     let data = data::load(first.data.as_deref(), args.quiet)?;
-    let gpu = Gpu::new(&first.adapter_request())?;
+    let gpu = open_gpu(&first.adapter_request())?;
     if study.dir.exists() {
         anyhow::bail!(train::ConfigError::Invalid {
             flag: "--name",
@@ -503,7 +513,7 @@ fn bench(a: &BenchArgs) -> anyhow::Result<()> {
         .optimizer
         .or(preset.map(|p| p.optimizer))
         .unwrap_or_default();
-    let gpu = Gpu::new(&a.gpu.request())?;
+    let gpu = open_gpu(&a.gpu.request())?;
     let augment = wgpu_fmnist::kernels::augment::Augment::parse(a.augment.as_deref().unwrap_or(""))
         .map_err(|e| train::ConfigError::Invalid {
             flag: "--augment",
@@ -511,12 +521,25 @@ fn bench(a: &BenchArgs) -> anyhow::Result<()> {
         })?;
     let r = wgpu_fmnist::bench::run(&gpu, &spec, batch, optimizer, &augment, a.seconds)?;
     let adapter = gpu.describe();
+    let forced = match gpu.caps.prefer {
+        Variant::Auto => String::new(),
+        v => format!("--variant {v} where it applies, else "),
+    };
+    let choice = match &gpu.tuner {
+        None => format!("{forced}the fixed order (WGPU_FMNIST_TUNE=0)"),
+        Some(t) => format!(
+            "{forced}measured on this adapter, {} shapes timed by this run (cache: {})",
+            t.measured(),
+            t.path().map_or("none".into(), |p| p.display().to_string())
+        ),
+    };
     let c = render::BenchContext {
         model: &a.model,
         batch,
         adapter: &adapter,
         all_kernels: a.kernels,
         json: a.json,
+        choice: &choice,
     };
     match baseline {
         Some(base) => out(|w| render::bench_compare(w, &c, &base, &r)),
@@ -532,7 +555,7 @@ fn load_checkpoint(path: &Path, model: Option<&str>) -> anyhow::Result<checkpoin
 fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     let ckpt = load_checkpoint(&a.checkpoint, a.model.as_deref())?;
     let ds = data::load(a.data.as_deref(), a.json)?;
-    let gpu = Gpu::new(&a.gpu.request())?;
+    let gpu = open_gpu(&a.gpu.request())?;
     let (split, split_name) = match a.split {
         SplitName::Test => (&ds.test, "test"),
         SplitName::Train => (&ds.train, "train"),
@@ -563,7 +586,7 @@ fn predict(a: &PredictArgs) -> anyhow::Result<()> {
         .iter()
         .for_each(|e| wgpu_fmnist::errln!("error: {e}"));
     if !pixels.is_empty() {
-        let gpu = Gpu::new(&a.gpu.request())?;
+        let gpu = open_gpu(&a.gpu.request())?;
         let probs = infer::predict(&gpu, &ckpt, &pixels)?;
         out(|w| {
             for (img, p) in readable.iter().zip(&probs) {

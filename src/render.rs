@@ -241,6 +241,8 @@ pub struct BenchContext<'a> {
     /// Every dispatch (else totals per entry point).
     pub all_kernels: bool,
     pub json: bool,
+    /// How kernel variants were chosen (measured and cached, fixed order, `--variant`).
+    pub choice: &'a str,
 }
 
 /// `bench`: per-kernel table (or JSON lines) and the end-to-end figures.
@@ -265,6 +267,7 @@ pub fn bench(w: &mut dyn Write, c: &BenchContext, r: &BenchResult) -> Result<()>
             "kernel_seconds_in_step_sum": in_step,
             "validated_batch": r.validation.batch, "validated_tensors": r.validation.tensors,
             "validation_worst_error_over_tolerance": r.validation.worst_relative,
+            "kernel_choice": c.choice,
         });
         return writeln!(w, "{v}");
     }
@@ -275,11 +278,12 @@ pub fn bench(w: &mut dyn Write, c: &BenchContext, r: &BenchResult) -> Result<()>
     )?;
     writeln!(
         w,
-        "validated against the CPU reference at batch {}: training logits, loss and {} gradients, inference logits; worst error {:.2} of the tolerance\n",
+        "validated against the CPU reference at batch {}: training logits, loss and {} gradients, inference logits; worst error {:.2} of the tolerance",
         r.validation.batch,
         r.validation.tensors - 3,
         r.validation.worst_relative
     )?;
+    writeln!(w, "kernel choice: {}\n", c.choice)?;
     let rows = if c.all_kernels {
         r.kernels.clone()
     } else {

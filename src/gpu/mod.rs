@@ -30,6 +30,8 @@ pub struct Gpu {
     /// What the kernels may use here (and `--variant`); every kernel choice reads it.
     pub caps: Caps,
     pipelines: pipelines::PipelineCache,
+    /// Measured kernel choices (`kernels::tune`); None: `select`'s fixed order.
+    pub tuner: Option<crate::kernels::tune::Tuner>,
     /// wgpu reports errors outside error scopes through a callback; the default one panics.
     /// We keep the first such error here and turn it into a `GpuError` at the next sync.
     uncaptured: Arc<Mutex<Option<String>>>,
@@ -170,8 +172,16 @@ impl Gpu {
             features,
             caps,
             pipelines: pipelines::PipelineCache::default(),
+            tuner: None,
             uncaptured,
         })
+    }
+
+    /// Chooses kernel variants by timing them on this adapter, with the choices kept in the
+    /// file at `cache` (`kernels::tune`).
+    pub fn with_tuner(mut self, cache: Option<std::path::PathBuf>) -> Gpu {
+        self.tuner = Some(crate::kernels::tune::Tuner::open(&self, cache));
+        self
     }
 
     /// "name (backend, type)", as the CLI reports the adapter it runs on.

@@ -8,7 +8,7 @@
 //! hardware GPUs, and subgroup kernels (`shaders/matmul_subgroup.wgsl`) for adapters with
 //! 8-wide subgroups (lavapipe). `Variant::Auto` picks the fastest that applies.
 
-use super::{check_len, dim, select};
+use super::{check_len, dim, select, tune};
 use crate::gpu::{Dispatch, Gpu, GpuError, Result, Tensor, MATMUL, MATMUL_SUBGROUP};
 pub use select::Variant;
 
@@ -128,7 +128,23 @@ pub fn matmul_with(
     }
     let caps = &gpu.caps;
     let variant = match variant {
-        Variant::Auto => select::matmul::choose(caps, &shape, bias.is_some()),
+        Variant::Auto => {
+            let fallback = select::matmul::choose(caps, &shape, bias.is_some());
+            let applicable = select::matmul::applicable(caps, &shape, bias.is_some());
+            match &gpu.tuner {
+                Some(t) if !select::forced(caps, &applicable) => {
+                    let key = tune::shape_key("matmul", &(shape, bias.is_some()));
+                    t.choose(gpu, key, &applicable, fallback, |v| {
+                        let a = gpu.zeros("tune a", shape.a_len())?;
+                        let b = gpu.zeros("tune b", shape.b_len())?;
+                        let c = gpu.zeros("tune c", shape.m * shape.n)?;
+                        let bias = bias.map(|_| gpu.zeros("tune bias", shape.n)).transpose()?;
+                        Ok(vec![matmul_with(gpu, v, shape, &a, &b, bias.as_ref(), &c)?])
+                    })
+                }
+                _ => fallback,
+            }
+        }
         v => {
             caps.supports(v).map_err(|why| GpuError::Shape {
                 label: "matmul".into(),

@@ -17,6 +17,7 @@ pub mod optim;
 pub mod pool;
 pub mod select;
 pub mod softmax_xent;
+pub mod tune;
 
 use crate::gpu::{GpuError, Result, Tensor};
 

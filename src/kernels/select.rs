@@ -113,6 +113,11 @@ impl std::fmt::Display for Variant {
     }
 }
 
+/// Does `--variant` decide among `applicable` (so there is nothing to measure)?
+pub fn forced(caps: &Caps, applicable: &[Variant]) -> bool {
+    caps.prefer != Variant::Auto && applicable.contains(&caps.prefer)
+}
+
 /// The preferred variant if it is among `applicable`, else `auto`.
 fn preferred(caps: &Caps, applicable: &[Variant], auto: Variant) -> Variant {
     if caps.prefer != Variant::Auto && applicable.contains(&caps.prefer) {

@@ -18,3 +18,4 @@ mod optim;
 mod pool;
 mod select;
 mod softmax_xent;
+mod tune;

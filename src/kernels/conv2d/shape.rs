@@ -3,7 +3,7 @@
 
 use super::super::{dim, select};
 use super::{Pass, Variant};
-use crate::gpu::{Gpu, GpuError, Result};
+use crate::gpu::{Dispatch, Gpu, GpuError, Result};
 use bytemuck::{Pod, Zeroable};
 
 #[repr(C)]
@@ -106,10 +106,35 @@ impl Conv2dShape {
 }
 
 impl Conv2dShape {
+    /// `pass` with variant `v` on zeroed scratch tensors of this shape (for timing).
+    fn pass_on_scratch(&self, gpu: &Gpu, v: Variant, pass: Pass) -> Result<Vec<Dispatch>> {
+        let x = gpu.zeros("tune x", self.input_len())?;
+        let w = gpu.zeros("tune w", self.weight_len())?;
+        let y = gpu.zeros("tune y", self.output_len())?;
+        match pass {
+            Pass::Forward => {
+                let b = gpu.zeros("tune bias", self.co)?;
+                super::conv2d_forward_with(gpu, v, *self, &x, &w, &b, &y)
+            }
+            Pass::InputGradient => super::conv2d_backward_input_with(gpu, v, *self, &y, &w, &x),
+            Pass::WeightGradient => super::conv2d_backward_weight_with(gpu, v, *self, &y, &x, &w),
+        }
+    }
+
     /// The concrete variant for `v` (never `Auto`), or an error if `v` does not apply.
     pub(super) fn resolve(&self, gpu: &Gpu, v: Variant, pass: Pass) -> Result<Variant> {
         if v == Variant::Auto {
-            return Ok(select::conv2d::choose(&gpu.caps, self, pass));
+            let fallback = select::conv2d::choose(&gpu.caps, self, pass);
+            let applicable = select::conv2d::applicable(&gpu.caps, self);
+            return Ok(match &gpu.tuner {
+                Some(t) if !select::forced(&gpu.caps, &applicable) => {
+                    let key = crate::kernels::tune::shape_key("conv2d", &(self, pass));
+                    t.choose(gpu, key, &applicable, fallback, |v| {
+                        self.pass_on_scratch(gpu, v, pass)
+                    })
+                }
+                _ => fallback,
+            });
         }
         if let Err(why) = gpu.caps.supports(v) {
             return Err(GpuError::Shape {

@@ -1,0 +1,210 @@
+//! Kernel choice measured on the adapter instead of guessed.
+//!
+//! Where a shape has more than one applicable variant (`kernels::select`), the first use of
+//! that shape on an adapter times each of them (a warm-up call, then a few calls) on scratch
+//! buffers of the shape and keeps the fastest. Choices are kept per adapter, driver and
+//! kernel source in `kernel-choices.json` in the user's cache directory
+//! (`$WGPU_FMNIST_CACHE_DIR`, else `$XDG_CACHE_HOME/wgpu-fmnist`, else
+//! `~/.cache/wgpu-fmnist`; `%LOCALAPPDATA%\wgpu-fmnist` on Windows), so later runs start at
+//! once and choose alike. A file that cannot be read or parsed is ignored and rewritten; a
+//! stored choice that no longer applies is measured again; changed shaders change the key.
+//!
+//! `select`'s thresholds stay the fallback order: without a tuner (the library's default;
+//! the CLI turns it on unless `WGPU_FMNIST_TUNE=0`), where timing fails, and under
+//! `--variant`, which wins wherever it applies.
+
+use super::select::Variant;
+use crate::gpu::{Dispatch, Gpu, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Calls timed per candidate after the warm-up.
+const REPS: u32 = 2;
+/// The cache file's format; a file of another format is ignored and rewritten.
+const FORMAT: u64 = 1;
+
+pub struct Tuner {
+    /// Adapter, driver and kernel sources: choices made under another key do not apply.
+    adapter_key: String,
+    /// None: choices live only as long as the process.
+    path: Option<PathBuf>,
+    choices: Mutex<BTreeMap<String, Variant>>,
+    /// Shapes measured by this process (reported by the CLI).
+    measured: Mutex<usize>,
+}
+
+impl Tuner {
+    /// The tuner of `gpu`'s adapter with the choices stored at `path` (if any).
+    pub fn open(gpu: &Gpu, path: Option<PathBuf>) -> Tuner {
+        let adapter_key = adapter_key(&gpu.info);
+        let choices = path
+            .as_deref()
+            .map(|p| read_choices(p, &adapter_key))
+            .unwrap_or_default();
+        Tuner {
+            adapter_key,
+            path,
+            choices: Mutex::new(choices),
+            measured: Mutex::new(0),
+        }
+    }
+
+    /// The default cache file, if there is a place for it.
+    pub fn default_path() -> Option<PathBuf> {
+        let var = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        let dir = var("WGPU_FMNIST_CACHE_DIR")
+            .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("wgpu-fmnist")))
+            .or_else(|| var("LOCALAPPDATA").map(|d| d.join("wgpu-fmnist")))
+            .or_else(|| var("HOME").map(|d| d.join(".cache").join("wgpu-fmnist")))?;
+        Some(dir.join("kernel-choices.json"))
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Shapes this process has timed.
+    pub fn measured(&self) -> usize {
+        *lock(&self.measured)
+    }
+
+    /// The stored choice for `key`, if it is still one of `candidates`.
+    pub fn stored(&self, key: &str, candidates: &[Variant]) -> Option<Variant> {
+        lock(&self.choices)
+            .get(key)
+            .copied()
+            .filter(|v| candidates.contains(v))
+    }
+
+    /// The fastest of `candidates` for the shape `key`: stored, or timed now with
+    /// `build(variant)` (the shape's dispatches on scratch buffers) and stored. `fallback`
+    /// where there is nothing to choose or no candidate could be timed.
+    pub fn choose(
+        &self,
+        gpu: &Gpu,
+        key: String,
+        candidates: &[Variant],
+        fallback: Variant,
+        build: impl Fn(Variant) -> Result<Vec<Dispatch>>,
+    ) -> Variant {
+        if candidates.len() < 2 {
+            return fallback;
+        }
+        if let Some(v) = self.stored(&key, candidates) {
+            return v;
+        }
+        let mut best: Option<(f64, Variant)> = None;
+        // The fallback first: a slow candidate is cut short against it.
+        let mut order = vec![fallback];
+        order.extend(candidates.iter().copied().filter(|&v| v != fallback));
+        for v in order {
+            let limit = best.map_or(f64::INFINITY, |(t, _)| t);
+            if let Some(t) = time_variant(gpu, &build, v, limit) {
+                if best.is_none_or(|(b, _)| t < b) {
+                    best = Some((t, v));
+                }
+            }
+        }
+        let Some((_, choice)) = best else {
+            return fallback;
+        };
+        lock(&self.choices).insert(key.clone(), choice);
+        *lock(&self.measured) += 1;
+        self.save(&key, choice);
+        choice
+    }
+
+    /// Adds one choice to the file, merged with what other processes stored meanwhile (a
+    /// choice already there is kept: every run after the first chooses alike).
+    fn save(&self, key: &str, choice: Variant) {
+        let Some(path) = &self.path else { return };
+        let mut file = read_file(path);
+        let entry = file.adapters.entry(self.adapter_key.clone()).or_default();
+        entry.entry(key.to_string()).or_insert(choice);
+        // The cache is an optimisation: a read-only or full disk costs the next run a
+        // re-measurement, never this one its result.
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if let Ok(text) = serde_json::to_string_pretty(&file) {
+            let _ = crate::fsutil::write_atomic(path, text.as_bytes());
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Seconds per call of `v`'s dispatches, or None if it cannot be built or run. A variant
+/// whose warm-up alone takes over 4x `limit` is not timed further.
+fn time_variant(
+    gpu: &Gpu,
+    build: &impl Fn(Variant) -> Result<Vec<Dispatch>>,
+    v: Variant,
+    limit: f64,
+) -> Option<f64> {
+    let dispatches = build(v).ok()?;
+    let refs: Vec<&Dispatch> = dispatches.iter().collect();
+    let start = std::time::Instant::now();
+    gpu.run(&refs).ok()?;
+    if start.elapsed().as_secs_f64() > 4.0 * limit {
+        return None;
+    }
+    let (times, _) = crate::bench::time_each(gpu, &refs, REPS).ok()?;
+    Some(times.iter().sum())
+}
+
+/// Adapter, backend, driver and a digest of every shader's source.
+fn adapter_key(info: &wgpu::AdapterInfo) -> String {
+    let mut sources = md5::Context::new();
+    for s in crate::gpu::SHADERS {
+        sources.consume(s.source.as_bytes());
+    }
+    format!(
+        "{} ({:?}, {:?}) driver {} {}; kernels {:x}",
+        info.name,
+        info.backend,
+        info.device_type,
+        info.driver,
+        info.driver_info,
+        sources.finalize()
+    )
+}
+
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct CacheFile {
+    format: u64,
+    /// Adapter key -> shape key -> variant.
+    adapters: BTreeMap<String, BTreeMap<String, Variant>>,
+}
+
+/// The file's contents, or an empty cache if it is missing, unreadable, of another format
+/// or damaged (it is then rewritten whole by the next save).
+fn read_file(path: &Path) -> CacheFile {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| serde_json::from_str::<CacheFile>(&text).ok())
+        .filter(|f| f.format == FORMAT)
+        .unwrap_or(CacheFile {
+            format: FORMAT,
+            adapters: BTreeMap::new(),
+        })
+}
+
+fn read_choices(path: &Path, adapter_key: &str) -> BTreeMap<String, Variant> {
+    read_file(path)
+        .adapters
+        .remove(adapter_key)
+        .unwrap_or_default()
+}
+
+/// The key of a shape: the kernel family, the pass and every dimension.
+pub fn shape_key(family: &str, shape: &impl std::fmt::Debug) -> String {
+    format!("{family} {shape:?}")
+}

@@ -1,0 +1,190 @@
+//! Measured kernel choice (`kernels::tune`): what a tuned device computes is what the
+//! variant it chose computes when forced (and matches the reference), and the cache file is
+//! reused, re-measures stale entries, and survives damage.
+
+use crate::common::*;
+use wgpu_fmnist::gpu::{AdapterRequest, Gpu, Variant};
+use wgpu_fmnist::kernels::conv2d::{self, Conv2dShape, Pass};
+use wgpu_fmnist::kernels::matmul::{self, LinearShape};
+use wgpu_fmnist::kernels::select;
+use wgpu_fmnist::kernels::tune::{shape_key, Tuner};
+
+fn cache_file(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("wgpu-fmnist-tune-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir.join("kernel-choices.json")
+}
+
+#[test]
+fn tuned_choices_compute_what_the_forced_variants_do() {
+    let path = cache_file("forced");
+    let tuned = Gpu::new(&AdapterRequest::default())
+        .unwrap()
+        .with_tuner(Some(path.clone()));
+    let tuner = tuned.tuner.as_ref().unwrap();
+    let mut r = rng(11);
+
+    // The regcnn classifier's first layer at batch 32, and its 3x3 convolution at batch 4.
+    let s = LinearShape {
+        batch: 32,
+        inputs: 1600,
+        outputs: 128,
+    };
+    let (x, w, b) = (
+        r.vec(32 * 1600, -1.0, 1.0),
+        r.vec(128 * 1600, -0.025, 0.025),
+        r.vec(128, -0.025, 0.025),
+    );
+    let (tx, tw, tb) = (
+        tuned.upload("x", &x).unwrap(),
+        tuned.upload("w", &w).unwrap(),
+        tuned.upload("b", &b).unwrap(),
+    );
+    let linear = |v: Variant| {
+        let y = tuned.zeros("y", 32 * 128).unwrap();
+        let d = matmul::linear_forward_with(&tuned, v, s, &tx, &tw, &tb, &y).unwrap();
+        tuned.run(&[&d]).unwrap();
+        tuned.read::<f32>(&y).unwrap()
+    };
+    let auto = linear(Variant::Auto);
+    let applicable = select::matmul::applicable(&tuned.caps, &s.forward(), true);
+    let chosen = tuner
+        .stored(&shape_key("matmul", &(s.forward(), true)), &applicable)
+        .expect("the shape was measured and stored");
+    assert_eq!(
+        auto,
+        linear(chosen),
+        "auto ({chosen}) differs from --variant {chosen}"
+    );
+    let mut want = vec![0.0; 32 * 128];
+    matmul::linear_forward_reference(&mut want, &x, &w, &b, s);
+    assert_kernel_close("tuned linear forward", &auto, &want);
+
+    let c = Conv2dShape {
+        n: 4,
+        ci: 32,
+        h: 13,
+        w: 13,
+        co: 64,
+        kh: 3,
+        kw: 3,
+        stride: 1,
+        pad: 0,
+    };
+    let (x, w, b) = (
+        r.vec(c.input_len(), -1.0, 1.0),
+        r.vec(c.weight_len(), -0.06, 0.06),
+        r.vec(c.co, -0.06, 0.06),
+    );
+    let (tx, tw, tb) = (
+        tuned.upload("x", &x).unwrap(),
+        tuned.upload("w", &w).unwrap(),
+        tuned.upload("b", &b).unwrap(),
+    );
+    let conv = |v: Variant| {
+        let y = tuned.zeros("y", c.output_len()).unwrap();
+        let plan = conv2d::conv2d_forward_with(&tuned, v, c, &tx, &tw, &tb, &y).unwrap();
+        tuned.run(&plan.iter().collect::<Vec<_>>()).unwrap();
+        tuned.read::<f32>(&y).unwrap()
+    };
+    let auto = conv(Variant::Auto);
+    let applicable = select::conv2d::applicable(&tuned.caps, &c);
+    let chosen = tuner
+        .stored(&shape_key("conv2d", &(c, Pass::Forward)), &applicable)
+        .expect("the convolution was measured and stored");
+    assert_eq!(
+        auto,
+        conv(chosen),
+        "auto ({chosen}) differs from --variant {chosen}"
+    );
+    let mut want = vec![0.0; c.output_len()];
+    conv2d::conv2d_forward_reference(&mut want, &x, &w, &b, c);
+    assert_kernel_close("tuned conv2d forward", &auto, &want);
+    assert_eq!(tuner.measured(), 2);
+
+    // `--variant` decides where it applies: nothing is measured or stored for it.
+    let forced = Gpu::new(&AdapterRequest::default())
+        .unwrap()
+        .prefer(Variant::Generic)
+        .unwrap()
+        .with_tuner(Some(cache_file("forced-generic")));
+    let y = forced.zeros("y", c.output_len()).unwrap();
+    let (fx, fw, fb) = (
+        forced.upload("x", &x).unwrap(),
+        forced.upload("w", &w).unwrap(),
+        forced.upload("b", &b).unwrap(),
+    );
+    let plan = conv2d::conv2d_forward(&forced, c, &fx, &fw, &fb, &y).unwrap();
+    assert!(
+        plan[0].label().starts_with("conv2d::conv2d_forward "),
+        "{}",
+        plan[0].label()
+    );
+    assert_eq!(forced.tuner.as_ref().unwrap().measured(), 0);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+#[test]
+fn the_cache_is_reused_rewritten_when_damaged_and_remeasured_when_stale() {
+    let path = cache_file("file");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, "{ not json").unwrap();
+    let g = gpu();
+    let s = LinearShape {
+        batch: 8,
+        inputs: 64,
+        outputs: 16,
+    }
+    .forward();
+    let key = shape_key("matmul", &(s, true));
+    let applicable = select::matmul::applicable(&g.caps, &s, true);
+    assert!(applicable.len() >= 2, "{applicable:?}");
+    let build = |v: Variant| -> wgpu_fmnist::gpu::Result<Vec<wgpu_fmnist::gpu::Dispatch>> {
+        let (a, b, bias, c) = (
+            zeros("a", 8 * 64),
+            zeros("b", 64 * 16),
+            zeros("bias", 16),
+            zeros("c", 8 * 16),
+        );
+        Ok(vec![matmul::matmul_with(g, v, s, &a, &b, Some(&bias), &c)?])
+    };
+
+    // A damaged file is ignored, then rewritten whole with the new choice.
+    let t = Tuner::open(g, Some(path.clone()));
+    let first = t.choose(g, key.clone(), &applicable, Variant::Generic, build);
+    assert!(applicable.contains(&first));
+    assert_eq!(t.measured(), 1);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let file: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let stored = file["adapters"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap();
+    assert_eq!(stored[&key], first.to_string(), "{text}");
+
+    // The next process reuses it without measuring (a build would panic).
+    let t = Tuner::open(g, Some(path.clone()));
+    let again = t.choose(g, key.clone(), &applicable, Variant::Generic, |_| {
+        panic!("a stored choice must not be measured again")
+    });
+    assert_eq!((again, t.measured()), (first, 0));
+
+    // A stored choice is used as it is (here the slowest kind)...
+    std::fs::write(&path, text.replace(&format!("\"{first}\""), "\"generic\"")).unwrap();
+    let t = Tuner::open(g, Some(path.clone()));
+    assert_eq!(t.stored(&key, &applicable), Some(Variant::Generic));
+    // ...unless it no longer applies to the shape: then it is measured again.
+    std::fs::write(&path, text.replace(&format!("\"{first}\""), "\"3x3\"")).unwrap();
+    let t = Tuner::open(g, Some(path.clone()));
+    let remeasured = t.choose(g, key.clone(), &applicable, Variant::Generic, build);
+    assert!(applicable.contains(&remeasured));
+    assert_eq!(t.measured(), 1);
+
+    // A file of another format is ignored too.
+    std::fs::write(&path, text.replace("\"format\": 1", "\"format\": 99")).unwrap();
+    let t = Tuner::open(g, Some(path.clone()));
+    assert_eq!(t.stored(&key, &applicable), None);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
