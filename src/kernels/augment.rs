@@ -16,8 +16,9 @@
 //! reproducible and exact on resume. Two kernels: `augment_params` (one thread per
 //! example: the homography and the photometric draws) and `gather_augmented` (one
 //! workgroup per example: the image staged in workgroup memory, sampled, then the
-//! photometric items), or, when only geometric items are on, `gather_geometric` (one thread
-//! per pixel, no workgroup memory or barriers: 2-4x faster on lavapipe).
+//! photometric items), or, without contrast and blur (the items that need the whole image),
+//! `gather_pointwise` (4 pixels per thread, no workgroup memory or barriers: 2-3x faster on
+//! lavapipe).
 
 use super::data::{GatherConfig, PIXELS};
 use super::{check_len, dim};
@@ -434,10 +435,11 @@ pub fn gather_augmented(
         ],
         gpu.caps.grid(g.batch, 64),
     )?];
-    // Geometry alone: a thread per pixel; photometric items need the whole image at once.
-    let (entry, grid) = match a.photometric() {
+    // Contrast (the image mean) and blur (neighbours) need the whole image in a workgroup;
+    // everything else runs pixel by pixel, 4 pixels per thread.
+    let (entry, grid) = match a.contrast > 0.0 || a.blur.is_some() {
         true => ("gather_augmented", gpu.caps.grid(g.batch * 256, 256)),
-        false => ("gather_geometric", gpu.caps.grid(g.batch * PIXELS / 4, 256)),
+        false => ("gather_pointwise", gpu.caps.grid(g.batch * PIXELS / 4, 256)),
     };
     out.push(gpu.dispatch(
         &AUGMENT,

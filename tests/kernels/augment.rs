@@ -43,6 +43,8 @@ fn augmented_gather_matches_reference() {
         "noise(0.1)",
         "erase(p=1,scale=0.05:0.3,value=0.5)",
         "affine(rotate=15,scale=0.9:1.1) perspective(0.3) flip brightness(0.2) contrast(0.2) blur(k=3) noise(0.05) erase(p=0.5)",
+        // Pixel-by-pixel items only: the 4-pixels-per-thread kernel.
+        "affine(rotate=10,translate=0.1) flip brightness(0.3) noise(0.05) erase(p=0.7)",
     ] {
         let a = Augment::parse(text).unwrap();
         for (batch, step) in [(8, 5), (5, 7)] {
