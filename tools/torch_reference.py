@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""PyTorch's figure for a preset's full recipe: what the README's preset table puts next to
+ours and the seed's.
+
+Trains the preset exactly as `wgpu-fmnist train --model X` would (the resolved config.toml
+of a probe run: layers, PyTorch's init, optimizer, batch, epochs, normalisation, the same
+55,000 / 5,000 split and per-epoch shuffles as our seed, via tools/parity.py), on CPU, and
+prints validation and test accuracy after every epoch as JSON lines, then the mean and
+spread over the seeds. Augmentation and schedules are not reproduced (the presets use
+neither). Not needed by CI. Run:
+    pip install torch==2.15.0 safetensors numpy
+    cargo build --release
+    python3 tools/torch_reference.py --model mlp --epochs 10 --seeds 3
+"""
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+
+import parity
+
+
+def run(cfg, images, labels, test, seed, epochs, init):
+    torch.manual_seed(seed)
+    model = parity.build(cfg["spec"])
+    if init == "ours":
+        parity.our_init(model, seed)
+    n = len(labels)
+    held, _ = parity.our_order(n, cfg["val"], seed)
+    x = ((images.float() / 255.0 - cfg["input_mean"]) / cfg["input_std"]).unsqueeze(1)
+    y = labels.long()
+    tx = ((test[0].float() / 255.0 - cfg["input_mean"]) / cfg["input_std"]).unsqueeze(1)
+    ty = test[1].long()
+    opt = parity.optimizer(cfg, model.parameters())
+    batch = cfg["batch_size"]
+    history = []
+    for epoch in range(1, epochs + 1):
+        t0 = time.time()
+        _, order = parity.our_order(n, cfg["val"], seed, epoch)
+        model.train()
+        loss_sum = 0.0
+        for s in range(0, len(order), batch):
+            idx = order[s:s + batch]
+            out = model(x[idx])
+            loss = F.cross_entropy(out, y[idx])
+            opt.zero_grad()
+            loss.backward()
+            if cfg["l1"] > 0:
+                for p in model.parameters():
+                    p.grad.add_(torch.sign(p.data), alpha=cfg["l1"])
+            opt.step()
+            loss_sum += loss.item() * len(idx)
+        model.eval()
+        rec = {"seed": seed, "epoch": epoch, "train_loss": loss_sum / len(order),
+               "val_accuracy": parity.accuracy(model, x[held], y[held]) if len(held) else None,
+               "test_accuracy": parity.accuracy(model, tx, ty),
+               "seconds": time.time() - t0}
+        print(json.dumps(rec), flush=True)
+        history.append(rec)
+    return history
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--epochs", type=int, required=True, help="the preset's, e.g. mlp 10")
+    ap.add_argument("--val", type=int, default=5000, help="held out, as train's default")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--init", choices=("torch", "ours"), default="torch",
+                    help="initial weights from torch's seed or from our init for the seed")
+    ap.add_argument("--binary", default=str(parity.ROOT / "target/release/wgpu-fmnist"))
+    ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("extra", nargs="*", help="more train flags (after --)")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    images, labels = parity.load_split(a.data, "train")
+    test = parity.load_split(a.data, "t10k")
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = parity.resolved_config(a.binary, a.model, a.extra, tmp)
+    epochs = a.epochs
+    cfg["val"] = a.val
+    print(f"# {a.model}: {cfg['spec']}; {cfg['optimizer']} lr {cfg['lr']}, batch "
+          f"{cfg['batch_size']}, {epochs} epochs, {cfg['val']} held out", flush=True)
+    finals = [run(cfg, images, labels, test, seed, epochs, a.init)[-1]["test_accuracy"]
+              for seed in range(a.seeds)]
+    sd = statistics.stdev(finals) if len(finals) > 1 else 0.0
+    print(f"# test accuracy after {epochs} epochs over seeds 0..{a.seeds - 1}: "
+          f"{statistics.mean(finals) * 100:.2f} +- {sd * 100:.2f} % "
+          f"({', '.join(f'{f * 100:.2f}' for f in finals)})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
