@@ -44,6 +44,9 @@ const PIXELS: u32 = 784u;
 const SIDE: f32 = 28.0;
 const PER_EXAMPLE: u32 = 16u;
 const WG: u32 = 256u;
+// gather_augmented's workgroup (one per example): few invocations, since every barrier
+// switches between all of them on lavapipe.
+const WHOLE: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> images: array<u32>;
@@ -252,7 +255,7 @@ fn augment_params(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
 var<workgroup> src: array<f32, 784>;
 var<workgroup> img: array<f32, 784>;
 var<workgroup> tmp: array<f32, 784>;
-var<workgroup> red: array<f32, WG>;
+var<workgroup> red: array<f32, WHOLE>;
 
 fn source(x: i32, y: i32) -> f32 {
     if (x < 0 || x >= 28 || y < 0 || y >= 28) {
@@ -273,7 +276,7 @@ fn reflect(i: i32) -> u32 {
 // one load each instead of four byte loads per output pixel), sampled through the
 // homography, then the photometric items run on the workgroup's copy and the normalised
 // result is written once.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WHOLE)
 fn gather_augmented(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let b = wid.x + wid.y * nwg.x;
     // Whole workgroups leave together, so the barriers below stay uniform.
@@ -281,10 +284,10 @@ fn gather_augmented(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     let slot = min((counter[0] - counter[1]) * p.stride + b, p.count - 1u);
     let ex = indices[slot];
     // The example's 784 bytes start at byte ex * 784, a multiple of 4 (784 = 4 * 196).
-    if (lid.x < 196u) {
-        let word = images[ex * 196u + lid.x];
+    for (var i = lid.x; i < 196u; i += WHOLE) {
+        let word = images[ex * 196u + i];
         for (var k = 0u; k < 4u; k++) {
-            src[lid.x * 4u + k] = f32((word >> (8u * k)) & 0xffu) / 255.0;
+            src[i * 4u + k] = f32((word >> (8u * k)) & 0xffu) / 255.0;
         }
     }
     if (lid.x == 0u) {
@@ -302,7 +305,7 @@ fn gather_augmented(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     let h7 = example[base + 7u];
     let h8 = example[base + 8u];
     let bright = example[base + 9u];
-    for (var px = lid.x; px < PIXELS; px += WG) {
+    for (var px = lid.x; px < PIXELS; px += WHOLE) {
         let ox = f32(px % 28u) + 0.5;
         let oy = f32(px / 28u) + 0.5;
         let w = h6 * ox + h7 * oy + h8;
@@ -325,12 +328,12 @@ fn gather_augmented(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     workgroupBarrier();
     if (p.contrast > 0.0) {
         var s = 0.0;
-        for (var px = lid.x; px < PIXELS; px += WG) {
+        for (var px = lid.x; px < PIXELS; px += WHOLE) {
             s += img[px];
         }
         red[lid.x] = s;
         workgroupBarrier();
-        for (var k = WG / 2u; k > 0u; k /= 2u) {
+        for (var k = WHOLE / 2u; k > 0u; k /= 2u) {
             if (lid.x < k) {
                 red[lid.x] += red[lid.x + k];
             }
@@ -338,7 +341,7 @@ fn gather_augmented(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
         }
         let mean = red[0] / f32(PIXELS);
         let c = example[base + 10u];
-        for (var px = lid.x; px < PIXELS; px += WG) {
+        for (var px = lid.x; px < PIXELS; px += WHOLE) {
             img[px] = clamp(c * img[px] + (1.0 - c) * mean, 0.0, 1.0);
         }
         workgroupBarrier();
@@ -350,7 +353,7 @@ fn gather_augmented(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
         for (var k = -r; k <= r; k++) {
             total += exp(-0.5 * pow(f32(k) / sigma, 2.0));
         }
-        for (var px = lid.x; px < PIXELS; px += WG) {
+        for (var px = lid.x; px < PIXELS; px += WHOLE) {
             let x = i32(px % 28u);
             let y = px / 28u;
             var s = 0.0;
@@ -360,7 +363,7 @@ fn gather_augmented(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
             tmp[px] = s / total;
         }
         workgroupBarrier();
-        for (var px = lid.x; px < PIXELS; px += WG) {
+        for (var px = lid.x; px < PIXELS; px += WHOLE) {
             let x = px % 28u;
             let y = i32(px / 28u);
             var s = 0.0;
@@ -375,7 +378,7 @@ fn gather_augmented(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     let ey0 = example[base + 13u];
     let ew = example[base + 14u];
     let eh = example[base + 15u];
-    for (var px = lid.x; px < PIXELS; px += WG) {
+    for (var px = lid.x; px < PIXELS; px += WHOLE) {
         var v = img[px];
         if (p.noise > 0.0) {
             let h = stream(b, 10u + px);

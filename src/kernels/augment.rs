@@ -438,7 +438,7 @@ pub fn gather_augmented(
     // Contrast (the image mean) and blur (neighbours) need the whole image in a workgroup;
     // everything else runs pixel by pixel, 4 pixels per thread.
     let (entry, grid) = match a.contrast > 0.0 || a.blur.is_some() {
-        true => ("gather_augmented", gpu.caps.grid(g.batch * 256, 256)),
+        true => ("gather_augmented", gpu.caps.grid(g.batch * 64, 64)),
         false => ("gather_pointwise", gpu.caps.grid(g.batch * PIXELS / 4, 256)),
     };
     out.push(gpu.dispatch(
