@@ -171,6 +171,20 @@ def our_order(n, val, seed, epoch=1):
     return torch.tensor(held), torch.tensor(train)
 
 
+def train_step(model, opt, cfg, x, y):
+    """One optimizer step on a batch (L1 as our --l1: l1 * sign(w) added to each gradient).
+    Returns the logits and the loss."""
+    out = model(x)
+    loss = F.cross_entropy(out, y)
+    opt.zero_grad()
+    loss.backward()
+    if cfg["l1"] > 0:
+        for p in model.parameters():
+            p.grad.add_(torch.sign(p.data), alpha=cfg["l1"])
+    opt.step()
+    return out, loss.item()
+
+
 def torch_run(cfg, images, labels, test, steps, val, seed, paired=None):
     """PyTorch's run. `paired` = (model, held, train order): start from those weights and
     follow that order (the --paired mode) instead of drawing both from torch's seed."""
@@ -191,15 +205,8 @@ def torch_run(cfg, images, labels, test, steps, val, seed, paired=None):
     model.train()
     for s in range(steps):
         idx = train[s * batch:(s + 1) * batch]
-        out = model(x[idx])
-        loss = F.cross_entropy(out, y[idx])
-        opt.zero_grad()
-        loss.backward()
-        if cfg["l1"] > 0:
-            for p in model.parameters():
-                p.grad.add_(torch.sign(p.data), alpha=cfg["l1"])
-        opt.step()
-        loss_sum += loss.item() * len(idx)
+        out, loss = train_step(model, opt, cfg, x[idx], y[idx])
+        loss_sum += loss * len(idx)
         correct += (out.argmax(1) == y[idx]).sum().item()
         seen += len(idx)
     model.eval()

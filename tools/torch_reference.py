@@ -20,7 +20,6 @@ import tempfile
 import time
 
 import torch
-import torch.nn.functional as F
 
 import parity
 
@@ -46,15 +45,8 @@ def run(cfg, images, labels, test, seed, epochs, init):
         loss_sum = 0.0
         for s in range(0, len(order), batch):
             idx = order[s:s + batch]
-            out = model(x[idx])
-            loss = F.cross_entropy(out, y[idx])
-            opt.zero_grad()
-            loss.backward()
-            if cfg["l1"] > 0:
-                for p in model.parameters():
-                    p.grad.add_(torch.sign(p.data), alpha=cfg["l1"])
-            opt.step()
-            loss_sum += loss.item() * len(idx)
+            _, loss = parity.train_step(model, opt, cfg, x[idx], y[idx])
+            loss_sum += loss * len(idx)
         model.eval()
         rec = {"seed": seed, "epoch": epoch, "train_loss": loss_sum / len(order),
                "val_accuracy": parity.accuracy(model, x[held], y[held]) if len(held) else None,
