@@ -2,9 +2,6 @@
 // for A and B, so one kernel serves the linear layer's forward (X * W^T), backward to the
 // input (dY * W) and backward to the weight (dY^T * X) without transposed copies.
 // C is row-major [M,N] and is overwritten (weight gradients are written, not accumulated).
-// p.epilogue says what happens to C on its way out (see `epilogue`): the bias of the
-// linear layer's forward, a ReLU fused into that forward, or a ReLU's backward fused into
-// the product that computes its output's gradient. Each saves a pass over C.
 //
 // Each invocation computes a 4x4 block of C in registers: on lavapipe, register blocking pays
 // far more than workgroup-memory tiling (DESIGN §6). Out-of-range rows/columns load a clamped
@@ -14,8 +11,7 @@ struct Params {
     m: u32,
     n: u32,
     k: u32,
-    // Bits: BIAS, RELU, GATE.
-    epilogue: u32,
+    has_bias: u32,
     a_stride_m: u32,
     a_stride_k: u32,
     b_stride_k: u32,
@@ -27,14 +23,6 @@ const WG_Y: u32 = 8u;
 const BLOCK: u32 = 4u;
 const WG_BIAS: u32 = 64u;
 
-// Add bias[n] (the kernels that take a bias: matmul_bias, matmul_nt4, matmul_tiled).
-const BIAS: u32 = 1u;
-// max(c, 0): the ReLU that follows a linear layer, in its forward.
-const RELU: u32 = 2u;
-// c where gate[m, n] > 0, else 0: the backward of a ReLU whose output is `gate`, applied
-// to the gradient this product computes (the next layer's input gradient).
-const GATE: u32 = 4u;
-
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
@@ -42,22 +30,6 @@ const GATE: u32 = 4u;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 @group(0) @binding(5) var<storage, read> dy: array<f32>;
 @group(0) @binding(6) var<storage, read_write> db: array<f32>;
-@group(0) @binding(10) var<storage, read> gate: array<f32>;
-
-// C[m, n0 .. n0 + 4] as it is stored (m < M; columns past N are not stored, and their gate
-// is read at a clamped, valid address).
-fn epilogue(m: u32, n0: u32, v: vec4<f32>) -> vec4<f32> {
-    if ((p.epilogue & RELU) != 0u) {
-        return max(v, vec4<f32>(0.0));
-    }
-    if ((p.epilogue & GATE) != 0u) {
-        let i = m * p.n + n0;
-        let last = p.m * p.n - 1u;
-        let g = vec4<f32>(gate[min(i, last)], gate[min(i + 1u, last)], gate[min(i + 2u, last)], gate[min(i + 3u, last)]);
-        return select(vec4<f32>(0.0), v, g > vec4<f32>(0.0));
-    }
-    return v;
-}
 
 struct Block {
     r0: vec4<f32>,
@@ -88,9 +60,8 @@ fn block_product(m0: u32, n0: u32) -> Block {
     return acc;
 }
 
-fn store_row(m: u32, n0: u32, v: vec4<f32>) {
+fn store_row(m: u32, n0: u32, row: vec4<f32>) {
     if (m >= p.m) { return; }
-    let row = epilogue(m, n0, v);
     let base = m * p.n;
     for (var j = 0u; j < BLOCK; j++) {
         if (n0 + j < p.n) {
@@ -148,7 +119,7 @@ fn bias_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
 // dimensions are multiples of 4 (tensors are padded to 16 bytes, so vec4 views are valid).
 // Loading 4 floats per access and accumulating 32-64 outputs per invocation is what makes
 // matmul fast on lavapipe (DESIGN §6); the strided kernel above covers every other shape.
-// The BIAS bit adds bias[n] (matmul_nt4 only).
+// p.has_bias != 0 adds bias[n] (matmul_nt4 only).
 
 @group(0) @binding(7) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(8) var<storage, read> b4: array<vec4<f32>>;
@@ -157,9 +128,8 @@ fn dot4(a: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>
     return vec4<f32>(dot(a, b0), dot(a, b1), dot(a, b2), dot(a, b3));
 }
 
-fn store4(m: u32, n0: u32, x: vec4<f32>) {
+fn store4(m: u32, n0: u32, v: vec4<f32>) {
     if (m >= p.m) { return; }
-    let v = epilogue(m, n0, x);
     let base = m * p.n + n0;
     if (n0 < p.n) { c[base] = v.x; }
     if (n0 + 1u < p.n) { c[base + 1u] = v.y; }
@@ -205,7 +175,7 @@ fn matmul_nt4(@builtin(global_invocation_id) gid: vec3<u32>) {
         c7 += dot4(a4[a7 + k], b0, b1, b2, b3);
     }
     var bv = vec4<f32>();
-    if ((p.epilogue & BIAS) != 0u) {
+    if (p.has_bias != 0u) {
         bv = bias4(n0);
     }
     store4(m0, n0, c0 + bv);
@@ -294,7 +264,7 @@ fn matmul_tn4(@builtin(global_invocation_id) gid: vec3<u32>) {
 // invocation a 4x4 block, staging 64x16 slices of A and 16x64 slices of B in workgroup
 // memory so every element is fetched from global memory once per tile. Any strides.
 // On lavapipe barriers cost more than they save (DESIGN §6), so it is chosen for hardware
-// adapters only; the tests run it everywhere. The BIAS bit adds bias[n].
+// adapters only; the tests run it everywhere. p.has_bias != 0 adds bias[n].
 
 const TILE: u32 = 64u;
 const TILE_K: u32 = 16u;
@@ -344,7 +314,7 @@ fn matmul_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup
     let n0 = n_base + lid.x * 4u;
     if (m0 >= p.m || n0 >= p.n) { return; }
     var bv = vec4<f32>();
-    if ((p.epilogue & BIAS) != 0u) {
+    if (p.has_bias != 0u) {
         bv = bias4(n0);
     }
     store4(m0, n0, acc0 + bv);

@@ -13,8 +13,8 @@ struct Params {
     m: u32,
     n: u32,
     k: u32,
-    // Bits as in matmul.wgsl: BIAS, RELU, GATE.
-    epilogue: u32,
+    // != 0: add bias[n] (the linear layer's forward).
+    has_bias: u32,
     a_stride_m: u32,
     a_stride_k: u32,
     b_stride_k: u32,
@@ -33,11 +33,6 @@ const SUBGROUPS: u32 = 8u;
 @group(0) @binding(8) var<storage, read> b4: array<vec4<f32>>;
 // C as vec4s, for the NN kernel (N % 4 == 0, so rows start on a vec4).
 @group(0) @binding(9) var<storage, read_write> c4: array<vec4<f32>>;
-@group(0) @binding(10) var<storage, read> gate: array<f32>;
-
-const BIAS: u32 = 1u;
-const RELU: u32 = 2u;
-const GATE: u32 = 4u;
 
 // lane0 .. lane7 (broadcasts of a vec4 from one lane) come from shaders/subgroup.wgsl.
 
@@ -66,30 +61,14 @@ fn item(wid: u32, sid: u32, lane: u32, rows: u32) -> Item {
 }
 
 fn bias4(n: u32) -> vec4<f32> {
-    if ((p.epilogue & BIAS) == 0u) { return vec4<f32>(0.0); }
+    if (p.has_bias == 0u) { return vec4<f32>(0.0); }
     let last = p.n - 1u;
     return vec4<f32>(bias[min(n, last)], bias[min(n + 1u, last)], bias[min(n + 2u, last)], bias[min(n + 3u, last)]);
 }
 
-// C[m, n .. n + 4] as stored: bias, then the fused ReLU or ReLU backward (matmul.wgsl's
-// `epilogue`; m < M, gate read at clamped addresses past N).
-fn epilogue(m: u32, n: u32, v: vec4<f32>) -> vec4<f32> {
-    let r = v + bias4(n);
-    if ((p.epilogue & RELU) != 0u) {
-        return max(r, vec4<f32>(0.0));
-    }
-    if ((p.epilogue & GATE) != 0u) {
-        let i = m * p.n + n;
-        let last = p.m * p.n - 1u;
-        let g = vec4<f32>(gate[min(i, last)], gate[min(i + 1u, last)], gate[min(i + 2u, last)], gate[min(i + 3u, last)]);
-        return select(vec4<f32>(0.0), r, g > vec4<f32>(0.0));
-    }
-    return r;
-}
-
 fn store_row(m: u32, n: u32, v: vec4<f32>) {
     if (m >= p.m) { return; }
-    let r = epilogue(m, n, v);
+    let r = v + bias4(n);
     let base = m * p.n + n;
     if (n < p.n) { c[base] = r.x; }
     if (n + 1u < p.n) { c[base + 1u] = r.y; }
@@ -155,7 +134,7 @@ fn matmul_nt_subgroup(
 // One vec4 store per row (N % 4 == 0: a lane's 4 columns are all inside or all outside),
 // half the cost of 4 scalar stores on a CPU adapter.
 fn store_row4(m: u32, n: u32, v: vec4<f32>) {
-    if (m < p.m) { c4[(m * p.n + n) / 4u] = epilogue(m, n, v); }
+    if (m < p.m) { c4[(m * p.n + n) / 4u] = v + bias4(n); }
 }
 
 fn store_tile4(it: Item, t: Tile) {

@@ -25,26 +25,6 @@ mod binding {
     pub const A4: u32 = 7;
     pub const B4: u32 = 8;
     pub const C4: u32 = 9;
-    pub const GATE: u32 = 10;
-}
-
-/// Bits of `MatmulParams::epilogue` (see shaders/matmul.wgsl).
-mod epilogue_bits {
-    pub const BIAS: u32 = 1;
-    pub const RELU: u32 = 2;
-    pub const GATE: u32 = 4;
-}
-
-/// What a product does to C on its way out, after any bias: a pass over C saved each.
-#[derive(Clone, Copy, Default)]
-pub enum Epilogue<'a> {
-    #[default]
-    None,
-    /// max(C, 0): a ReLU fused into the linear layer before it.
-    Relu,
-    /// C where gate > 0, else 0 (gate has C's shape): the backward of a ReLU whose output is
-    /// `gate`, fused into the product that computes the gradient of that output.
-    Gate(&'a Tensor),
 }
 use bytemuck::{Pod, Zeroable};
 
@@ -54,8 +34,8 @@ pub struct MatmulParams {
     pub m: u32,
     pub n: u32,
     pub k: u32,
-    /// `epilogue_bits`: add a bias row, ReLU, gate.
-    pub epilogue: u32,
+    /// 1 when the kernel adds a bias row to C.
+    pub has_bias: u32,
     pub a_stride_m: u32,
     pub a_stride_k: u32,
     pub b_stride_k: u32,
@@ -111,7 +91,7 @@ fn params(shape: &MatmulShape) -> Result<MatmulParams> {
         m: d(shape.m)?,
         n: d(shape.n)?,
         k: d(shape.k)?,
-        epilogue: 0,
+        has_bias: 0,
         a_stride_m: d(shape.a_stride.0)?,
         a_stride_k: d(shape.a_stride.1)?,
         b_stride_k: d(shape.b_stride.0)?,
@@ -139,31 +119,12 @@ pub fn matmul_with(
     bias: Option<&Tensor>,
     c: &Tensor,
 ) -> Result<Dispatch> {
-    matmul_epilogue_with(gpu, variant, shape, a, b, bias, c, Epilogue::None)
-}
-
-/// `matmul_with`, then `epilogue` applied to C as it is stored. Every variant has it, so
-/// it does not change which kernel runs (nor the measured choice, keyed without it).
-#[allow(clippy::too_many_arguments)]
-pub fn matmul_epilogue_with(
-    gpu: &Gpu,
-    variant: Variant,
-    shape: MatmulShape,
-    a: &Tensor,
-    b: &Tensor,
-    bias: Option<&Tensor>,
-    c: &Tensor,
-    epilogue: Epilogue,
-) -> Result<Dispatch> {
     let desc = shape.describe();
     check_len("matmul", &desc, a, shape.a_len())?;
     check_len("matmul", &desc, b, shape.b_len())?;
     check_len("matmul", &desc, c, shape.m * shape.n)?;
     if let Some(b) = bias {
         check_len("matmul", &desc, b, shape.n)?;
-    }
-    if let Epilogue::Gate(g) = epilogue {
-        check_len("matmul gate", &desc, g, shape.m * shape.n)?;
     }
     let caps = &gpu.caps;
     let variant = match variant {
@@ -202,23 +163,11 @@ pub fn matmul_epilogue_with(
         }
     };
     let mut p = params(&shape)?;
-    p.epilogue = match epilogue {
-        Epilogue::None => 0,
-        Epilogue::Relu => epilogue_bits::RELU,
-        Epilogue::Gate(_) => epilogue_bits::GATE,
-    };
-    if bias.is_some() {
-        p.epilogue |= epilogue_bits::BIAS;
-    }
+    p.has_bias = bias.is_some() as u32;
     let pb = gpu.uniform("matmul params", &p);
-    // One placeholder for the bindings this product does not read (both read-only).
-    let unused = gpu.zeros("unused binding", 4)?;
-    let bias_buf = bias.map_or(&unused.buffer, |b| &b.buffer);
-    let gate_buf = match epilogue {
-        Epilogue::Gate(g) => &g.buffer,
-        _ => &unused.buffer,
-    };
-    let (shader, entry, groups, mut binds) = match variant {
+    let no_bias = gpu.zeros("no bias", 4)?;
+    let bias_buf = bias.map_or(&no_bias.buffer, |b| &b.buffer);
+    let (shader, entry, groups, binds) = match variant {
         Variant::Subgroup => {
             let (entry, groups) =
                 select::matmul::subgroup_kernel(caps, &shape).expect("applicable");
@@ -285,8 +234,6 @@ pub fn matmul_epilogue_with(
             (&MATMUL, entry, workgroups(&shape), binds)
         }
     };
-    // Every product's store runs the epilogue, so every entry point reads the gate.
-    binds.push((binding::GATE, gate_buf));
     Ok(gpu
         .dispatch(shader, entry, &desc, &binds, groups)?
         .with_cost(shape.flops(), shape.bytes()))
@@ -339,18 +286,16 @@ impl LinearShape {
     }
 }
 
-/// y = x W^T + b, or with `relu` y = max(x W^T + b, 0) (a ReLU after the layer, fused).
+/// y = x W^T + b
 pub fn linear_forward(
     gpu: &Gpu,
     s: LinearShape,
-    relu: bool,
     x: &Tensor,
     w: &Tensor,
     b: &Tensor,
     y: &Tensor,
 ) -> Result<Dispatch> {
-    let epilogue = if relu { Epilogue::Relu } else { Epilogue::None };
-    linear_forward_epilogue(gpu, Variant::Auto, s, x, w, b, y, epilogue)
+    linear_forward_with(gpu, Variant::Auto, s, x, w, b, y)
 }
 
 pub fn linear_forward_with(
@@ -362,52 +307,23 @@ pub fn linear_forward_with(
     b: &Tensor,
     y: &Tensor,
 ) -> Result<Dispatch> {
-    linear_forward_epilogue(gpu, v, s, x, w, b, y, Epilogue::None)
-}
-
-/// y = max(x W^T + b, 0) with variant `v`.
-pub fn linear_relu_forward_with(
-    gpu: &Gpu,
-    v: Variant,
-    s: LinearShape,
-    x: &Tensor,
-    w: &Tensor,
-    b: &Tensor,
-    y: &Tensor,
-) -> Result<Dispatch> {
-    linear_forward_epilogue(gpu, v, s, x, w, b, y, Epilogue::Relu)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn linear_forward_epilogue(
-    gpu: &Gpu,
-    v: Variant,
-    s: LinearShape,
-    x: &Tensor,
-    w: &Tensor,
-    b: &Tensor,
-    y: &Tensor,
-    epilogue: Epilogue,
-) -> Result<Dispatch> {
     let desc = s.describe();
     check_len("linear_forward", &desc, x, s.batch * s.inputs)?;
     check_len("linear_forward", &desc, w, s.outputs * s.inputs)?;
     check_len("linear_forward", &desc, b, s.outputs)?;
     check_len("linear_forward", &desc, y, s.batch * s.outputs)?;
-    matmul_epilogue_with(gpu, v, s.forward(), x, w, Some(b), y, epilogue)
+    matmul_with(gpu, v, s.forward(), x, w, Some(b), y)
 }
 
-/// dx = dy W (overwrites dx). With `relu_output`, the layer's input x is the output of a
-/// ReLU and dx is that ReLU's input gradient: dy W where x > 0, else 0 (its backward, fused).
+/// dx = dy W (overwrites dx).
 pub fn linear_backward_input(
     gpu: &Gpu,
     s: LinearShape,
     dy: &Tensor,
     w: &Tensor,
-    relu_output: Option<&Tensor>,
     dx: &Tensor,
 ) -> Result<Dispatch> {
-    linear_backward_input_gated_with(gpu, Variant::Auto, s, dy, w, relu_output, dx)
+    linear_backward_input_with(gpu, Variant::Auto, s, dy, w, dx)
 }
 
 pub fn linear_backward_input_with(
@@ -416,19 +332,6 @@ pub fn linear_backward_input_with(
     s: LinearShape,
     dy: &Tensor,
     w: &Tensor,
-    dx: &Tensor,
-) -> Result<Dispatch> {
-    linear_backward_input_gated_with(gpu, v, s, dy, w, None, dx)
-}
-
-/// `linear_backward_input` with variant `v`.
-pub fn linear_backward_input_gated_with(
-    gpu: &Gpu,
-    v: Variant,
-    s: LinearShape,
-    dy: &Tensor,
-    w: &Tensor,
-    relu_output: Option<&Tensor>,
     dx: &Tensor,
 ) -> Result<Dispatch> {
     check_len(
@@ -449,8 +352,7 @@ pub fn linear_backward_input_gated_with(
         dx,
         s.batch * s.inputs,
     )?;
-    let epilogue = relu_output.map_or(Epilogue::None, Epilogue::Gate);
-    matmul_epilogue_with(gpu, v, s.backward_input(), dy, w, None, dx, epilogue)
+    matmul_with(gpu, v, s.backward_input(), dy, w, None, dx)
 }
 
 /// dw = dy^T x (overwrites dw).

@@ -266,9 +266,6 @@ impl ModelSpec {
                 Some((k, Op::MaxPool { layer, .. })) if layer != i => {
                     format!("{k} (in the pool's kernels)")
                 }
-                Some((k, Op::Linear { layer, .. })) if layer != i => {
-                    format!("{k} (in the linear layer's matmul)")
-                }
                 Some((k, _)) => k.to_string(),
                 None => "- (no kernel)".into(),
             };

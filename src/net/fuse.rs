@@ -2,18 +2,12 @@
 //! about which layers run inside another layer's kernels lives here; the buffers, the
 //! recorded plans, `summary` and `bench` all read the step list.
 //!
-//! Two fusions:
-//! - Around max pooling (see `kernels::pool::PoolFusion`): up to one ReLU and one dropout
-//!   right before a pool, a batch norm right before those (its normalisation runs in the
-//!   pool's forward; its statistics keep their own pass), and one dropout right after it.
-//!   Their tensors are never written. With tiling windows (k == stride) the batch norm's
-//!   backward runs inside the pool's backward too (its gradient is zero except at the argmax
-//!   elements).
-//! - A ReLU right after a linear layer runs in the layer's matmul (`max(., 0)` as C is
-//!   stored). Its backward runs in the next linear layer's input-gradient matmul (C kept
-//!   where the ReLU's output is positive), so when training this needs the next layer (past
-//!   a flatten) to be linear; before a dropout, say, the ReLU stays its own step. The MLP's
-//!   step has two dispatches fewer each way for each hidden layer.
+//! The one fusion today is around max pooling (see `kernels::pool::PoolFusion`): up to one
+//! ReLU and one dropout right before a pool, a batch norm right before those (its
+//! normalisation runs in the pool's forward; its statistics keep their own pass), and one
+//! dropout right after it. Their tensors are never written. With tiling windows
+//! (k == stride) the batch norm's backward runs inside the pool's backward too (its
+//! gradient is zero except at the argmax elements).
 //!
 //! A flatten, and a dropout when evaluating, are no steps at all: they do not change the
 //! data, so the tensors before and after them are the same buffer.
@@ -56,11 +50,6 @@ pub enum Op {
     },
     Linear {
         layer: usize,
-        /// The ReLU right after the layer runs in its forward (the step covers both).
-        relu: bool,
-        /// The input is the output of the previous step's fused ReLU: that ReLU's backward
-        /// runs in this step's input-gradient product.
-        input_relu: bool,
     },
     /// A batch norm on its own (batch statistics when training, running ones when not).
     BatchNorm {
@@ -124,56 +113,19 @@ fn absorbed_by_pool(layers: &[Layer]) -> Vec<Option<usize>> {
     by
 }
 
-/// For each layer, whether it is a linear layer whose following ReLU runs in its matmul
-/// (the rules in the module comment).
-fn linear_takes_relu(layers: &[Layer], by_pool: &[Option<usize>], mode: Mode) -> Vec<bool> {
-    (0..layers.len())
-        .map(|i| {
-            let relu_next = matches!(layers[i], Layer::Linear { .. })
-                && matches!(layers.get(i + 1), Some(Layer::Relu))
-                && by_pool[i + 1].is_none();
-            let backward_has_a_home = || {
-                layers[i + 2..]
-                    .iter()
-                    .find(|l| !matches!(l, Layer::Flatten))
-                    .is_some_and(|l| matches!(l, Layer::Linear { .. }))
-            };
-            relu_next && (mode == Mode::Eval || backward_has_a_home())
-        })
-        .collect()
-}
-
 /// The steps that run `spec` in `mode`, in forward order.
 pub fn steps(spec: &ModelSpec, mode: Mode) -> Vec<Step> {
     let layers = &spec.layers;
     let by = absorbed_by_pool(layers);
-    let takes_relu = linear_takes_relu(layers, &by, mode);
     let train = mode == Mode::Train;
-    let mut out: Vec<Step> = Vec::new();
+    let mut out = Vec::new();
     for (i, layer) in layers.iter().enumerate() {
         if by[i].is_some() {
             continue; // runs inside its pool's step
         }
-        if i > 0 && takes_relu[i - 1] {
-            continue; // runs inside the linear layer's step
-        }
         let op = match *layer {
             Layer::Conv { .. } => Op::Conv { layer: i },
-            Layer::Linear { .. } => {
-                let after_fused_relu = out
-                    .last()
-                    .is_some_and(|s| matches!(s.op, Op::Linear { relu: true, .. }));
-                out.push(Step {
-                    op: Op::Linear {
-                        layer: i,
-                        relu: takes_relu[i],
-                        input_relu: train && after_fused_relu,
-                    },
-                    first: i,
-                    last: if takes_relu[i] { i + 1 } else { i },
-                });
-                continue;
-            }
+            Layer::Linear { .. } => Op::Linear { layer: i },
             Layer::BatchNorm => Op::BatchNorm { layer: i },
             Layer::Relu => Op::Relu { layer: i },
             Layer::Dropout { p } if train => Op::Dropout(DropoutLayer { layer: i, p }),
@@ -278,14 +230,7 @@ mod tests {
             }
         );
         // The flatten is no step; the linear layer reads the pool's output.
-        assert_eq!(
-            train[2].op,
-            Op::Linear {
-                layer: 6,
-                relu: false,
-                input_relu: false
-            }
-        );
+        assert_eq!(train[2].op, Op::Linear { layer: 6 });
         // Evaluating: the same steps, without dropout and without a backward.
         let eval = steps(&s, Mode::Eval);
         let Op::MaxPool { fused, .. } = eval[1].op else {
@@ -384,69 +329,18 @@ mod tests {
 
     #[test]
     fn every_preset_compiles_to_the_expected_number_of_steps() {
-        // mlp: (linear relu) (linear relu) linear; cnn1: conv pool conv pool (linear relu)
-        // linear (ReLUs in the pools); cnn2: 3x (conv, pool with bn/relu/dropout) + linear
-        // relu dropout linear (the ReLU fuses only when evaluating, without the dropout);
-        // regcnn: 2x (conv, pool) + (linear relu) linear.
+        // mlp: linear relu linear relu linear; cnn1: conv pool conv pool linear relu linear
+        // (ReLUs in the pools); cnn2: 3x (conv, pool with bn/relu/dropout) + linear relu
+        // dropout linear; regcnn: 2x (conv, pool) + linear relu linear; vgg: below.
         for (name, train, eval) in [
-            ("mlp", 3, 3),
-            ("cnn1", 6, 6),
-            ("cnn2", 10, 8),
-            ("regcnn", 6, 6),
+            ("mlp", 5, 5),
+            ("cnn1", 7, 7),
+            ("cnn2", 10, 9),
+            ("regcnn", 7, 7),
         ] {
             let s = spec(crate::model::preset(name).unwrap().spec);
             assert_eq!(steps(&s, Mode::Train).len(), train, "{name} train");
             assert_eq!(steps(&s, Mode::Eval).len(), eval, "{name} eval");
         }
-    }
-
-    #[test]
-    fn a_relu_after_a_linear_layer_runs_in_its_matmul_when_its_backward_has_a_home() {
-        let linear = |layer, relu, input_relu| Op::Linear {
-            layer,
-            relu,
-            input_relu,
-        };
-        // The MLP: each hidden layer's ReLU in its matmul, its backward in the next one's.
-        let s = spec("flatten linear(128) relu linear(64) relu linear(10)");
-        for mode in [Mode::Train, Mode::Eval] {
-            let t = steps(&s, mode);
-            let train = mode == Mode::Train;
-            assert_eq!(
-                t.iter().map(|s| s.op).collect::<Vec<_>>(),
-                [
-                    linear(1, true, false),
-                    linear(3, true, train),
-                    linear(5, false, train)
-                ]
-            );
-            assert_eq!((t[0].first, t[0].last), (1, 2));
-            assert_eq!((t[1].first, t[1].last), (3, 4));
-            assert_eq!(
-                step_of_layer(&s, &t),
-                vec![None, Some(0), Some(0), Some(1), Some(1), Some(2)]
-            );
-        }
-        // Training, a dropout after the ReLU has no matmul to take the ReLU's backward:
-        // the ReLU stays a step. Evaluating, the dropout is no step and the ReLU fuses.
-        let s = spec("flatten linear(32) relu dropout(0.5) linear(10)");
-        let t = steps(&s, Mode::Train);
-        assert_eq!(t[0].op, linear(1, false, false));
-        assert_eq!(t[1].op, Op::Relu { layer: 2 });
-        assert_eq!(t[3].op, linear(4, false, false));
-        let e = steps(&s, Mode::Eval);
-        assert_eq!(e.len(), 2);
-        assert_eq!(e[0].op, linear(1, true, false));
-        // A ReLU at the end has no next layer: its own step when training.
-        let s = spec("flatten linear(10) relu");
-        assert_eq!(steps(&s, Mode::Train).len(), 2);
-        assert_eq!(steps(&s, Mode::Eval).len(), 1);
-        // Two ReLUs in a row: training, the second's backward cannot take the first's, so
-        // neither fuses; evaluating, the first does.
-        let s = spec("flatten linear(16) relu relu linear(10)");
-        assert_eq!(steps(&s, Mode::Train).len(), 4);
-        let e = steps(&s, Mode::Eval);
-        assert_eq!(e.len(), 3);
-        assert_eq!(e[1].op, Op::Relu { layer: 3 });
     }
 }

@@ -98,11 +98,11 @@ pub fn forward(
                     gpu, s, x, &p.0.value, &p.1.value, y,
                 )?);
             }
-            Op::Linear { layer, relu, .. } => {
+            Op::Linear { layer } => {
                 let p = net.param_pair(layer);
                 let s = shapes::linear(spec, layer, batch);
                 out.push(matmul::linear_forward(
-                    gpu, s, relu, x, &p.0.value, &p.1.value, y,
+                    gpu, s, x, &p.0.value, &p.1.value, y,
                 )?);
             }
             Op::BatchNorm { layer } => {
@@ -180,25 +180,13 @@ pub fn backward(
                     out.extend(conv2d::conv2d_backward_input(gpu, s, dy, &w.value, dx)?);
                 }
             }
-            // With a fused ReLU, dy is already that ReLU's input gradient: the next step's
-            // input-gradient product applied its backward (`input_relu` there).
-            Op::Linear {
-                layer, input_relu, ..
-            } => {
+            Op::Linear { layer } => {
                 let s = shapes::linear(spec, layer, batch);
                 let (w, b) = net.param_pair(layer);
                 out.push(matmul::linear_backward_weight(gpu, s, dy, x, &w.grad)?);
                 out.push(matmul::linear_backward_bias(gpu, s, dy, &b.grad)?);
                 if let Some(dx) = dx {
-                    let relu_output = input_relu.then_some(x);
-                    out.push(matmul::linear_backward_input(
-                        gpu,
-                        s,
-                        dy,
-                        &w.value,
-                        relu_output,
-                        dx,
-                    )?);
+                    out.push(matmul::linear_backward_input(gpu, s, dy, &w.value, dx)?);
                 }
             }
             Op::BatchNorm { layer } => {

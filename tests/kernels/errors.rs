@@ -40,7 +40,7 @@ fn shape_mismatch_names_kernel_and_tensor() {
         outputs: 4,
     };
     let (x, w, b, y) = (zeros("x", 6), zeros("w", 11), zeros("b", 4), zeros("y", 8));
-    let err = linear_forward(gpu(), s, false, &x, &w, &b, &y)
+    let err = linear_forward(gpu(), s, &x, &w, &b, &y)
         .err()
         .expect("wrong weight size must be refused");
     let msg = err.to_string();

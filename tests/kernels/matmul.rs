@@ -58,15 +58,6 @@ fn linear_forward_matches_reference() {
             );
             run(&[&linear_forward_with(gpu(), v, s, &tx, &tw, &tb, &ty).unwrap()]);
             assert_kernel_close(&format!("linear_forward {v:?} {s:?}"), &read(&ty), &want);
-            // With the ReLU after the layer fused into the product.
-            let relu: Vec<f32> = want.iter().map(|&y| y.max(0.0)).collect();
-            run(&[&linear_relu_forward_with(gpu(), v, s, &tx, &tw, &tb, &ty).unwrap()]);
-            let got = read(&ty);
-            assert_kernel_close(&format!("linear+relu forward {v:?} {s:?}"), &got, &relu);
-            assert!(
-                got.iter().all(|&y| y >= 0.0),
-                "{v:?} {s:?}: negative after ReLU"
-            );
         }
     }
 }
@@ -83,23 +74,10 @@ fn linear_backward_matches_reference() {
         let (mut dx, mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; w.len()], vec![0.0; outputs]);
         linear_backward_reference(&mut dx, &mut dw, &mut db, &dy, &x, &w, s);
         let (tx, tw, tdy) = (upload("x", &x), upload("w", &w), upload("dy", &dy));
-        // The layer's input as a ReLU's output (zeros and positives): the fused backward
-        // of that ReLU keeps dx where it is positive.
-        let relu_out: Vec<f32> = x.iter().map(|&v| v.max(0.0)).collect();
-        let gated: Vec<f32> = dx
-            .iter()
-            .zip(&relu_out)
-            .map(|(&d, &g)| if g > 0.0 { d } else { 0.0 })
-            .collect();
-        let trelu = upload("relu output", &relu_out);
         for v in variants(&s.backward_input(), false) {
             let tdx = zeros("dx", x.len());
             run(&[&linear_backward_input_with(gpu(), v, s, &tdy, &tw, &tdx).unwrap()]);
             assert_kernel_close(&format!("linear_backward dx {v:?} {s:?}"), &read(&tdx), &dx);
-            let d = linear_backward_input_gated_with(gpu(), v, s, &tdy, &tw, Some(&trelu), &tdx);
-            run(&[&d.unwrap()]);
-            let what = format!("linear_backward dx through a ReLU {v:?} {s:?}");
-            assert_kernel_close(&what, &read(&tdx), &gated);
         }
         for v in variants(&s.backward_weight(), false) {
             let tdw = zeros("dw", w.len());
