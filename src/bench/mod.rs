@@ -358,10 +358,7 @@ pub fn run(
         eps: 1e-8,
     };
     let bufs = Buffers::new(gpu, spec, batch, Mode::Train)?;
-    let augment_scratch = gpu.zeros(
-        "augment draws",
-        batch * crate::kernels::augment::PER_EXAMPLE,
-    )?;
+    let augment_scratch = crate::kernels::augment::scratch(gpu, batch)?;
     let inputs = PlanInputs {
         source: Source {
             images: &gsplit.images,

@@ -45,6 +45,12 @@ mod binding {
 /// continuous coordinates: pixel centres at i + 0.5), brightness and contrast factors, blur
 /// sigma, and the erased rectangle (x, y, w, h; w = 0: none).
 pub const PER_EXAMPLE: usize = 16;
+
+/// The per-example draws buffer (`PER_EXAMPLE` floats each) of a plan gathering `batch`
+/// augmented examples.
+pub fn scratch(gpu: &Gpu, batch: usize) -> Result<Tensor> {
+    gpu.zeros("augment draws", batch * PER_EXAMPLE)
+}
 const SIDE: f32 = 28.0;
 
 #[derive(Debug, Error, PartialEq)]
@@ -787,7 +793,7 @@ pub fn preview(
         &super::data::pack_bytes(&vec![0u8; n]),
     )?;
     let indices = gpu.upload("preview indices", &(0..n as u32).collect::<Vec<_>>())?;
-    let example = gpu.zeros("augment draws", n * PER_EXAMPLE)?;
+    let example = scratch(gpu, n)?;
     let out_x = gpu.zeros("preview batch", n * PIXELS)?;
     let out_y = gpu.zeros("preview labels", n)?;
     let g = GatherConfig {

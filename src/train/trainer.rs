@@ -173,10 +173,7 @@ impl<'a> Trainer<'a> {
             flag: "--augment",
             message: e.to_string(),
         })?;
-        let augment_scratch = gpu.zeros(
-            "augment draws",
-            batch * crate::kernels::augment::PER_EXAMPLE,
-        )?;
+        let augment_scratch = crate::kernels::augment::scratch(gpu, batch)?;
         let inputs = PlanInputs {
             source: Source {
                 images: &gtrain.images,
