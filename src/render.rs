@@ -268,6 +268,7 @@ pub fn bench(w: &mut dyn Write, c: &BenchContext, r: &BenchResult) -> Result<()>
             "validated_batch": r.validation.batch, "validated_tensors": r.validation.tensors,
             "validation_worst_error_over_tolerance": r.validation.worst_relative,
             "kernel_choice": c.choice,
+            "others_cpu_share": r.others_cpu_share,
         });
         return writeln!(w, "{v}");
     }
@@ -322,7 +323,21 @@ pub fn bench(w: &mut dyn Write, c: &BenchContext, r: &BenchResult) -> Result<()>
         w,
         "inference        {:.0} images/s",
         r.infer_images_per_second
-    )
+    )?;
+    match r.others_cpu_share {
+        Some(share) if share > crate::bench::load::BUSY_MACHINE => writeln!(
+            w,
+            "other processes took {:.0} % of the CPUs while timing: these figures are not \
+             reliable (rerun with the machine to itself)",
+            share * 100.0
+        ),
+        Some(share) => writeln!(
+            w,
+            "other processes took {:.0} % of the CPUs while timing",
+            share * 100.0
+        ),
+        None => Ok(()),
+    }
 }
 
 /// `bench --compare`: each kernel's time then and now with the ratio, then images/s.
@@ -335,7 +350,7 @@ pub fn bench_compare(
     use crate::bench::compare;
     let rows = compare::rows(base, &r.kernels, c.all_kernels);
     let ends = compare::end_to_end(base, r);
-    let differences = base.differences(c.model, c.batch, c.adapter);
+    let differences = base.differences(c.model, c.batch, c.adapter, r.others_cpu_share);
     if c.json {
         for row in &rows {
             let v = serde_json::json!({

@@ -32,6 +32,8 @@ pub struct Baseline {
     pub infer_images_per_second: f64,
     /// Every dispatch of the step in order: label (entry point and shape), seconds per call.
     pub kernels: Vec<(String, f64)>,
+    /// The share of the CPUs other processes took while it was timed, if it says.
+    pub others_cpu_share: Option<f64>,
 }
 
 impl Baseline {
@@ -78,6 +80,7 @@ impl Baseline {
                     train_images_per_second: number("train_images_per_second")?,
                     infer_images_per_second: number("infer_images_per_second")?,
                     kernels: Vec::new(),
+                    others_cpu_share: v["others_cpu_share"].as_f64(),
                 });
             } else {
                 return Err(bad(i + 1, "neither a kernel line nor the summary".into()));
@@ -88,9 +91,24 @@ impl Baseline {
         Ok(base)
     }
 
-    /// What differs in how the two were measured (each a reason to read ratios with care).
-    pub fn differences(&self, model: &str, batch: usize, adapter: &str) -> Vec<String> {
+    /// What differs in how the two were measured (each a reason to read ratios with care),
+    /// and either side timed on a busy machine (`now_busy`: this run's `others_cpu_share`).
+    pub fn differences(
+        &self,
+        model: &str,
+        batch: usize,
+        adapter: &str,
+        now_busy: Option<f64>,
+    ) -> Vec<String> {
         let mut d = Vec::new();
+        for (when, share) in [("then", self.others_cpu_share), ("now", now_busy)] {
+            if let Some(x) = share.filter(|&x| x > super::load::BUSY_MACHINE) {
+                d.push(format!(
+                    "other processes took {:.0} % of the CPUs {when}",
+                    x * 100.0
+                ));
+            }
+        }
         if self.model != model {
             d.push(format!("model {} then, {model} now", self.model));
         }
@@ -246,6 +264,27 @@ mod tests {
         let per_entry = rows(&base, &now, false);
         assert_eq!(per_entry.len(), 4);
         assert_eq!(per_entry[1].label, "relu_forward");
+    }
+
+    #[test]
+    fn a_busy_machine_then_or_now_is_a_difference() {
+        let p = Path::new("b.json");
+        let quiet = Baseline::parse(p, SAVED).unwrap();
+        assert_eq!(quiet.others_cpu_share, None);
+        assert!(quiet
+            .differences("mlp", 32, "llvmpipe", Some(0.02))
+            .is_empty());
+        let busy = SAVED.replace("8000.0}", "8000.0,\"others_cpu_share\":0.61}");
+        let busy = Baseline::parse(p, &busy).unwrap();
+        assert_eq!(busy.others_cpu_share, Some(0.61));
+        assert_eq!(
+            busy.differences("mlp", 16, "llvmpipe", Some(0.3)),
+            [
+                "other processes took 61 % of the CPUs then",
+                "other processes took 30 % of the CPUs now",
+                "batch 32 then, 16 now"
+            ]
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::train::GpuSplit;
 use std::time::Instant;
 
 pub mod compare;
+pub mod load;
 
 #[derive(Clone, Debug)]
 pub struct KernelTime {
@@ -138,6 +139,9 @@ pub struct BenchResult {
     pub infer_images_per_second: f64,
     pub step_seconds: f64,
     pub timing: &'static str,
+    /// The share of all CPUs' time other processes took while the figures were timed
+    /// (`load`; None where it cannot be read).
+    pub others_cpu_share: Option<f64>,
 }
 
 impl BenchResult {
@@ -382,7 +386,9 @@ pub fn run(
     };
     let plan = net::train_step(gpu, &net, &bufs, &inputs, &opt, &lr, batch)?;
     let refs: Vec<&Dispatch> = plan.iter().collect();
-    // Shared machines are noisy: the median of several rounds, for each kernel.
+    // Shared machines are noisy: the median of several rounds, for each kernel; and what
+    // else ran meanwhile, reported with the figures.
+    let before = load::sample();
     let mut rounds = Vec::new();
     let mut timing = "";
     for _ in 0..ROUNDS {
@@ -420,6 +426,9 @@ pub fn run(
     };
     let eval_plan = net::eval_step(gpu, &net, &eval_bufs, &eval_inputs, batch, None)?;
     let infer_ips = steady_rate(gpu, &eval_plan, batch, seconds / 2.0, &net)?;
+    let others_cpu_share = before
+        .zip(load::sample())
+        .and_then(|(a, b)| load::others_share(&a, &b));
     let step_seconds = batch as f64 / train_ips;
     Ok(BenchResult {
         validation,
@@ -427,6 +436,7 @@ pub fn run(
         train_images_per_second: train_ips,
         infer_images_per_second: infer_ips,
         step_seconds,
+        others_cpu_share,
         timing,
     })
 }
