@@ -4,8 +4,6 @@
 //! (measured: mlp's step 9.5 ms alone, 13-19 ms with a training run beside it), so `bench`
 //! prints this next to them. Elsewhere nothing is measured.
 
-use std::time::Instant;
-
 /// Above this share of the CPUs taken by other processes, `bench` says its figures are not
 /// reliable (and `--compare` points it out): a tenth of the machine's time is about the
 /// run-to-run spread seen with the machine to itself.
@@ -20,7 +18,6 @@ pub struct CpuSample {
     pub total: u64,
     /// This process's user + system ticks (all its threads: lavapipe's workers are ours).
     pub own: u64,
-    pub at: Instant,
 }
 
 /// Reads /proc/stat and /proc/self/stat; None where they do not exist or cannot be read.
@@ -32,7 +29,6 @@ pub fn sample() -> Option<CpuSample> {
         busy,
         total,
         own: parse_own_ticks(&own)?,
-        at: Instant::now(),
     })
 }
 
@@ -95,13 +91,7 @@ mod tests {
 
     #[test]
     fn the_share_of_others_is_busy_time_not_ours_over_all_time() {
-        let at = Instant::now();
-        let s = |busy, total, own| CpuSample {
-            busy,
-            total,
-            own,
-            at,
-        };
+        let s = |busy, total, own| CpuSample { busy, total, own };
         // 200 ticks of 2 CPUs: we used 100, someone else 60, the rest idle.
         let share = others_share(&s(1000, 5000, 300), &s(1160, 5200, 400)).unwrap();
         assert!((share - 0.3).abs() < 1e-9, "{share}");
@@ -117,7 +107,7 @@ mod tests {
         if cfg!(target_os = "linux") {
             let a = sample().expect("/proc readable");
             // Spin a little so some ticks pass.
-            let t = Instant::now();
+            let t = std::time::Instant::now();
             let mut x = 0u64;
             while t.elapsed().as_millis() < 50 {
                 x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
