@@ -39,6 +39,10 @@ def ours(binary, preset, seconds, batch):
     if r.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stderr}")
     summary = json.loads(r.stdout.splitlines()[-1])
+    busy = summary.get("others_cpu_share")
+    if busy is not None and busy > 0.1:
+        print(f"# warning: other processes took {busy:.0%} of the CPUs while {preset} was "
+              "timed: its figures are not reliable", file=sys.stderr, flush=True)
     return (summary["batch_size"], summary["train_images_per_second"],
             summary["infer_images_per_second"], summary["adapter"])
 
