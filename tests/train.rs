@@ -583,3 +583,38 @@ fn ablate_trains_every_combination_and_compares_them() {
     }
     let _ = std::fs::remove_dir_all(&out);
 }
+
+#[test]
+fn trainings_on_threads_sharing_one_device_all_finish() {
+    // Several runs share one device, as the tests do: a thread's device poll can collect
+    // another run's metrics-map callback and fire it a little later, so a run must wait for
+    // its own callbacks rather than expect them the moment its submission is done (this
+    // failed about one run in 25 before that fix; readback.rs tests the wait itself).
+    let data = std::sync::Arc::new(synthetic_dataset());
+    let runs: Vec<_> = (0..4u64)
+        .map(|seed| {
+            let data = data.clone();
+            std::thread::spawn(move || {
+                let cfg = config(
+                    "mlp",
+                    PartialConfig {
+                        seed: Some(seed),
+                        epochs: Some(3),
+                        ..Default::default()
+                    },
+                );
+                train::train(gpu(), &cfg, &data, &mut Silent)
+            })
+        })
+        .collect();
+    for (seed, run) in runs.into_iter().enumerate() {
+        let out = run.join().expect("training thread panicked");
+        let out = out.unwrap_or_else(|e| panic!("run with seed {seed}: {e}"));
+        assert_eq!(out.history.len(), 3);
+        assert!(
+            out.test_accuracy > 0.8,
+            "seed {seed}: {}",
+            out.test_accuracy
+        );
+    }
+}

@@ -4,12 +4,56 @@
 //! which also bounds how far recording runs ahead of the GPU.
 
 use crate::gpu::{Gpu, GpuError, Result, Tensor};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a map callback may lag behind its finished submission before the readback fails.
+const CALLBACK_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The map callback's result, with a condition variable to wait for it.
+#[derive(Default)]
+struct MapSignal {
+    status: Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>,
+    landed: Condvar,
+}
+
+impl MapSignal {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Option<std::result::Result<(), wgpu::BufferAsyncError>>> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, r: std::result::Result<(), wgpu::BufferAsyncError>) {
+        *self.lock() = Some(r);
+        self.landed.notify_all();
+    }
+
+    /// Waits for the callback after its submission finished. Another thread polling the same
+    /// device may have collected the callback and fire it a moment later, so it is not
+    /// necessarily there when our own poll returns; keep polling until it lands.
+    fn wait(&self, poll: impl Fn(), deadline: Duration) {
+        let start = Instant::now();
+        let mut status = self.lock();
+        while status.is_none() && start.elapsed() < deadline {
+            drop(status);
+            poll();
+            status = self.lock();
+            if status.is_none() {
+                status = self
+                    .landed
+                    .wait_timeout(status, Duration::from_millis(5))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+        }
+    }
+}
 
 struct Slot {
     staging: wgpu::Buffer,
     /// Set by the map callback.
-    ready: Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>>,
+    ready: Arc<MapSignal>,
     /// The step count the copy was taken after, while in flight.
     in_flight: Option<(usize, wgpu::SubmissionIndex)>,
 }
@@ -36,7 +80,7 @@ impl MetricsRing {
                     usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                     mapped_at_creation: false,
                 }),
-                ready: Arc::new(Mutex::new(None)),
+                ready: Arc::new(MapSignal::default()),
                 in_flight: None,
             })
             .collect();
@@ -61,12 +105,10 @@ impl MetricsRing {
         encoder.copy_buffer_to_buffer(&metrics.buffer, 0, &slot.staging, 0, slot.staging.size());
         let index = gpu.queue.submit([encoder.finish()]);
         let ready = slot.ready.clone();
-        *ready.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *ready.lock() = None;
         slot.staging
             .slice(..)
-            .map_async(wgpu::MapMode::Read, move |r| {
-                *ready.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
-            });
+            .map_async(wgpu::MapMode::Read, move |r| ready.set(r));
         slot.in_flight = Some((steps, index));
         self.next = (i + 1) % self.slots.len();
         landed.extend(self.poll(gpu)?);
@@ -79,11 +121,7 @@ impl MetricsRing {
         gpu.take_uncaptured("training step")?;
         let mut out = Vec::new();
         for i in self.order() {
-            let done = self.slots[i]
-                .ready
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_some();
+            let done = self.slots[i].ready.lock().is_some();
             if done && self.slots[i].in_flight.is_some() {
                 out.push(self.take(i)?);
             }
@@ -122,13 +160,19 @@ impl MetricsRing {
                 message: e.to_string(),
             })?;
         gpu.take_uncaptured("training step")?;
+        self.slots[i].ready.wait(
+            || {
+                let _ = gpu.device.poll(wgpu::PollType::Poll);
+            },
+            CALLBACK_DEADLINE,
+        );
         self.take(i).map(Some)
     }
 
     fn take(&mut self, i: usize) -> Result<Snapshot> {
         let slot = &mut self.slots[i];
         let (steps, _) = slot.in_flight.take().expect("in flight");
-        let status = slot.ready.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let status = slot.ready.lock().take();
         match status {
             Some(Ok(())) => {}
             Some(Err(e)) => {
@@ -140,7 +184,10 @@ impl MetricsRing {
             None => {
                 return Err(GpuError::Readback {
                     label: "metrics".into(),
-                    message: "map did not complete".into(),
+                    message: format!(
+                        "the map callback did not arrive within {} s of its submission finishing",
+                        CALLBACK_DEADLINE.as_secs()
+                    ),
                 })
             }
         }
@@ -157,5 +204,44 @@ impl MetricsRing {
         drop(view);
         slot.staging.unmap();
         Ok(Snapshot { steps, values })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_callback_fired_late_by_another_thread_is_waited_for() {
+        // As when another thread's device poll collected our callback: it arrives after
+        // our own wait for the submission returned.
+        let signal = Arc::new(MapSignal::default());
+        let late = {
+            let signal = signal.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                signal.set(Ok(()));
+            })
+        };
+        let polls = std::cell::Cell::new(0);
+        let start = Instant::now();
+        signal.wait(|| polls.set(polls.get() + 1), Duration::from_secs(10));
+        assert!(matches!(*signal.lock(), Some(Ok(()))));
+        assert!(start.elapsed() >= Duration::from_millis(50));
+        assert!(polls.get() >= 1, "the device is polled while waiting");
+        late.join().unwrap();
+    }
+
+    #[test]
+    fn a_callback_that_never_comes_gives_up_at_the_deadline() {
+        let signal = MapSignal::default();
+        let start = Instant::now();
+        signal.wait(|| {}, Duration::from_millis(30));
+        assert!(signal.lock().is_none());
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_millis(30) && waited < Duration::from_secs(5),
+            "{waited:?}"
+        );
     }
 }
