@@ -5,11 +5,15 @@
 // augment_params:   one thread per example: the homography (output -> input, continuous
 //                   coordinates, pixel centres at i + 0.5) composed from the geometric items,
 //                   and the photometric draws, into example[b * 16 ..].
-// gather_augmented: one workgroup per example: bilinear sample through the homography with
-//                   zero fill, then brightness, contrast (image mean), Gaussian blur (reflect
-//                   padding), Gaussian noise and erasing, then the normalisation.
-// gather_pointwise: the same without contrast or blur (the items that need the whole image),
-//                   one thread per 4 pixels.
+// gather_pointwise: one thread per 4 pixels: bilinear sample through the homography with
+//                   zero fill, brightness, Gaussian noise and erasing, the normalisation.
+// With contrast (the image mean) or blur (neighbours), which need the whole image, the
+// same work is split into passes that are all pointwise:
+// sample_pointwise: the sampled, brightened pixels in [0, 1] into out_x, and (contrast) each
+//                   image's sum into the scratch;
+// blur_rows:        the contrasted image blurred along rows (reflect padding) into the
+//                   scratch (unblurred where the example drew no blur);
+// finish_pointwise: the column blur (or contrast alone), noise, erasing, the normalisation.
 
 struct Params {
     batch: u32,
@@ -44,9 +48,6 @@ const PIXELS: u32 = 784u;
 const SIDE: f32 = 28.0;
 const PER_EXAMPLE: u32 = 16u;
 const WG: u32 = 256u;
-// gather_augmented's workgroup (one per example): few invocations, since every barrier
-// switches between all of them on lavapipe.
-const WHOLE: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> images: array<u32>;
@@ -55,7 +56,27 @@ const WHOLE: u32 = 64u;
 @group(0) @binding(4) var<storage, read_write> counter: array<u32>;
 @group(0) @binding(5) var<storage, read_write> out_x: array<f32>;
 @group(0) @binding(6) var<storage, read_write> out_labels: array<u32>;
+// The per-example draws (PER_EXAMPLE each), then one image sum per example (vec4-aligned
+// slots, fixed point), then a batch of images for the row-blurred pass.
 @group(0) @binding(7) var<storage, read_write> example: array<f32>;
+// The same buffer as `example`, for the image sums' atomic adds.
+@group(0) @binding(8) var<storage, read_write> sums: array<atomic<u32>>;
+// out_x and `example` again, 4 floats at a time: a thread's 4 pixels are one aligned vec4
+// (784 and every offset in the scratch are multiples of 4), one access instead of four.
+@group(0) @binding(9) var<storage, read_write> out_x4: array<vec4<f32>>;
+@group(0) @binding(10) var<storage, read_write> example4: array<vec4<f32>>;
+
+// Contrast's image sum in fixed point: pixels are in [0, 1], so 784 of them at 2^20 fit in a
+// u32, and integer adds give the same sum in any order (runs stay bit-reproducible).
+const SUM_SCALE: f32 = 1048576.0;
+
+fn mean_at(b: u32) -> u32 {
+    return p.batch * PER_EXAMPLE + 4u * b;
+}
+
+fn rows_at(b: u32) -> u32 {
+    return p.batch * (PER_EXAMPLE + 4u) + b * PIXELS;
+}
 
 fn linear_id(gid: vec3<u32>, nwg: vec3<u32>, wg: u32) -> u32 {
     return gid.x + gid.y * nwg.x * wg;
@@ -250,149 +271,8 @@ fn augment_params(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     example[base + 13u] = erase.y;
     example[base + 14u] = erase.z;
     example[base + 15u] = erase.w;
-}
-
-var<workgroup> src: array<f32, 784>;
-var<workgroup> img: array<f32, 784>;
-var<workgroup> tmp: array<f32, 784>;
-var<workgroup> red: array<f32, WHOLE>;
-
-fn source(x: i32, y: i32) -> f32 {
-    if (x < 0 || x >= 28 || y < 0 || y >= 28) {
-        return 0.0;
-    }
-    return src[u32(y) * 28u + u32(x)];
-}
-
-fn reflect(i: i32) -> u32 {
-    var j = abs(i);
-    if (j > 27) {
-        j = 54 - j;
-    }
-    return u32(j);
-}
-
-// One workgroup per example: the source image is staged in workgroup memory (196 words,
-// one load each instead of four byte loads per output pixel), sampled through the
-// homography, then the photometric items run on the workgroup's copy and the normalised
-// result is written once.
-@compute @workgroup_size(WHOLE)
-fn gather_augmented(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let b = wid.x + wid.y * nwg.x;
-    // Whole workgroups leave together, so the barriers below stay uniform.
-    if (b >= p.batch) { return; }
-    let slot = min((counter[0] - counter[1]) * p.stride + b, p.count - 1u);
-    let ex = indices[slot];
-    // The example's 784 bytes start at byte ex * 784, a multiple of 4 (784 = 4 * 196).
-    for (var i = lid.x; i < 196u; i += WHOLE) {
-        let word = images[ex * 196u + i];
-        for (var k = 0u; k < 4u; k++) {
-            src[i * 4u + k] = f32((word >> (8u * k)) & 0xffu) / 255.0;
-        }
-    }
-    if (lid.x == 0u) {
-        out_labels[b] = (labels[ex / 4u] >> (8u * (ex % 4u))) & 0xffu;
-    }
-    workgroupBarrier();
-    let base = b * PER_EXAMPLE;
-    let h0 = example[base];
-    let h1 = example[base + 1u];
-    let h2 = example[base + 2u];
-    let h3 = example[base + 3u];
-    let h4 = example[base + 4u];
-    let h5 = example[base + 5u];
-    let h6 = example[base + 6u];
-    let h7 = example[base + 7u];
-    let h8 = example[base + 8u];
-    let bright = example[base + 9u];
-    for (var px = lid.x; px < PIXELS; px += WHOLE) {
-        let ox = f32(px % 28u) + 0.5;
-        let oy = f32(px / 28u) + 0.5;
-        let w = h6 * ox + h7 * oy + h8;
-        let sx = (h0 * ox + h1 * oy + h2) / w - 0.5;
-        let sy = (h3 * ox + h4 * oy + h5) / w - 0.5;
-        let x0 = floor(sx);
-        let y0 = floor(sy);
-        let fx = sx - x0;
-        let fy = sy - y0;
-        let xi = i32(x0);
-        let yi = i32(y0);
-        var v = source(xi, yi);
-        // Whole-pixel maps (flips, shifts) land on pixel centres: one read is exact.
-        if (fx != 0.0 || fy != 0.0) {
-            v = (v * (1.0 - fx) + source(xi + 1, yi) * fx) * (1.0 - fy)
-                + (source(xi, yi + 1) * (1.0 - fx) + source(xi + 1, yi + 1) * fx) * fy;
-        }
-        img[px] = clamp(v * bright, 0.0, 1.0);
-    }
-    workgroupBarrier();
-    if (p.contrast > 0.0) {
-        var s = 0.0;
-        for (var px = lid.x; px < PIXELS; px += WHOLE) {
-            s += img[px];
-        }
-        red[lid.x] = s;
-        workgroupBarrier();
-        for (var k = WHOLE / 2u; k > 0u; k /= 2u) {
-            if (lid.x < k) {
-                red[lid.x] += red[lid.x + k];
-            }
-            workgroupBarrier();
-        }
-        let mean = red[0] / f32(PIXELS);
-        let c = example[base + 10u];
-        for (var px = lid.x; px < PIXELS; px += WHOLE) {
-            img[px] = clamp(c * img[px] + (1.0 - c) * mean, 0.0, 1.0);
-        }
-        workgroupBarrier();
-    }
-    let sigma = example[base + 11u];
-    if (p.blur_k > 0u && sigma > 0.0) {
-        let r = i32(p.blur_k - 1u) / 2;
-        var total = 0.0;
-        for (var k = -r; k <= r; k++) {
-            total += exp(-0.5 * pow(f32(k) / sigma, 2.0));
-        }
-        for (var px = lid.x; px < PIXELS; px += WHOLE) {
-            let x = i32(px % 28u);
-            let y = px / 28u;
-            var s = 0.0;
-            for (var k = -r; k <= r; k++) {
-                s += exp(-0.5 * pow(f32(k) / sigma, 2.0)) * img[y * 28u + reflect(x + k)];
-            }
-            tmp[px] = s / total;
-        }
-        workgroupBarrier();
-        for (var px = lid.x; px < PIXELS; px += WHOLE) {
-            let x = px % 28u;
-            let y = i32(px / 28u);
-            var s = 0.0;
-            for (var k = -r; k <= r; k++) {
-                s += exp(-0.5 * pow(f32(k) / sigma, 2.0)) * tmp[reflect(y + k) * 28u + x];
-            }
-            img[px] = s / total;
-        }
-        workgroupBarrier();
-    }
-    let ex0 = example[base + 12u];
-    let ey0 = example[base + 13u];
-    let ew = example[base + 14u];
-    let eh = example[base + 15u];
-    for (var px = lid.x; px < PIXELS; px += WHOLE) {
-        var v = img[px];
-        if (p.noise > 0.0) {
-            let h = stream(b, 10u + px);
-            let u1 = max(draw(h, 0u), 1e-7);
-            let u2 = draw(h, 1u);
-            v = clamp(v + p.noise * sqrt(-2.0 * log(u1)) * cos(6.2831855 * u2), 0.0, 1.0);
-        }
-        let cx = f32(px % 28u);
-        let cy = f32(px / 28u);
-        if (ew > 0.0 && cx >= ex0 && cx < ex0 + ew && cy >= ey0 && cy < ey0 + eh) {
-            v = p.erase[1].y;
-        }
-        out_x[b * PIXELS + px] = (v - p.mean) * p.inv_std;
-    }
+    // sample_pointwise accumulates contrast's image sum here (0.0 is the u32 0).
+    example[mean_at(b)] = 0.0;
 }
 
 fn source_byte(ex: u32, x: i32, y: i32) -> f32 {
@@ -401,6 +281,62 @@ fn source_byte(ex: u32, x: i32, y: i32) -> f32 {
     }
     let i = ex * PIXELS + u32(y) * 28u + u32(x);
     return f32((images[i / 4u] >> (8u * (i % 4u))) & 0xffu) / 255.0;
+}
+
+// The example this thread's batch slot gathers.
+fn example_index(b: u32) -> u32 {
+    let slot = min((counter[0] - counter[1]) * p.stride + b, p.count - 1u);
+    return indices[slot];
+}
+
+// Output pixel px (in [0, 784)) of example `ex` through the homography rows r0..r2:
+// bilinear with zero fill.
+fn sample(ex: u32, r0: vec3<f32>, r1: vec3<f32>, r2: vec3<f32>, px: u32) -> f32 {
+    let o = vec3<f32>(f32(px % 28u) + 0.5, f32(px / 28u) + 0.5, 1.0);
+    let w = dot(r2, o);
+    let sx = dot(r0, o) / w - 0.5;
+    let sy = dot(r1, o) / w - 0.5;
+    let x0 = floor(sx);
+    let y0 = floor(sy);
+    let fx = sx - x0;
+    let fy = sy - y0;
+    let xi = i32(x0);
+    let yi = i32(y0);
+    var v = source_byte(ex, xi, yi);
+    // Whole-pixel maps (flips, shifts) land on pixel centres: one read is exact.
+    if (fx != 0.0 || fy != 0.0) {
+        v = (v * (1.0 - fx) + source_byte(ex, xi + 1, yi) * fx) * (1.0 - fy)
+            + (source_byte(ex, xi, yi + 1) * (1.0 - fx) + source_byte(ex, xi + 1, yi + 1) * fx) * fy;
+    }
+    return v;
+}
+
+fn homography_row(b: u32, r: u32) -> vec3<f32> {
+    let i = b * PER_EXAMPLE + 3u * r;
+    return vec3<f32>(example[i], example[i + 1u], example[i + 2u]);
+}
+
+fn erase_box(b: u32) -> vec4<f32> {
+    let i = b * PER_EXAMPLE + 12u;
+    return vec4<f32>(example[i], example[i + 1u], example[i + 2u], example[i + 3u]);
+}
+
+// Noise and erasing (the box from erase_box), the items after blur, then the normalisation,
+// of the pixel px in [0, 1].
+fn finish(b: u32, px: u32, value: f32, erase: vec4<f32>) -> f32 {
+    var v = value;
+    if (p.noise > 0.0) {
+        let h = stream(b, 10u + px);
+        let u1 = max(draw(h, 0u), 1e-7);
+        let u2 = draw(h, 1u);
+        v = clamp(v + p.noise * sqrt(-2.0 * log(u1)) * cos(6.2831855 * u2), 0.0, 1.0);
+    }
+    let cx = f32(px % 28u);
+    let cy = f32(px / 28u);
+    if (erase.z > 0.0 && cx >= erase.x && cx < erase.x + erase.z && cy >= erase.y && cy < erase.y + erase.w) {
+        v = p.erase[1].y;
+    }
+    return (v - p.mean) * p.inv_std;
 }
 
 // No item that needs the whole image (contrast's mean, blur's neighbours): one thread per 4
@@ -414,49 +350,159 @@ fn gather_pointwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     if (q >= p.batch * 196u) { return; }
     let b = q / 196u;
     let px0 = (q % 196u) * 4u;
-    let slot = min((counter[0] - counter[1]) * p.stride + b, p.count - 1u);
-    let ex = indices[slot];
+    let ex = example_index(b);
     if (px0 == 0u) {
         out_labels[b] = (labels[ex / 4u] >> (8u * (ex % 4u))) & 0xffu;
     }
-    let base = b * PER_EXAMPLE;
-    let r0 = vec3<f32>(example[base], example[base + 1u], example[base + 2u]);
-    let r1 = vec3<f32>(example[base + 3u], example[base + 4u], example[base + 5u]);
-    let r2 = vec3<f32>(example[base + 6u], example[base + 7u], example[base + 8u]);
-    let bright = example[base + 9u];
-    let erase = vec4<f32>(example[base + 12u], example[base + 13u], example[base + 14u], example[base + 15u]);
-    let oy = f32(px0 / 28u) + 0.5;
+    let r0 = homography_row(b, 0u);
+    let r1 = homography_row(b, 1u);
+    let r2 = homography_row(b, 2u);
+    let bright = example[b * PER_EXAMPLE + 9u];
+    let erase = erase_box(b);
+    var out: vec4<f32>;
     for (var k = 0u; k < 4u; k++) {
         let px = px0 + k;
-        let o = vec3<f32>(f32(px % 28u) + 0.5, oy, 1.0);
-        let w = dot(r2, o);
-        let sx = dot(r0, o) / w - 0.5;
-        let sy = dot(r1, o) / w - 0.5;
-        let x0 = floor(sx);
-        let y0 = floor(sy);
-        let fx = sx - x0;
-        let fy = sy - y0;
-        let xi = i32(x0);
-        let yi = i32(y0);
-        var v = source_byte(ex, xi, yi);
-        if (fx != 0.0 || fy != 0.0) {
-            v = (v * (1.0 - fx) + source_byte(ex, xi + 1, yi) * fx) * (1.0 - fy)
-                + (source_byte(ex, xi, yi + 1) * (1.0 - fx) + source_byte(ex, xi + 1, yi + 1) * fx) * fy;
-        }
+        let v = sample(ex, r0, r1, r2, px);
         if (p.photometric != 0u) {
-            v = clamp(v * bright, 0.0, 1.0);
-            if (p.noise > 0.0) {
-                let h = stream(b, 10u + px);
-                let u1 = max(draw(h, 0u), 1e-7);
-                let u2 = draw(h, 1u);
-                v = clamp(v + p.noise * sqrt(-2.0 * log(u1)) * cos(6.2831855 * u2), 0.0, 1.0);
-            }
-            let cx = o.x - 0.5;
-            let cy = oy - 0.5;
-            if (erase.z > 0.0 && cx >= erase.x && cx < erase.x + erase.z && cy >= erase.y && cy < erase.y + erase.w) {
-                v = p.erase[1].y;
-            }
+            out[k] = finish(b, px, clamp(v * bright, 0.0, 1.0), erase);
+        } else {
+            out[k] = (v - p.mean) * p.inv_std;
         }
-        out_x[b * PIXELS + px] = (v - p.mean) * p.inv_std;
     }
+    out_x4[q] = out;
+}
+
+// First pass with contrast or blur: the sampled, brightened pixels in [0, 1] into out_x.
+@compute @workgroup_size(256)
+fn sample_pointwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let q = linear_id(gid, nwg, WG);
+    if (q >= p.batch * 196u) { return; }
+    let b = q / 196u;
+    let px0 = (q % 196u) * 4u;
+    let ex = example_index(b);
+    if (px0 == 0u) {
+        out_labels[b] = (labels[ex / 4u] >> (8u * (ex % 4u))) & 0xffu;
+    }
+    let r0 = homography_row(b, 0u);
+    let r1 = homography_row(b, 1u);
+    let r2 = homography_row(b, 2u);
+    let bright = example[b * PER_EXAMPLE + 9u];
+    var out: vec4<f32>;
+    for (var k = 0u; k < 4u; k++) {
+        out[k] = clamp(sample(ex, r0, r1, r2, px0 + k) * bright, 0.0, 1.0);
+    }
+    out_x4[q] = out;
+    let sum = out.x + out.y + out.z + out.w;
+    if (p.contrast > 0.0) {
+        atomicAdd(&sums[mean_at(b)], u32(round(sum * SUM_SCALE)));
+    }
+}
+
+// Contrast's factor c and offset (1 - c) * mean of example b: v -> clamp(c v + offset).
+fn contrast_of(b: u32) -> vec2<f32> {
+    if (p.contrast > 0.0) {
+        let c = example[b * PER_EXAMPLE + 10u];
+        let mean = f32(bitcast<u32>(example[mean_at(b)])) / (SUM_SCALE * f32(PIXELS));
+        return vec2<f32>(c, (1.0 - c) * mean);
+    }
+    return vec2<f32>(1.0, 0.0);
+}
+
+// The sampled pixel px of example b after contrast (`k` from contrast_of).
+fn contrasted(b: u32, px: u32, k: vec2<f32>) -> f32 {
+    let v = out_x[b * PIXELS + px];
+    if (p.contrast > 0.0) {
+        return clamp(k.x * v + k.y, 0.0, 1.0);
+    }
+    return v;
+}
+
+fn reflect(i: i32) -> u32 {
+    var j = abs(i);
+    if (j > 27) {
+        j = 54 - j;
+    }
+    return u32(j);
+}
+
+fn blur_weight(k: i32, sigma: f32) -> f32 {
+    let t = f32(k) / sigma;
+    return exp(-0.5 * t * t);
+}
+
+fn blur_total(r: i32, sigma: f32) -> f32 {
+    var total = 0.0;
+    for (var k = -r; k <= r; k++) {
+        total += blur_weight(k, sigma);
+    }
+    return total;
+}
+
+// With blur: the contrasted image blurred along rows, 4 pixels per thread, into the scratch.
+@compute @workgroup_size(256)
+fn blur_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let q = linear_id(gid, nwg, WG);
+    if (q >= p.batch * 196u) { return; }
+    let b = q / 196u;
+    let px0 = (q % 196u) * 4u;
+    let row = (px0 / 28u) * 28u;
+    let x0 = i32(px0 % 28u);
+    let sigma = example[b * PER_EXAMPLE + 11u];
+    let ck = contrast_of(b);
+    let at = (rows_at(b) + px0) / 4u;
+    if (sigma <= 0.0) {
+        let v = out_x4[q];
+        if (p.contrast > 0.0) {
+            example4[at] = clamp(ck.x * v + ck.y, vec4<f32>(0.0), vec4<f32>(1.0));
+        } else {
+            example4[at] = v;
+        }
+        return;
+    }
+    let r = i32(p.blur_k - 1u) / 2;
+    var s = vec4<f32>(0.0);
+    for (var k = -r; k <= r; k++) {
+        let w = blur_weight(k, sigma);
+        s += w * vec4<f32>(
+            contrasted(b, row + reflect(x0 + k), ck),
+            contrasted(b, row + reflect(x0 + 1 + k), ck),
+            contrasted(b, row + reflect(x0 + 2 + k), ck),
+            contrasted(b, row + reflect(x0 + 3 + k), ck));
+    }
+    example4[at] = s / blur_total(r, sigma);
+}
+
+// Last pass with contrast or blur: the column blur of the row-blurred scratch (or contrast
+// alone), then noise, erasing and the normalisation.
+@compute @workgroup_size(256)
+fn finish_pointwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let q = linear_id(gid, nwg, WG);
+    if (q >= p.batch * 196u) { return; }
+    let b = q / 196u;
+    let px0 = (q % 196u) * 4u;
+    var v: vec4<f32>;
+    if (p.blur_k == 0u) {
+        let ck = contrast_of(b);
+        v = clamp(ck.x * out_x4[q] + ck.y, vec4<f32>(0.0), vec4<f32>(1.0));
+    } else {
+        let sigma = example[b * PER_EXAMPLE + 11u];
+        let y = i32(px0 / 28u);
+        let at = (rows_at(b) + px0 % 28u) / 4u;
+        if (sigma <= 0.0) {
+            v = example4[at + u32(y) * 7u];
+        } else {
+            let r = i32(p.blur_k - 1u) / 2;
+            v = vec4<f32>(0.0);
+            for (var k = -r; k <= r; k++) {
+                v += blur_weight(k, sigma) * example4[at + reflect(y + k) * 7u];
+            }
+            v /= blur_total(r, sigma);
+        }
+    }
+    let erase = erase_box(b);
+    var out: vec4<f32>;
+    for (var j = 0u; j < 4u; j++) {
+        out[j] = finish(b, px0 + j, v[j], erase);
+    }
+    out_x4[q] = out;
 }

@@ -13,12 +13,12 @@
 //! example and sampled bilinearly with zero fill; then brightness, contrast, blur, noise and
 //! erase, on pixels in [0, 1] (erase's value too), then the normalisation. Every random number
 //! comes from the counter hash of (seed, global step, example slot, item), so a run is
-//! reproducible and exact on resume. Two kernels: `augment_params` (one thread per
-//! example: the homography and the photometric draws) and `gather_augmented` (one
-//! workgroup per example: the image staged in workgroup memory, sampled, then the
-//! photometric items), or, without contrast and blur (the items that need the whole image),
-//! `gather_pointwise` (4 pixels per thread, no workgroup memory or barriers: 2-3x faster on
-//! lavapipe).
+//! reproducible and exact on resume. Kernels: `augment_params` (one thread per example: the
+//! homography and the photometric draws), then `gather_pointwise` (4 pixels per thread, no
+//! workgroup memory or barriers). Contrast and blur need the whole sampled image, so with
+//! them the pixels go through `sample_pointwise` (which also sums each image for contrast,
+//! with integer atomics), `blur_rows` (blur) and `finish_pointwise`, all 4 pixels per
+//! thread: faster on lavapipe than one workgroup per example with barriers.
 
 use super::data::{GatherConfig, PIXELS};
 use super::{check_len, dim};
@@ -39,6 +39,9 @@ mod binding {
     pub const OUT_X: u32 = 5;
     pub const OUT_LABELS: u32 = 6;
     pub const EXAMPLE: u32 = 7;
+    pub const SUMS: u32 = 8;
+    pub const OUT_X4: u32 = 9;
+    pub const EXAMPLE4: u32 = 10;
 }
 
 /// Floats per example in the parameter buffer: the 3x3 homography (output → input, in
@@ -46,10 +49,14 @@ mod binding {
 /// sigma, and the erased rectangle (x, y, w, h; w = 0: none).
 pub const PER_EXAMPLE: usize = 16;
 
-/// The per-example draws buffer (`PER_EXAMPLE` floats each) of a plan gathering `batch`
-/// augmented examples.
+/// Floats of scratch per example: the draws (`PER_EXAMPLE`), the image sum for contrast (in
+/// a slot of 4, for alignment), and the image blurred along rows.
+pub const SCRATCH_PER_EXAMPLE: usize = PER_EXAMPLE + 4 + PIXELS;
+
+/// The scratch of a plan gathering `batch` augmented examples: the draws of every example
+/// first (`batch * PER_EXAMPLE` floats), then the sums, then the row-blurred images.
 pub fn scratch(gpu: &Gpu, batch: usize) -> Result<Tensor> {
-    gpu.zeros("augment draws", batch * PER_EXAMPLE)
+    gpu.zeros("augment scratch", batch * SCRATCH_PER_EXAMPLE)
 }
 const SIDE: f32 = 28.0;
 
@@ -405,7 +412,7 @@ fn params(a: &Augment, g: &GatherConfig, count: usize) -> Result<Params> {
 }
 
 /// The augmented gather: per-example draws, then the pixels with the photometric items.
-/// `example` is scratch of `batch * PER_EXAMPLE` floats.
+/// `example` is the plan's `scratch` (`batch * SCRATCH_PER_EXAMPLE` floats).
 #[allow(clippy::too_many_arguments)]
 pub fn gather_augmented(
     gpu: &Gpu,
@@ -428,7 +435,12 @@ pub fn gather_augmented(
     }
     check_len("gather_augmented", &desc, out_x, g.batch * PIXELS)?;
     check_len("gather_augmented", &desc, out_labels, g.batch)?;
-    check_len("gather_augmented", &desc, example, g.batch * PER_EXAMPLE)?;
+    check_len(
+        "gather_augmented",
+        &desc,
+        example,
+        g.batch * SCRATCH_PER_EXAMPLE,
+    )?;
     let p = gpu.uniform("augment params", &params(a, &g, indices.len)?);
     let mut out = vec![gpu.dispatch(
         &AUGMENT,
@@ -441,28 +453,55 @@ pub fn gather_augmented(
         ],
         gpu.caps.grid(g.batch, 64),
     )?];
-    // Contrast (the image mean) and blur (neighbours) need the whole image in a workgroup;
-    // everything else runs pixel by pixel, 4 pixels per thread.
-    let (entry, grid) = match a.contrast > 0.0 || a.blur.is_some() {
-        true => ("gather_augmented", gpu.caps.grid(g.batch * 64, 64)),
-        false => ("gather_pointwise", gpu.caps.grid(g.batch * PIXELS / 4, 256)),
+    // Everything runs pixel by pixel, 4 pixels per thread; contrast (the image mean) and
+    // blur (neighbours) need the whole sampled image first, so they split the work into
+    // passes rather than staging each example in one workgroup (barriers are slow on
+    // lavapipe).
+    let entries: Vec<&str> = match a.contrast > 0.0 || a.blur.is_some() {
+        false => vec!["gather_pointwise"],
+        true => [
+            Some("sample_pointwise"),
+            a.blur.is_some().then_some("blur_rows"),
+            Some("finish_pointwise"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
     };
-    out.push(gpu.dispatch(
-        &AUGMENT,
-        entry,
-        &desc,
-        &[
-            (binding::P, &p),
-            (binding::IMAGES, &images.buffer),
-            (binding::LABELS, &labels.buffer),
-            (binding::INDICES, &indices.buffer),
-            (binding::COUNTER, &counter.buffer),
-            (binding::OUT_X, &out_x.buffer),
-            (binding::OUT_LABELS, &out_labels.buffer),
-            (binding::EXAMPLE, &example.buffer),
-        ],
-        grid,
-    )?);
+    let all = [
+        (binding::P, &p),
+        (binding::IMAGES, &images.buffer),
+        (binding::LABELS, &labels.buffer),
+        (binding::INDICES, &indices.buffer),
+        (binding::COUNTER, &counter.buffer),
+        (binding::OUT_X, &out_x.buffer),
+        (binding::OUT_LABELS, &out_labels.buffer),
+        (binding::EXAMPLE, &example.buffer),
+        (binding::SUMS, &example.buffer),
+        (binding::OUT_X4, &out_x.buffer),
+        (binding::EXAMPLE4, &example.buffer),
+    ];
+    for entry in entries {
+        // Each entry point's layout holds only the bindings it uses.
+        use binding::*;
+        let used: &[u32] = match entry {
+            "gather_pointwise" => &[
+                P, IMAGES, LABELS, INDICES, COUNTER, OUT_LABELS, EXAMPLE, OUT_X4,
+            ],
+            "sample_pointwise" => &[
+                P, IMAGES, LABELS, INDICES, COUNTER, OUT_LABELS, EXAMPLE, SUMS, OUT_X4,
+            ],
+            "blur_rows" => &[P, OUT_X, EXAMPLE, OUT_X4, EXAMPLE4],
+            _ => &[P, COUNTER, EXAMPLE, OUT_X4, EXAMPLE4],
+        };
+        let bindings: Vec<_> = all
+            .iter()
+            .filter(|(n, _)| used.contains(n))
+            .copied()
+            .collect();
+        let grid = gpu.caps.grid(g.batch * PIXELS / 4, 256);
+        out.push(gpu.dispatch(&AUGMENT, entry, &desc, &bindings, grid)?);
+    }
     Ok(out)
 }
 
