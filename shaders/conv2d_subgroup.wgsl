@@ -158,9 +158,12 @@ fn store4(n: u32, o: u32, y: u32, x0: u32, a: Out4) {
     store_column_block(n, o + 3u, y, x0, a.c3);
 }
 
-// One invocation: 4 adjacent columns of one output row. One subgroup (indeed the whole
-// workgroup): the same 32 output channels (workgroup_id.y), whose weights lane K loads for
-// channels 4K .. 4K + 3 and broadcasts.
+// One invocation: 4 adjacent columns of two adjacent output rows. One subgroup (indeed the
+// whole workgroup): the same 32 output channels (workgroup_id.y), whose weights lane K loads
+// for channels 4K .. 4K + 3 and broadcasts. Two rows share the broadcast weights and two of
+// their four input rows: on lavapipe every load from a buffer costs ~4 ns per lane, ~100
+// lane-FMAs' worth, so loads per output decide the speed (one row: 18 + 36 per input channel
+// for 4 outputs per channel; two rows: 24 + 36 for 8).
 @compute @workgroup_size(WG)
 fn conv2d_forward_3x3_subgroup(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -169,36 +172,67 @@ fn conv2d_forward_3x3_subgroup(
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
     let x_blocks = (q.ow + 3u) / 4u;
-    let total = q.n * q.oh * x_blocks;
+    let y_pairs = (q.oh + 1u) / 2u;
+    let total = q.n * y_pairs * x_blocks;
     // Items run along x, then z (past the device's limit on x); y is the channel block.
     let item = (wid.z * nwg.x + wid.x) * WG + lid;
     let i = min(item, total - 1u);
     let xb = i % x_blocks;
-    let y = (i / x_blocks) % q.oh;
-    let n = i / (x_blocks * q.oh);
+    let y = ((i / x_blocks) % y_pairs) * 2u;
+    let n = i / (x_blocks * y_pairs);
     let o0 = wid.y * 32u;
     let x0 = i32(xb * 4u) - i32(q.pad);
     let y0 = i32(y) - i32(q.pad);
     // packed[(ci*9 + t) * oc_pad + o] as vec4s: tap t of this lane's 4 channels.
     let pitch = q.oc_pad / 4u;
-    var acc: Out32;
+    var top: Out32;
+    var bottom: Out32;
     for (var ci = 0u; ci < q.ic; ci++) {
-        let x = window((n * q.ic + ci) * q.ih * q.iw, y0, x0);
+        let plane = (n * q.ic + ci) * q.ih * q.iw;
+        let r0 = window_row(plane, y0, x0);
+        let r1 = window_row(plane, y0 + 1, x0);
+        let r2 = window_row(plane, y0 + 2, x0);
+        let r3 = window_row(plane, y0 + 3, x0);
+        let xt = Window(r0[0], r0[1], r0[2], r1[0], r1[1], r1[2], r2[0], r2[1], r2[2]);
+        let xl = Window(r1[0], r1[1], r1[2], r2[0], r2[1], r2[2], r3[0], r3[1], r3[2]);
         let wb = ci * 9u * pitch + o0 / 4u + lane;
         let w = Taps(packed[wb], packed[wb + pitch], packed[wb + 2u * pitch],
                      packed[wb + 3u * pitch], packed[wb + 4u * pitch], packed[wb + 5u * pitch],
                      packed[wb + 6u * pitch], packed[wb + 7u * pitch], packed[wb + 8u * pitch]);
-        acc.o0 = accumulate4(acc.o0, taps_of_lane0(w), x);
-        acc.o1 = accumulate4(acc.o1, taps_of_lane1(w), x);
-        acc.o2 = accumulate4(acc.o2, taps_of_lane2(w), x);
-        acc.o3 = accumulate4(acc.o3, taps_of_lane3(w), x);
-        acc.o4 = accumulate4(acc.o4, taps_of_lane4(w), x);
-        acc.o5 = accumulate4(acc.o5, taps_of_lane5(w), x);
-        acc.o6 = accumulate4(acc.o6, taps_of_lane6(w), x);
-        acc.o7 = accumulate4(acc.o7, taps_of_lane7(w), x);
+        let w0 = taps_of_lane0(w);
+        top.o0 = accumulate4(top.o0, w0, xt);
+        bottom.o0 = accumulate4(bottom.o0, w0, xl);
+        let w1 = taps_of_lane1(w);
+        top.o1 = accumulate4(top.o1, w1, xt);
+        bottom.o1 = accumulate4(bottom.o1, w1, xl);
+        let w2 = taps_of_lane2(w);
+        top.o2 = accumulate4(top.o2, w2, xt);
+        bottom.o2 = accumulate4(bottom.o2, w2, xl);
+        let w3 = taps_of_lane3(w);
+        top.o3 = accumulate4(top.o3, w3, xt);
+        bottom.o3 = accumulate4(bottom.o3, w3, xl);
+        let w4 = taps_of_lane4(w);
+        top.o4 = accumulate4(top.o4, w4, xt);
+        bottom.o4 = accumulate4(bottom.o4, w4, xl);
+        let w5 = taps_of_lane5(w);
+        top.o5 = accumulate4(top.o5, w5, xt);
+        bottom.o5 = accumulate4(bottom.o5, w5, xl);
+        let w6 = taps_of_lane6(w);
+        top.o6 = accumulate4(top.o6, w6, xt);
+        bottom.o6 = accumulate4(bottom.o6, w6, xl);
+        let w7 = taps_of_lane7(w);
+        top.o7 = accumulate4(top.o7, w7, xt);
+        bottom.o7 = accumulate4(bottom.o7, w7, xl);
     }
     if (item >= total) { return; }
     let xs = xb * 4u;
+    store32(n, o0, y, xs, top);
+    if (y + 1u < q.oh) {
+        store32(n, o0, y + 1u, xs, bottom);
+    }
+}
+
+fn store32(n: u32, o0: u32, y: u32, xs: u32, acc: Out32) {
     store4(n, o0, y, xs, acc.o0);
     store4(n, o0 + 4u, y, xs, acc.o1);
     store4(n, o0 + 8u, y, xs, acc.o2);
