@@ -172,64 +172,86 @@ fn conv2d_forward_3x3_subgroup(
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
     let x_blocks = (q.ow + 3u) / 4u;
-    let y_pairs = (q.oh + 1u) / 2u;
-    let total = q.n * y_pairs * x_blocks;
+    let y_groups = (q.oh + 3u) / 4u;
+    let total = q.n * y_groups * x_blocks;
     // Items run along x, then z (past the device's limit on x); y is the channel block.
     let item = (wid.z * nwg.x + wid.x) * WG + lid;
     let i = min(item, total - 1u);
     let xb = i % x_blocks;
-    let y = ((i / x_blocks) % y_pairs) * 2u;
-    let n = i / (x_blocks * y_pairs);
+    let y = ((i / x_blocks) % y_groups) * 4u;
+    let n = i / (x_blocks * y_groups);
     let o0 = wid.y * 32u;
     let x0 = i32(xb * 4u) - i32(q.pad);
     let y0 = i32(y) - i32(q.pad);
     // packed[(ci*9 + t) * oc_pad + o] as vec4s: tap t of this lane's 4 channels.
     let pitch = q.oc_pad / 4u;
-    var top: Out32;
-    var bottom: Out32;
+    var r0: Out32;
+    var r1: Out32;
+    var r2: Out32;
+    var r3: Out32;
     for (var ci = 0u; ci < q.ic; ci++) {
         let plane = (n * q.ic + ci) * q.ih * q.iw;
-        let r0 = window_row(plane, y0, x0);
-        let r1 = window_row(plane, y0 + 1, x0);
-        let r2 = window_row(plane, y0 + 2, x0);
-        let r3 = window_row(plane, y0 + 3, x0);
-        let xt = Window(r0[0], r0[1], r0[2], r1[0], r1[1], r1[2], r2[0], r2[1], r2[2]);
-        let xl = Window(r1[0], r1[1], r1[2], r2[0], r2[1], r2[2], r3[0], r3[1], r3[2]);
+        let w0_ = window_row(plane, y0 + 0, x0);
+        let w1_ = window_row(plane, y0 + 1, x0);
+        let w2_ = window_row(plane, y0 + 2, x0);
+        let w3_ = window_row(plane, y0 + 3, x0);
+        let w4_ = window_row(plane, y0 + 4, x0);
+        let w5_ = window_row(plane, y0 + 5, x0);
+        let x0 = Window(w0_[0], w0_[1], w0_[2], w1_[0], w1_[1], w1_[2], w2_[0], w2_[1], w2_[2]);
+        let x1 = Window(w1_[0], w1_[1], w1_[2], w2_[0], w2_[1], w2_[2], w3_[0], w3_[1], w3_[2]);
+        let x2 = Window(w2_[0], w2_[1], w2_[2], w3_[0], w3_[1], w3_[2], w4_[0], w4_[1], w4_[2]);
+        let x3 = Window(w3_[0], w3_[1], w3_[2], w4_[0], w4_[1], w4_[2], w5_[0], w5_[1], w5_[2]);
         let wb = ci * 9u * pitch + o0 / 4u + lane;
         let w = Taps(packed[wb], packed[wb + pitch], packed[wb + 2u * pitch],
                      packed[wb + 3u * pitch], packed[wb + 4u * pitch], packed[wb + 5u * pitch],
                      packed[wb + 6u * pitch], packed[wb + 7u * pitch], packed[wb + 8u * pitch]);
-        let w0 = taps_of_lane0(w);
-        top.o0 = accumulate4(top.o0, w0, xt);
-        bottom.o0 = accumulate4(bottom.o0, w0, xl);
-        let w1 = taps_of_lane1(w);
-        top.o1 = accumulate4(top.o1, w1, xt);
-        bottom.o1 = accumulate4(bottom.o1, w1, xl);
-        let w2 = taps_of_lane2(w);
-        top.o2 = accumulate4(top.o2, w2, xt);
-        bottom.o2 = accumulate4(bottom.o2, w2, xl);
-        let w3 = taps_of_lane3(w);
-        top.o3 = accumulate4(top.o3, w3, xt);
-        bottom.o3 = accumulate4(bottom.o3, w3, xl);
-        let w4 = taps_of_lane4(w);
-        top.o4 = accumulate4(top.o4, w4, xt);
-        bottom.o4 = accumulate4(bottom.o4, w4, xl);
-        let w5 = taps_of_lane5(w);
-        top.o5 = accumulate4(top.o5, w5, xt);
-        bottom.o5 = accumulate4(bottom.o5, w5, xl);
-        let w6 = taps_of_lane6(w);
-        top.o6 = accumulate4(top.o6, w6, xt);
-        bottom.o6 = accumulate4(bottom.o6, w6, xl);
-        let w7 = taps_of_lane7(w);
-        top.o7 = accumulate4(top.o7, w7, xt);
-        bottom.o7 = accumulate4(bottom.o7, w7, xl);
+        let t0 = taps_of_lane0(w);
+        r0.o0 = accumulate4(r0.o0, t0, x0);
+        r1.o0 = accumulate4(r1.o0, t0, x1);
+        r2.o0 = accumulate4(r2.o0, t0, x2);
+        r3.o0 = accumulate4(r3.o0, t0, x3);
+        let t1 = taps_of_lane1(w);
+        r0.o1 = accumulate4(r0.o1, t1, x0);
+        r1.o1 = accumulate4(r1.o1, t1, x1);
+        r2.o1 = accumulate4(r2.o1, t1, x2);
+        r3.o1 = accumulate4(r3.o1, t1, x3);
+        let t2 = taps_of_lane2(w);
+        r0.o2 = accumulate4(r0.o2, t2, x0);
+        r1.o2 = accumulate4(r1.o2, t2, x1);
+        r2.o2 = accumulate4(r2.o2, t2, x2);
+        r3.o2 = accumulate4(r3.o2, t2, x3);
+        let t3 = taps_of_lane3(w);
+        r0.o3 = accumulate4(r0.o3, t3, x0);
+        r1.o3 = accumulate4(r1.o3, t3, x1);
+        r2.o3 = accumulate4(r2.o3, t3, x2);
+        r3.o3 = accumulate4(r3.o3, t3, x3);
+        let t4 = taps_of_lane4(w);
+        r0.o4 = accumulate4(r0.o4, t4, x0);
+        r1.o4 = accumulate4(r1.o4, t4, x1);
+        r2.o4 = accumulate4(r2.o4, t4, x2);
+        r3.o4 = accumulate4(r3.o4, t4, x3);
+        let t5 = taps_of_lane5(w);
+        r0.o5 = accumulate4(r0.o5, t5, x0);
+        r1.o5 = accumulate4(r1.o5, t5, x1);
+        r2.o5 = accumulate4(r2.o5, t5, x2);
+        r3.o5 = accumulate4(r3.o5, t5, x3);
+        let t6 = taps_of_lane6(w);
+        r0.o6 = accumulate4(r0.o6, t6, x0);
+        r1.o6 = accumulate4(r1.o6, t6, x1);
+        r2.o6 = accumulate4(r2.o6, t6, x2);
+        r3.o6 = accumulate4(r3.o6, t6, x3);
+        let t7 = taps_of_lane7(w);
+        r0.o7 = accumulate4(r0.o7, t7, x0);
+        r1.o7 = accumulate4(r1.o7, t7, x1);
+        r2.o7 = accumulate4(r2.o7, t7, x2);
+        r3.o7 = accumulate4(r3.o7, t7, x3);
     }
     if (item >= total) { return; }
     let xs = xb * 4u;
-    store32(n, o0, y, xs, top);
-    if (y + 1u < q.oh) {
-        store32(n, o0, y + 1u, xs, bottom);
-    }
+    store32(n, o0, y, xs, r0);
+    if (y + 1u < q.oh) { store32(n, o0, y + 1u, xs, r1); }
+    if (y + 2u < q.oh) { store32(n, o0, y + 2u, xs, r2); }
+    if (y + 3u < q.oh) { store32(n, o0, y + 3u, xs, r3); }
 }
 
 fn store32(n: u32, o0: u32, y: u32, xs: u32, acc: Out32) {

@@ -108,7 +108,7 @@ fn conv3x3(
     let (shader, entry, groups) = if subgroup {
         // Blocks of 32 output channels along y; 4 columns of 2 rows per invocation, the
         // items spread over x and z (the kernel rebuilds the item from both).
-        let items = (q.n * q.oh.div_ceil(2) * q.ow.div_ceil(4)) as usize;
+        let items = (q.n * q.oh.div_ceil(4) * q.ow.div_ceil(4)) as usize;
         let [x, z, _] = gpu.caps.grid(items, WG);
         (
             &CONV2D_SUBGROUP,
