@@ -33,12 +33,15 @@ fn run_on(g: &Gpu, d: &[Dispatch]) -> Option<String> {
 #[test]
 fn kernels_compute_every_output_on_two_dimensional_grids() {
     // 3x3 pad 1 so every conv variant applies; 9+ channels so the subgroup ones are chosen.
+    // Sized for the subgroup forward (4 x 4 outputs per invocation): 40 * 4 * 4 = 640 items,
+    // 10 workgroups, need a 2-D grid at limit 8, the first where its weight packing (9 * 9 *
+    // 32 = 2,592 threads, 41 workgroups) fits.
     let s = Conv2dShape {
-        n: 24,
+        n: 40,
         ci: 9,
-        h: 12,
-        w: 12,
-        co: 40,
+        h: 16,
+        w: 16,
+        co: 32,
         kh: 3,
         kw: 3,
         stride: 1,
