@@ -311,6 +311,19 @@ fn sample(ex: u32, r0: vec3<f32>, r1: vec3<f32>, r2: vec3<f32>, px: u32) -> f32 
     return v;
 }
 
+// Output pixels px0 .. px0 + 3 of batch slot b, sampled (the label too, by the quad at 0).
+fn sample_quad(b: u32, px0: u32) -> vec4<f32> {
+    let ex = example_index(b);
+    if (px0 == 0u) {
+        out_labels[b] = (labels[ex / 4u] >> (8u * (ex % 4u))) & 0xffu;
+    }
+    let r0 = homography_row(b, 0u);
+    let r1 = homography_row(b, 1u);
+    let r2 = homography_row(b, 2u);
+    return vec4<f32>(sample(ex, r0, r1, r2, px0), sample(ex, r0, r1, r2, px0 + 1u),
+                     sample(ex, r0, r1, r2, px0 + 2u), sample(ex, r0, r1, r2, px0 + 3u));
+}
+
 fn homography_row(b: u32, r: u32) -> vec3<f32> {
     let i = b * PER_EXAMPLE + 3u * r;
     return vec3<f32>(example[i], example[i + 1u], example[i + 2u]);
@@ -350,23 +363,15 @@ fn gather_pointwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     if (q >= p.batch * 196u) { return; }
     let b = q / 196u;
     let px0 = (q % 196u) * 4u;
-    let ex = example_index(b);
-    if (px0 == 0u) {
-        out_labels[b] = (labels[ex / 4u] >> (8u * (ex % 4u))) & 0xffu;
-    }
-    let r0 = homography_row(b, 0u);
-    let r1 = homography_row(b, 1u);
-    let r2 = homography_row(b, 2u);
+    let v = sample_quad(b, px0);
     let bright = example[b * PER_EXAMPLE + 9u];
     let erase = erase_box(b);
     var out: vec4<f32>;
     for (var k = 0u; k < 4u; k++) {
-        let px = px0 + k;
-        let v = sample(ex, r0, r1, r2, px);
         if (p.photometric != 0u) {
-            out[k] = finish(b, px, clamp(v * bright, 0.0, 1.0), erase);
+            out[k] = finish(b, px0 + k, clamp(v[k] * bright, 0.0, 1.0), erase);
         } else {
-            out[k] = (v - p.mean) * p.inv_std;
+            out[k] = (v[k] - p.mean) * p.inv_std;
         }
     }
     out_x4[q] = out;
@@ -378,19 +383,7 @@ fn sample_pointwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     let q = linear_id(gid, nwg, WG);
     if (q >= p.batch * 196u) { return; }
     let b = q / 196u;
-    let px0 = (q % 196u) * 4u;
-    let ex = example_index(b);
-    if (px0 == 0u) {
-        out_labels[b] = (labels[ex / 4u] >> (8u * (ex % 4u))) & 0xffu;
-    }
-    let r0 = homography_row(b, 0u);
-    let r1 = homography_row(b, 1u);
-    let r2 = homography_row(b, 2u);
-    let bright = example[b * PER_EXAMPLE + 9u];
-    var out: vec4<f32>;
-    for (var k = 0u; k < 4u; k++) {
-        out[k] = clamp(sample(ex, r0, r1, r2, px0 + k) * bright, 0.0, 1.0);
-    }
+    let out = clamp(sample_quad(b, (q % 196u) * 4u) * example[b * PER_EXAMPLE + 9u], vec4<f32>(0.0), vec4<f32>(1.0));
     out_x4[q] = out;
     let sum = out.x + out.y + out.z + out.w;
     if (p.contrast > 0.0) {
