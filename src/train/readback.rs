@@ -10,17 +10,18 @@ use std::time::{Duration, Instant};
 /// How long a map callback may lag behind its finished submission before the readback fails.
 const CALLBACK_DEADLINE: Duration = Duration::from_secs(60);
 
+/// What the map callback reported; None until it ran.
+type MapStatus = Option<std::result::Result<(), wgpu::BufferAsyncError>>;
+
 /// The map callback's result, with a condition variable to wait for it.
 #[derive(Default)]
 struct MapSignal {
-    status: Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>,
+    status: Mutex<MapStatus>,
     landed: Condvar,
 }
 
 impl MapSignal {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, Option<std::result::Result<(), wgpu::BufferAsyncError>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, MapStatus> {
         self.status.lock().unwrap_or_else(|p| p.into_inner())
     }
 
