@@ -217,6 +217,8 @@ mod tests {
         // As when another thread's device poll collected our callback: it arrives after
         // our own wait for the submission returned.
         let signal = Arc::new(MapSignal::default());
+        // Before the spawn: the callback lands at least 50 ms after this.
+        let start = Instant::now();
         let late = {
             let signal = signal.clone();
             std::thread::spawn(move || {
@@ -225,7 +227,6 @@ mod tests {
             })
         };
         let polls = std::cell::Cell::new(0);
-        let start = Instant::now();
         signal.wait(|| polls.set(polls.get() + 1), Duration::from_secs(10));
         assert!(matches!(*signal.lock(), Some(Ok(()))));
         assert!(start.elapsed() >= Duration::from_millis(50));
