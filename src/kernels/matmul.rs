@@ -134,7 +134,15 @@ pub fn matmul_with(
             match &gpu.tuner {
                 Some(t) if !select::forced(caps, &applicable) => {
                     let key = tune::shape_key("matmul", &(shape, bias.is_some()));
-                    t.choose(gpu, key, &applicable, fallback, |v| {
+                    t.choose(gpu, key, &applicable, fallback, |v, size| {
+                        // The probe: 16 rows of C (the strides stay, so the layouts do too).
+                        let shape = match size {
+                            tune::Size::Full => shape,
+                            tune::Size::Probe => MatmulShape {
+                                m: shape.m.min(16),
+                                ..shape
+                            },
+                        };
                         let a = gpu.zeros("tune a", shape.a_len())?;
                         let b = gpu.zeros("tune b", shape.b_len())?;
                         let c = gpu.zeros("tune c", shape.m * shape.n)?;

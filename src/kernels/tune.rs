@@ -25,6 +25,20 @@ use std::sync::Mutex;
 /// each candidate back to back, a busy moment once made a 2.3x slower variant win
 /// (`matmul_nt4` for mlp's first layer, 4.4 ms per step instead of 1.9).
 const ROUNDS: usize = 3;
+/// A candidate more than this many times slower than the fastest on the probe is not timed
+/// at full size.
+const PROBE_MARGIN: f64 = 4.0;
+
+/// The size a candidate is built at: the shape itself, or a small probe of it (a few
+/// images of a convolution, a few rows of a product) that shows the hopeless candidates
+/// before they cost seconds a call: on lavapipe vgg's generic and tiled convolutions take
+/// 3-8 s a call where the subgroup one takes 0.2 s, and timing them at full size made the
+/// first vgg run spend ~100 s of its 150 s of tuning in their warm-ups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Size {
+    Full,
+    Probe,
+}
 /// The cache file's format; a file of another format is ignored and rewritten.
 const FORMAT: u64 = 1;
 
@@ -86,15 +100,15 @@ impl Tuner {
     }
 
     /// The fastest of `candidates` for the shape `key`: stored, or timed now with
-    /// `build(variant)` (the shape's dispatches on scratch buffers) and stored. `fallback`
-    /// where there is nothing to choose or no candidate could be timed.
+    /// `build(variant, size)` (the shape's dispatches on scratch buffers, or a probe's) and
+    /// stored. `fallback` where there is nothing to choose or no candidate could be timed.
     pub fn choose(
         &self,
         gpu: &Gpu,
         key: String,
         candidates: &[Variant],
         fallback: Variant,
-        build: impl Fn(Variant) -> Result<Vec<Dispatch>>,
+        build: impl Fn(Variant, Size) -> Result<Vec<Dispatch>>,
     ) -> Variant {
         if candidates.len() < 2 {
             return fallback;
@@ -105,6 +119,20 @@ impl Tuner {
         // The fallback first: a slow candidate is cut short against it.
         let mut order = vec![fallback];
         order.extend(candidates.iter().copied().filter(|&v| v != fallback));
+        // The probe drops the candidates far behind the fastest (one that cannot be probed
+        // stays in).
+        let probed: Vec<(Variant, f64)> = order
+            .iter()
+            .filter_map(|&v| probe(gpu, &build, v).map(|t| (v, t)))
+            .collect();
+        let fastest = probed.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+        order.retain(|v| {
+            probed
+                .iter()
+                .find(|p| p.0 == *v)
+                .is_none_or(|p| p.1 <= PROBE_MARGIN * fastest)
+        });
+        let build = |v| build(v, Size::Full);
         let mut timed: Vec<(Variant, Vec<Dispatch>, f64)> = Vec::new();
         for v in order {
             let limit = timed.iter().map(|t| t.2).fold(f64::INFINITY, f64::min);
@@ -153,6 +181,19 @@ impl Tuner {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Seconds of one call of `v` at probe size, after a call that compiles and warms it.
+fn probe(
+    gpu: &Gpu,
+    build: &impl Fn(Variant, Size) -> Result<Vec<Dispatch>>,
+    v: Variant,
+) -> Option<f64> {
+    let dispatches = build(v, Size::Probe).ok()?;
+    let refs: Vec<&Dispatch> = dispatches.iter().collect();
+    gpu.run(&refs).ok()?;
+    let (times, _) = crate::bench::time_each(gpu, &refs, 1).ok()?;
+    Some(times.iter().sum())
 }
 
 /// `v`'s dispatches after one call (compilation, first touches), with that call's seconds;

@@ -7,7 +7,7 @@ use wgpu_fmnist::gpu::{AdapterRequest, Gpu, Variant};
 use wgpu_fmnist::kernels::conv2d::{self, Conv2dShape, Pass};
 use wgpu_fmnist::kernels::matmul::{self, LinearShape};
 use wgpu_fmnist::kernels::select;
-use wgpu_fmnist::kernels::tune::{shape_key, Tuner};
+use wgpu_fmnist::kernels::tune::{shape_key, Size, Tuner};
 
 fn cache_file(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("wgpu-fmnist-tune-{name}-{}", std::process::id()));
@@ -139,15 +139,16 @@ fn the_cache_is_reused_rewritten_when_damaged_and_remeasured_when_stale() {
     let key = shape_key("matmul", &(s, true));
     let applicable = select::matmul::applicable(&g.caps, &s, true);
     assert!(applicable.len() >= 2, "{applicable:?}");
-    let build = |v: Variant| -> wgpu_fmnist::gpu::Result<Vec<wgpu_fmnist::gpu::Dispatch>> {
-        let (a, b, bias, c) = (
-            zeros("a", 8 * 64),
-            zeros("b", 64 * 16),
-            zeros("bias", 16),
-            zeros("c", 8 * 16),
-        );
-        Ok(vec![matmul::matmul_with(g, v, s, &a, &b, Some(&bias), &c)?])
-    };
+    let build =
+        |v: Variant, _: Size| -> wgpu_fmnist::gpu::Result<Vec<wgpu_fmnist::gpu::Dispatch>> {
+            let (a, b, bias, c) = (
+                zeros("a", 8 * 64),
+                zeros("b", 64 * 16),
+                zeros("bias", 16),
+                zeros("c", 8 * 16),
+            );
+            Ok(vec![matmul::matmul_with(g, v, s, &a, &b, Some(&bias), &c)?])
+        };
 
     // A damaged file is ignored, then rewritten whole with the new choice.
     let t = Tuner::open(g, Some(path.clone()));
@@ -166,7 +167,7 @@ fn the_cache_is_reused_rewritten_when_damaged_and_remeasured_when_stale() {
 
     // The next process reuses it without measuring (a build would panic).
     let t = Tuner::open(g, Some(path.clone()));
-    let again = t.choose(g, key.clone(), &applicable, Variant::Generic, |_| {
+    let again = t.choose(g, key.clone(), &applicable, Variant::Generic, |_, _| {
         panic!("a stored choice must not be measured again")
     });
     assert_eq!((again, t.measured()), (first, 0));

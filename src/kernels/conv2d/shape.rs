@@ -129,8 +129,16 @@ impl Conv2dShape {
             return Ok(match &gpu.tuner {
                 Some(t) if !select::forced(&gpu.caps, &applicable) => {
                     let key = crate::kernels::tune::shape_key("conv2d", &(self, pass));
-                    t.choose(gpu, key, &applicable, fallback, |v| {
-                        self.pass_on_scratch(gpu, v, pass)
+                    t.choose(gpu, key, &applicable, fallback, |v, size| {
+                        // The probe: 4 images.
+                        let shape = match size {
+                            crate::kernels::tune::Size::Full => *self,
+                            crate::kernels::tune::Size::Probe => Conv2dShape {
+                                n: self.n.min(4),
+                                ..*self
+                            },
+                        };
+                        shape.pass_on_scratch(gpu, v, pass)
                     })
                 }
                 _ => fallback,
