@@ -247,12 +247,17 @@ impl GpuArgs {
 /// 4 data error, 5 training diverged, 6 bad checkpoint or image, 130 interrupted.
 /// The device for a command that runs models: kernel variants measured on the adapter and
 /// cached (`kernels::tune`) unless `WGPU_FMNIST_TUNE=0`.
-fn open_gpu(request: &AdapterRequest) -> Result<Gpu, GpuError> {
+/// `tell`: say on stderr when the first measurement starts (it can take a minute).
+fn open_gpu(request: &AdapterRequest, tell: bool) -> Result<Gpu, GpuError> {
     let gpu = Gpu::new(request)?;
-    Ok(match std::env::var("WGPU_FMNIST_TUNE").as_deref() {
+    let mut gpu = match std::env::var("WGPU_FMNIST_TUNE").as_deref() {
         Ok("0") | Ok("off") => gpu,
         _ => gpu.with_tuner(wgpu_fmnist::kernels::tune::Tuner::default_path()),
-    })
+    };
+    if let (true, Some(t)) = (tell, gpu.tuner.as_mut()) {
+        t.set_notice(|line| wgpu_fmnist::errln!("{line}"));
+    }
+    Ok(gpu)
 }
 
 fn exit_code(err: &anyhow::Error) -> u8 {
@@ -346,7 +351,7 @@ fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
     };
     // Data and adapter first: a run that cannot start leaves no folder behind.
     let data = data::load(setup.cfg.data.as_deref(), args.quiet || args.json)?;
-    let gpu = open_gpu(&setup.cfg.adapter_request())?;
+    let gpu = open_gpu(&setup.cfg.adapter_request(), !(args.quiet || args.json))?;
     if let Some(note) = setup.fit_batch_to(&data) {
         if !(args.quiet || args.json) {
             wgpu_fmnist::errln!("{note}");
@@ -386,7 +391,7 @@ fn ablate(args: &AblateArgs) -> anyhow::Result<()> {
     // Every run shares the data and the adapter.
     let first = &study.runs[0].setup.cfg;
     let data = data::load(first.data.as_deref(), args.quiet)?;
-    let gpu = open_gpu(&first.adapter_request())?;
+    let gpu = open_gpu(&first.adapter_request(), !args.quiet)?;
     if study.dir.exists() {
         anyhow::bail!(train::ConfigError::Invalid {
             flag: "--name",
@@ -513,7 +518,7 @@ fn bench(a: &BenchArgs) -> anyhow::Result<()> {
         .optimizer
         .or(preset.map(|p| p.optimizer))
         .unwrap_or_default();
-    let gpu = open_gpu(&a.gpu.request())?;
+    let gpu = open_gpu(&a.gpu.request(), !a.json)?;
     let augment = wgpu_fmnist::kernels::augment::Augment::parse(a.augment.as_deref().unwrap_or(""))
         .map_err(|e| train::ConfigError::Invalid {
             flag: "--augment",
@@ -555,7 +560,7 @@ fn load_checkpoint(path: &Path, model: Option<&str>) -> anyhow::Result<checkpoin
 fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     let ckpt = load_checkpoint(&a.checkpoint, a.model.as_deref())?;
     let ds = data::load(a.data.as_deref(), a.json)?;
-    let gpu = open_gpu(&a.gpu.request())?;
+    let gpu = open_gpu(&a.gpu.request(), !a.json)?;
     let (split, split_name) = match a.split {
         SplitName::Test => (&ds.test, "test"),
         SplitName::Train => (&ds.train, "train"),
@@ -586,7 +591,7 @@ fn predict(a: &PredictArgs) -> anyhow::Result<()> {
         .iter()
         .for_each(|e| wgpu_fmnist::errln!("error: {e}"));
     if !pixels.is_empty() {
-        let gpu = open_gpu(&a.gpu.request())?;
+        let gpu = open_gpu(&a.gpu.request(), !a.json)?;
         let probs = infer::predict(&gpu, &ckpt, &pixels)?;
         out(|w| {
             for (img, p) in readable.iter().zip(&probs) {

@@ -39,6 +39,7 @@ pub enum Size {
     Full,
     Probe,
 }
+
 /// The cache file's format; a file of another format is ignored and rewritten.
 const FORMAT: u64 = 1;
 
@@ -50,7 +51,13 @@ pub struct Tuner {
     choices: Mutex<BTreeMap<String, Variant>>,
     /// Shapes measured by this process (reported by the CLI).
     measured: Mutex<usize>,
+    /// Told once, before this process measures its first shape (the CLI prints it: a first
+    /// run of a large model can spend a minute measuring on lavapipe).
+    notice: Option<Notice>,
 }
+
+/// Where the tuner's one line goes.
+type Notice = Box<dyn Fn(&str) + Send + Sync>;
 
 impl Tuner {
     /// The tuner of `gpu`'s adapter with the choices stored at `path` (if any).
@@ -65,6 +72,7 @@ impl Tuner {
             path,
             choices: Mutex::new(choices),
             measured: Mutex::new(0),
+            notice: None,
         }
     }
 
@@ -80,6 +88,11 @@ impl Tuner {
             .or_else(|| var("LOCALAPPDATA").map(|d| d.join("wgpu-fmnist")))
             .or_else(|| var("HOME").map(|d| d.join(".cache").join("wgpu-fmnist")))?;
         Some(dir.join("kernel-choices.json"))
+    }
+
+    /// Calls `tell` with a line saying what is happening before the first measurement.
+    pub fn set_notice(&mut self, tell: impl Fn(&str) + Send + Sync + 'static) {
+        self.notice = Some(Box::new(tell));
     }
 
     pub fn path(&self) -> Option<&Path> {
@@ -115,6 +128,17 @@ impl Tuner {
         }
         if let Some(v) = self.stored(&key, candidates) {
             return v;
+        }
+        if *lock(&self.measured) == 0 {
+            if let Some(tell) = &self.notice {
+                tell(&format!(
+                    "measuring the fastest kernels for these shapes on this adapter (once: the \
+                     choices are kept in {})",
+                    self.path
+                        .as_deref()
+                        .map_or("memory".into(), |p| p.display().to_string())
+                ));
+            }
         }
         // The fallback first: a slow candidate is cut short against it.
         let mut order = vec![fallback];

@@ -150,11 +150,19 @@ fn the_cache_is_reused_rewritten_when_damaged_and_remeasured_when_stale() {
             Ok(vec![matmul::matmul_with(g, v, s, &a, &b, Some(&bias), &c)?])
         };
 
-    // A damaged file is ignored, then rewritten whole with the new choice.
-    let t = Tuner::open(g, Some(path.clone()));
+    // A damaged file is ignored, then rewritten whole with the new choice; the notice comes
+    // once, before the measurement.
+    let told = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut t = Tuner::open(g, Some(path.clone()));
+    let log = told.clone();
+    t.set_notice(move |line| log.lock().unwrap().push(line.to_string()));
     let first = t.choose(g, key.clone(), &applicable, Variant::Generic, build);
     assert!(applicable.contains(&first));
     assert_eq!(t.measured(), 1);
+    let _ = t.choose(g, key.clone(), &applicable, Variant::Generic, build);
+    let lines = told.lock().unwrap().clone();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("measuring") && lines[0].contains(&path.display().to_string()));
     let text = std::fs::read_to_string(&path).unwrap();
     let file: serde_json::Value = serde_json::from_str(&text).unwrap();
     let stored = file["adapters"]
@@ -165,8 +173,9 @@ fn the_cache_is_reused_rewritten_when_damaged_and_remeasured_when_stale() {
         .unwrap();
     assert_eq!(stored[&key], first.to_string(), "{text}");
 
-    // The next process reuses it without measuring (a build would panic).
-    let t = Tuner::open(g, Some(path.clone()));
+    // The next process reuses it without measuring (a build would panic) or a notice.
+    let mut t = Tuner::open(g, Some(path.clone()));
+    t.set_notice(|line| panic!("nothing is measured, yet: {line}"));
     let again = t.choose(g, key.clone(), &applicable, Variant::Generic, |_, _| {
         panic!("a stored choice must not be measured again")
     });
