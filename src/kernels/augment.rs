@@ -14,11 +14,11 @@
 //! erase, on pixels in [0, 1] (erase's value too), then the normalisation. Every random number
 //! comes from the counter hash of (seed, global step, example slot, item), so a run is
 //! reproducible and exact on resume. Kernels: `augment_params` (one thread per example: the
-//! homography and the photometric draws), then `gather_pointwise` (4 pixels per thread, no
+//! homography and the photometric draws), then `gather_pointwise` (a row per thread, no
 //! workgroup memory or barriers). Contrast and blur need the whole sampled image, so with
 //! them the pixels go through `sample_pointwise` (which also sums each image for contrast,
-//! with integer atomics), `blur_rows` (blur) and `finish_pointwise`, all 4 pixels per
-//! thread: faster on lavapipe than one workgroup per example with barriers.
+//! with integer atomics), `blur_rows` (blur) and `finish_pointwise`, a row or a strip of 4
+//! columns per thread: faster on lavapipe than one workgroup per example with barriers.
 
 use super::data::{GatherConfig, PIXELS};
 use super::{check_len, dim};
@@ -36,7 +36,6 @@ mod binding {
     pub const LABELS: u32 = 2;
     pub const INDICES: u32 = 3;
     pub const COUNTER: u32 = 4;
-    pub const OUT_X: u32 = 5;
     pub const OUT_LABELS: u32 = 6;
     pub const EXAMPLE: u32 = 7;
     pub const SUMS: u32 = 8;
@@ -453,10 +452,9 @@ pub fn gather_augmented(
         ],
         gpu.caps.grid(g.batch, 64),
     )?];
-    // Everything runs pixel by pixel, 4 pixels per thread; contrast (the image mean) and
-    // blur (neighbours) need the whole sampled image first, so they split the work into
-    // passes rather than staging each example in one workgroup (barriers are slow on
-    // lavapipe).
+    // Everything runs pixel by pixel; contrast (the image mean) and blur (neighbours) need
+    // the whole sampled image first, so they split the work into passes rather than staging
+    // each example in one workgroup (barriers are slow on lavapipe).
     let entries: Vec<&str> = match a.contrast > 0.0 || a.blur.is_some() {
         false => vec!["gather_pointwise"],
         true => [
@@ -474,7 +472,6 @@ pub fn gather_augmented(
         (binding::LABELS, &labels.buffer),
         (binding::INDICES, &indices.buffer),
         (binding::COUNTER, &counter.buffer),
-        (binding::OUT_X, &out_x.buffer),
         (binding::OUT_LABELS, &out_labels.buffer),
         (binding::EXAMPLE, &example.buffer),
         (binding::SUMS, &example.buffer),
@@ -491,7 +488,7 @@ pub fn gather_augmented(
             "sample_pointwise" => &[
                 P, IMAGES, LABELS, INDICES, COUNTER, OUT_LABELS, EXAMPLE, SUMS, OUT_X4,
             ],
-            "blur_rows" => &[P, OUT_X, EXAMPLE, OUT_X4, EXAMPLE4],
+            "blur_rows" => &[P, EXAMPLE, OUT_X4, EXAMPLE4],
             _ => &[P, COUNTER, EXAMPLE, OUT_X4, EXAMPLE4],
         };
         let bindings: Vec<_> = all
@@ -499,7 +496,11 @@ pub fn gather_augmented(
             .filter(|(n, _)| used.contains(n))
             .copied()
             .collect();
-        let grid = gpu.caps.grid(g.batch * PIXELS / 4, 256);
+        // A row per thread, or a strip of 4 columns (finish).
+        let grid = match entry {
+            "finish_pointwise" => gpu.caps.grid(g.batch * 7, 64),
+            _ => gpu.caps.grid(g.batch * 28, 64),
+        };
         out.push(gpu.dispatch(&AUGMENT, entry, &desc, &bindings, grid)?);
     }
     Ok(out)
