@@ -140,8 +140,10 @@ fn maxpool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
         let x0 = first + ox * p.stride;
         var best = pre(x[base + x0], base + x0);
         var best_idx = x0;
+        // The window's other elements, row by row (the first is read once: loads are what
+        // this kernel pays for).
         for (var ky = 0u; ky < p.k; ky++) {
-            for (var kx = 0u; kx < p.k; kx++) {
+            for (var kx = select(0u, 1u, ky == 0u); kx < p.k; kx++) {
                 let idx = x0 + ky * p.w + kx;
                 let v = pre(x[base + idx], base + idx);
                 // Strictly greater: the first maximum wins ties, as in PyTorch.
