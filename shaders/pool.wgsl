@@ -209,23 +209,23 @@ fn maxpool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     dx1[e] = input_grad(e);
 }
 
-// Windows that tile the input (stride == k), one invocation per output row: it writes the
+// Windows that tile the input (stride == k), one invocation per output row r: writes the
 // k input rows under it (the routed gradient at each window's argmax, 0 elsewhere),
 // extended to the plane's bottom edge when it is the last row (floor mode leaves those
-// rows, and the columns right of the last window, outside every window).
-@compute @workgroup_size(WG)
-fn maxpool_backward_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = linear_id(gid, nwg);
-    if (r >= p.n * p.c * p.oh) { return; }
+// rows, and the columns right of the last window, outside every window). Returns the sum
+// of what it wrote.
+fn tiled_backward_row(r: u32) -> f32 {
     let plane = r / p.oh;
     let oy = r - plane * p.oh;
     let base = plane * p.h * p.w;
     let y_end = select(oy * p.k + p.k, p.h, oy == p.oh - 1u);
+    var sum = 0.0;
     for (var ox = 0u; ox < p.ow; ox++) {
         let o = r * p.ow + ox;
         let a = argmax[o];
         let hit = a & INDEX;
         let g = routed(o, a);
+        sum += g;
         for (var yy = oy * p.k; yy < y_end; yy++) {
             for (var xx = ox * p.k; xx < ox * p.k + p.k; xx++) {
                 let here = yy * p.w + xx;
@@ -238,6 +238,46 @@ fn maxpool_backward_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builti
             dx1[base + yy * p.w + xx] = 0.0;
         }
     }
+    return sum;
+}
+
+@compute @workgroup_size(WG)
+fn maxpool_backward_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = linear_id(gid, nwg);
+    if (r >= p.n * p.c * p.oh) { return; }
+    tiled_backward_row(r);
+}
+
+// ---------------------------------------------------------------------------------------
+// When the pool's input is a convolution's output (ReLU and dropout between them fused
+// here), the convolution's bias gradient is the sum over each channel of the gradient this
+// backward writes: the tiled backward keeps each row's sum, and one thread per channel adds
+// them up, instead of a pass that reads the whole gradient again.
+//   maxpool_backward_tiled_sums: maxpool_backward_tiled, plus row_sums[r]
+//   maxpool_conv_bias_reduce:    db[c] = the sum of channel c's rows (images, then rows)
+
+@group(0) @binding(16) var<storage, read_write> row_sums: array<f32>;
+@group(0) @binding(17) var<storage, read_write> conv_db: array<f32>;
+
+@compute @workgroup_size(WG)
+fn maxpool_backward_tiled_sums(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = linear_id(gid, nwg);
+    if (r >= p.n * p.c * p.oh) { return; }
+    row_sums[r] = tiled_backward_row(r);
+}
+
+@compute @workgroup_size(WG)
+fn maxpool_conv_bias_reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let ch = linear_id(gid, nwg);
+    if (ch >= p.c) { return; }
+    var sum = 0.0;
+    for (var n = 0u; n < p.n; n++) {
+        let first = (n * p.c + ch) * p.oh;
+        for (var oy = 0u; oy < p.oh; oy++) {
+            sum += row_sums[first + oy];
+        }
+    }
+    conv_db[ch] = sum;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -24,6 +24,8 @@ mod binding {
     pub const SAVE_STATS: u32 = 13;
     pub const DGAMMA: u32 = 14;
     pub const DBETA: u32 = 15;
+    pub const ROW_SUMS: u32 = 16;
+    pub const CONV_DB: u32 = 17;
 }
 
 #[repr(C)]
@@ -149,7 +151,7 @@ impl PoolShape {
             _pad: [0; 2],
         })
     }
-    fn rows(&self) -> usize {
+    pub fn rows(&self) -> usize {
         self.n * self.c * self.oh()
     }
     fn cost(&self) -> f64 {
@@ -256,6 +258,65 @@ pub fn maxpool_backward(
         gpu.caps.grid(threads, WG),
     )
     .map(|d| d.with_cost(0.0, s.cost()))
+}
+
+/// The backward of a tiling pool (stride == k) whose input is a convolution's output (ReLU
+/// and dropout between them fused into the pool): `dx` as `maxpool_backward` writes it, and
+/// the convolution's bias gradient `db` (the sum of `dx` over each channel) from per-row
+/// sums the backward keeps as it writes (`row_sums`: `s.rows()` floats of scratch), so no
+/// pass reads `dx` again for it. Both outputs are overwritten.
+#[allow(clippy::too_many_arguments)]
+pub fn maxpool_backward_conv_bias(
+    gpu: &Gpu,
+    s: PoolShape,
+    fusion: PoolFusion,
+    dy: &Tensor,
+    argmax: &Tensor,
+    dx: &Tensor,
+    row_sums: &Tensor,
+    db: &Tensor,
+) -> Result<[Dispatch; 2]> {
+    let desc = s.describe();
+    let p = s.params(&fusion)?;
+    if s.k != s.stride {
+        return Err(GpuError::Shape {
+            label: "maxpool".into(),
+            message: format!("the fused bias gradient needs tiling windows, not {desc}"),
+        });
+    }
+    check_len("maxpool_backward_conv_bias", &desc, dy, s.output_len())?;
+    check_len("maxpool_backward_conv_bias", &desc, argmax, s.output_len())?;
+    check_len("maxpool_backward_conv_bias", &desc, dx, s.input_len())?;
+    check_len("maxpool_backward_conv_bias", &desc, row_sums, s.rows())?;
+    check_len("maxpool_backward_conv_bias", &desc, db, s.c)?;
+    let p = gpu.uniform("maxpool params", &p);
+    let backward = gpu
+        .dispatch(
+            &POOL,
+            "maxpool_backward_tiled_sums",
+            &desc,
+            &[
+                (binding::P, &p),
+                (binding::ARGMAX, &argmax.buffer),
+                (binding::DY, &dy.buffer),
+                (binding::DX1, &dx.buffer),
+                (binding::ROW_SUMS, &row_sums.buffer),
+            ],
+            gpu.caps.grid(s.rows(), WG),
+        )?
+        .with_cost(0.0, s.cost());
+    let reduce = gpu.dispatch(
+        &POOL,
+        "maxpool_conv_bias_reduce",
+        &desc,
+        &[
+            (binding::P, &p),
+            (binding::ROW_SUMS, &row_sums.buffer),
+            (binding::CONV_DB, &db.buffer),
+        ],
+        gpu.caps.grid(s.c, WG),
+    )?;
+    Ok([backward, reduce])
 }
 
 /// The backward of a tiling pool (stride == k) with a fused batch norm, through to the

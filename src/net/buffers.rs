@@ -23,6 +23,9 @@ pub struct Buffers {
     /// Per step, training only: the gradient of a fused batch norm's output, where the
     /// pool's backward does not run through the batch norm (overlapping windows).
     pub bn_grad: Vec<Option<Tensor>>,
+    /// Per step: a pool's per-row sums of its input gradient, when it computes the bias
+    /// gradient of the convolution before it.
+    pub row_sums: Vec<Option<Tensor>>,
 }
 
 impl Buffers {
@@ -31,10 +34,19 @@ impl Buffers {
         let train = mode == Mode::Train;
         let mut acts = vec![gpu.zeros("input batch", batch * spec.shapes[0].len())?];
         let (mut argmax, mut bn_saved, mut bn_grad) = (vec![], vec![], vec![]);
+        let mut row_sums = vec![];
         for (k, s) in steps.iter().enumerate() {
             let out = batch * spec.output(s.last).len();
             let name = format!("{}.{}", s.last, spec.layers[s.last]);
             acts.push(gpu.zeros(&format!("step {k} output ({name})"), out)?);
+            row_sums.push(match s.op {
+                Op::MaxPool { fused, .. } if fused.conv_bias.is_some() => {
+                    let input = spec.input(s.first);
+                    let out_rows = spec.output(s.last).h;
+                    Some(gpu.zeros(&format!("{name} row sums"), batch * input.c * out_rows)?)
+                }
+                _ => None,
+            });
             let (pool, bn, bn_gradient) = match s.op {
                 Op::MaxPool { fused, .. } => (
                     true,
@@ -86,6 +98,7 @@ impl Buffers {
             argmax,
             bn_saved,
             bn_grad,
+            row_sums,
         })
     }
 

@@ -7,7 +7,9 @@
 //! normalisation runs in the pool's forward; its statistics keep their own pass), and one
 //! dropout right after it. Their tensors are never written. With tiling windows
 //! (k == stride) the batch norm's backward runs inside the pool's backward too (its
-//! gradient is zero except at the argmax elements).
+//! gradient is zero except at the argmax elements); without a batch norm, when the pool
+//! reads a convolution's output, the convolution's bias gradient does (it is the sum of
+//! what the pool's backward writes).
 //!
 //! A flatten, and a dropout when evaluating, are no steps at all: they do not change the
 //! data, so the tensors before and after them are the same buffer.
@@ -40,6 +42,10 @@ pub struct PoolFused {
     pub pre_dropout: Option<DropoutLayer>,
     /// Dropout after the pool (None when evaluating).
     pub post_dropout: Option<DropoutLayer>,
+    /// Training, with tiling windows and no batch norm: the convolution whose output the
+    /// pool reads (through the fused ReLU/dropout). Its bias gradient is the sum of the
+    /// gradient the pool's backward writes, so the pool's backward computes it.
+    pub conv_bias: Option<usize>,
 }
 
 /// What one step runs. Each variant names the layer whose kernels it uses.
@@ -160,6 +166,18 @@ pub fn steps(spec: &ModelSpec, mode: Mode) -> Vec<Step> {
                 }
                 let first = absorbed.clone().next().map_or(i, |j| j.min(i));
                 let last = absorbed.max().map_or(i, |j| j.max(i));
+                if let (
+                    true,
+                    true,
+                    None,
+                    Some(Step {
+                        op: Op::Conv { layer },
+                        ..
+                    }),
+                ) = (train, k == stride, fused.batch_norm, out.last())
+                {
+                    fused.conv_bias = Some(*layer);
+                }
                 out.push(Step {
                     op: Op::MaxPool { layer: i, fused },
                     first,
@@ -175,6 +193,14 @@ pub fn steps(spec: &ModelSpec, mode: Mode) -> Vec<Step> {
         });
     }
     out
+}
+
+/// Is the bias gradient of step k (a convolution) computed by the next step's pool?
+pub fn bias_gradient_in_next_step(steps: &[Step], k: usize) -> bool {
+    match (steps[k].op, steps.get(k + 1).map(|s| s.op)) {
+        (Op::Conv { layer }, Some(Op::MaxPool { fused, .. })) => fused.conv_bias == Some(layer),
+        _ => false,
+    }
 }
 
 /// For each layer, the index of the step that runs it (None: a flatten, or a dropout when
@@ -220,6 +246,7 @@ mod tests {
             relu: true,
             pre_dropout: dropout(2, 0.2),
             post_dropout: None,
+            conv_bias: None,
         };
         assert_eq!(
             train[1],
@@ -269,16 +296,59 @@ mod tests {
         assert_eq!(t.len(), 4);
         assert_eq!(t[1].op, Op::Relu { layer: 1 });
         assert_eq!((t[2].first, t[2].last), (2, 3));
-        // A pool straight after a conv fuses nothing.
+        // A pool straight after a conv fuses no layer, only the conv's bias gradient.
         let s = spec("conv(4,3) maxpool(2) flatten linear(10)");
         let t = steps(&s, Mode::Train);
         assert_eq!(
             t[1].op,
             Op::MaxPool {
                 layer: 1,
-                fused: PoolFused::default()
+                fused: PoolFused {
+                    conv_bias: Some(0),
+                    ..PoolFused::default()
+                }
             }
         );
+    }
+
+    #[test]
+    fn a_tiling_pool_after_a_conv_computes_its_bias_gradient() {
+        // cnn1's blocks: conv relu maxpool(2), the ReLU in the pool.
+        let s = spec(
+            "conv(4,3) relu maxpool(2) conv(8,3) dropout(0.5) relu maxpool(2) flatten linear(10)",
+        );
+        let t = steps(&s, Mode::Train);
+        let bias_of = |st: &Step| match st.op {
+            Op::MaxPool { fused, .. } => fused.conv_bias,
+            _ => None,
+        };
+        assert_eq!(
+            t.iter().map(bias_of).collect::<Vec<_>>(),
+            [None, Some(0), None, Some(3), None]
+        );
+        assert!(bias_gradient_in_next_step(&t, 0) && bias_gradient_in_next_step(&t, 2));
+        assert!(!bias_gradient_in_next_step(&t, 1) && !bias_gradient_in_next_step(&t, 4));
+        // Not when evaluating, not with overlapping windows, not with a batch norm between
+        // (the conv's gradient is then the batch norm's input gradient), not after a linear.
+        for (text, mode) in [
+            ("conv(4,3) relu maxpool(2) flatten linear(10)", Mode::Eval),
+            (
+                "conv(4,3) relu maxpool(3,2) flatten linear(10)",
+                Mode::Train,
+            ),
+            (
+                "conv(4,3) bn relu maxpool(2) flatten linear(10)",
+                Mode::Train,
+            ),
+            (
+                "conv(4,3) relu relu maxpool(2) flatten linear(10)",
+                Mode::Train,
+            ),
+        ] {
+            let t = steps(&spec(text), mode);
+            assert!(t.iter().all(|st| bias_of(st).is_none()), "{text}");
+            assert!(!bias_gradient_in_next_step(&t, 0), "{text}");
+        }
     }
 
     #[test]

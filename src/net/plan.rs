@@ -2,7 +2,7 @@
 //! (`fuse::steps`), and the whole training and evaluation steps built from them. Plans are
 //! built once per batch size; a training step is just their recording.
 
-use super::fuse::{Mode, Op, PoolFused};
+use super::fuse::{self, Mode, Op, PoolFused};
 use super::{shapes, Buffers, Network, OptimizerConfig};
 use crate::gpu::{Dispatch, Gpu, Result, Tensor};
 use crate::kernels::{
@@ -175,7 +175,10 @@ pub fn backward(
                 let s = shapes::conv(spec, layer, batch);
                 let (w, b) = net.param_pair(layer);
                 out.extend(conv2d::conv2d_backward_weight(gpu, s, dy, x, &w.grad)?);
-                out.push(conv2d::conv2d_backward_bias(gpu, s, dy, &b.grad)?);
+                // Else the pool after it has written the bias gradient already.
+                if !fuse::bias_gradient_in_next_step(&bufs.steps, k) {
+                    out.push(conv2d::conv2d_backward_bias(gpu, s, dy, &b.grad)?);
+                }
                 if let Some(dx) = dx {
                     out.extend(conv2d::conv2d_backward_input(gpu, s, dy, &w.value, dx)?);
                 }
@@ -232,11 +235,19 @@ pub fn backward(
                         out.push(pool::maxpool_backward(gpu, s, fusion, dy, argmax, bn_dy)?);
                         out.extend(batch_norm_backward(gpu, net, bufs, j, k, batch, bn_dy)?);
                     }
-                    None => {
-                        if let Some(dx) = dx {
+                    None => match (fused.conv_bias, dx) {
+                        (Some(conv), Some(dx)) => {
+                            let db = &net.param_pair(conv).1.grad;
+                            let sums = bufs.row_sums[k].as_ref().expect("row sums");
+                            out.extend(pool::maxpool_backward_conv_bias(
+                                gpu, s, fusion, dy, argmax, dx, sums, db,
+                            )?);
+                        }
+                        (None, Some(dx)) => {
                             out.push(pool::maxpool_backward(gpu, s, fusion, dy, argmax, dx)?);
                         }
-                    }
+                        (_, None) => {}
+                    },
                 }
             }
         }

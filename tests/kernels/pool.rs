@@ -204,6 +204,37 @@ fn maxpool_with_fused_activations_matches_the_separate_layers() {
                 &read(&tdx),
                 &dx,
             );
+            if s.k != s.stride {
+                continue;
+            }
+            // Tiling windows after a convolution: the same dx, and the convolution's bias
+            // gradient (the sum of dx over each channel) from the backward's row sums.
+            let (tdx2, sums, db) = (
+                zeros("dx", s.input_len()),
+                zeros("row sums", s.rows()),
+                zeros("db", s.c),
+            );
+            run(
+                &maxpool_backward_conv_bias(gpu(), s, f, &tdy, &ta, &tdx2, &sums, &db)
+                    .unwrap()
+                    .iter()
+                    .collect::<Vec<_>>(),
+            );
+            assert_eq!(read(&tdx2), read(&tdx), "{what} {d} ({why}): dx");
+            let plane = s.h * s.w;
+            let want: Vec<f32> = (0..s.c)
+                .map(|c| {
+                    (0..s.n)
+                        .flat_map(|n| &dx[(n * s.c + c) * plane..][..plane])
+                        .map(|&v| v as f64)
+                        .sum::<f64>() as f32
+                })
+                .collect();
+            assert_kernel_close(
+                &format!("conv bias after fused {what} {d} ({why})"),
+                &read(&db),
+                &want,
+            );
         }
     }
 }
