@@ -73,6 +73,37 @@ impl Gpu {
         })
     }
 
+    /// A zero-filled tensor that kernels write as storage and others read as a uniform
+    /// table (small: weights every invocation reads at the same index, where a uniform
+    /// load is far cheaper than a storage one on CPU adapters).
+    pub fn uniform_table(&self, label: &str, len: usize) -> Result<Tensor> {
+        let bytes = padded_bytes(len);
+        if bytes > self.limits.max_uniform_buffer_binding_size {
+            return Err(GpuError::BufferTooLarge {
+                label: label.into(),
+                size: bytes,
+                limit: self.limits.max_uniform_buffer_binding_size,
+                which: "in one uniform binding",
+            });
+        }
+        let buffer = self.scoped(
+            || format!("creating buffer '{label}' ({bytes} bytes)"),
+            || {
+                self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size: bytes,
+                    usage: USAGE | wgpu::BufferUsages::UNIFORM,
+                    mapped_at_creation: false,
+                })
+            },
+        )?;
+        Ok(Tensor {
+            buffer,
+            len,
+            label: label.into(),
+        })
+    }
+
     /// A storage buffer holding `data` (f32, u32 or any 4-byte Pod).
     pub fn upload<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> Result<Tensor> {
         assert_eq!(std::mem::size_of::<T>(), 4, "tensors hold 4-byte elements");

@@ -12,8 +12,8 @@ pub use adapter::{list_adapters, require_adapters, AdapterRequest, AdapterSummar
 pub use buffers::Tensor;
 pub use error::{GpuError, Result};
 pub use pipelines::{
-    Dispatch, Shader, AUGMENT, BATCHNORM, CONV2D, CONV2D_SUBGROUP, CONV2D_TILED, DATA, DROPOUT,
-    ELEMENTWISE, MATMUL, MATMUL_SUBGROUP, OPTIM, POOL, SHADERS, SOFTMAX_XENT,
+    Dispatch, Shader, AUGMENT, BATCHNORM, CONV2D, CONV2D_POOL, CONV2D_SUBGROUP, CONV2D_TILED, DATA,
+    DROPOUT, ELEMENTWISE, MATMUL, MATMUL_SUBGROUP, OPTIM, POOL, SHADERS, SOFTMAX_XENT,
 };
 
 use std::sync::{Arc, Mutex};

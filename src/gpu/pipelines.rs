@@ -59,6 +59,7 @@ pub const MATMUL_SUBGROUP: Shader = shader!("matmul_subgroup", subgroups);
 pub const CONV2D: Shader = shader!("conv2d");
 pub const CONV2D_SUBGROUP: Shader = shader!("conv2d_subgroup", subgroups);
 pub const CONV2D_TILED: Shader = shader!("conv2d_tiled");
+pub const CONV2D_POOL: Shader = shader!("conv2d_pool");
 pub const BATCHNORM: Shader = shader!("batchnorm");
 pub const POOL: Shader = shader!("pool" + hash);
 pub const DROPOUT: Shader = shader!("dropout" + hash);
@@ -75,6 +76,7 @@ pub const SHADERS: &[&Shader] = &[
     &CONV2D,
     &CONV2D_SUBGROUP,
     &CONV2D_TILED,
+    &CONV2D_POOL,
     &BATCHNORM,
     &POOL,
     &DROPOUT,

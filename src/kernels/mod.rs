@@ -9,6 +9,7 @@
 pub mod augment;
 pub mod batchnorm;
 pub mod conv2d;
+pub mod conv2d_pool;
 pub mod data;
 pub mod dropout;
 pub mod elementwise;

@@ -3,6 +3,7 @@
 
 use super::fuse::{self, Mode, Op, Step};
 use crate::gpu::{Gpu, GpuError, Result, Tensor};
+use crate::kernels::conv2d_pool;
 use crate::model::ModelSpec;
 
 pub struct Buffers {
@@ -26,6 +27,8 @@ pub struct Buffers {
     /// Per step: a pool's per-row sums of its input gradient, when it computes the bias
     /// gradient of the convolution before it.
     pub row_sums: Vec<Option<Tensor>>,
+    /// Per step: the packed weight table of a convolution that runs its pool's forward.
+    pub conv_table: Vec<Option<Tensor>>,
 }
 
 impl Buffers {
@@ -34,11 +37,16 @@ impl Buffers {
         let train = mode == Mode::Train;
         let mut acts = vec![gpu.zeros("input batch", batch * spec.shapes[0].len())?];
         let (mut argmax, mut bn_saved, mut bn_grad) = (vec![], vec![], vec![]);
-        let mut row_sums = vec![];
+        let (mut row_sums, mut conv_table) = (vec![], vec![]);
         for (k, s) in steps.iter().enumerate() {
             let out = batch * spec.output(s.last).len();
             let name = format!("{}.{}", s.last, spec.layers[s.last]);
             acts.push(gpu.zeros(&format!("step {k} output ({name})"), out)?);
+            conv_table.push(if fuse::pool_forward_in_step(&steps, k) {
+                Some(gpu.uniform_table(&format!("{name} weight table"), conv2d_pool::TABLE_LEN)?)
+            } else {
+                None
+            });
             row_sums.push(match s.op {
                 Op::MaxPool { fused, .. } if fused.conv_bias.is_some() => {
                     let input = spec.input(s.first);
@@ -99,6 +107,7 @@ impl Buffers {
             bn_saved,
             bn_grad,
             row_sums,
+            conv_table,
         })
     }
 

@@ -11,9 +11,14 @@
 //! reads a convolution's output, the convolution's bias gradient does (it is the sum of
 //! what the pool's backward writes).
 //!
+//! A 1-channel 3x3 convolution followed by a 2x2 pool (with at most a ReLU between) runs
+//! as one kernel in the convolution's step (`kernels::conv2d_pool`).
+//!
 //! A flatten, and a dropout when evaluating, are no steps at all: they do not change the
 //! data, so the tensors before and after them are the same buffer.
 
+use super::shapes;
+use crate::kernels::conv2d_pool;
 use crate::model::{Layer, ModelSpec};
 
 /// Whether a plan trains (batch statistics, dropout, backward, update) or evaluates.
@@ -46,6 +51,10 @@ pub struct PoolFused {
     /// pool reads (through the fused ReLU/dropout). Its bias gradient is the sum of the
     /// gradient the pool's backward writes, so the pool's backward computes it.
     pub conv_bias: Option<usize>,
+    /// A 1-channel 3x3 convolution right before a 2x2 pool with nothing else fused but a
+    /// ReLU: the convolution's step runs the whole block (`kernels::conv2d_pool`) and the
+    /// pool's forward is skipped; its backward runs as usual.
+    pub conv_forward: Option<usize>,
 }
 
 /// What one step runs. Each variant names the layer whose kernels it uses.
@@ -166,17 +175,21 @@ pub fn steps(spec: &ModelSpec, mode: Mode) -> Vec<Step> {
                 }
                 let first = absorbed.clone().next().map_or(i, |j| j.min(i));
                 let last = absorbed.max().map_or(i, |j| j.max(i));
-                if let (
-                    true,
-                    true,
-                    None,
-                    Some(Step {
-                        op: Op::Conv { layer },
-                        ..
-                    }),
-                ) = (train, k == stride, fused.batch_norm, out.last())
+                if let Some(Step {
+                    op: Op::Conv { layer },
+                    ..
+                }) = out.last()
                 {
-                    fused.conv_bias = Some(*layer);
+                    if train && k == stride && fused.batch_norm.is_none() {
+                        fused.conv_bias = Some(*layer);
+                    }
+                    let only_relu = fused.batch_norm.is_none()
+                        && fused.pre_dropout.is_none()
+                        && fused.post_dropout.is_none();
+                    let (c, p) = (shapes::conv(spec, *layer, 1), shapes::pool(spec, i, 1));
+                    if only_relu && conv2d_pool::applies(c, p) {
+                        fused.conv_forward = Some(*layer);
+                    }
                 }
                 out.push(Step {
                     op: Op::MaxPool { layer: i, fused },
@@ -193,6 +206,14 @@ pub fn steps(spec: &ModelSpec, mode: Mode) -> Vec<Step> {
         });
     }
     out
+}
+
+/// Does step k (a convolution) run the next step's pool forward too?
+pub fn pool_forward_in_step(steps: &[Step], k: usize) -> bool {
+    match (steps[k].op, steps.get(k + 1).map(|s| s.op)) {
+        (Op::Conv { layer }, Some(Op::MaxPool { fused, .. })) => fused.conv_forward == Some(layer),
+        _ => false,
+    }
 }
 
 /// Is the bias gradient of step k (a convolution) computed by the next step's pool?
@@ -247,6 +268,7 @@ mod tests {
             pre_dropout: dropout(2, 0.2),
             post_dropout: None,
             conv_bias: None,
+            conv_forward: None,
         };
         assert_eq!(
             train[1],
@@ -296,7 +318,8 @@ mod tests {
         assert_eq!(t.len(), 4);
         assert_eq!(t[1].op, Op::Relu { layer: 1 });
         assert_eq!((t[2].first, t[2].last), (2, 3));
-        // A pool straight after a conv fuses no layer, only the conv's bias gradient.
+        // A pool straight after a conv fuses no layer, only the conv's bias gradient and
+        // (a 1-channel input) its forward.
         let s = spec("conv(4,3) maxpool(2) flatten linear(10)");
         let t = steps(&s, Mode::Train);
         assert_eq!(
@@ -305,10 +328,52 @@ mod tests {
                 layer: 1,
                 fused: PoolFused {
                     conv_bias: Some(0),
+                    conv_forward: Some(0),
                     ..PoolFused::default()
                 }
             }
         );
+    }
+
+    #[test]
+    fn a_one_channel_conv_runs_the_pool_forward_after_it() {
+        let forward_of = |st: &Step| match st.op {
+            Op::MaxPool { fused, .. } => fused.conv_forward,
+            _ => None,
+        };
+        // cnn1: the first block (1 input channel) only, when training and evaluating.
+        let cnn1 = spec(crate::model::preset("cnn1").unwrap().spec);
+        for mode in [Mode::Train, Mode::Eval] {
+            let t = steps(&cnn1, mode);
+            let fused: Vec<_> = t.iter().map(forward_of).collect();
+            assert_eq!(
+                fused,
+                [None, Some(0), None, None, None, None, None],
+                "{mode:?}"
+            );
+            assert!(pool_forward_in_step(&t, 0) && !pool_forward_in_step(&t, 2));
+        }
+        // Not with a batch norm or dropout in the block, 3x3 pools, 5x5 kernels, stride 2,
+        // or more than 64 channels.
+        for text in [
+            "conv(4,3) bn relu maxpool(2) flatten linear(10)",
+            "conv(4,3) relu dropout(0.5) maxpool(2) flatten linear(10)",
+            "conv(4,3) relu maxpool(2) dropout(0.5) flatten linear(10)",
+            "conv(4,3) relu maxpool(3) flatten linear(10)",
+            "conv(4,5) relu maxpool(2) flatten linear(10)",
+            "conv(4,3,2) relu maxpool(2) flatten linear(10)",
+            "conv(65,3) relu maxpool(2) flatten linear(10)",
+        ] {
+            let t = steps(&spec(text), Mode::Train);
+            assert!(t.iter().all(|st| forward_of(st).is_none()), "{text}");
+            assert!(!pool_forward_in_step(&t, 0), "{text}");
+        }
+        // Padding is fine.
+        let t = steps(
+            &spec("conv(8,3,1,1) relu maxpool(2) flatten linear(10)"),
+            Mode::Eval,
+        );
+        assert!(pool_forward_in_step(&t, 0));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::gpu::{Dispatch, Gpu, Result, Tensor};
 use crate::kernels::{
     augment::{self, Augment},
     batchnorm::{self, BatchNormTensors},
-    conv2d,
+    conv2d, conv2d_pool,
     data::{self, GatherConfig},
     dropout::{self, DropoutConfig},
     elementwise, matmul,
@@ -94,6 +94,24 @@ pub fn forward(
             Op::Conv { layer } => {
                 let p = net.param_pair(layer);
                 let s = shapes::conv(spec, layer, batch);
+                if let (Some(table), Some(Op::MaxPool { layer: pool, fused })) =
+                    (&bufs.conv_table[k], bufs.steps.get(k + 1).map(|s| s.op))
+                {
+                    // The whole block; the pool's step then only has a backward.
+                    out.extend(conv2d_pool::conv2d_relu_maxpool(
+                        gpu,
+                        s,
+                        shapes::pool(spec, pool, batch),
+                        fused.relu,
+                        x,
+                        &p.0.value,
+                        &p.1.value,
+                        table,
+                        &bufs.acts[k + 2],
+                        bufs.argmax[k + 1].as_ref().expect("argmax"),
+                    )?);
+                    continue;
+                }
                 out.extend(conv2d::conv2d_forward(
                     gpu, s, x, &p.0.value, &p.1.value, y,
                 )?);
@@ -122,6 +140,7 @@ pub fn forward(
                 let cfg = dropout_config(net, d.layer, d.p, batch, dropout_seed);
                 out.push(dropout::dropout_forward(gpu, cfg, &net.counter, x, y)?);
             }
+            Op::MaxPool { fused, .. } if fused.conv_forward.is_some() => {} // in the conv's step
             Op::MaxPool { layer, fused } => {
                 let bn_t = fused.batch_norm.map(|j| bn_tensors(net, bufs, j, k));
                 if let (Some(j), Some(t), true) = (fused.batch_norm, &bn_t, train) {

@@ -8,6 +8,7 @@ mod common;
 mod augment;
 mod batchnorm;
 mod conv2d;
+mod conv2d_pool;
 mod data;
 mod dropout;
 mod elementwise;
