@@ -7,7 +7,10 @@
 //! (`$WGPU_FMNIST_CACHE_DIR`, else `$XDG_CACHE_HOME/wgpu-fmnist`, else
 //! `~/.cache/wgpu-fmnist`; `%LOCALAPPDATA%\wgpu-fmnist` on Windows), so later runs start at
 //! once and choose alike. A file that cannot be read or parsed is ignored and rewritten; a
-//! stored choice that no longer applies is measured again; changed shaders change the key.
+//! stored choice that no longer applies is measured again. A shape's key carries a digest of
+//! its family's shaders (`matmul*.wgsl`, `conv2d*.wgsl`): a changed family is measured
+//! again, the others keep their choices, and entries of an older digest are dropped when
+//! the file is next written, so it does not grow with every version of the program.
 //!
 //! `select`'s thresholds stay the fallback order: without a tuner (the library's default;
 //! the CLI turns it on unless `WGPU_FMNIST_TUNE=0`), where timing fails, and under
@@ -41,10 +44,12 @@ pub enum Size {
 }
 
 /// The cache file's format; a file of another format is ignored and rewritten.
-const FORMAT: u64 = 1;
+/// (1: one digest of every shader in the adapter key; 2: a digest per family in each shape
+/// key.)
+const FORMAT: u64 = 2;
 
 pub struct Tuner {
-    /// Adapter, driver and kernel sources: choices made under another key do not apply.
+    /// Adapter and driver: choices made under another key do not apply.
     adapter_key: String,
     /// None: choices live only as long as the process.
     path: Option<PathBuf>,
@@ -191,6 +196,8 @@ impl Tuner {
         let Some(path) = &self.path else { return };
         let mut file = read_file(path);
         let entry = file.adapters.entry(self.adapter_key.clone()).or_default();
+        // Choices made under older shaders will never be looked up again.
+        entry.retain(|k, _| is_current(k));
         entry.entry(key.to_string()).or_insert(choice);
         // The cache is an optimisation: a read-only or full disk costs the next run a
         // re-measurement, never this one its result.
@@ -239,21 +246,33 @@ fn warm_up(
     Some((dispatches, seconds))
 }
 
-/// Adapter, backend, driver and a digest of every shader's source.
+/// Adapter, backend and driver.
 fn adapter_key(info: &wgpu::AdapterInfo) -> String {
+    format!(
+        "{} ({:?}, {:?}) driver {} {}",
+        info.name, info.backend, info.device_type, info.driver, info.driver_info
+    )
+}
+
+/// A digest of the sources of kernel family `family`'s shaders (those whose name starts
+/// with it: `conv2d` covers conv2d, conv2d_subgroup, conv2d_tiled, ...).
+fn family_digest(family: &str) -> String {
     let mut sources = md5::Context::new();
     for s in crate::gpu::SHADERS {
-        sources.consume(s.source.as_bytes());
+        if s.name.starts_with(family) {
+            sources.consume(s.source.as_bytes());
+        }
     }
-    format!(
-        "{} ({:?}, {:?}) driver {} {}; kernels {:x}",
-        info.name,
-        info.backend,
-        info.device_type,
-        info.driver,
-        info.driver_info,
-        sources.finalize()
-    )
+    format!("{:x}", sources.finalize())
+}
+
+/// Is `key` (a shape key) made under the current sources of its family?
+fn is_current(key: &str) -> bool {
+    let mut words = key.split(' ');
+    match (words.next(), words.next()) {
+        (Some(family), Some(digest)) => digest == family_digest(family),
+        _ => false,
+    }
 }
 
 #[derive(Default, serde::Serialize, serde::Deserialize)]
@@ -283,7 +302,8 @@ fn read_choices(path: &Path, adapter_key: &str) -> BTreeMap<String, Variant> {
         .unwrap_or_default()
 }
 
-/// The key of a shape: the kernel family, the pass and every dimension.
+/// The key of a shape: the kernel family, the digest of its shaders, the pass and every
+/// dimension.
 pub fn shape_key(family: &str, shape: &impl std::fmt::Debug) -> String {
-    format!("{family} {shape:?}")
+    format!("{family} {} {shape:?}", family_digest(family))
 }

@@ -193,8 +193,41 @@ fn the_cache_is_reused_rewritten_when_damaged_and_remeasured_when_stale() {
     assert_eq!(t.measured(), 1);
 
     // A file of another format is ignored too.
-    std::fs::write(&path, text.replace("\"format\": 1", "\"format\": 99")).unwrap();
+    assert!(text.contains("\"format\": 2"), "{text}");
+    std::fs::write(&path, text.replace("\"format\": 2", "\"format\": 99")).unwrap();
     let t = Tuner::open(g, Some(path.clone()));
     assert_eq!(t.stored(&key, &applicable), None);
+
+    // Keys carry their family's shader digest: a choice stored under other matmul shaders
+    // is not used, and is dropped (only it) when the file is next written.
+    let digest = key.split(' ').nth(1).unwrap().to_string();
+    assert_eq!(digest.len(), 32, "{key}");
+    let old_key = key.replace(&digest, "00000000000000000000000000000000");
+    let other_family = shape_key("conv2d", &(1, 2));
+    let section = format!(
+        "\"{old_key}\": \"generic\", \"{other_family}\": \"generic\", \"matmul bad\": \"generic\""
+    );
+    let adapter = file["adapters"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    std::fs::write(
+        &path,
+        format!("{{\"format\": 2, \"adapters\": {{\"{adapter}\": {{{section}}}}}}}"),
+    )
+    .unwrap();
+    let t = Tuner::open(g, Some(path.clone()));
+    assert_eq!(t.stored(&key, &applicable), None);
+    let chosen = t.choose(g, key.clone(), &applicable, Variant::Generic, build);
+    assert_eq!(t.measured(), 1);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let file: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let stored = file["adapters"][&adapter].as_object().unwrap();
+    assert_eq!(stored.len(), 2, "{text}");
+    assert_eq!(stored[&key], chosen.to_string(), "{text}");
+    assert_eq!(stored[&other_family], "generic", "{text}");
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
