@@ -358,6 +358,25 @@ fn finish(base: u32, px: u32, value: f32, erase: vec4<f32>) -> f32 {
     return (v - p.mean) * p.inv_std;
 }
 
+// What a thread gathering image row q (of the batch) needs of its example: which one, its
+// homography and its brightness. The row-0 thread also gathers the label.
+struct Row {
+    ex: u32,
+    r0: vec3<f32>,
+    r1: vec3<f32>,
+    r2: vec3<f32>,
+    bright: f32,
+}
+
+fn row_of(q: u32) -> Row {
+    let b = q / 28u;
+    let ex = example_index(b);
+    if (q % 28u == 0u) {
+        gather_label(b, ex);
+    }
+    return Row(ex, homography_row(b, 0u), homography_row(b, 1u), homography_row(b, 2u), example[b * PER_EXAMPLE + 9u]);
+}
+
 // No item that needs the whole image (contrast's mean, blur's neighbours): one thread per
 // image row, reading the example's draws once and its 1-4 source bytes per pixel straight
 // from the data set, then brightness, noise and erasing pixel by pixel. No workgroup memory
@@ -368,23 +387,16 @@ fn gather_pointwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     let q = linear_id(gid, nwg, ROW_WG);
     if (q >= p.batch * 28u) { return; }
     let b = q / 28u;
-    let ex = example_index(b);
-    if (q % 28u == 0u) {
-        gather_label(b, ex);
-    }
-    let r0 = homography_row(b, 0u);
-    let r1 = homography_row(b, 1u);
-    let r2 = homography_row(b, 2u);
-    let bright = example[b * PER_EXAMPLE + 9u];
+    let row = row_of(q);
     let erase = erase_box(b);
     let base = example_stream(b);
     for (var i = 0u; i < 7u; i++) {
         let px0 = (q % 28u) * 28u + 4u * i;
-        let v = sample_quad(ex, r0, r1, r2, px0);
+        let v = sample_quad(row.ex, row.r0, row.r1, row.r2, px0);
         var out: vec4<f32>;
         for (var k = 0u; k < 4u; k++) {
             if (p.photometric != 0u) {
-                out[k] = finish(base, px0 + k, clamp(v[k] * bright, 0.0, 1.0), erase);
+                out[k] = finish(base, px0 + k, clamp(v[k] * row.bright, 0.0, 1.0), erase);
             } else {
                 out[k] = (v[k] - p.mean) * p.inv_std;
             }
@@ -404,18 +416,11 @@ fn sample_pointwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     let q = linear_id(gid, nwg, ROW_WG);
     if (q >= p.batch * 28u) { return; }
     let b = q / 28u;
-    let ex = example_index(b);
-    if (q % 28u == 0u) {
-        gather_label(b, ex);
-    }
-    let r0 = homography_row(b, 0u);
-    let r1 = homography_row(b, 1u);
-    let r2 = homography_row(b, 2u);
-    let bright = example[b * PER_EXAMPLE + 9u];
+    let row = row_of(q);
     // Row q of the batch is the output's quads q * 7 ...
     var sum = 0u;
     for (var i = 0u; i < 7u; i++) {
-        let out = clamp(sample_quad(ex, r0, r1, r2, (q % 28u) * 28u + 4u * i) * bright, vec4<f32>(0.0), vec4<f32>(1.0));
+        let out = clamp(sample_quad(row.ex, row.r0, row.r1, row.r2, (q % 28u) * 28u + 4u * i) * row.bright, vec4<f32>(0.0), vec4<f32>(1.0));
         out_x4[q * 7u + i] = out;
         sum += u32(round((out.x + out.y + out.z + out.w) * SUM_SCALE));
     }

@@ -55,22 +55,7 @@ impl Gpu {
         // Padded to 16 bytes (vec4 views); zero-length bindings are invalid, so at least one vec4.
         let bytes = padded_bytes(len);
         self.check_size(label, bytes)?;
-        let buffer = self.scoped(
-            || format!("creating buffer '{label}' ({bytes} bytes)"),
-            || {
-                self.device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some(label),
-                    size: bytes,
-                    usage: USAGE,
-                    mapped_at_creation: false,
-                })
-            },
-        )?;
-        Ok(Tensor {
-            buffer,
-            len,
-            label: label.into(),
-        })
+        self.zeroed_tensor(label, len, USAGE)
     }
 
     /// A zero-filled tensor that kernels write as storage and others read as a uniform
@@ -86,13 +71,18 @@ impl Gpu {
                 which: "in one uniform binding",
             });
         }
+        self.zeroed_tensor(label, len, USAGE | wgpu::BufferUsages::UNIFORM)
+    }
+
+    fn zeroed_tensor(&self, label: &str, len: usize, usage: wgpu::BufferUsages) -> Result<Tensor> {
+        let bytes = padded_bytes(len);
         let buffer = self.scoped(
             || format!("creating buffer '{label}' ({bytes} bytes)"),
             || {
                 self.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some(label),
                     size: bytes,
-                    usage: USAGE | wgpu::BufferUsages::UNIFORM,
+                    usage,
                     mapped_at_creation: false,
                 })
             },
