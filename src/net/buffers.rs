@@ -36,12 +36,20 @@ impl Buffers {
         let steps = fuse::steps(spec, mode);
         let train = mode == Mode::Train;
         let mut acts = vec![gpu.zeros("input batch", batch * spec.shapes[0].len())?];
+        // Each tensor's length; a convolution that runs its pool's forward never writes its
+        // own output, which then gets no memory (its gradient still does).
+        let mut lens = vec![acts[0].len];
         let (mut argmax, mut bn_saved, mut bn_grad) = (vec![], vec![], vec![]);
         let (mut row_sums, mut conv_table) = (vec![], vec![]);
         for (k, s) in steps.iter().enumerate() {
             let out = batch * spec.output(s.last).len();
             let name = format!("{}.{}", s.last, spec.layers[s.last]);
-            acts.push(gpu.zeros(&format!("step {k} output ({name})"), out)?);
+            lens.push(out);
+            let unwritten = fuse::pool_forward_in_step(&steps, k);
+            acts.push(gpu.zeros(
+                &format!("step {k} output ({name})"),
+                if unwritten { 0 } else { out },
+            )?);
             conv_table.push(if fuse::pool_forward_in_step(&steps, k) {
                 Some(gpu.uniform_table(&format!("{name} weight table"), conv2d_pool::TABLE_LEN)?)
             } else {
@@ -89,7 +97,8 @@ impl Buffers {
                     if k == 0 && !first_writes {
                         Ok(None)
                     } else {
-                        gpu.zeros(&format!("grad of {}", a.label), a.len).map(Some)
+                        gpu.zeros(&format!("grad of {}", a.label), lens[k])
+                            .map(Some)
                     }
                 })
                 .collect::<Result<Vec<_>>>()?
