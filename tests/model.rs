@@ -169,6 +169,20 @@ fn summary_shows_which_gpu_step_runs_each_layer() {
     assert!(line(4).ends_with("  1"), "{}", line(4));
     assert!(line(10).ends_with("- (no kernel)"), "{}", line(10));
     assert!(text.contains("; 7 GPU steps"), "{text}");
+    // cnn1's first block runs its forward as one kernel, in the convolution's step.
+    let text = model::resolve("cnn1").unwrap().0.summary();
+    let row = |i: usize| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{i:<4} ")))
+            .unwrap()
+    };
+    assert!(
+        row(0).ends_with("0 (with the pool: one forward kernel)"),
+        "{text}"
+    );
+    assert!(row(1).ends_with("1 (forward in step 0's kernel)"), "{text}");
+    assert!(row(2).ends_with("1 (forward in step 0's kernel)"), "{text}");
+    assert!(row(3).ends_with("  2"), "{text}");
 }
 
 #[test]

@@ -263,8 +263,14 @@ impl ModelSpec {
             params += p;
             flops += f;
             let step = match step_of[i].map(|k| (k, steps[k].op)) {
+                Some((k, Op::MaxPool { fused, .. })) if fused.conv_forward.is_some() => {
+                    format!("{k} (forward in step {}'s kernel)", k - 1)
+                }
                 Some((k, Op::MaxPool { layer, .. })) if layer != i => {
                     format!("{k} (in the pool's kernels)")
+                }
+                Some((k, _)) if fuse::pool_forward_in_step(&steps, k) => {
+                    format!("{k} (with the pool: one forward kernel)")
                 }
                 Some((k, _)) => k.to_string(),
                 None => "- (no kernel)".into(),
