@@ -11,10 +11,8 @@
 // same work is split into passes:
 // sample_pointwise: a row per thread: the sampled, brightened pixels in [0, 1] into the
 //                   output, and (contrast) each image's sum into the scratch;
-// blur_rows:        a row per thread: the contrasted image blurred along rows (reflect
-//                   padding) into the scratch (unblurred where the example drew no blur);
-// finish_pointwise: a strip of 4 columns per thread: the column blur (or contrast alone),
-//                   noise, erasing, the normalisation.
+// finish_pointwise: a strip of 4 columns per thread: contrast, the blur along rows and
+//                   columns, noise, erasing, the normalisation.
 
 struct Params {
     batch: u32,
@@ -59,7 +57,8 @@ const ROW_WG: u32 = 64u;
 // Binding 5 is free: every pass writes the batch through out_x4.
 @group(0) @binding(6) var<storage, read_write> out_labels: array<u32>;
 // The per-example draws (PER_EXAMPLE each), then one image sum per example (vec4-aligned
-// slots, fixed point), then a batch of images for the row-blurred pass.
+// slots, fixed point), then (contrast or blur) the batch's sampled images: the last pass
+// reads its neighbours' pixels, so it cannot read them from the output it writes.
 @group(0) @binding(7) var<storage, read_write> example: array<f32>;
 // The same buffer as `example`, for the image sums' atomic adds.
 @group(0) @binding(8) var<storage, read_write> sums: array<atomic<u32>>;
@@ -76,8 +75,9 @@ fn mean_at(b: u32) -> u32 {
     return p.batch * PER_EXAMPLE + 4u * b;
 }
 
-fn rows_at(b: u32) -> u32 {
-    return p.batch * (PER_EXAMPLE + 4u) + b * PIXELS;
+// Where example b's sampled image starts in `example4`.
+fn sampled_at(b: u32) -> u32 {
+    return (p.batch * (PER_EXAMPLE + 4u) + b * PIXELS) / 4u;
 }
 
 fn linear_id(gid: vec3<u32>, nwg: vec3<u32>, wg: u32) -> u32 {
@@ -297,6 +297,24 @@ fn example_index(b: u32) -> u32 {
     return indices[slot];
 }
 
+// Bytes (x, y) and (x + 1, y) of example ex, zero outside the image: one load where both
+// lie in one u32 (3 in 4 of the pairs), so a bilinear sample takes ~2.5 loads, not 4.
+fn source_pair(ex: u32, x: i32, y: i32) -> vec2<f32> {
+    if (y < 0 || y >= 28 || x < 0 || x >= 27) {
+        return vec2<f32>(source_byte(ex, x, y), source_byte(ex, x + 1, y));
+    }
+    let i = ex * PIXELS + u32(y) * 28u + u32(x);
+    let s = 8u * (i % 4u);
+    let w = images[i / 4u];
+    var hi: u32;
+    if (s == 24u) {
+        hi = images[i / 4u + 1u] & 0xffu;
+    } else {
+        hi = (w >> (s + 8u)) & 0xffu;
+    }
+    return vec2<f32>(f32((w >> s) & 0xffu) / 255.0, f32(hi) / 255.0);
+}
+
 // Output pixel px (in [0, 784)) of example `ex` through the homography rows r0..r2:
 // bilinear with zero fill.
 fn sample(ex: u32, r0: vec3<f32>, r1: vec3<f32>, r2: vec3<f32>, px: u32) -> f32 {
@@ -310,13 +328,14 @@ fn sample(ex: u32, r0: vec3<f32>, r1: vec3<f32>, r2: vec3<f32>, px: u32) -> f32 
     let fy = sy - y0;
     let xi = i32(x0);
     let yi = i32(y0);
-    var v = source_byte(ex, xi, yi);
     // Whole-pixel maps (flips, shifts) land on pixel centres: one read is exact.
-    if (fx != 0.0 || fy != 0.0) {
-        v = (v * (1.0 - fx) + source_byte(ex, xi + 1, yi) * fx) * (1.0 - fy)
-            + (source_byte(ex, xi, yi + 1) * (1.0 - fx) + source_byte(ex, xi + 1, yi + 1) * fx) * fy;
+    if (fx == 0.0 && fy == 0.0) {
+        return source_byte(ex, xi, yi);
     }
-    return v;
+    let top = source_pair(ex, xi, yi);
+    let bottom = source_pair(ex, xi, yi + 1);
+    return (top.x * (1.0 - fx) + top.y * fx) * (1.0 - fy)
+        + (bottom.x * (1.0 - fx) + bottom.y * fx) * fy;
 }
 
 // Output pixels px0 .. px0 + 3 of example ex through the homography rows r0..r2.
@@ -410,18 +429,19 @@ fn gather_pointwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
 // atomic add per row (adds to one address serialise on lavapipe: one per 4 pixels cost as
 // much as the sampling), and a blur reads each neighbour once.
 // First pass with contrast or blur, one thread per image row: the sampled, brightened
-// pixels in [0, 1] into the output, and (contrast) the row's sum into the image's.
+// pixels in [0, 1] into the scratch, and (contrast) the row's sum into the image's.
 @compute @workgroup_size(64)
 fn sample_pointwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let q = linear_id(gid, nwg, ROW_WG);
     if (q >= p.batch * 28u) { return; }
     let b = q / 28u;
     let row = row_of(q);
-    // Row q of the batch is the output's quads q * 7 ...
+    // Row q of the batch is the quads q * 7 ... of the batch's sampled images.
+    let at = sampled_at(0u) + q * 7u;
     var sum = 0u;
     for (var i = 0u; i < 7u; i++) {
         let out = clamp(sample_quad(row.ex, row.r0, row.r1, row.r2, (q % 28u) * 28u + 4u * i) * row.bright, vec4<f32>(0.0), vec4<f32>(1.0));
-        out_x4[q * 7u + i] = out;
+        example4[at + i] = out;
         sum += u32(round((out.x + out.y + out.z + out.w) * SUM_SCALE));
     }
     if (p.contrast > 0.0) {
@@ -454,58 +474,92 @@ fn reflect(i: i32) -> u32 {
     return u32(j);
 }
 
-// Blur's normalised weights for offsets -r..r (r <= 7: kernel sizes up to 15).
-fn blur_weights(r: i32, sigma: f32) -> array<f32, 15> {
-    var w: array<f32, 15>;
+// The row blur of a strip's 4 pixels from its quad q0 and the quads beside it (qm1 .. qp2:
+// -1 .. +2 quads away, reflected at the image's edges), weights w0 = (w(0), .., w(3)),
+// w1 = (w(4), .., w(7)) for offsets |k|: every index static, so the window can stay in
+// registers rather than in a private array indexed at run time.
+// Terms in the order k = -r .. r, as the reference adds them.
+fn row_blur(qm2: vec4<f32>, qm1: vec4<f32>, q0: vec4<f32>, qp1: vec4<f32>, qp2: vec4<f32>, w0: vec4<f32>, w1: vec4<f32>, r: i32) -> vec4<f32> {
+    var s = vec4<f32>(0.0);
+    if (r >= 7) { s += w1.w * vec4<f32>(qm2.y, qm2.z, qm2.w, qm1.x); }
+    if (r >= 6) { s += w1.z * vec4<f32>(qm2.z, qm2.w, qm1.x, qm1.y); }
+    if (r >= 5) { s += w1.y * vec4<f32>(qm2.w, qm1.x, qm1.y, qm1.z); }
+    if (r >= 4) { s += w1.x * qm1; }
+    if (r >= 3) { s += w0.w * vec4<f32>(qm1.y, qm1.z, qm1.w, q0.x); }
+    if (r >= 2) { s += w0.z * vec4<f32>(qm1.z, qm1.w, q0.x, q0.y); }
+    if (r >= 1) { s += w0.y * vec4<f32>(qm1.w, q0.x, q0.y, q0.z); }
+    s += w0.x * q0;
+    if (r >= 1) { s += w0.y * vec4<f32>(q0.y, q0.z, q0.w, qp1.x); }
+    if (r >= 2) { s += w0.z * vec4<f32>(q0.z, q0.w, qp1.x, qp1.y); }
+    if (r >= 3) { s += w0.w * vec4<f32>(q0.w, qp1.x, qp1.y, qp1.z); }
+    if (r >= 4) { s += w1.x * qp1; }
+    if (r >= 5) { s += w1.y * vec4<f32>(qp1.y, qp1.z, qp1.w, qp2.x); }
+    if (r >= 6) { s += w1.z * vec4<f32>(qp1.z, qp1.w, qp2.x, qp2.y); }
+    if (r >= 7) { s += w1.w * vec4<f32>(qp1.w, qp2.x, qp2.y, qp2.z); }
+    return s;
+}
+
+// Blur's normalised weights by distance |k| = 0 .. 7 (zero beyond r; kernel sizes up to 15):
+// exp(-k^2 / 2 sigma^2) over their sum for k = -r .. r.
+struct Weights {
+    w0: vec4<f32>,
+    w1: vec4<f32>,
+}
+
+fn blur_weights_by_distance(r: i32, sigma: f32) -> Weights {
+    var e: array<f32, 8>;
     var total = 0.0;
     for (var k = -r; k <= r; k++) {
         let t = f32(k) / sigma;
-        w[k + r] = exp(-0.5 * t * t);
-        total += w[k + r];
+        let v = exp(-0.5 * t * t);
+        e[abs(k)] = v;
+        total += v;
     }
-    for (var k = 0; k <= 2 * r; k++) {
-        w[k] /= total;
+    for (var j = r + 1; j < 8; j++) {
+        e[j] = 0.0;
     }
-    return w;
+    return Weights(vec4<f32>(e[0], e[1], e[2], e[3]) / total, vec4<f32>(e[4], e[5], e[6], e[7]) / total);
 }
 
-// With blur, one thread per image row: the contrasted row (read once) blurred along the
-// row, reflect padding, into the scratch.
-@compute @workgroup_size(64)
-fn blur_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let q = linear_id(gid, nwg, ROW_WG);
-    if (q >= p.batch * 28u) { return; }
-    let b = q / 28u;
-    let sigma = example[b * PER_EXAMPLE + 11u];
-    let ck = contrast_of(b);
-    let at = (rows_at(b) + (q % 28u) * 28u) / 4u;
-    var row: array<f32, 28>;
-    for (var i = 0u; i < 7u; i++) {
-        let v = contrasted(out_x4[q * 7u + i], ck);
-        if (sigma <= 0.0) {
-            example4[at + i] = v;
-        }
-        row[4u * i] = v.x;
-        row[4u * i + 1u] = v.y;
-        row[4u * i + 2u] = v.z;
-        row[4u * i + 3u] = v.w;
+// Quad qi (-2 .. 8) of a sampled image row starting at `row` in example4, contrasted, with
+// reflect padding beyond the row's 7 quads.
+fn quad_reflected(row: u32, qi: i32, ck: vec2<f32>) -> vec4<f32> {
+    if (qi < 0) {
+        let a = contrasted(example4[row + u32(-qi)], ck);
+        let b = contrasted(example4[row + u32(-qi - 1)], ck);
+        return vec4<f32>(a.x, b.w, b.z, b.y);
     }
-    if (sigma <= 0.0) { return; }
-    let r = i32(p.blur_k - 1u) / 2;
-    let w = blur_weights(r, sigma);
-    for (var i = 0; i < 7; i++) {
-        var s = vec4<f32>(0.0);
-        for (var k = -r; k <= r; k++) {
-            let x = 4 * i + k;
-            s += w[k + r] * vec4<f32>(row[reflect(x)], row[reflect(x + 1)], row[reflect(x + 2)], row[reflect(x + 3)]);
-        }
-        example4[at + u32(i)] = s;
+    if (qi > 6) {
+        let a = contrasted(example4[row + u32(13 - qi)], ck);
+        let b = contrasted(example4[row + u32(12 - qi)], ck);
+        return vec4<f32>(a.z, a.y, a.x, b.w);
     }
+    return contrasted(example4[row + u32(qi)], ck);
 }
 
-// Last pass with contrast or blur, one thread per strip of 4 columns of an image: the column
-// blur of the row-blurred scratch (each of its 28 rows read once) or contrast alone, then
-// noise, erasing and the normalisation.
+// Quad qc of the sampled row starting at `row`, contrasted and blurred along the row.
+fn row_blurred_quad(row: u32, qc: i32, ck: vec2<f32>, wd: Weights, r: i32) -> vec4<f32> {
+    let q0 = contrasted(example4[row + u32(qc)], ck);
+    var qm2 = vec4<f32>(0.0);
+    var qm1 = vec4<f32>(0.0);
+    var qp1 = vec4<f32>(0.0);
+    var qp2 = vec4<f32>(0.0);
+    if (r >= 1) {
+        qm1 = quad_reflected(row, qc - 1, ck);
+        qp1 = quad_reflected(row, qc + 1, ck);
+    }
+    if (r >= 5) {
+        qm2 = quad_reflected(row, qc - 2, ck);
+        qp2 = quad_reflected(row, qc + 2, ck);
+    }
+    return row_blur(qm2, qm1, q0, qp1, qp2, wd.w0, wd.w1, r);
+}
+
+// Last pass with contrast or blur, one thread per strip of 4 columns of an image: contrast,
+// the blur along rows then along columns (reflect padding), noise, erasing and the
+// normalisation. The row blur reads the strip's neighbouring quads (one on each side for
+// kernels up to 9, two up to 15) rather than a row-blurred copy from a pass of its own: the
+// same loads, one dispatch and one image-sized scratch less.
 @compute @workgroup_size(64)
 fn finish_pointwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let q = linear_id(gid, nwg, ROW_WG);
@@ -518,33 +572,74 @@ fn finish_pointwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     let sigma = example[b * PER_EXAMPLE + 11u];
     let blurred = p.blur_k != 0u && sigma > 0.0;
     let r = i32(p.blur_k) / 2;
-    var w: array<f32, 15>;
-    // The strip's column of vec4s, from the row-blurred scratch (blur) or the sampled output (contrast).
-    var col: array<vec4<f32>, 28>;
-    let at = rows_at(b) / 4u + c;
-    for (var y = 0u; y < 28u; y++) {
-        if (p.blur_k == 0u) {
-            col[y] = contrasted(out_x4[b * 196u + y * 7u + c], ck);
-        } else {
-            col[y] = example4[at + y * 7u];
+    if (!blurred) {
+        for (var y = 0u; y < 28u; y++) {
+            let v = contrasted(example4[sampled_at(b) + y * 7u + c], ck);
+            let px0 = y * 28u + 4u * c;
+            out_x4[b * 196u + y * 7u + c] = vec4<f32>(finish(base, px0, v.x, erase), finish(base, px0 + 1u, v.y, erase),
+                                                      finish(base, px0 + 2u, v.z, erase), finish(base, px0 + 3u, v.w, erase));
         }
+        return;
     }
-    if (blurred) {
-        w = blur_weights(r, sigma);
-    }
-    for (var y = 0; y < 28; y++) {
-        var v = col[y];
-        if (blurred) {
-            v = vec4<f32>(0.0);
-            for (var k = -r; k <= r; k++) {
-                v += w[k + r] * col[reflect(y + k)];
-            }
+    let wd = blur_weights_by_distance(r, sigma);
+    // The column blur slides a window of 15 row-blurred quads (rows y - 7 .. y + 7, named by
+    // offset) down the strip: every index static, rows beyond r left zero, rows past the
+    // image's edges reflected.
+    var m7 = vec4<f32>(0.0);
+    var m6 = vec4<f32>(0.0);
+    var m5 = vec4<f32>(0.0);
+    var m4 = vec4<f32>(0.0);
+    var m3 = vec4<f32>(0.0);
+    var m2 = vec4<f32>(0.0);
+    var m1 = vec4<f32>(0.0);
+    var c0 = vec4<f32>(0.0);
+    var p1 = vec4<f32>(0.0);
+    var p2 = vec4<f32>(0.0);
+    var p3 = vec4<f32>(0.0);
+    var p4 = vec4<f32>(0.0);
+    var p5 = vec4<f32>(0.0);
+    var p6 = vec4<f32>(0.0);
+    var p7 = vec4<f32>(0.0);
+    for (var t = -7; t <= 34; t++) {
+        m7 = m6;
+        m6 = m5;
+        m5 = m4;
+        m4 = m3;
+        m3 = m2;
+        m2 = m1;
+        m1 = c0;
+        c0 = p1;
+        p1 = p2;
+        p2 = p3;
+        p3 = p4;
+        p4 = p5;
+        p5 = p6;
+        p6 = p7;
+        p7 = vec4<f32>(0.0);
+        if (t >= -r && t <= 27 + r) {
+            p7 = row_blurred_quad(sampled_at(b) + reflect(t) * 7u, i32(c), ck, wd, r);
         }
-        let px0 = u32(y) * 28u + 4u * c;
-        var out: vec4<f32>;
-        for (var j = 0u; j < 4u; j++) {
-            out[j] = finish(base, px0 + j, v[j], erase);
+        let y = t - 7;
+        if (y >= 0) {
+            var v = vec4<f32>(0.0);
+            if (r >= 7) { v += wd.w1.w * m7; }
+            if (r >= 6) { v += wd.w1.z * m6; }
+            if (r >= 5) { v += wd.w1.y * m5; }
+            if (r >= 4) { v += wd.w1.x * m4; }
+            if (r >= 3) { v += wd.w0.w * m3; }
+            if (r >= 2) { v += wd.w0.z * m2; }
+            if (r >= 1) { v += wd.w0.y * m1; }
+            v += wd.w0.x * c0;
+            if (r >= 1) { v += wd.w0.y * p1; }
+            if (r >= 2) { v += wd.w0.z * p2; }
+            if (r >= 3) { v += wd.w0.w * p3; }
+            if (r >= 4) { v += wd.w1.x * p4; }
+            if (r >= 5) { v += wd.w1.y * p5; }
+            if (r >= 6) { v += wd.w1.z * p6; }
+            if (r >= 7) { v += wd.w1.w * p7; }
+            let px0 = u32(y) * 28u + 4u * c;
+            out_x4[b * 196u + u32(y) * 7u + c] = vec4<f32>(finish(base, px0, v.x, erase), finish(base, px0 + 1u, v.y, erase),
+                                                          finish(base, px0 + 2u, v.z, erase), finish(base, px0 + 3u, v.w, erase));
         }
-        out_x4[b * 196u + u32(y) * 7u + c] = out;
     }
 }

@@ -17,8 +17,9 @@
 //! homography and the photometric draws), then `gather_pointwise` (a row per thread, no
 //! workgroup memory or barriers). Contrast and blur need the whole sampled image, so with
 //! them the pixels go through `sample_pointwise` (which also sums each image for contrast,
-//! with integer atomics), `blur_rows` (blur) and `finish_pointwise`, a row or a strip of 4
-//! columns per thread: faster on lavapipe than one workgroup per example with barriers.
+//! with integer atomics) and `finish_pointwise` (contrast, the blur along rows and columns,
+//! noise, erase), a row or a strip of 4 columns per thread: faster on lavapipe than one
+//! workgroup per example with barriers.
 
 use super::data::{GatherConfig, PIXELS};
 use super::{check_len, dim};
@@ -49,11 +50,11 @@ mod binding {
 pub const PER_EXAMPLE: usize = 16;
 
 /// Floats of scratch per example: the draws (`PER_EXAMPLE`), the image sum for contrast (in
-/// a slot of 4, for alignment), and the image blurred along rows.
+/// a slot of 4, for alignment), and the sampled image (contrast and blur read it whole).
 pub const SCRATCH_PER_EXAMPLE: usize = PER_EXAMPLE + 4 + PIXELS;
 
 /// The scratch of a plan gathering `batch` augmented examples: the draws of every example
-/// first (`batch * PER_EXAMPLE` floats), then the sums, then the row-blurred images.
+/// first (`batch * PER_EXAMPLE` floats), then the sums, then the sampled images.
 pub fn scratch(gpu: &Gpu, batch: usize) -> Result<Tensor> {
     gpu.zeros("augment scratch", batch * SCRATCH_PER_EXAMPLE)
 }
@@ -457,14 +458,7 @@ pub fn gather_augmented(
     // each example in one workgroup (barriers are slow on lavapipe).
     let entries: Vec<&str> = match a.contrast > 0.0 || a.blur.is_some() {
         false => vec!["gather_pointwise"],
-        true => [
-            Some("sample_pointwise"),
-            a.blur.is_some().then_some("blur_rows"),
-            Some("finish_pointwise"),
-        ]
-        .into_iter()
-        .flatten()
-        .collect(),
+        true => vec!["sample_pointwise", "finish_pointwise"],
     };
     let all = [
         (binding::P, &p),
@@ -486,9 +480,8 @@ pub fn gather_augmented(
                 P, IMAGES, LABELS, INDICES, COUNTER, OUT_LABELS, EXAMPLE, OUT_X4,
             ],
             "sample_pointwise" => &[
-                P, IMAGES, LABELS, INDICES, COUNTER, OUT_LABELS, EXAMPLE, SUMS, OUT_X4,
+                P, IMAGES, LABELS, INDICES, COUNTER, OUT_LABELS, EXAMPLE, SUMS, EXAMPLE4,
             ],
-            "blur_rows" => &[P, EXAMPLE, OUT_X4, EXAMPLE4],
             _ => &[P, COUNTER, EXAMPLE, OUT_X4, EXAMPLE4],
         };
         let bindings: Vec<_> = all

@@ -35,7 +35,7 @@ pub struct PlanInputs<'a> {
     pub dropout_seed: u32,
     /// Label smoothing of the training loss (0 for evaluation).
     pub label_smoothing: f32,
-    /// `--augment` and its scratch (`augment::scratch`: the draws, sums and blur rows);
+    /// `--augment` and its scratch (`augment::scratch`: the draws, contrast's sums, the sampled images);
     /// None: the plain gather (with the legacy --flip/--shift).
     pub augment: Option<(Augment, &'a Tensor)>,
 }

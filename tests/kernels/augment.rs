@@ -42,6 +42,9 @@ fn augmented_gather_matches_reference() {
         "blur(k=5,sigma=0.5:2)",
         // Blur on some examples only, after contrast: the split passes' every branch.
         "contrast(0.6) blur(k=7,sigma=0.3:3,p=0.5) erase(p=0.5)",
+        // The row blur's reach: one neighbouring quad up to k=9, two beyond.
+        "blur(k=9,sigma=2:3)",
+        "contrast(0.3) blur(k=15,sigma=1:4)",
         "noise(0.1)",
         "erase(p=1,scale=0.05:0.3,value=0.5)",
         "affine(rotate=15,scale=0.9:1.1) perspective(0.3) flip brightness(0.2) contrast(0.2) blur(k=3) noise(0.05) erase(p=0.5)",
