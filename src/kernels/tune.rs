@@ -9,8 +9,10 @@
 //! once and choose alike. A file that cannot be read or parsed is ignored and rewritten; a
 //! stored choice that no longer applies is measured again. A shape's key carries a digest of
 //! its family's shaders (`matmul*.wgsl`, `conv2d*.wgsl`): a changed family is measured
-//! again, the others keep their choices, and entries of an older digest are dropped when
-//! the file is next written, so it does not grow with every version of the program.
+//! again and the others keep their choices. The file keeps the choices of the last
+//! `KEEP_VERSIONS` versions of each family's shaders that wrote to it, so two builds in use on
+//! one machine do not erase each other's choices, and it does not grow with every version;
+//! its name carries its format, so a program that writes another format keeps its own file.
 //!
 //! `select`'s thresholds stay the fallback order: without a tuner (the library's default;
 //! the CLI turns it on unless `WGPU_FMNIST_TUNE=0`), where timing fails, and under
@@ -45,8 +47,12 @@ pub enum Size {
 
 /// The cache file's format; a file of another format is ignored and rewritten.
 /// (1: one digest of every shader in the adapter key; 2: a digest per family in each shape
-/// key.)
-const FORMAT: u64 = 2;
+/// key; 3: and the order in which each family's versions were last written, in a file of its
+/// own: a format-2 program dropped every other version's entries on each write.)
+const FORMAT: u64 = 3;
+/// Versions of a family's shaders whose choices the file keeps (per adapter): the one that
+/// writes, and the ones that wrote last before it.
+const KEEP_VERSIONS: usize = 3;
 
 pub struct Tuner {
     /// Adapter and driver: choices made under another key do not apply.
@@ -92,7 +98,7 @@ impl Tuner {
             .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("wgpu-fmnist")))
             .or_else(|| var("LOCALAPPDATA").map(|d| d.join("wgpu-fmnist")))
             .or_else(|| var("HOME").map(|d| d.join(".cache").join("wgpu-fmnist")))?;
-        Some(dir.join("kernel-choices.json"))
+        Some(dir.join(format!("kernel-choices-v{FORMAT}.json")))
     }
 
     /// Calls `tell` with a line saying what is happening before the first measurement.
@@ -195,9 +201,24 @@ impl Tuner {
     fn save(&self, key: &str, choice: Variant) {
         let Some(path) = &self.path else { return };
         let mut file = read_file(path);
+        // This family's version moves to the end of the adapter's list; a family keeps its
+        // last KEEP_VERSIONS versions, and only their entries are kept.
+        let recent = file.recent.entry(self.adapter_key.clone()).or_default();
+        if let Some(version) = version_of(key) {
+            recent.retain(|v| *v != version);
+            recent.push(version);
+        }
+        let mut kept: Vec<String> = Vec::new();
+        for v in recent.iter().rev() {
+            let family = v.split(' ').next().unwrap_or_default();
+            let newer = kept.iter().filter(|k| k.split(' ').next() == Some(family));
+            if newer.count() < KEEP_VERSIONS {
+                kept.push(v.clone());
+            }
+        }
+        recent.retain(|v| kept.contains(v));
         let entry = file.adapters.entry(self.adapter_key.clone()).or_default();
-        // Choices made under older shaders will never be looked up again.
-        entry.retain(|k, _| is_current(k));
+        entry.retain(|k, _| version_of(k).is_some_and(|v| kept.contains(&v)));
         entry.entry(key.to_string()).or_insert(choice);
         // The cache is an optimisation: a read-only or full disk costs the next run a
         // re-measurement, never this one its result.
@@ -266,12 +287,12 @@ fn family_digest(family: &str) -> String {
     format!("{:x}", sources.finalize())
 }
 
-/// Is `key` (a shape key) made under the current sources of its family?
-fn is_current(key: &str) -> bool {
+/// The version of its family's shaders a shape key was made under: "family digest".
+fn version_of(key: &str) -> Option<String> {
     let mut words = key.split(' ');
     match (words.next(), words.next()) {
-        (Some(family), Some(digest)) => digest == family_digest(family),
-        _ => false,
+        (Some(family), Some(digest)) if digest.len() == 32 => Some(format!("{family} {digest}")),
+        _ => None,
     }
 }
 
@@ -280,6 +301,9 @@ struct CacheFile {
     format: u64,
     /// Adapter key -> shape key -> variant.
     adapters: BTreeMap<String, BTreeMap<String, Variant>>,
+    /// Adapter key -> the shader versions ("family digest") that wrote, most recent last.
+    #[serde(default)]
+    recent: BTreeMap<String, Vec<String>>,
 }
 
 /// The file's contents, or an empty cache if it is missing, unreadable, of another format
@@ -291,7 +315,7 @@ fn read_file(path: &Path) -> CacheFile {
         .filter(|f| f.format == FORMAT)
         .unwrap_or(CacheFile {
             format: FORMAT,
-            adapters: BTreeMap::new(),
+            ..CacheFile::default()
         })
 }
 

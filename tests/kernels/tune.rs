@@ -12,7 +12,7 @@ use wgpu_fmnist::kernels::tune::{shape_key, Size, Tuner};
 fn cache_file(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("wgpu-fmnist-tune-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    dir.join("kernel-choices.json")
+    dir.join("kernel-choices-v3.json")
 }
 
 #[test]
@@ -193,19 +193,37 @@ fn the_cache_is_reused_rewritten_when_damaged_and_remeasured_when_stale() {
     assert_eq!(t.measured(), 1);
 
     // A file of another format is ignored too.
-    assert!(text.contains("\"format\": 2"), "{text}");
-    std::fs::write(&path, text.replace("\"format\": 2", "\"format\": 99")).unwrap();
+    assert!(text.contains("\"format\": 3"), "{text}");
+    std::fs::write(&path, text.replace("\"format\": 3", "\"format\": 99")).unwrap();
     let t = Tuner::open(g, Some(path.clone()));
     assert_eq!(t.stored(&key, &applicable), None);
 
     // Keys carry their family's shader digest: a choice stored under other matmul shaders
-    // is not used, and is dropped (only it) when the file is next written.
+    // is not used. When the file is written, each family keeps the entries of its last 3
+    // versions (the writer's and the 2 that wrote before it), so two builds in use do not
+    // erase each other's choices; older versions and unknown keys are dropped, and other
+    // families are untouched.
     let digest = key.split(' ').nth(1).unwrap().to_string();
     assert_eq!(digest.len(), 32, "{key}");
-    let old_key = key.replace(&digest, "00000000000000000000000000000000");
+    let version = |d: char| d.to_string().repeat(32);
+    let old_key = |d: char| key.replace(&digest, &version(d));
     let other_family = shape_key("conv2d", &(1, 2));
+    let conv_version = other_family
+        .split(' ')
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
     let section = format!(
-        "\"{old_key}\": \"generic\", \"{other_family}\": \"generic\", \"matmul bad\": \"generic\""
+        "\"{}\": \"generic\", \"{}\": \"generic\", \"{}\": \"generic\", \"{other_family}\": \"generic\", \"matmul bad\": \"generic\"",
+        old_key('1'),
+        old_key('2'),
+        old_key('3'),
+    );
+    let recent = format!(
+        "\"matmul {}\", \"matmul {}\", \"{conv_version}\", \"matmul {}\"",
+        version('1'),
+        version('2'),
+        version('3'),
     );
     let adapter = file["adapters"]
         .as_object()
@@ -216,7 +234,9 @@ fn the_cache_is_reused_rewritten_when_damaged_and_remeasured_when_stale() {
         .clone();
     std::fs::write(
         &path,
-        format!("{{\"format\": 2, \"adapters\": {{\"{adapter}\": {{{section}}}}}}}"),
+        format!(
+            "{{\"format\": 3, \"adapters\": {{\"{adapter}\": {{{section}}}}}, \"recent\": {{\"{adapter}\": [{recent}]}}}}"
+        ),
     )
     .unwrap();
     let t = Tuner::open(g, Some(path.clone()));
@@ -226,8 +246,35 @@ fn the_cache_is_reused_rewritten_when_damaged_and_remeasured_when_stale() {
     let text = std::fs::read_to_string(&path).unwrap();
     let file: serde_json::Value = serde_json::from_str(&text).unwrap();
     let stored = file["adapters"][&adapter].as_object().unwrap();
-    assert_eq!(stored.len(), 2, "{text}");
+    let mut keys: Vec<&String> = stored.keys().collect();
+    keys.sort();
+    let mut want = vec![&key, &other_family];
+    let (two, three) = (old_key('2'), old_key('3'));
+    want.extend([&two, &three]);
+    want.sort();
+    assert_eq!(keys, want, "{text}");
     assert_eq!(stored[&key], chosen.to_string(), "{text}");
     assert_eq!(stored[&other_family], "generic", "{text}");
+    let order: Vec<&str> = file["recent"][&adapter]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let mine = format!("matmul {digest}");
+    let (v2, v3) = (
+        format!("matmul {}", version('2')),
+        format!("matmul {}", version('3')),
+    );
+    assert_eq!(
+        order,
+        [
+            v2.as_str(),
+            conv_version.as_str(),
+            v3.as_str(),
+            mine.as_str()
+        ],
+        "{text}"
+    );
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
