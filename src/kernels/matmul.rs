@@ -181,7 +181,7 @@ pub fn matmul_with(
                 select::matmul::subgroup_kernel(caps, &shape).expect("applicable");
             // NT reads A as vec4s and stores scalars; NN reads A as scalars (any strides)
             // and stores vec4s.
-            let (a_view, c_view) = if entry == "matmul_nt_subgroup" {
+            let (a_view, c_view) = if entry.starts_with("matmul_nt_subgroup") {
                 (binding::A4, binding::C)
             } else {
                 (binding::A, binding::C4)

@@ -258,6 +258,13 @@ pub mod matmul {
             _ => None,
         };
         if sak == 1 && sbk == 1 && by4(s.k) && by4(sam) && by4(sbn) {
+            if s.m >= 32 {
+                // One subgroup per workgroup, each a tile of 32 x 32.
+                return match caps.grid(s.m.div_ceil(32) * s.n.div_ceil(32), 1) {
+                    [x, 1, 1] => Some(("matmul_nt_subgroup32", [x, 1, 1])),
+                    _ => None,
+                };
+            }
             return groups(8).map(|g| ("matmul_nt_subgroup", g));
         }
         if sbn == 1 && by4(s.n) && by4(sbk) {

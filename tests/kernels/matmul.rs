@@ -7,6 +7,7 @@ const LINEAR_SHAPES: &[(usize, usize, usize)] = &[
     (1, 784, 128),    // batch 1, mlp first layer
     (3, 5, 7),        // nothing a multiple of the 4x4 block or 32 tile
     (33, 67, 31),     // one past / one short of tile multiples
+    (33, 36, 31),     // the same where the NT kernels apply (32-row subgroup tiles)
     (9, 36, 20),      // vec4 layouts with partial 8-row / 8-column blocks
     (70, 132, 68),    // vec4 layouts just past the 64-wide workgroup tiles
     (32, 784, 128),   // mlp layer 1 at its batch
