@@ -262,3 +262,75 @@ fn matmul_nn_subgroup(
     store_tile4(it, t.lo);
     store_tile4(Item(it.m0 + 8u, it.n, it.valid), t.hi);
 }
+
+// ---- NN with 32 rows (M >= 32), one subgroup per workgroup (see matmul_nt_subgroup32).
+// Each accumulator takes 8 steps of k in one FMA chain (loaded and stored once per 8, where
+// the 16-row kernel's outer products load and store it at every k: the accumulators do not
+// fit in the CPU's registers, so that traffic, not the loads of A and B, set its speed).
+
+// acc += sum over 8 steps of k of x_k * r_k (r_k: the lane's 4 columns of B's row k).
+fn chain8(acc: vec4<f32>, x0: f32, x1: f32, x2: f32, x3: f32, x4: f32, x5: f32, x6: f32, x7: f32, r0: vec4<f32>, r1: vec4<f32>, r2: vec4<f32>, r3: vec4<f32>, r4: vec4<f32>, r5: vec4<f32>, r6: vec4<f32>, r7: vec4<f32>) -> vec4<f32> {
+    var a = fma(vec4<f32>(x0), r0, acc);
+    a = fma(vec4<f32>(x1), r1, a);
+    a = fma(vec4<f32>(x2), r2, a);
+    a = fma(vec4<f32>(x3), r3, a);
+    a = fma(vec4<f32>(x4), r4, a);
+    a = fma(vec4<f32>(x5), r5, a);
+    a = fma(vec4<f32>(x6), r6, a);
+    a = fma(vec4<f32>(x7), r7, a);
+    return a;
+}
+
+// 8 rows of the tile over 8 steps of k: lane K holds rows 0..3 (a0) and 4..7 (a1) of A's
+// column k0 + K.
+fn rows8(t: Tile, a0: vec4<f32>, a1: vec4<f32>, r0: vec4<f32>, r1: vec4<f32>, r2: vec4<f32>, r3: vec4<f32>, r4: vec4<f32>, r5: vec4<f32>, r6: vec4<f32>, r7: vec4<f32>) -> Tile {
+    let p0 = lane0(a0); let p1 = lane1(a0); let p2 = lane2(a0); let p3 = lane3(a0);
+    let p4 = lane4(a0); let p5 = lane5(a0); let p6 = lane6(a0); let p7 = lane7(a0);
+    let q0 = lane0(a1); let q1 = lane1(a1); let q2 = lane2(a1); let q3 = lane3(a1);
+    let q4 = lane4(a1); let q5 = lane5(a1); let q6 = lane6(a1); let q7 = lane7(a1);
+    return Tile(
+        chain8(t.r0, p0.x, p1.x, p2.x, p3.x, p4.x, p5.x, p6.x, p7.x, r0, r1, r2, r3, r4, r5, r6, r7),
+        chain8(t.r1, p0.y, p1.y, p2.y, p3.y, p4.y, p5.y, p6.y, p7.y, r0, r1, r2, r3, r4, r5, r6, r7),
+        chain8(t.r2, p0.z, p1.z, p2.z, p3.z, p4.z, p5.z, p6.z, p7.z, r0, r1, r2, r3, r4, r5, r6, r7),
+        chain8(t.r3, p0.w, p1.w, p2.w, p3.w, p4.w, p5.w, p6.w, p7.w, r0, r1, r2, r3, r4, r5, r6, r7),
+        chain8(t.r4, q0.x, q1.x, q2.x, q3.x, q4.x, q5.x, q6.x, q7.x, r0, r1, r2, r3, r4, r5, r6, r7),
+        chain8(t.r5, q0.y, q1.y, q2.y, q3.y, q4.y, q5.y, q6.y, q7.y, r0, r1, r2, r3, r4, r5, r6, r7),
+        chain8(t.r6, q0.z, q1.z, q2.z, q3.z, q4.z, q5.z, q6.z, q7.z, r0, r1, r2, r3, r4, r5, r6, r7),
+        chain8(t.r7, q0.w, q1.w, q2.w, q3.w, q4.w, q5.w, q6.w, q7.w, r0, r1, r2, r3, r4, r5, r6, r7),
+    );
+}
+
+@compute @workgroup_size(8)
+fn matmul_nn_subgroup32(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    let it = item(wid.x, lane, 32u);
+    let sb = p.b_stride_k / 4u;
+    let col = min(it.n, p.n - 4u) / 4u;
+    let last_k = p.k - 1u;
+    var t0: Tile;
+    var t1: Tile;
+    var t2: Tile;
+    var t3: Tile;
+    for (var k0 = 0u; k0 < p.k; k0 += 8u) {
+        let k = k0 + lane;
+        // Rows of B past K meet zeros of A; they are read at the last row.
+        let r0 = b4[min(k0 + 0u, last_k) * sb + col];
+        let r1 = b4[min(k0 + 1u, last_k) * sb + col];
+        let r2 = b4[min(k0 + 2u, last_k) * sb + col];
+        let r3 = b4[min(k0 + 3u, last_k) * sb + col];
+        let r4 = b4[min(k0 + 4u, last_k) * sb + col];
+        let r5 = b4[min(k0 + 5u, last_k) * sb + col];
+        let r6 = b4[min(k0 + 6u, last_k) * sb + col];
+        let r7 = b4[min(k0 + 7u, last_k) * sb + col];
+        t0 = rows8(t0, a_col4(it.m0, k), a_col4(it.m0 + 4u, k), r0, r1, r2, r3, r4, r5, r6, r7);
+        t1 = rows8(t1, a_col4(it.m0 + 8u, k), a_col4(it.m0 + 12u, k), r0, r1, r2, r3, r4, r5, r6, r7);
+        t2 = rows8(t2, a_col4(it.m0 + 16u, k), a_col4(it.m0 + 20u, k), r0, r1, r2, r3, r4, r5, r6, r7);
+        t3 = rows8(t3, a_col4(it.m0 + 24u, k), a_col4(it.m0 + 28u, k), r0, r1, r2, r3, r4, r5, r6, r7);
+    }
+    store_tile4(it, t0);
+    store_tile4(Item(it.m0 + 8u, it.n, it.valid), t1);
+    store_tile4(Item(it.m0 + 16u, it.n, it.valid), t2);
+    store_tile4(Item(it.m0 + 24u, it.n, it.valid), t3);
+}

@@ -268,6 +268,12 @@ pub mod matmul {
             return groups(8).map(|g| ("matmul_nt_subgroup", g));
         }
         if sbn == 1 && by4(s.n) && by4(sbk) {
+            if s.m >= 32 {
+                return match caps.grid(s.m.div_ceil(32) * s.n.div_ceil(32), 1) {
+                    [x, 1, 1] => Some(("matmul_nn_subgroup32", [x, 1, 1])),
+                    _ => None,
+                };
+            }
             return groups(16).map(|g| ("matmul_nn_subgroup", g));
         }
         None
