@@ -377,6 +377,12 @@ fn finish(base: u32, px: u32, value: f32, erase: vec4<f32>) -> f32 {
     return (v - p.mean) * p.inv_std;
 }
 
+// finish for the 4 pixels px0 .. px0 + 3.
+fn finish4(base: u32, px0: u32, v: vec4<f32>, erase: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(finish(base, px0, v.x, erase), finish(base, px0 + 1u, v.y, erase),
+                     finish(base, px0 + 2u, v.z, erase), finish(base, px0 + 3u, v.w, erase));
+}
+
 // What a thread gathering image row q (of the batch) needs of its example: which one, its
 // homography and its brightness. The row-0 thread also gathers the label.
 struct Row {
@@ -576,8 +582,7 @@ fn finish_pointwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
         for (var y = 0u; y < 28u; y++) {
             let v = contrasted(example4[sampled_at(b) + y * 7u + c], ck);
             let px0 = y * 28u + 4u * c;
-            out_x4[b * 196u + y * 7u + c] = vec4<f32>(finish(base, px0, v.x, erase), finish(base, px0 + 1u, v.y, erase),
-                                                      finish(base, px0 + 2u, v.z, erase), finish(base, px0 + 3u, v.w, erase));
+            out_x4[b * 196u + y * 7u + c] = finish4(base, px0, v, erase);
         }
         return;
     }
@@ -638,8 +643,7 @@ fn finish_pointwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
             if (r >= 6) { v += wd.w1.z * p6; }
             if (r >= 7) { v += wd.w1.w * p7; }
             let px0 = u32(y) * 28u + 4u * c;
-            out_x4[b * 196u + u32(y) * 7u + c] = vec4<f32>(finish(base, px0, v.x, erase), finish(base, px0 + 1u, v.y, erase),
-                                                          finish(base, px0 + 2u, v.z, erase), finish(base, px0 + 3u, v.w, erase));
+            out_x4[b * 196u + u32(y) * 7u + c] = finish4(base, px0, v, erase);
         }
     }
 }
