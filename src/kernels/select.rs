@@ -242,7 +242,9 @@ pub mod matmul {
 
     /// The subgroup entry point and workgroup grid for `s`, if its layout has one: "NT" (A
     /// and B contiguous along K) or "NN" (B contiguous along N; A any strides, so also
-    /// "TN"). Fewer rows than one subgroup tile: the vec4 kernels waste less, and on
+    /// "TN"). From 32 rows (every preset's batch) the 32-row kernels, one subgroup per
+    /// workgroup; below, the 8-row (NT) and 16-row (NN) ones, 8 subgroups per workgroup.
+    /// Fewer rows than one subgroup tile: the vec4 kernels waste less, and on
     /// lavapipe a mostly idle tile lets the driver's uniform inlining shrink the shader
     /// enough that it recompiles it at every dispatch (bench's "in step" column showed
     /// 0.5 -> 1.6 ms).
