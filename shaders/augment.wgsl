@@ -11,8 +11,8 @@
 // same work is split into passes:
 // sample_pointwise: a row per thread: the sampled, brightened pixels in [0, 1] into the
 //                   output, and (contrast) each image's sum into the scratch;
-// finish_pointwise: a strip of 4 columns per thread: contrast, the blur along rows and
-//                   columns, noise, erasing, the normalisation.
+// finish_pointwise: 4 rows per thread: contrast, the blur along rows and columns, noise,
+//                   erasing, the normalisation.
 
 struct Params {
     batch: u32,
@@ -46,7 +46,7 @@ struct Params {
 const PIXELS: u32 = 784u;
 const SIDE: f32 = 28.0;
 const PER_EXAMPLE: u32 = 16u;
-// The gather passes run a row (28 pixels) or a strip of 4 columns per thread.
+// The gather passes run a row (28 pixels) per thread, the last pass with blur 4 rows.
 const ROW_WG: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -62,10 +62,12 @@ const ROW_WG: u32 = 64u;
 @group(0) @binding(7) var<storage, read_write> example: array<f32>;
 // The same buffer as `example`, for the image sums' atomic adds.
 @group(0) @binding(8) var<storage, read_write> sums: array<atomic<u32>>;
-// The batch's pixels, and `example` again, 4 floats at a time: a thread's 4 pixels are one
-// aligned vec4 (784 and every offset in the scratch are multiples of 4).
+// The batch's pixels, 4 floats at a time: a thread's 4 pixels are one aligned vec4.
 @group(0) @binding(9) var<storage, read_write> out_x4: array<vec4<f32>>;
-@group(0) @binding(10) var<storage, read_write> example4: array<vec4<f32>>;
+// The scratch's sampled images, 4 pixels to a vec2<u32> as 16-bit unorm pairs: storage
+// accesses are what the passes with contrast or blur spend their time on (lavapipe runs a
+// per-lane loop for each component), and 16 bits keep the [0, 1] pixels to 8e-6.
+@group(0) @binding(10) var<storage, read_write> sampled: array<vec2<u32>>;
 
 // Contrast's image sum in fixed point: pixels are in [0, 1], so 784 of them at 2^20 fit in a
 // u32, and integer adds give the same sum in any order (runs stay bit-reproducible).
@@ -75,9 +77,18 @@ fn mean_at(b: u32) -> u32 {
     return p.batch * PER_EXAMPLE + 4u * b;
 }
 
-// Where example b's sampled image starts in `example4`.
+// Where example b's sampled image starts in `sampled` (after the draws and the sums).
 fn sampled_at(b: u32) -> u32 {
-    return (p.batch * (PER_EXAMPLE + 4u) + b * PIXELS) / 4u;
+    return p.batch * (PER_EXAMPLE + 4u) / 2u + b * 196u;
+}
+
+fn pack_quad(v: vec4<f32>) -> vec2<u32> {
+    return vec2<u32>(pack2x16unorm(v.xy), pack2x16unorm(v.zw));
+}
+
+fn sampled_quad(i: u32) -> vec4<f32> {
+    let s = sampled[i];
+    return vec4<f32>(unpack2x16unorm(s.x), unpack2x16unorm(s.y));
 }
 
 fn linear_id(gid: vec3<u32>, nwg: vec3<u32>, wg: u32) -> u32 {
@@ -430,10 +441,9 @@ fn gather_pointwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     }
 }
 
-// The passes with contrast or blur also run one thread per image row or column strip: a
-// thread reads its example's draws once for 28 or 112 pixels, contrast's sum takes one
-// atomic add per row (adds to one address serialise on lavapipe: one per 4 pixels cost as
-// much as the sampling), and a blur reads each neighbour once.
+// The passes with contrast or blur also run one thread per image row: a thread reads its
+// example's draws once for 28 pixels, and contrast's sum takes one atomic add per row (adds
+// to one address serialise on lavapipe: one per 4 pixels cost as much as the sampling).
 // First pass with contrast or blur, one thread per image row: the sampled, brightened
 // pixels in [0, 1] into the scratch, and (contrast) the row's sum into the image's.
 @compute @workgroup_size(64)
@@ -446,8 +456,11 @@ fn sample_pointwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     let at = sampled_at(0u) + q * 7u;
     var sum = 0u;
     for (var i = 0u; i < 7u; i++) {
-        let out = clamp(sample_quad(row.ex, row.r0, row.r1, row.r2, (q % 28u) * 28u + 4u * i) * row.bright, vec4<f32>(0.0), vec4<f32>(1.0));
-        example4[at + i] = out;
+        // pack2x16unorm clamps to [0, 1]: brightness's clamp.
+        let packed = pack_quad(sample_quad(row.ex, row.r0, row.r1, row.r2, (q % 28u) * 28u + 4u * i) * row.bright);
+        sampled[at + i] = packed;
+        // The sum of the stored (rounded) pixels, as the reference takes it.
+        let out = vec4<f32>(unpack2x16unorm(packed.x), unpack2x16unorm(packed.y));
         sum += u32(round((out.x + out.y + out.z + out.w) * SUM_SCALE));
     }
     if (p.contrast > 0.0) {
@@ -480,7 +493,7 @@ fn reflect(i: i32) -> u32 {
     return u32(j);
 }
 
-// The row blur of a strip's 4 pixels from its quad q0 and the quads beside it (qm1 .. qp2:
+// The row blur of a quad's 4 pixels from the quad q0 and the quads beside it (qm1 .. qp2:
 // -1 .. +2 quads away, reflected at the image's edges), weights w0 = (w(0), .., w(3)),
 // w1 = (w(4), .., w(7)) for offsets |k|: every index static, so the window can stay in
 // registers rather than in a private array indexed at run time.
@@ -527,123 +540,130 @@ fn blur_weights_by_distance(r: i32, sigma: f32) -> Weights {
     return Weights(vec4<f32>(e[0], e[1], e[2], e[3]) / total, vec4<f32>(e[4], e[5], e[6], e[7]) / total);
 }
 
-// Quad qi (-2 .. 8) of a sampled image row starting at `row` in example4, contrasted, with
-// reflect padding beyond the row's 7 quads.
-fn quad_reflected(row: u32, qi: i32, ck: vec2<f32>) -> vec4<f32> {
-    if (qi < 0) {
-        let a = contrasted(example4[row + u32(-qi)], ck);
-        let b = contrasted(example4[row + u32(-qi - 1)], ck);
-        return vec4<f32>(a.x, b.w, b.z, b.y);
-    }
-    if (qi > 6) {
-        let a = contrasted(example4[row + u32(13 - qi)], ck);
-        let b = contrasted(example4[row + u32(12 - qi)], ck);
-        return vec4<f32>(a.z, a.y, a.x, b.w);
-    }
-    return contrasted(example4[row + u32(qi)], ck);
+// The quads just outside a row of quads q0 .. q6, reflect-padded (pixel -j is pixel j,
+// pixel 27 + j is pixel 27 - j): before(q1, q0) is pixels -4 .. -1, before(q2, q1) -8 .. -5,
+// after(q6, q5) pixels 28 .. 31, after(q5, q4) 32 .. 35.
+fn before(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(a.x, b.w, b.z, b.y);
 }
 
-// Quad qc of the sampled row starting at `row`, contrasted and blurred along the row.
-fn row_blurred_quad(row: u32, qc: i32, ck: vec2<f32>, wd: Weights, r: i32) -> vec4<f32> {
-    let q0 = contrasted(example4[row + u32(qc)], ck);
-    var qm2 = vec4<f32>(0.0);
-    var qm1 = vec4<f32>(0.0);
-    var qp1 = vec4<f32>(0.0);
-    var qp2 = vec4<f32>(0.0);
-    if (r >= 1) {
-        qm1 = quad_reflected(row, qc - 1, ck);
-        qp1 = quad_reflected(row, qc + 1, ck);
-    }
-    if (r >= 5) {
-        qm2 = quad_reflected(row, qc - 2, ck);
-        qp2 = quad_reflected(row, qc + 2, ck);
-    }
-    return row_blur(qm2, qm1, q0, qp1, qp2, wd.w0, wd.w1, r);
+fn after(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(a.z, a.y, a.x, b.w);
 }
 
-// Last pass with contrast or blur, one thread per strip of 4 columns of an image: contrast,
-// the blur along rows then along columns (reflect padding), noise, erasing and the
-// normalisation. The row blur reads the strip's neighbouring quads (one on each side for
-// kernels up to 9, two up to 15) rather than a row-blurred copy from a pass of its own: the
-// same loads, one dispatch and one image-sized scratch less.
+// Blur's weight for the signed distance d: zero beyond r.
+fn weight_at(wd: Weights, d: i32, r: i32) -> f32 {
+    let a = abs(d);
+    if (a > r) {
+        return 0.0;
+    }
+    if (a < 4) {
+        return wd.w0[a];
+    }
+    return wd.w1[a - 4];
+}
+
+// Image row `row` (its first quad's index in `sampled`), contrasted and blurred along the
+// row: its 7 quads loaded once, the blur's reach past the edges reflected by shuffling quads
+// already loaded.
+fn row_blurred(row: u32, ck: vec2<f32>, wd: Weights, r: i32) -> array<vec4<f32>, 7> {
+    let q0 = contrasted(sampled_quad(row), ck);
+    let q1 = contrasted(sampled_quad(row + 1u), ck);
+    let q2 = contrasted(sampled_quad(row + 2u), ck);
+    let q3 = contrasted(sampled_quad(row + 3u), ck);
+    let q4 = contrasted(sampled_quad(row + 4u), ck);
+    let q5 = contrasted(sampled_quad(row + 5u), ck);
+    let q6 = contrasted(sampled_quad(row + 6u), ck);
+    let qm1 = before(q1, q0);
+    let qm2 = before(q2, q1);
+    let q7 = after(q6, q5);
+    let q8 = after(q5, q4);
+    return array<vec4<f32>, 7>(
+        row_blur(qm2, qm1, q0, q1, q2, wd.w0, wd.w1, r),
+        row_blur(qm1, q0, q1, q2, q3, wd.w0, wd.w1, r),
+        row_blur(q0, q1, q2, q3, q4, wd.w0, wd.w1, r),
+        row_blur(q1, q2, q3, q4, q5, wd.w0, wd.w1, r),
+        row_blur(q2, q3, q4, q5, q6, wd.w0, wd.w1, r),
+        row_blur(q3, q4, q5, q6, q7, wd.w0, wd.w1, r),
+        row_blur(q4, q5, q6, q7, q8, wd.w0, wd.w1, r),
+    );
+}
+
+fn add_weighted(acc: ptr<function, array<vec4<f32>, 7>>, z: array<vec4<f32>, 7>, w: f32) {
+    (*acc)[0] += w * z[0];
+    (*acc)[1] += w * z[1];
+    (*acc)[2] += w * z[2];
+    (*acc)[3] += w * z[3];
+    (*acc)[4] += w * z[4];
+    (*acc)[5] += w * z[5];
+    (*acc)[6] += w * z[6];
+}
+
+// Output row y of example b (7 quads in [0, 1], `base` its noise stream) finished and
+// normalised into the batch.
+fn store_row(b: u32, y: u32, o: array<vec4<f32>, 7>, base: u32, erase: vec4<f32>) {
+    let out = (b * 28u + y) * 7u;
+    out_x4[out] = finish4(base, y * 28u, o[0], erase);
+    out_x4[out + 1u] = finish4(base, y * 28u + 4u, o[1], erase);
+    out_x4[out + 2u] = finish4(base, y * 28u + 8u, o[2], erase);
+    out_x4[out + 3u] = finish4(base, y * 28u + 12u, o[3], erase);
+    out_x4[out + 4u] = finish4(base, y * 28u + 16u, o[4], erase);
+    out_x4[out + 5u] = finish4(base, y * 28u + 20u, o[5], erase);
+    out_x4[out + 6u] = finish4(base, y * 28u + 24u, o[6], erase);
+}
+
+// Output rows per thread in the last pass: a thread loads rows y0 - r .. y0 + 3 + r once
+// each (6 rows for 4 at kernel 3) where a row per thread would load 2r + 1 per output row.
+const FINISH_ROWS: u32 = 4u;
+
+// Last pass with contrast or blur, one thread per 4 rows of an image: contrast, the blur
+// along rows then along columns (reflect padding), noise, erasing and the normalisation.
+// Storage accesses cost lavapipe a per-lane loop each, and they are this pass's time, so
+// each input row is loaded once per thread and blurred along the row in registers, then
+// weighted into the 4 output rows it reaches. (A strip of 4 columns per thread, sliding
+// down the strip, loaded the quads beside each strip too, with the edge strips'
+// reflections diverging from the middle ones in every SIMD group.)
 @compute @workgroup_size(64)
 fn finish_pointwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let q = linear_id(gid, nwg, ROW_WG);
-    if (q >= p.batch * 7u) { return; }
-    let b = q / 7u;
-    let c = q % 7u;
+    if (q >= p.batch * (28u / FINISH_ROWS)) { return; }
+    let b = q / (28u / FINISH_ROWS);
+    let y0 = (q % (28u / FINISH_ROWS)) * FINISH_ROWS;
     let erase = erase_box(b);
     let base = example_stream(b);
     let ck = contrast_of(b);
     let sigma = example[b * PER_EXAMPLE + 11u];
-    let blurred = p.blur_k != 0u && sigma > 0.0;
-    let r = i32(p.blur_k) / 2;
-    if (!blurred) {
-        for (var y = 0u; y < 28u; y++) {
-            let v = contrasted(example4[sampled_at(b) + y * 7u + c], ck);
-            let px0 = y * 28u + 4u * c;
-            out_x4[b * 196u + y * 7u + c] = finish4(base, px0, v, erase);
+    let image = sampled_at(b);
+    if (p.blur_k == 0u || sigma <= 0.0) {
+        for (var y = y0; y < y0 + FINISH_ROWS; y++) {
+            let row = image + y * 7u;
+            let o = array<vec4<f32>, 7>(
+                contrasted(sampled_quad(row), ck), contrasted(sampled_quad(row + 1u), ck),
+                contrasted(sampled_quad(row + 2u), ck), contrasted(sampled_quad(row + 3u), ck),
+                contrasted(sampled_quad(row + 4u), ck), contrasted(sampled_quad(row + 5u), ck),
+                contrasted(sampled_quad(row + 6u), ck));
+            store_row(b, y, o, base, erase);
         }
         return;
     }
+    let r = i32(p.blur_k) / 2;
     let wd = blur_weights_by_distance(r, sigma);
-    // The column blur slides a window of 15 row-blurred quads (rows y - 7 .. y + 7, named by
-    // offset) down the strip: every index static, rows beyond r left zero, rows past the
-    // image's edges reflected.
-    var m7 = vec4<f32>(0.0);
-    var m6 = vec4<f32>(0.0);
-    var m5 = vec4<f32>(0.0);
-    var m4 = vec4<f32>(0.0);
-    var m3 = vec4<f32>(0.0);
-    var m2 = vec4<f32>(0.0);
-    var m1 = vec4<f32>(0.0);
-    var c0 = vec4<f32>(0.0);
-    var p1 = vec4<f32>(0.0);
-    var p2 = vec4<f32>(0.0);
-    var p3 = vec4<f32>(0.0);
-    var p4 = vec4<f32>(0.0);
-    var p5 = vec4<f32>(0.0);
-    var p6 = vec4<f32>(0.0);
-    var p7 = vec4<f32>(0.0);
-    for (var t = -7; t <= 34; t++) {
-        m7 = m6;
-        m6 = m5;
-        m5 = m4;
-        m4 = m3;
-        m3 = m2;
-        m2 = m1;
-        m1 = c0;
-        c0 = p1;
-        p1 = p2;
-        p2 = p3;
-        p3 = p4;
-        p4 = p5;
-        p5 = p6;
-        p6 = p7;
-        p7 = vec4<f32>(0.0);
-        if (t >= -r && t <= 27 + r) {
-            p7 = row_blurred_quad(sampled_at(b) + reflect(t) * 7u, i32(c), ck, wd, r);
-        }
-        let y = t - 7;
-        if (y >= 0) {
-            var v = vec4<f32>(0.0);
-            if (r >= 7) { v += wd.w1.w * m7; }
-            if (r >= 6) { v += wd.w1.z * m6; }
-            if (r >= 5) { v += wd.w1.y * m5; }
-            if (r >= 4) { v += wd.w1.x * m4; }
-            if (r >= 3) { v += wd.w0.w * m3; }
-            if (r >= 2) { v += wd.w0.z * m2; }
-            if (r >= 1) { v += wd.w0.y * m1; }
-            v += wd.w0.x * c0;
-            if (r >= 1) { v += wd.w0.y * p1; }
-            if (r >= 2) { v += wd.w0.z * p2; }
-            if (r >= 3) { v += wd.w0.w * p3; }
-            if (r >= 4) { v += wd.w1.x * p4; }
-            if (r >= 5) { v += wd.w1.y * p5; }
-            if (r >= 6) { v += wd.w1.z * p6; }
-            if (r >= 7) { v += wd.w1.w * p7; }
-            let px0 = u32(y) * 28u + 4u * c;
-            out_x4[b * 196u + u32(y) * 7u + c] = finish4(base, px0, v, erase);
-        }
+    var a0 = array<vec4<f32>, 7>();
+    var a1 = array<vec4<f32>, 7>();
+    var a2 = array<vec4<f32>, 7>();
+    var a3 = array<vec4<f32>, 7>();
+    // Input rows in order, so each output adds its terms k = -r .. r as the reference does
+    // (the zero weights beyond r add exact zeros).
+    for (var i = 0; i < i32(FINISH_ROWS) + 2 * r; i++) {
+        let t = i32(y0) - r + i;
+        let z = row_blurred(image + reflect(t) * 7u, ck, wd, r);
+        add_weighted(&a0, z, weight_at(wd, i - r, r));
+        add_weighted(&a1, z, weight_at(wd, i - r - 1, r));
+        add_weighted(&a2, z, weight_at(wd, i - r - 2, r));
+        add_weighted(&a3, z, weight_at(wd, i - r - 3, r));
     }
+    store_row(b, y0, a0, base, erase);
+    store_row(b, y0 + 1u, a1, base, erase);
+    store_row(b, y0 + 2u, a2, base, erase);
+    store_row(b, y0 + 3u, a3, base, erase);
 }

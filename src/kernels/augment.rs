@@ -18,7 +18,7 @@
 //! workgroup memory or barriers). Contrast and blur need the whole sampled image, so with
 //! them the pixels go through `sample_pointwise` (which also sums each image for contrast,
 //! with integer atomics) and `finish_pointwise` (contrast, the blur along rows and columns,
-//! noise, erase), a row or a strip of 4 columns per thread: faster on lavapipe than one
+//! noise, erase), a row or 4 rows per thread: faster on lavapipe than one
 //! workgroup per example with barriers.
 
 use super::data::{GatherConfig, PIXELS};
@@ -41,7 +41,7 @@ mod binding {
     pub const EXAMPLE: u32 = 7;
     pub const SUMS: u32 = 8;
     pub const OUT_X4: u32 = 9;
-    pub const EXAMPLE4: u32 = 10;
+    pub const SAMPLED: u32 = 10;
 }
 
 /// Floats per example in the parameter buffer: the 3x3 homography (output → input, in
@@ -50,8 +50,9 @@ mod binding {
 pub const PER_EXAMPLE: usize = 16;
 
 /// Floats of scratch per example: the draws (`PER_EXAMPLE`), the image sum for contrast (in
-/// a slot of 4, for alignment), and the sampled image (contrast and blur read it whole).
-pub const SCRATCH_PER_EXAMPLE: usize = PER_EXAMPLE + 4 + PIXELS;
+/// a slot of 4, for alignment), and the sampled image (contrast and blur read it whole), its
+/// pixels as 16-bit unorm pairs (half the storage accesses of f32; see `quantized`).
+pub const SCRATCH_PER_EXAMPLE: usize = PER_EXAMPLE + 4 + PIXELS / 2;
 
 /// The scratch of a plan gathering `batch` augmented examples: the draws of every example
 /// first (`batch * PER_EXAMPLE` floats), then the sums, then the sampled images.
@@ -470,7 +471,7 @@ pub fn gather_augmented(
         (binding::EXAMPLE, &example.buffer),
         (binding::SUMS, &example.buffer),
         (binding::OUT_X4, &out_x.buffer),
-        (binding::EXAMPLE4, &example.buffer),
+        (binding::SAMPLED, &example.buffer),
     ];
     for entry in entries {
         // Each entry point's layout holds only the bindings it uses.
@@ -480,21 +481,27 @@ pub fn gather_augmented(
                 P, IMAGES, LABELS, INDICES, COUNTER, OUT_LABELS, EXAMPLE, OUT_X4,
             ],
             "sample_pointwise" => &[
-                P, IMAGES, LABELS, INDICES, COUNTER, OUT_LABELS, EXAMPLE, SUMS, EXAMPLE4,
+                P, IMAGES, LABELS, INDICES, COUNTER, OUT_LABELS, EXAMPLE, SUMS, SAMPLED,
             ],
-            _ => &[P, COUNTER, EXAMPLE, OUT_X4, EXAMPLE4],
+            _ => &[P, COUNTER, EXAMPLE, OUT_X4, SAMPLED],
         };
         let bindings: Vec<_> = all
             .iter()
             .filter(|(n, _)| used.contains(n))
             .copied()
             .collect();
-        // A row per thread, or a strip of 4 columns (finish).
-        let grid = match entry {
-            "finish_pointwise" => gpu.caps.grid(g.batch * 7, 64),
-            _ => gpu.caps.grid(g.batch * 28, 64),
+        // A row per thread; 4 rows in the last pass (its FINISH_ROWS).
+        let rows = match entry {
+            "finish_pointwise" => 7,
+            _ => 28,
         };
-        out.push(gpu.dispatch(&AUGMENT, entry, &desc, &bindings, grid)?);
+        out.push(gpu.dispatch(
+            &AUGMENT,
+            entry,
+            &desc,
+            &bindings,
+            gpu.caps.grid(g.batch * rows, 64),
+        )?);
     }
     Ok(out)
 }
@@ -709,6 +716,12 @@ fn normal(seed: u32, step: u32, b: u32, px: u32) -> f32 {
 /// CPU reference of `gather_augmented` (+ `augment_pixels`) at global step `step` with the
 /// index list starting at `start`.
 #[allow(clippy::too_many_arguments)]
+/// A pixel in [0, 1] as the passes with contrast or blur keep the sampled image between
+/// them: 16-bit unorm (WGSL's pack2x16unorm), within 8e-6.
+fn quantized(x: f32) -> f32 {
+    (x.clamp(0.0, 1.0) * 65535.0 + 0.5).floor() / 65535.0
+}
+
 pub fn gather_augmented_reference(
     out_x: &mut [f32],
     out_labels: &mut [u32],
@@ -749,6 +762,11 @@ pub fn gather_augmented_reference(
         if a.photometric() {
             for x in v.iter_mut() {
                 *x = (*x * e[9]).clamp(0.0, 1.0);
+            }
+            if a.contrast > 0.0 || a.blur.is_some() {
+                for x in v.iter_mut() {
+                    *x = quantized(*x);
+                }
             }
             if a.contrast > 0.0 {
                 let mean = v.iter().sum::<f32>() / PIXELS as f32;
