@@ -713,15 +713,15 @@ fn normal(seed: u32, step: u32, b: u32, px: u32) -> f32 {
     (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
 }
 
-/// CPU reference of `gather_augmented` (+ `augment_pixels`) at global step `step` with the
-/// index list starting at `start`.
-#[allow(clippy::too_many_arguments)]
 /// A pixel in [0, 1] as the passes with contrast or blur keep the sampled image between
 /// them: 16-bit unorm (WGSL's pack2x16unorm), within 8e-6.
 fn quantized(x: f32) -> f32 {
     (x.clamp(0.0, 1.0) * 65535.0 + 0.5).floor() / 65535.0
 }
 
+/// CPU reference of `gather_augmented` (all its passes) at global step `step` with the
+/// index list starting at `start`.
+#[allow(clippy::too_many_arguments)]
 pub fn gather_augmented_reference(
     out_x: &mut [f32],
     out_labels: &mut [u32],
