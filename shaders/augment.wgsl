@@ -563,17 +563,27 @@ fn weight_at(wd: Weights, d: i32, r: i32) -> f32 {
     return wd.w1[a - 4];
 }
 
+// The 7 quads of the sampled image row starting at `row`, contrasted.
+fn contrasted_row(row: u32, ck: vec2<f32>) -> array<vec4<f32>, 7> {
+    return array<vec4<f32>, 7>(
+        contrasted(sampled_quad(row), ck), contrasted(sampled_quad(row + 1u), ck),
+        contrasted(sampled_quad(row + 2u), ck), contrasted(sampled_quad(row + 3u), ck),
+        contrasted(sampled_quad(row + 4u), ck), contrasted(sampled_quad(row + 5u), ck),
+        contrasted(sampled_quad(row + 6u), ck));
+}
+
 // Image row `row` (its first quad's index in `sampled`), contrasted and blurred along the
 // row: its 7 quads loaded once, the blur's reach past the edges reflected by shuffling quads
 // already loaded.
 fn row_blurred(row: u32, ck: vec2<f32>, wd: Weights, r: i32) -> array<vec4<f32>, 7> {
-    let q0 = contrasted(sampled_quad(row), ck);
-    let q1 = contrasted(sampled_quad(row + 1u), ck);
-    let q2 = contrasted(sampled_quad(row + 2u), ck);
-    let q3 = contrasted(sampled_quad(row + 3u), ck);
-    let q4 = contrasted(sampled_quad(row + 4u), ck);
-    let q5 = contrasted(sampled_quad(row + 5u), ck);
-    let q6 = contrasted(sampled_quad(row + 6u), ck);
+    let q = contrasted_row(row, ck);
+    let q0 = q[0];
+    let q1 = q[1];
+    let q2 = q[2];
+    let q3 = q[3];
+    let q4 = q[4];
+    let q5 = q[5];
+    let q6 = q[6];
     let qm1 = before(q1, q0);
     let qm2 = before(q2, q1);
     let q7 = after(q6, q5);
@@ -636,13 +646,7 @@ fn finish_pointwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     let image = sampled_at(b);
     if (p.blur_k == 0u || sigma <= 0.0) {
         for (var y = y0; y < y0 + FINISH_ROWS; y++) {
-            let row = image + y * 7u;
-            let o = array<vec4<f32>, 7>(
-                contrasted(sampled_quad(row), ck), contrasted(sampled_quad(row + 1u), ck),
-                contrasted(sampled_quad(row + 2u), ck), contrasted(sampled_quad(row + 3u), ck),
-                contrasted(sampled_quad(row + 4u), ck), contrasted(sampled_quad(row + 5u), ck),
-                contrasted(sampled_quad(row + 6u), ck));
-            store_row(b, y, o, base, erase);
+            store_row(b, y, contrasted_row(image + y * 7u, ck), base, erase);
         }
         return;
     }
