@@ -269,6 +269,8 @@ pub fn bench(w: &mut dyn Write, c: &BenchContext, r: &BenchResult) -> Result<()>
             "validation_worst_error_over_tolerance": r.validation.worst_relative,
             "kernel_choice": c.choice,
             "others_cpu_share": r.others_cpu_share,
+            "plain_step_seconds": r.augment_cost.map(|c| c.plain_step_seconds),
+            "augment_step_ratio": r.augment_cost.map(|c| c.ratio),
         });
         return writeln!(w, "{v}");
     }
@@ -314,6 +316,16 @@ pub fn bench(w: &mut dyn Write, c: &BenchContext, r: &BenchResult) -> Result<()>
         "measured step    {:.2} ms per step",
         r.step_seconds * 1e3
     )?;
+    if let Some(c) = r.augment_cost {
+        writeln!(
+            w,
+            "  without --augment {:.2} ms: the augmented step takes {:.3}x (median of {} \
+             alternating windows)",
+            c.plain_step_seconds * 1e3,
+            c.ratio,
+            c.pairs
+        )?;
+    }
     writeln!(
         w,
         "train            {:.0} images/s",

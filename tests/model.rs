@@ -281,8 +281,21 @@ fn bench_compares_with_a_saved_result() {
         let share = lines.last().unwrap()["others_cpu_share"].as_f64();
         assert!(share.is_some_and(|x| (0.0..=1.0).contains(&x)), "{share:?}");
     }
+    assert!(lines.last().unwrap()["augment_step_ratio"].is_null());
     let text: Vec<String> = lines.iter().map(|v| v.to_string()).collect();
     std::fs::write(&saved, text.join("\n")).unwrap();
+
+    // With --augment, the step without it is timed in alternating windows: both are real
+    // times, and the ratio is theirs (a ratio of medians is not the median of ratios, but
+    // they cannot be far apart).
+    let (code, lines, err) = bench(&["--augment", "affine(rotate=10) contrast(0.2) blur(k=3)"]);
+    assert_eq!(code, Some(0), "{err}");
+    let s = lines.last().unwrap();
+    let plain = s["plain_step_seconds"].as_f64().unwrap_or_else(|| panic!("{s}"));
+    let ratio = s["augment_step_ratio"].as_f64().unwrap_or_else(|| panic!("{s}"));
+    let step = s["step_seconds"].as_f64().unwrap();
+    assert!(plain > 0.0 && step > 0.0 && ratio > 0.0, "{s}");
+    assert!((ratio / (step / plain)).ln().abs() < 0.7, "{s}");
     let kernels = lines.len() - 1;
 
     let (code, lines, err) = bench(&["--compare", saved.to_str().unwrap()]);

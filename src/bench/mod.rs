@@ -138,10 +138,20 @@ pub struct BenchResult {
     pub train_images_per_second: f64,
     pub infer_images_per_second: f64,
     pub step_seconds: f64,
+    /// With `--augment`: the step without it and the augmented step's time over it (median
+    /// of the ratios of windows timed alternately, so that the machine's drift cancels).
+    pub augment_cost: Option<AugmentCost>,
     pub timing: &'static str,
     /// The share of all CPUs' time other processes took while the figures were timed
     /// (`load`; None where it cannot be read).
     pub others_cpu_share: Option<f64>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct AugmentCost {
+    pub plain_step_seconds: f64,
+    pub ratio: f64,
+    pub pairs: usize,
 }
 
 impl BenchResult {
@@ -414,7 +424,19 @@ pub fn run(
         .collect();
 
     // End to end: steps recorded in bulk, reset the counter now and then so indices stay valid.
-    let train_ips = steady_rate(gpu, &plan, batch, seconds, &net)?;
+    let (train_ips, augment_cost) = match inputs.augment {
+        None => (steady_rate(gpu, &plan, batch, seconds, &net)?, None),
+        Some(_) => {
+            let plain_inputs = PlanInputs {
+                source: inputs.source,
+                augment: None,
+                ..inputs
+            };
+            let plain = net::train_step(gpu, &net, &bufs, &plain_inputs, &opt, &lr, batch)?;
+            let (ips, cost) = alternating_rates(gpu, &plain, &plan, batch, seconds, &net)?;
+            (ips, Some(cost))
+        }
+    };
     let eval_bufs = Buffers::new(gpu, spec, batch, Mode::Eval)?;
     let eval_counter = gpu.upload("eval counter", &[0u32, 0])?;
     let eval_inputs = PlanInputs {
@@ -436,6 +458,7 @@ pub fn run(
         train_images_per_second: train_ips,
         infer_images_per_second: infer_ips,
         step_seconds,
+        augment_cost,
         others_cpu_share,
         timing,
     })
@@ -467,6 +490,48 @@ fn steady_rate(
         rates.push((steps * batch) as f64 / submit(steps)?);
     }
     Ok(median(rates))
+}
+
+/// The rate of `plan` and its cost over `plain` (the same step without augmentation): windows
+/// of each in turn, and the median of the pairs' ratios, which a machine whose speed drifts
+/// over seconds (shared CPUs) leaves alone where separate runs do not.
+fn alternating_rates(
+    gpu: &Gpu,
+    plain: &[Dispatch],
+    plan: &[Dispatch],
+    batch: usize,
+    seconds: f64,
+    net: &Network,
+) -> Result<(f64, AugmentCost)> {
+    let submit = |p: &[Dispatch], steps: usize| -> Result<f64> {
+        gpu.write(&net.counter, &[0u32, 0])?;
+        gpu.sync()?;
+        let t = Instant::now();
+        gpu.queue
+            .submit([gpu.encode((0..steps).flat_map(|_| p)).finish()]);
+        gpu.sync()?;
+        Ok(t.elapsed().as_secs_f64())
+    };
+    submit(plain, 2)?;
+    submit(plan, 2)?;
+    let probe = submit(plan, 4)? / 4.0;
+    let pairs = 2 * ROUNDS + 1;
+    let window = seconds / (2 * pairs) as f64;
+    let steps = ((window / probe.max(1e-6)) as usize).clamp(4, 60);
+    let (mut plain_steps, mut steps_aug, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..pairs {
+        let a = submit(plain, steps)? / steps as f64;
+        let b = submit(plan, steps)? / steps as f64;
+        plain_steps.push(a);
+        steps_aug.push(b);
+        ratios.push(b / a);
+    }
+    let cost = AugmentCost {
+        plain_step_seconds: median(plain_steps),
+        ratio: median(ratios),
+        pairs,
+    };
+    Ok((batch as f64 / median(steps_aug), cost))
 }
 
 /// Timing rounds whose median the bench reports.

@@ -19,6 +19,7 @@ use crate::kernels::{
 use crate::model::{OptimizerKind, NUM_CLASSES};
 
 /// Where a plan's examples come from: a u8 data set on the GPU and an index list into it.
+#[derive(Clone, Copy)]
 pub struct Source<'a> {
     pub images: &'a Tensor,
     pub labels: &'a Tensor,
