@@ -7,6 +7,8 @@
 //                   and the photometric draws, into example[b * 16 ..].
 // gather_pointwise: one thread per image row: bilinear sample through the homography with
 //                   zero fill, brightness, Gaussian noise and erasing, the normalisation.
+// The sampling reads the images from a texture atlas (see `Atlas` in augment.rs): a
+// textureGather returns a bilinear footprint's 4 texels at once.
 // With contrast (the image mean) or blur (neighbours), which need the whole image, the
 // same work is split into passes:
 // sample_pointwise: a row per thread: the sampled, brightened pixels in [0, 1] into the
@@ -29,8 +31,9 @@ struct Params {
     contrast: f32,
     noise: f32,
     blur_k: u32,
-    _pad0: u32,
-    _pad1: u32,
+    // The atlas's layout: images side by side in a row, images in a layer.
+    atlas_per_row: u32,
+    atlas_per_layer: u32,
     // (p, scale lo, scale hi, log ratio lo, log ratio hi)
     resized_crop: array<vec4<f32>, 2>,
     // (p, degrees, translate, scale lo, scale hi, shear degrees)
@@ -50,11 +53,13 @@ const PER_EXAMPLE: u32 = 16u;
 const ROW_WG: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> images: array<u32>;
+// The images, 28x28 each in cells of CELL texels (zero between them), as R8 unorm.
+@group(0) @binding(1) var atlas: texture_2d_array<f32>;
 @group(0) @binding(2) var<storage, read> labels: array<u32>;
 @group(0) @binding(3) var<storage, read> indices: array<u32>;
 @group(0) @binding(4) var<storage, read_write> counter: array<u32>;
-// Binding 5 is free: every pass writes the batch through out_x4.
+// Gathers ignore the filter; any sampler does.
+@group(0) @binding(5) var atlas_sampler: sampler;
 @group(0) @binding(6) var<storage, read_write> out_labels: array<u32>;
 // The per-example draws (PER_EXAMPLE each), then one image sum per example (vec4-aligned
 // slots, fixed point), then (contrast or blur) the batch's sampled images: the last pass
@@ -294,41 +299,35 @@ fn augment_params(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     example[mean_at(b)] = 0.0;
 }
 
-fn source_byte(ex: u32, x: i32, y: i32) -> f32 {
-    if (x < 0 || x >= 28 || y < 0 || y >= 28) {
-        return 0.0;
-    }
-    let i = ex * PIXELS + u32(y) * 28u + u32(x);
-    return f32((images[i / 4u] >> (8u * (i % 4u))) & 0xffu) / 255.0;
-}
-
 // The example this thread's batch slot gathers.
 fn example_index(b: u32) -> u32 {
     let slot = min((counter[0] - counter[1]) * p.stride + b, p.count - 1u);
     return indices[slot];
 }
 
-// Bytes (x, y) and (x + 1, y) of example ex, zero outside the image: one load where both
-// lie in one u32 (3 in 4 of the pairs), so a bilinear sample takes ~2.5 loads, not 4.
-fn source_pair(ex: u32, x: i32, y: i32) -> vec2<f32> {
-    if (y < 0 || y >= 28 || x < 0 || x >= 27) {
-        return vec2<f32>(source_byte(ex, x, y), source_byte(ex, x + 1, y));
-    }
-    let i = ex * PIXELS + u32(y) * 28u + u32(x);
-    let s = 8u * (i % 4u);
-    let w = images[i / 4u];
-    var hi: u32;
-    if (s == 24u) {
-        hi = images[i / 4u + 1u] & 0xffu;
-    } else {
-        hi = (w >> (s + 8u)) & 0xffu;
-    }
-    return vec2<f32>(f32((w >> s) & 0xffu) / 255.0, f32(hi) / 255.0);
+// Texels from one image to the next in the atlas: 28 pixels and a zero column (row).
+const CELL: u32 = 29u;
+
+// Where example ex lies in the atlas: its layer, and the texel-space point where the
+// texels of its pixels (0, 0), (1, 0), (0, 1), (1, 1) meet (pixel (0, 0) is texel
+// (cell x * CELL + 1, ...), its centre at + 0.5), in normalised coordinates per texel.
+struct Cell {
+    layer: u32,
+    corner: vec2<f32>,
+    texel: vec2<f32>,
 }
 
-// Output pixel px (in [0, 784)) of example `ex` through the homography rows r0..r2:
+fn cell_of(ex: u32) -> Cell {
+    let within = ex % p.atlas_per_layer;
+    let x = (within % p.atlas_per_row) * CELL + 2u;
+    let y = (within / p.atlas_per_row) * CELL + 2u;
+    let texel = 1.0 / vec2<f32>(textureDimensions(atlas));
+    return Cell(ex / p.atlas_per_layer, vec2<f32>(f32(x), f32(y)), texel);
+}
+
+// Output pixel px (in [0, 784)) of the example in `cell` through the homography rows r0..r2:
 // bilinear with zero fill.
-fn sample(ex: u32, r0: vec3<f32>, r1: vec3<f32>, r2: vec3<f32>, px: u32) -> f32 {
+fn sample(cell: Cell, r0: vec3<f32>, r1: vec3<f32>, r2: vec3<f32>, px: u32) -> f32 {
     let o = vec3<f32>(f32(px % 28u) + 0.5, f32(px / 28u) + 0.5, 1.0);
     let w = dot(r2, o);
     let sx = dot(r0, o) / w - 0.5;
@@ -337,22 +336,23 @@ fn sample(ex: u32, r0: vec3<f32>, r1: vec3<f32>, r2: vec3<f32>, px: u32) -> f32 
     let y0 = floor(sy);
     let fx = sx - x0;
     let fy = sy - y0;
-    let xi = i32(x0);
-    let yi = i32(y0);
-    // Whole-pixel maps (flips, shifts) land on pixel centres: one read is exact.
-    if (fx == 0.0 && fy == 0.0) {
-        return source_byte(ex, xi, yi);
+    // A footprint wholly outside the image reads nothing; one reaching a pixel past an edge
+    // reads the zero texels around the image. (Written so that NaN lands here too.)
+    if (!(x0 >= -1.0 && x0 <= 27.0 && y0 >= -1.0 && y0 <= 27.0)) {
+        return 0.0;
     }
-    let top = source_pair(ex, xi, yi);
-    let bottom = source_pair(ex, xi, yi + 1);
-    return (top.x * (1.0 - fx) + top.y * fx) * (1.0 - fy)
-        + (bottom.x * (1.0 - fx) + bottom.y * fx) * fy;
+    // Gathered at the point its 4 texels share, so the footprint is the same on any rounding
+    // of the coordinates; (x0, y0 + 1), (x0 + 1, y0 + 1), (x0 + 1, y0), (x0, y0). Whole-pixel
+    // maps (flips, shifts) have fx = fy = 0 and get the one texel exactly.
+    let q = textureGather(0, atlas, atlas_sampler, (cell.corner + vec2<f32>(x0, y0)) * cell.texel, cell.layer);
+    return (q.w * (1.0 - fx) + q.z * fx) * (1.0 - fy)
+        + (q.x * (1.0 - fx) + q.y * fx) * fy;
 }
 
-// Output pixels px0 .. px0 + 3 of example ex through the homography rows r0..r2.
-fn sample_quad(ex: u32, r0: vec3<f32>, r1: vec3<f32>, r2: vec3<f32>, px0: u32) -> vec4<f32> {
-    return vec4<f32>(sample(ex, r0, r1, r2, px0), sample(ex, r0, r1, r2, px0 + 1u),
-                     sample(ex, r0, r1, r2, px0 + 2u), sample(ex, r0, r1, r2, px0 + 3u));
+// Output pixels px0 .. px0 + 3 of the example in `cell` through the homography rows r0..r2.
+fn sample_quad(cell: Cell, r0: vec3<f32>, r1: vec3<f32>, r2: vec3<f32>, px0: u32) -> vec4<f32> {
+    return vec4<f32>(sample(cell, r0, r1, r2, px0), sample(cell, r0, r1, r2, px0 + 1u),
+                     sample(cell, r0, r1, r2, px0 + 2u), sample(cell, r0, r1, r2, px0 + 3u));
 }
 
 fn gather_label(b: u32, ex: u32) {
@@ -397,7 +397,7 @@ fn finish4(base: u32, px0: u32, v: vec4<f32>, erase: vec4<f32>) -> vec4<f32> {
 // What a thread gathering image row q (of the batch) needs of its example: which one, its
 // homography and its brightness. The row-0 thread also gathers the label.
 struct Row {
-    ex: u32,
+    cell: Cell,
     r0: vec3<f32>,
     r1: vec3<f32>,
     r2: vec3<f32>,
@@ -410,12 +410,12 @@ fn row_of(q: u32) -> Row {
     if (q % 28u == 0u) {
         gather_label(b, ex);
     }
-    return Row(ex, homography_row(b, 0u), homography_row(b, 1u), homography_row(b, 2u), example[b * PER_EXAMPLE + 9u]);
+    return Row(cell_of(ex), homography_row(b, 0u), homography_row(b, 1u), homography_row(b, 2u), example[b * PER_EXAMPLE + 9u]);
 }
 
 // No item that needs the whole image (contrast's mean, blur's neighbours): one thread per
-// image row, reading the example's draws once and its 1-4 source bytes per pixel straight
-// from the data set, then brightness, noise and erasing pixel by pixel. No workgroup memory
+// image row, reading the example's draws once and one gather per pixel from the atlas,
+// then brightness, noise and erasing pixel by pixel. No workgroup memory
 // or barriers, and the per-example loads shared by 28 pixels (a row per thread: 1.5x faster
 // than 4 pixels per thread on lavapipe, 2-3x faster than a workgroup per example).
 @compute @workgroup_size(64)
@@ -428,7 +428,7 @@ fn gather_pointwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     let base = example_stream(b);
     for (var i = 0u; i < 7u; i++) {
         let px0 = (q % 28u) * 28u + 4u * i;
-        let v = sample_quad(row.ex, row.r0, row.r1, row.r2, px0);
+        let v = sample_quad(row.cell, row.r0, row.r1, row.r2, px0);
         var out: vec4<f32>;
         for (var k = 0u; k < 4u; k++) {
             if (p.photometric != 0u) {
@@ -457,7 +457,7 @@ fn sample_pointwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     var sum = 0u;
     for (var i = 0u; i < 7u; i++) {
         // pack2x16unorm clamps to [0, 1]: brightness's clamp.
-        let packed = pack_quad(sample_quad(row.ex, row.r0, row.r1, row.r2, (q % 28u) * 28u + 4u * i) * row.bright);
+        let packed = pack_quad(sample_quad(row.cell, row.r0, row.r1, row.r2, (q % 28u) * 28u + 4u * i) * row.bright);
         sampled[at + i] = packed;
         // The sum of the stored (rounded) pixels, as the reference takes it.
         let out = vec4<f32>(unpack2x16unorm(packed.x), unpack2x16unorm(packed.y));

@@ -291,8 +291,12 @@ fn bench_compares_with_a_saved_result() {
     let (code, lines, err) = bench(&["--augment", "affine(rotate=10) contrast(0.2) blur(k=3)"]);
     assert_eq!(code, Some(0), "{err}");
     let s = lines.last().unwrap();
-    let plain = s["plain_step_seconds"].as_f64().unwrap_or_else(|| panic!("{s}"));
-    let ratio = s["augment_step_ratio"].as_f64().unwrap_or_else(|| panic!("{s}"));
+    let plain = s["plain_step_seconds"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{s}"));
+    let ratio = s["augment_step_ratio"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{s}"));
     let step = s["step_seconds"].as_f64().unwrap();
     assert!(plain > 0.0 && step > 0.0 && ratio > 0.0, "{s}");
     assert!((ratio / (step / plain)).ln().abs() < 0.7, "{s}");

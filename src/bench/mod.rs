@@ -4,6 +4,7 @@
 
 use crate::data::{Images, Split};
 use crate::gpu::{Dispatch, Gpu, GpuError, Result};
+use crate::kernels::augment::Workspace;
 use crate::kernels::data::GatherConfig;
 use crate::kernels::softmax_xent::metrics;
 use crate::model::{ModelSpec, OptimizerKind};
@@ -372,7 +373,10 @@ pub fn run(
         eps: 1e-8,
     };
     let bufs = Buffers::new(gpu, spec, batch, Mode::Train)?;
-    let augment_scratch = crate::kernels::augment::scratch(gpu, batch)?;
+    let augment_ws = match augment.is_on() {
+        true => Some(Workspace::new(gpu, batch, &split.images.pixels)?),
+        false => None,
+    };
     let inputs = PlanInputs {
         source: Source {
             images: &gsplit.images,
@@ -392,7 +396,7 @@ pub fn run(
         metrics: &metrics_t,
         dropout_seed: 1,
         label_smoothing: 0.0,
-        augment: augment.is_on().then_some((*augment, &augment_scratch)),
+        augment: augment_ws.as_ref().map(|ws| (*augment, ws)),
     };
     let plan = net::train_step(gpu, &net, &bufs, &inputs, &opt, &lr, batch)?;
     let refs: Vec<&Dispatch> = plan.iter().collect();

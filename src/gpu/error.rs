@@ -61,6 +61,16 @@ pub enum GpuError {
         limit: u32,
     },
 
+    #[error(
+        "--augment samples the training images from a texture: {images} images need more than \
+         the adapter's {layers} layers of {side}x{side} texels; train on fewer (--limit-train)"
+    )]
+    AtlasTooLarge {
+        images: usize,
+        side: u32,
+        layers: u32,
+    },
+
     #[error("--variant {variant} cannot run on '{adapter}': {why}")]
     VariantUnsupported {
         variant: String,

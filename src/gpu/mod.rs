@@ -109,6 +109,9 @@ impl Gpu {
         limits.max_storage_buffers_per_shader_stage = STORAGE_BUFFERS_NEEDED;
         limits.max_storage_buffer_binding_size = available.max_storage_buffer_binding_size;
         limits.max_buffer_size = available.max_buffer_size;
+        // --augment samples the training images from a texture atlas (kernels::augment::Atlas).
+        limits.max_texture_dimension_2d = available.max_texture_dimension_2d;
+        limits.max_texture_array_layers = available.max_texture_array_layers;
         limits.max_compute_workgroup_storage_size =
             available.max_compute_workgroup_storage_size.min(32 << 10);
         limits.max_compute_invocations_per_workgroup =

@@ -218,6 +218,22 @@ impl Gpu {
         bindings: &[(u32, &wgpu::Buffer)],
         workgroups: [u32; 3],
     ) -> Result<Dispatch> {
+        let resources: Vec<_> = bindings
+            .iter()
+            .map(|(binding, buffer)| (*binding, buffer.as_entire_binding()))
+            .collect();
+        self.dispatch_resources(shader, entry, shape, resources, workgroups)
+    }
+
+    /// `dispatch` with any binding resources (textures and samplers as well as buffers).
+    pub fn dispatch_resources(
+        &self,
+        shader: &'static Shader,
+        entry: &str,
+        shape: &str,
+        bindings: Vec<(u32, wgpu::BindingResource<'_>)>,
+        workgroups: [u32; 3],
+    ) -> Result<Dispatch> {
         let label = format!("{}::{entry} {shape}", shader.name);
         let limit = self.limits.max_compute_workgroups_per_dimension;
         if let Some(&g) = workgroups.iter().find(|&&g| g > limit) {
@@ -229,14 +245,11 @@ impl Gpu {
         }
         let pipeline = self.pipeline(shader, entry)?;
         let entries: Vec<wgpu::BindGroupEntry> = bindings
-            .iter()
-            .map(|(binding, buffer)| wgpu::BindGroupEntry {
-                binding: *binding,
-                resource: buffer.as_entire_binding(),
-            })
+            .into_iter()
+            .map(|(binding, resource)| wgpu::BindGroupEntry { binding, resource })
             .collect();
         let bind_group = self.scoped(
-            || format!("binding buffers for {label}"),
+            || format!("binding resources for {label}"),
             || {
                 self.device.create_bind_group(&wgpu::BindGroupDescriptor {
                     label: Some(&label),

@@ -19,7 +19,10 @@
 //! them the pixels go through `sample_pointwise` (which also sums each image for contrast,
 //! with integer atomics) and `finish_pointwise` (contrast, the blur along rows and columns,
 //! noise, erase), a row or 4 rows per thread: faster on lavapipe than one
-//! workgroup per example with barriers.
+//! workgroup per example with barriers. The passes sample the training images from a texture
+//! atlas (`Atlas`): one `textureGather` reads a bilinear footprint, where the byte buffer
+//! took 1–4 storage loads (2.5 on average), each a per-lane loop on lavapipe: the sampling
+//! pass takes half the time it did.
 
 use super::data::{GatherConfig, PIXELS};
 use super::{check_len, dim};
@@ -33,7 +36,8 @@ use thiserror::Error;
 #[allow(dead_code)]
 mod binding {
     pub const P: u32 = 0;
-    pub const IMAGES: u32 = 1;
+    pub const ATLAS: u32 = 1;
+    pub const ATLAS_SAMPLER: u32 = 5;
     pub const LABELS: u32 = 2;
     pub const INDICES: u32 = 3;
     pub const COUNTER: u32 = 4;
@@ -54,10 +58,194 @@ pub const PER_EXAMPLE: usize = 16;
 /// pixels as 16-bit unorm pairs (half the storage accesses of f32; see `quantized`).
 pub const SCRATCH_PER_EXAMPLE: usize = PER_EXAMPLE + 4 + PIXELS / 2;
 
-/// The scratch of a plan gathering `batch` augmented examples: the draws of every example
-/// first (`batch * PER_EXAMPLE` floats), then the sums, then the sampled images.
-pub fn scratch(gpu: &Gpu, batch: usize) -> Result<Tensor> {
-    gpu.zeros("augment scratch", batch * SCRATCH_PER_EXAMPLE)
+/// Texels from one image to the next in the atlas: its 28 pixels and a zero column (and row)
+/// shared with the next, so a bilinear footprint reaching one pixel past an edge reads zeros
+/// (the zero fill) with no bounds test.
+pub const CELL: usize = 29;
+
+/// Where each image lies in the atlas: `per_row` images side by side, `rows` of them in a
+/// layer, `layers` layers (a 2D array texture), image `ex` in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AtlasLayout {
+    pub per_row: usize,
+    pub rows: usize,
+    pub layers: usize,
+}
+
+impl AtlasLayout {
+    /// The smallest layout of `count` images in as few layers of at most `side` x `side`
+    /// texels as hold them; None past `max_layers`.
+    pub fn new(count: usize, side: u32, max_layers: u32) -> Option<AtlasLayout> {
+        let fit = (side as usize).saturating_sub(1) / CELL;
+        if fit == 0 {
+            return None;
+        }
+        let count = count.max(1);
+        let layers = count.div_ceil(fit * fit);
+        if layers > max_layers as usize {
+            return None;
+        }
+        let per_layer = count.div_ceil(layers);
+        let per_row = fit.min(per_layer);
+        Some(AtlasLayout {
+            per_row,
+            rows: per_layer.div_ceil(per_row),
+            layers,
+        })
+    }
+
+    pub fn width(&self) -> u32 {
+        (self.per_row * CELL + 1) as u32
+    }
+
+    pub fn height(&self) -> u32 {
+        (self.rows * CELL + 1) as u32
+    }
+
+    /// Image `ex`'s layer and the texel (x, y) of its pixel (0, 0) (as augment.wgsl's
+    /// `cell_of` computes it).
+    pub fn origin(&self, ex: usize) -> (usize, usize, usize) {
+        let per_layer = self.per_row * self.rows;
+        let within = ex % per_layer;
+        (
+            ex / per_layer,
+            (within % self.per_row) * CELL + 1,
+            (within / self.per_row) * CELL + 1,
+        )
+    }
+
+    /// Layer `layer`'s texels (row-major) from the images' pixels (28x28 each, in order):
+    /// zero between and around the images.
+    pub fn layer_texels(&self, layer: usize, pixels: &[u8]) -> Vec<u8> {
+        let (w, h) = (self.width() as usize, self.height() as usize);
+        let mut texels = vec![0u8; w * h];
+        let per_layer = self.per_row * self.rows;
+        let count = pixels.len() / PIXELS;
+        for ex in layer * per_layer..count.min((layer + 1) * per_layer) {
+            let (_, x, y) = self.origin(ex);
+            for (r, row) in pixels[ex * PIXELS..(ex + 1) * PIXELS]
+                .chunks(28)
+                .enumerate()
+            {
+                texels[(y + r) * w + x..][..28].copy_from_slice(row);
+            }
+        }
+        texels
+    }
+}
+
+/// The training images as an R8 texture atlas, for the augmented passes' bilinear sampling:
+/// a `textureGather` reads the 4 texels of a footprint in one operation (vectorised on
+/// lavapipe, a texture fetch on a GPU). 1 byte per texel: the 60,000 images take 50 MB.
+pub struct Atlas {
+    pub layout: AtlasLayout,
+    _texture: wgpu::Texture,
+    view: wgpu::TextureView,
+    sampler: wgpu::Sampler,
+}
+
+impl Atlas {
+    /// The atlas of `pixels` (28x28 u8 images in order) in layers as large as the adapter
+    /// allows.
+    pub fn new(gpu: &Gpu, pixels: &[u8]) -> Result<Atlas> {
+        Atlas::with_side(gpu, pixels, gpu.limits.max_texture_dimension_2d)
+    }
+
+    /// The same in layers of at most `side` x `side` texels (tests use small ones to spread a
+    /// few images over rows and layers).
+    pub fn with_side(gpu: &Gpu, pixels: &[u8], side: u32) -> Result<Atlas> {
+        let count = pixels.len() / PIXELS;
+        let side = side.min(gpu.limits.max_texture_dimension_2d);
+        let max_layers = gpu.limits.max_texture_array_layers;
+        let layout = AtlasLayout::new(count, side, max_layers).ok_or(GpuError::AtlasTooLarge {
+            images: count,
+            side,
+            layers: max_layers,
+        })?;
+        let size = wgpu::Extent3d {
+            width: layout.width(),
+            height: layout.height(),
+            depth_or_array_layers: layout.layers as u32,
+        };
+        let texture = gpu.scoped(
+            || format!("creating the augmentation atlas ({size:?})"),
+            || {
+                gpu.device.create_texture(&wgpu::TextureDescriptor {
+                    label: Some("augment atlas"),
+                    size,
+                    mip_level_count: 1,
+                    sample_count: 1,
+                    dimension: wgpu::TextureDimension::D2,
+                    format: wgpu::TextureFormat::R8Unorm,
+                    usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+                    view_formats: &[],
+                })
+            },
+        )?;
+        for layer in 0..layout.layers {
+            gpu.queue.write_texture(
+                wgpu::TexelCopyTextureInfo {
+                    texture: &texture,
+                    mip_level: 0,
+                    origin: wgpu::Origin3d {
+                        x: 0,
+                        y: 0,
+                        z: layer as u32,
+                    },
+                    aspect: wgpu::TextureAspect::All,
+                },
+                &layout.layer_texels(layer, pixels),
+                wgpu::TexelCopyBufferLayout {
+                    offset: 0,
+                    bytes_per_row: Some(layout.width()),
+                    rows_per_image: Some(layout.height()),
+                },
+                wgpu::Extent3d {
+                    depth_or_array_layers: 1,
+                    ..size
+                },
+            );
+        }
+        let view = texture.create_view(&wgpu::TextureViewDescriptor {
+            dimension: Some(wgpu::TextureViewDimension::D2Array),
+            ..Default::default()
+        });
+        // Gathers ignore filtering; clamping never comes into play (every footprint lies
+        // inside the atlas).
+        let sampler = gpu.device.create_sampler(&wgpu::SamplerDescriptor {
+            label: Some("augment atlas"),
+            ..Default::default()
+        });
+        Ok(Atlas {
+            layout,
+            _texture: texture,
+            view,
+            sampler,
+        })
+    }
+}
+
+/// What a plan's augmented gather reads and writes besides the batch: the training images as
+/// an atlas, and the passes' scratch (`batch * SCRATCH_PER_EXAMPLE` floats: the draws of
+/// every example, then contrast's sums, then the sampled images).
+pub struct Workspace {
+    pub atlas: Atlas,
+    pub scratch: Tensor,
+}
+
+impl Workspace {
+    /// For batches of `batch` examples drawn from `pixels` (28x28 u8 images, in the order the
+    /// plan's indices number them).
+    pub fn new(gpu: &Gpu, batch: usize, pixels: &[u8]) -> Result<Workspace> {
+        Workspace::with_atlas(gpu, batch, Atlas::new(gpu, pixels)?)
+    }
+
+    pub fn with_atlas(gpu: &Gpu, batch: usize, atlas: Atlas) -> Result<Workspace> {
+        Ok(Workspace {
+            atlas,
+            scratch: gpu.zeros("augment scratch", batch * SCRATCH_PER_EXAMPLE)?,
+        })
+    }
 }
 const SIDE: f32 = 28.0;
 
@@ -363,7 +551,8 @@ struct Params {
     contrast: f32,
     noise: f32,
     blur_k: u32,
-    _pad: [u32; 2],
+    atlas_per_row: u32,
+    atlas_per_layer: u32,
     resized_crop: [f32; 8],
     affine: [f32; 8],
     perspective: [f32; 4],
@@ -379,7 +568,7 @@ fn pad<const N: usize>(v: Option<&[f32]>) -> [f32; N] {
     out
 }
 
-fn params(a: &Augment, g: &GatherConfig, count: usize) -> Result<Params> {
+fn params(a: &Augment, g: &GatherConfig, count: usize, atlas: &AtlasLayout) -> Result<Params> {
     Ok(Params {
         batch: dim("augment", g.batch)?,
         count: dim("augment", count)?,
@@ -395,7 +584,8 @@ fn params(a: &Augment, g: &GatherConfig, count: usize) -> Result<Params> {
         contrast: a.contrast,
         noise: a.noise,
         blur_k: a.blur.map_or(0, |b| b[1] as u32),
-        _pad: [0; 2],
+        atlas_per_row: dim("augment", atlas.per_row)?,
+        atlas_per_layer: dim("augment", atlas.per_row * atlas.rows)?,
         resized_crop: pad(a
             .resized_crop
             .map(|[p, s0, s1, r0, r1]| [p, s0, s1, r0.ln(), r1.ln()])
@@ -413,20 +603,20 @@ fn params(a: &Augment, g: &GatherConfig, count: usize) -> Result<Params> {
 }
 
 /// The augmented gather: per-example draws, then the pixels with the photometric items.
-/// `example` is the plan's `scratch` (`batch * SCRATCH_PER_EXAMPLE` floats).
+/// `ws` holds the images (as an atlas; `labels` numbered alike) and the passes' scratch.
 #[allow(clippy::too_many_arguments)]
 pub fn gather_augmented(
     gpu: &Gpu,
     a: &Augment,
     g: GatherConfig,
-    images: &Tensor,
+    ws: &Workspace,
     labels: &Tensor,
     indices: &Tensor,
     counter: &Tensor,
-    example: &Tensor,
     out_x: &Tensor,
     out_labels: &Tensor,
 ) -> Result<Vec<Dispatch>> {
+    let example = &ws.scratch;
     let desc = format!("batch={} of {}", g.batch, indices.len);
     if indices.len == 0 || g.std <= 0.0 {
         return Err(GpuError::Shape {
@@ -442,7 +632,10 @@ pub fn gather_augmented(
         example,
         g.batch * SCRATCH_PER_EXAMPLE,
     )?;
-    let p = gpu.uniform("augment params", &params(a, &g, indices.len)?);
+    let p = gpu.uniform(
+        "augment params",
+        &params(a, &g, indices.len, &ws.atlas.layout)?,
+    );
     let mut out = vec![gpu.dispatch(
         &AUGMENT,
         "augment_params",
@@ -463,7 +656,6 @@ pub fn gather_augmented(
     };
     let all = [
         (binding::P, &p),
-        (binding::IMAGES, &images.buffer),
         (binding::LABELS, &labels.buffer),
         (binding::INDICES, &indices.buffer),
         (binding::COUNTER, &counter.buffer),
@@ -477,29 +669,35 @@ pub fn gather_augmented(
         // Each entry point's layout holds only the bindings it uses.
         use binding::*;
         let used: &[u32] = match entry {
-            "gather_pointwise" => &[
-                P, IMAGES, LABELS, INDICES, COUNTER, OUT_LABELS, EXAMPLE, OUT_X4,
-            ],
+            "gather_pointwise" => &[P, LABELS, INDICES, COUNTER, OUT_LABELS, EXAMPLE, OUT_X4],
             "sample_pointwise" => &[
-                P, IMAGES, LABELS, INDICES, COUNTER, OUT_LABELS, EXAMPLE, SUMS, SAMPLED,
+                P, LABELS, INDICES, COUNTER, OUT_LABELS, EXAMPLE, SUMS, SAMPLED,
             ],
             _ => &[P, COUNTER, EXAMPLE, OUT_X4, SAMPLED],
         };
-        let bindings: Vec<_> = all
+        let mut bindings: Vec<_> = all
             .iter()
             .filter(|(n, _)| used.contains(n))
-            .copied()
+            .map(|(n, b)| (*n, b.as_entire_binding()))
             .collect();
+        // The passes that sample read the atlas.
+        if entry != "finish_pointwise" {
+            bindings.push((ATLAS, wgpu::BindingResource::TextureView(&ws.atlas.view)));
+            bindings.push((
+                ATLAS_SAMPLER,
+                wgpu::BindingResource::Sampler(&ws.atlas.sampler),
+            ));
+        }
         // A row per thread; 4 rows in the last pass (its FINISH_ROWS).
         let rows = match entry {
             "finish_pointwise" => 7,
             _ => 28,
         };
-        out.push(gpu.dispatch(
+        out.push(gpu.dispatch_resources(
             &AUGMENT,
             entry,
             &desc,
-            &bindings,
+            bindings,
             gpu.caps.grid(g.batch * rows, 64),
         )?);
     }
@@ -838,13 +1036,12 @@ pub fn preview(
 ) -> Result<Vec<Vec<Vec<u8>>>> {
     let n = images.len();
     let bytes: Vec<u8> = images.concat();
-    let images_t = gpu.upload("preview images (u8)", &super::data::pack_bytes(&bytes))?;
     let labels_t = gpu.upload(
         "preview labels (u8)",
         &super::data::pack_bytes(&vec![0u8; n]),
     )?;
     let indices = gpu.upload("preview indices", &(0..n as u32).collect::<Vec<_>>())?;
-    let example = scratch(gpu, n)?;
+    let ws = Workspace::new(gpu, n, &bytes)?;
     let out_x = gpu.zeros("preview batch", n * PIXELS)?;
     let out_y = gpu.zeros("preview labels", n)?;
     let g = GatherConfig {
@@ -860,7 +1057,7 @@ pub fn preview(
     for d in 0..draws as u32 {
         let counter = gpu.upload("preview counter", &[d, d])?;
         let plan = gather_augmented(
-            gpu, a, g, &images_t, &labels_t, &indices, &counter, &example, &out_x, &out_y,
+            gpu, a, g, &ws, &labels_t, &indices, &counter, &out_x, &out_y,
         )?;
         gpu.run(&plan.iter().collect::<Vec<_>>())?;
         let x: Vec<f32> = gpu.read(&out_x)?;
@@ -878,6 +1075,63 @@ pub fn preview(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_atlas_holds_every_image_in_its_cell_with_zeros_between() {
+        // The training set on lavapipe (16384) and on a WebGPU-default adapter (8192): one
+        // layer, rows as needed; a small side spreads over layers; too few layers is None.
+        let l = AtlasLayout::new(60_000, 16384, 2048).unwrap();
+        assert_eq!(
+            l,
+            AtlasLayout {
+                per_row: 564,
+                rows: 107,
+                layers: 1
+            }
+        );
+        assert_eq!((l.width(), l.height()), (16357, 3104));
+        let l = AtlasLayout::new(60_000, 8192, 256).unwrap();
+        assert_eq!((l.per_row, l.rows, l.layers), (282, 213, 1));
+        let l = AtlasLayout::new(60_000, 2048, 256).unwrap();
+        assert_eq!((l.per_row, l.rows, l.layers), (70, 66, 13));
+        assert!(l.per_row * l.rows * l.layers >= 60_000);
+        assert_eq!(AtlasLayout::new(60_000, 2048, 12), None);
+        assert_eq!(AtlasLayout::new(1, 28, 1), None);
+
+        let l = AtlasLayout::new(5, 2 * CELL as u32 + 1, 4).unwrap();
+        assert_eq!(
+            l,
+            AtlasLayout {
+                per_row: 2,
+                rows: 2,
+                layers: 2
+            }
+        );
+        assert_eq!(l.origin(4), (1, 1, 1));
+        assert_eq!(l.origin(3), (0, CELL + 1, CELL + 1));
+        let pixels: Vec<u8> = (0..5 * PIXELS).map(|i| (i % 251) as u8 + 1).collect();
+        let layer = l.layer_texels(0, &pixels);
+        let w = l.width() as usize;
+        assert_eq!(layer.len(), w * l.height() as usize);
+        for ex in 0..4 {
+            let (_, x, y) = l.origin(ex);
+            for py in 0..28 {
+                for px in 0..28 {
+                    assert_eq!(
+                        layer[(y + py) * w + x + px],
+                        pixels[ex * PIXELS + py * 28 + px]
+                    );
+                }
+            }
+        }
+        // Every texel not in a cell is a zero; the images themselves have none.
+        assert_eq!(
+            layer.iter().filter(|&&t| t == 0).count(),
+            layer.len() - 4 * PIXELS
+        );
+        let last = l.layer_texels(1, &pixels);
+        assert_eq!(last.iter().filter(|&&t| t != 0).count(), PIXELS);
+    }
 
     #[test]
     fn the_grammar_round_trips_and_names_bad_items() {

@@ -36,9 +36,10 @@ pub struct PlanInputs<'a> {
     pub dropout_seed: u32,
     /// Label smoothing of the training loss (0 for evaluation).
     pub label_smoothing: f32,
-    /// `--augment` and its scratch (`augment::scratch`: the draws, contrast's sums, the sampled images);
-    /// None: the plain gather (with the legacy --flip/--shift).
-    pub augment: Option<(Augment, &'a Tensor)>,
+    /// `--augment` and its workspace (the images as an atlas, the passes' scratch), whose
+    /// images `source.indices` number; None: the plain gather (with the legacy
+    /// --flip/--shift).
+    pub augment: Option<(Augment, &'a augment::Workspace)>,
 }
 
 /// The tensors of batch-norm layer `j`, with the statistics saved by step `k`.
@@ -439,15 +440,14 @@ fn gather(gpu: &Gpu, bufs: &Buffers, inputs: &PlanInputs, batch: usize) -> Resul
     };
     let s = &inputs.source;
     match &inputs.augment {
-        Some((a, scratch)) => augment::gather_augmented(
+        Some((a, ws)) => augment::gather_augmented(
             gpu,
             a,
             cfg,
-            s.images,
+            ws,
             s.labels,
             s.indices,
             s.counter,
-            scratch,
             bufs.input(),
             &bufs.labels,
         ),

@@ -10,7 +10,7 @@ use super::{ConfigError, EpochRecord, Progress, Reporter, RunOptions, TrainConfi
 use super::{TrainError, TrainOutcome};
 use crate::data::Dataset;
 use crate::gpu::{Gpu, Tensor};
-use crate::kernels::augment::Augment;
+use crate::kernels::augment::{Augment, Workspace};
 use crate::kernels::data::GatherConfig;
 use crate::kernels::softmax_xent::metrics;
 use crate::model::{Layer, ModelSpec};
@@ -34,7 +34,7 @@ pub struct Trainer<'a> {
     batch: usize,
     train_idx: Vec<u32>,
     // The plans reference these; the trainer owns them for its lifetime.
-    _bufs: (Buffers, Tensor),
+    _bufs: (Buffers, Option<Workspace>),
     _data: (GpuSplit, GpuSplit),
     /// The learning rate of every step of the run (`lr[global step]`, read on the GPU).
     lr_table: Tensor,
@@ -173,7 +173,11 @@ impl<'a> Trainer<'a> {
             flag: "--augment",
             message: e.to_string(),
         })?;
-        let augment_scratch = crate::kernels::augment::scratch(gpu, batch)?;
+        // The atlas (50 MB for the 60,000 images) only when augmenting.
+        let augment_ws = match augment.is_on() {
+            true => Some(Workspace::new(gpu, batch, &train_split.images.pixels)?),
+            false => None,
+        };
         let inputs = PlanInputs {
             source: Source {
                 images: &gtrain.images,
@@ -193,7 +197,7 @@ impl<'a> Trainer<'a> {
             metrics: &train_metrics,
             dropout_seed: seed32 ^ DROPOUT_SALT,
             label_smoothing: cfg.label_smoothing,
-            augment: augment.is_on().then_some((augment, &augment_scratch)),
+            augment: augment_ws.as_ref().map(|ws| (augment, ws)),
         };
         let opt = cfg.optimizer_config();
         let plans = StepPlans::build(train_idx.len(), batch, |n| {
@@ -226,7 +230,7 @@ impl<'a> Trainer<'a> {
             net,
             batch,
             train_idx,
-            _bufs: (bufs, augment_scratch),
+            _bufs: (bufs, augment_ws),
             _data: (gtrain, gtest),
             lr_table: lr,
             schedule,

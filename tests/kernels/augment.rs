@@ -28,11 +28,29 @@ fn augmented_gather_matches_reference() {
     let (images, labels) = dataset(21);
     let mut indices: Vec<u32> = (0..21).collect();
     rng(3).shuffle(&mut indices);
-    let (ti, tl, tx) = (
-        gpu().upload("images", &pack_bytes(&images)).unwrap(),
+    let (tl, tx) = (
         gpu().upload("labels", &pack_bytes(&labels)).unwrap(),
         upload_u32("indices", &indices),
     );
+    // The adapter's own layout (one row of images), and one spread over 3 layers of 3 rows
+    // of 3 (the last row part-filled): every image's cell must be found.
+    let atlases = [
+        Atlas::new(gpu(), &images).unwrap(),
+        Atlas::with_side(gpu(), &images, (3 * CELL + 1) as u32).unwrap(),
+    ];
+    assert_eq!(
+        atlases[1].layout,
+        AtlasLayout {
+            per_row: 3,
+            rows: 3,
+            layers: 3
+        }
+    );
+    let workspaces: Vec<Workspace> = atlases
+        .into_iter()
+        .zip([8, 5])
+        .map(|(atlas, batch)| Workspace::with_atlas(gpu(), batch, atlas).unwrap())
+        .collect();
     for text in [
         "flip(p=1) vflip(p=0.5) shift(3)",
         "affine(rotate=30,translate=0.1,scale=0.8:1.2,shear=10)",
@@ -52,7 +70,7 @@ fn augmented_gather_matches_reference() {
         "affine(rotate=10,translate=0.1) flip brightness(0.3) noise(0.05) erase(p=0.7)",
     ] {
         let a = Augment::parse(text).unwrap();
-        for (batch, step) in [(8, 5), (5, 7)] {
+        for (ws, (batch, step)) in workspaces.iter().zip([(8, 5), (5, 7)]) {
             let g = GatherConfig {
                 batch,
                 mean: 0.5,
@@ -64,16 +82,12 @@ fn augmented_gather_matches_reference() {
             };
             let start = step - 1;
             let counter = upload_u32("counter", &[step, start]);
-            let (out_x, out_y, ex) = (
-                zeros("x", batch * PIXELS),
-                zeros("labels", batch),
-                scratch(gpu(), batch).unwrap(),
-            );
-            let plan = gather_augmented(gpu(), &a, g, &ti, &tl, &tx, &counter, &ex, &out_x, &out_y).unwrap();
+            let (out_x, out_y, ex) = (zeros("x", batch * PIXELS), zeros("labels", batch), &ws.scratch);
+            let plan = gather_augmented(gpu(), &a, g, ws, &tl, &tx, &counter, &out_x, &out_y).unwrap();
             run(&plan.iter().collect::<Vec<_>>());
             // The per-example draws first (where a disagreement is easiest to read).
             let draws: Vec<f32> = (0..batch as u32).flat_map(|b| example_reference(&a, 11, step, b)).collect();
-            assert_close(&format!("augment_params `{text}` batch={batch}"), &read(&ex)[..batch * PER_EXAMPLE], &draws, 1e-4, 1e-4);
+            assert_close(&format!("augment_params `{text}` batch={batch}"), &read(ex)[..batch * PER_EXAMPLE], &draws, 1e-4, 1e-4);
             let (mut want_x, mut want_y) = (vec![0.0; batch * PIXELS], vec![0u32; batch]);
             gather_augmented_reference(&mut want_x, &mut want_y, &images, &labels, &indices, &a, g, step, start);
             // sin/cos/exp/log differ in the last bits between the GPU and Rust's libm.
