@@ -468,6 +468,18 @@ pub fn run(
     })
 }
 
+/// Seconds `steps` steps of `plan` take, recorded in one submission (the step counter reset
+/// first so the indices stay valid).
+fn time_steps(gpu: &Gpu, net: &Network, plan: &[Dispatch], steps: usize) -> Result<f64> {
+    gpu.write(&net.counter, &[0u32, 0])?;
+    gpu.sync()?;
+    let t = Instant::now();
+    gpu.queue
+        .submit([gpu.encode((0..steps).flat_map(|_| plan)).finish()]);
+    gpu.sync()?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
 fn steady_rate(
     gpu: &Gpu,
     plan: &[Dispatch],
@@ -475,15 +487,7 @@ fn steady_rate(
     seconds: f64,
     net: &Network,
 ) -> Result<f64> {
-    let submit = |steps: usize| -> Result<f64> {
-        gpu.write(&net.counter, &[0u32, 0])?;
-        gpu.sync()?;
-        let t = Instant::now();
-        gpu.queue
-            .submit([gpu.encode((0..steps).flat_map(|_| plan)).finish()]);
-        gpu.sync()?;
-        Ok(t.elapsed().as_secs_f64())
-    };
+    let submit = |steps: usize| time_steps(gpu, net, plan, steps);
     submit(2)?; // warm-up
     let probe = submit(4)? / 4.0;
     // The time split into ROUNDS windows; the median window's rate.
@@ -507,15 +511,7 @@ fn alternating_rates(
     seconds: f64,
     net: &Network,
 ) -> Result<(f64, AugmentCost)> {
-    let submit = |p: &[Dispatch], steps: usize| -> Result<f64> {
-        gpu.write(&net.counter, &[0u32, 0])?;
-        gpu.sync()?;
-        let t = Instant::now();
-        gpu.queue
-            .submit([gpu.encode((0..steps).flat_map(|_| p)).finish()]);
-        gpu.sync()?;
-        Ok(t.elapsed().as_secs_f64())
-    };
+    let submit = |p: &[Dispatch], steps: usize| time_steps(gpu, net, p, steps);
     submit(plain, 2)?;
     submit(plan, 2)?;
     let probe = submit(plan, 4)? / 4.0;
