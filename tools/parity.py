@@ -22,6 +22,11 @@ flagged; with few seeds treat that as a reason to look, not a verdict.
 weights, wgpu-fmnist starts from them (`train --init`), and PyTorch follows wgpu-fmnist's data
 order (its SplitMix64 shuffles, reproduced here). Then the per-seed difference measures the
 implementations alone (plus dropout masks, which still differ), with a much smaller error.
+
+--start CHECKPOINT pairs the runs the same way from a trained checkpoint of ours (weights and
+batch-norm running statistics; each side's optimizer starts fresh), e.g. vgg after an epoch:
+past the chaotic first hundred steps, a systematic difference that only shows late in a run
+is not drowned by trajectories that part at random.
 """
 import argparse
 import gzip
@@ -38,7 +43,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -266,6 +271,9 @@ def main():
                     help="run only the PyTorch side (e.g. --paired ours: how PyTorch fares "
                          "from our seeds' weights and order)")
     ap.add_argument("--seed-list", help="comma-separated seeds instead of 0..N-1")
+    ap.add_argument("--start", metavar="CHECKPOINT",
+                    help="both sides start from this checkpoint of ours (`train --init` here, "
+                         "load_state_dict(strict=True) in PyTorch) and follow our data order")
     ap.add_argument("extra", nargs="*", help="more train flags for both sides (after --)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -285,7 +293,15 @@ def main():
         for seed in seeds:
             t0 = time.time()
             init = paired = None
-            if a.paired:
+            if a.start:
+                torch.manual_seed(seed)
+                model = build(cfg["spec"])
+                model.load_state_dict({k: v for k, v in load_file(a.start).items()
+                                       if not k.startswith("optim.")}, strict=True)
+                init = Path(a.start)
+                n = a.steps * cfg["batch_size"] + a.val
+                paired = (model, *our_order(n, a.val, seed))
+            elif a.paired:
                 # The same initial weights on both sides (torch's handed to us with --init,
                 # or ours rebuilt in Python) and our data order on both.
                 torch.manual_seed(seed)
@@ -322,7 +338,7 @@ def main():
         n = a.seeds
         for i, what in enumerate(("running loss", "running accuracy", "val accuracy",
                                   "test accuracy")):
-            if a.paired:
+            if a.paired or a.start:
                 # Same weights and order per seed: the spread of the per-seed differences
                 # is what remains (implementation and dropout noise).
                 d = [o[i] - t[i] for o, t in zip(ours, theirs)]
@@ -332,7 +348,7 @@ def main():
             diff = so[i][0] - st[i][0]
             # Judged against Student's t for the seeds at hand: with 3 seeds 2 s.e. is a
             # 72 % interval, not a 95 % one, and flags chance differences.
-            df = n - 1 if a.paired else 2 * (n - 1)
+            df = n - 1 if a.paired or a.start else 2 * (n - 1)
             half = t_975(df) * se
             flag = "ok" if abs(diff) <= half else "DIFFERS"
             print(f"{what:>16}: ours - torch = {diff:+.4f} (2 s.e. {2 * se:.4f}; "
