@@ -293,20 +293,16 @@ def main():
         for seed in seeds:
             t0 = time.time()
             init = paired = None
-            if a.start:
+            if a.start or a.paired:
+                # The same starting weights on both sides (a checkpoint of ours, torch's
+                # handed to us with --init, or ours rebuilt in Python) and our data order.
                 torch.manual_seed(seed)
                 model = build(cfg["spec"])
-                model.load_state_dict({k: v for k, v in load_file(a.start).items()
-                                       if not k.startswith("optim.")}, strict=True)
-                init = Path(a.start)
-                n = a.steps * cfg["batch_size"] + a.val
-                paired = (model, *our_order(n, a.val, seed))
-            elif a.paired:
-                # The same initial weights on both sides (torch's handed to us with --init,
-                # or ours rebuilt in Python) and our data order on both.
-                torch.manual_seed(seed)
-                model = build(cfg["spec"])
-                if a.paired == "ours":
+                if a.start:
+                    model.load_state_dict({k: v for k, v in load_file(a.start).items()
+                                           if not k.startswith("optim.")}, strict=True)
+                    init = Path(a.start)
+                elif a.paired == "ours":
                     our_init(model, seed)
                 else:
                     init = Path(tmp) / f"init{seed}.safetensors"
