@@ -114,6 +114,23 @@ fn draw(h: u32, n: u32) -> f32 {
     return f32(hash(h ^ (n * 0x9e3779b9u)) >> 8u) * (1.0 / 16777216.0);
 }
 
+// sin and cos of x (|x| up to a few thousand) to within 2 ulp on every adapter, as the
+// reference's `sin_cos` computes them: Vulkan lets the built-ins err by 2^-11, which
+// SwiftShader and GPUs use, and the rotation and noise draws must agree across adapters.
+// Cody-Waite reduction by pi/2 in three parts, then Cephes' single-precision polynomials.
+fn sin_cos(x: f32) -> vec2<f32> {
+    let j = round(x * 0.63661975);
+    let r = ((x - j * 1.5703125) - j * 4.8375129699707031e-4) - j * 7.5497899548918821e-8;
+    let z = r * r;
+    let s = r + r * z * (-1.6666654611e-1 + z * (8.3321608736e-3 + z * -1.9515295891e-4));
+    let c = 1.0 - 0.5 * z + z * z * (4.166664568298827e-2 + z * (-1.388731625493765e-3 + z * 2.443315711809948e-5));
+    let q = i32(j) & 3;
+    if (q == 0) { return vec2<f32>(s, c); }
+    if (q == 1) { return vec2<f32>(c, -s); }
+    if (q == 2) { return vec2<f32>(-s, -c); }
+    return vec2<f32>(-c, s);
+}
+
 // Row-major 3x3 (as the Rust reference writes it) as a WGSL matrix (column-major).
 fn rows(r0: vec3<f32>, r1: vec3<f32>, r2: vec3<f32>) -> mat3x3<f32> {
     return transpose(mat3x3<f32>(r0, r1, r2));
@@ -226,10 +243,13 @@ fn augment_params(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
             let ty = round(-max_t + 2.0 * max_t * draw(h, 3u));
             let scale = af0.w + (af1.x - af0.w) * draw(h, 4u);
             let shear = radians(-af1.y + 2.0 * af1.y * draw(h, 5u));
-            let a_ = cos(angle);
-            let b_ = -cos(angle) * tan(shear) - sin(angle);
-            let c_ = sin(angle);
-            let d_ = -sin(angle) * tan(shear) + cos(angle);
+            let rot = sin_cos(angle);
+            let sh = sin_cos(shear);
+            let tan_shear = sh.x / sh.y;
+            let a_ = rot.y;
+            let b_ = -rot.y * tan_shear - rot.x;
+            let c_ = rot.x;
+            let d_ = -rot.x * tan_shear + rot.y;
             let i0 = d_ / scale;
             let i1 = -b_ / scale;
             let i3 = -c_ / scale;
@@ -378,7 +398,7 @@ fn finish(base: u32, px: u32, value: f32, erase: vec4<f32>) -> f32 {
         let h = hash((10u + px) ^ base);
         let u1 = max(draw(h, 0u), 1e-7);
         let u2 = draw(h, 1u);
-        v = clamp(v + p.noise * sqrt(-2.0 * log(u1)) * cos(6.2831855 * u2), 0.0, 1.0);
+        v = clamp(v + p.noise * sqrt(-2.0 * log(u1)) * sin_cos(6.2831855 * u2).y, 0.0, 1.0);
     }
     let cx = f32(px % 28u);
     let cy = f32(px / 28u);
@@ -518,26 +538,23 @@ fn row_blur(qm2: vec4<f32>, qm1: vec4<f32>, q0: vec4<f32>, qp1: vec4<f32>, qp2: 
     return s;
 }
 
-// Blur's normalised weights by distance |k| = 0 .. 7 (zero beyond r; kernel sizes up to 15):
-// exp(-k^2 / 2 sigma^2) over their sum for k = -r .. r.
-struct Weights {
-    w0: vec4<f32>,
-    w1: vec4<f32>,
-}
-
-fn blur_weights_by_distance(r: i32, sigma: f32) -> Weights {
-    var e: array<f32, 8>;
+// Blur's normalised weights by distance |k| = 4 half .. 4 half + 3 (zero beyond r; kernel
+// sizes up to 15): exp(-k^2 / 2 sigma^2) over their sum for k = -r .. r.
+// This pass passes no array or struct to a function or back: SwiftShader leaked host memory
+// on every dispatch (tens of MB a second) while `finish_pointwise` did.
+fn blur_weights(r: i32, sigma: f32, half: u32) -> vec4<f32> {
     var total = 0.0;
     for (var k = -r; k <= r; k++) {
-        let t = f32(k) / sigma;
-        let v = exp(-0.5 * t * t);
-        e[abs(k)] = v;
-        total += v;
+        total += gauss(f32(k), sigma);
     }
-    for (var j = r + 1; j < 8; j++) {
-        e[j] = 0.0;
-    }
-    return Weights(vec4<f32>(e[0], e[1], e[2], e[3]) / total, vec4<f32>(e[4], e[5], e[6], e[7]) / total);
+    let d = vec4<f32>(0.0, 1.0, 2.0, 3.0) + f32(4u * half);
+    let w = vec4<f32>(gauss(d.x, sigma), gauss(d.y, sigma), gauss(d.z, sigma), gauss(d.w, sigma));
+    return select(vec4<f32>(0.0), w / total, d <= vec4<f32>(f32(r)));
+}
+
+fn gauss(k: f32, sigma: f32) -> f32 {
+    let t = k / sigma;
+    return exp(-0.5 * t * t);
 }
 
 // The quads just outside a row of quads q0 .. q6, reflect-padded (pixel -j is pixel j,
@@ -551,75 +568,16 @@ fn after(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
     return vec4<f32>(a.z, a.y, a.x, b.w);
 }
 
-// Blur's weight for the signed distance d: zero beyond r.
-fn weight_at(wd: Weights, d: i32, r: i32) -> f32 {
+// Blur's weight for the signed distance d (w0: distances 0..3, w1: 4..7): zero beyond r.
+// One-hot dot products rather than a vector indexed by a variable; the zero terms add
+// exact zeros.
+fn weight_at(w0: vec4<f32>, w1: vec4<f32>, d: i32, r: i32) -> f32 {
     let a = abs(d);
     if (a > r) {
         return 0.0;
     }
-    if (a < 4) {
-        return wd.w0[a];
-    }
-    return wd.w1[a - 4];
-}
-
-// The 7 quads of the sampled image row starting at `row`, contrasted.
-fn contrasted_row(row: u32, ck: vec2<f32>) -> array<vec4<f32>, 7> {
-    return array<vec4<f32>, 7>(
-        contrasted(sampled_quad(row), ck), contrasted(sampled_quad(row + 1u), ck),
-        contrasted(sampled_quad(row + 2u), ck), contrasted(sampled_quad(row + 3u), ck),
-        contrasted(sampled_quad(row + 4u), ck), contrasted(sampled_quad(row + 5u), ck),
-        contrasted(sampled_quad(row + 6u), ck));
-}
-
-// Image row `row` (its first quad's index in `sampled`), contrasted and blurred along the
-// row: its 7 quads loaded once, the blur's reach past the edges reflected by shuffling quads
-// already loaded.
-fn row_blurred(row: u32, ck: vec2<f32>, wd: Weights, r: i32) -> array<vec4<f32>, 7> {
-    let q = contrasted_row(row, ck);
-    let q0 = q[0];
-    let q1 = q[1];
-    let q2 = q[2];
-    let q3 = q[3];
-    let q4 = q[4];
-    let q5 = q[5];
-    let q6 = q[6];
-    let qm1 = before(q1, q0);
-    let qm2 = before(q2, q1);
-    let q7 = after(q6, q5);
-    let q8 = after(q5, q4);
-    return array<vec4<f32>, 7>(
-        row_blur(qm2, qm1, q0, q1, q2, wd.w0, wd.w1, r),
-        row_blur(qm1, q0, q1, q2, q3, wd.w0, wd.w1, r),
-        row_blur(q0, q1, q2, q3, q4, wd.w0, wd.w1, r),
-        row_blur(q1, q2, q3, q4, q5, wd.w0, wd.w1, r),
-        row_blur(q2, q3, q4, q5, q6, wd.w0, wd.w1, r),
-        row_blur(q3, q4, q5, q6, q7, wd.w0, wd.w1, r),
-        row_blur(q4, q5, q6, q7, q8, wd.w0, wd.w1, r),
-    );
-}
-
-fn add_weighted(acc: ptr<function, array<vec4<f32>, 7>>, z: array<vec4<f32>, 7>, w: f32) {
-    (*acc)[0] += w * z[0];
-    (*acc)[1] += w * z[1];
-    (*acc)[2] += w * z[2];
-    (*acc)[3] += w * z[3];
-    (*acc)[4] += w * z[4];
-    (*acc)[5] += w * z[5];
-    (*acc)[6] += w * z[6];
-}
-
-// Output row y of example b (7 quads in [0, 1], `base` its noise stream) finished and
-// normalised into the batch.
-fn store_row(b: u32, y: u32, o: array<vec4<f32>, 7>, base: u32, erase: vec4<f32>) {
-    let out = (b * 28u + y) * 7u;
-    out_x4[out] = finish4(base, y * 28u, o[0], erase);
-    out_x4[out + 1u] = finish4(base, y * 28u + 4u, o[1], erase);
-    out_x4[out + 2u] = finish4(base, y * 28u + 8u, o[2], erase);
-    out_x4[out + 3u] = finish4(base, y * 28u + 12u, o[3], erase);
-    out_x4[out + 4u] = finish4(base, y * 28u + 16u, o[4], erase);
-    out_x4[out + 5u] = finish4(base, y * 28u + 20u, o[5], erase);
-    out_x4[out + 6u] = finish4(base, y * 28u + 24u, o[6], erase);
+    let lanes = vec4<i32>(0, 1, 2, 3);
+    return dot(w0, vec4<f32>(lanes == vec4<i32>(a))) + dot(w1, vec4<f32>(lanes + 4 == vec4<i32>(a)));
 }
 
 // Output rows per thread in the last pass: a thread loads rows y0 - r .. y0 + 3 + r once
@@ -646,28 +604,89 @@ fn finish_pointwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     let image = sampled_at(b);
     if (p.blur_k == 0u || sigma <= 0.0) {
         for (var y = y0; y < y0 + FINISH_ROWS; y++) {
-            store_row(b, y, contrasted_row(image + y * 7u, ck), base, erase);
+            let out = (b * 28u + y) * 7u;
+            for (var k = 0u; k < 7u; k++) {
+                out_x4[out + k] = finish4(base, y * 28u + 4u * k, contrasted(sampled_quad(image + y * 7u + k), ck), erase);
+            }
         }
         return;
     }
     let r = i32(p.blur_k) / 2;
-    let wd = blur_weights_by_distance(r, sigma);
-    var a0 = array<vec4<f32>, 7>();
-    var a1 = array<vec4<f32>, 7>();
-    var a2 = array<vec4<f32>, 7>();
-    var a3 = array<vec4<f32>, 7>();
+    let w0 = blur_weights(r, sigma, 0u);
+    let w1 = blur_weights(r, sigma, 1u);
+    // 4 output rows x 7 quads of accumulators, named: no arrays at all in this pass
+    // (see blur_weights).
+    var a00 = vec4<f32>(0.0); var a01 = vec4<f32>(0.0); var a02 = vec4<f32>(0.0); var a03 = vec4<f32>(0.0); var a04 = vec4<f32>(0.0); var a05 = vec4<f32>(0.0); var a06 = vec4<f32>(0.0);
+    var a10 = vec4<f32>(0.0); var a11 = vec4<f32>(0.0); var a12 = vec4<f32>(0.0); var a13 = vec4<f32>(0.0); var a14 = vec4<f32>(0.0); var a15 = vec4<f32>(0.0); var a16 = vec4<f32>(0.0);
+    var a20 = vec4<f32>(0.0); var a21 = vec4<f32>(0.0); var a22 = vec4<f32>(0.0); var a23 = vec4<f32>(0.0); var a24 = vec4<f32>(0.0); var a25 = vec4<f32>(0.0); var a26 = vec4<f32>(0.0);
+    var a30 = vec4<f32>(0.0); var a31 = vec4<f32>(0.0); var a32 = vec4<f32>(0.0); var a33 = vec4<f32>(0.0); var a34 = vec4<f32>(0.0); var a35 = vec4<f32>(0.0); var a36 = vec4<f32>(0.0);
     // Input rows in order, so each output adds its terms k = -r .. r as the reference does
     // (the zero weights beyond r add exact zeros).
     for (var i = 0; i < i32(FINISH_ROWS) + 2 * r; i++) {
-        let t = i32(y0) - r + i;
-        let z = row_blurred(image + reflect(t) * 7u, ck, wd, r);
-        add_weighted(&a0, z, weight_at(wd, i - r, r));
-        add_weighted(&a1, z, weight_at(wd, i - r - 1, r));
-        add_weighted(&a2, z, weight_at(wd, i - r - 2, r));
-        add_weighted(&a3, z, weight_at(wd, i - r - 3, r));
+        let row = image + reflect(i32(y0) - r + i) * 7u;
+        // The row's 7 quads, contrasted; its reflections beyond the edges are shuffled from
+        // quads already loaded.
+        let q0 = contrasted(sampled_quad(row), ck);
+        let q1 = contrasted(sampled_quad(row + 1u), ck);
+        let q2 = contrasted(sampled_quad(row + 2u), ck);
+        let q3 = contrasted(sampled_quad(row + 3u), ck);
+        let q4 = contrasted(sampled_quad(row + 4u), ck);
+        let q5 = contrasted(sampled_quad(row + 5u), ck);
+        let q6 = contrasted(sampled_quad(row + 6u), ck);
+        let qm2 = before(q2, q1);
+        let qm1 = before(q1, q0);
+        let q7 = after(q6, q5);
+        let q8 = after(q5, q4);
+        let z0 = row_blur(qm2, qm1, q0, q1, q2, w0, w1, r);
+        let z1 = row_blur(qm1, q0, q1, q2, q3, w0, w1, r);
+        let z2 = row_blur(q0, q1, q2, q3, q4, w0, w1, r);
+        let z3 = row_blur(q1, q2, q3, q4, q5, w0, w1, r);
+        let z4 = row_blur(q2, q3, q4, q5, q6, w0, w1, r);
+        let z5 = row_blur(q3, q4, q5, q6, q7, w0, w1, r);
+        let z6 = row_blur(q4, q5, q6, q7, q8, w0, w1, r);
+        let c0 = weight_at(w0, w1, i - r, r);
+        let c1 = weight_at(w0, w1, i - r - 1, r);
+        let c2 = weight_at(w0, w1, i - r - 2, r);
+        let c3 = weight_at(w0, w1, i - r - 3, r);
+        a00 += c0 * z0; a01 += c0 * z1; a02 += c0 * z2; a03 += c0 * z3; a04 += c0 * z4; a05 += c0 * z5; a06 += c0 * z6;
+        a10 += c1 * z0; a11 += c1 * z1; a12 += c1 * z2; a13 += c1 * z3; a14 += c1 * z4; a15 += c1 * z5; a16 += c1 * z6;
+        a20 += c2 * z0; a21 += c2 * z1; a22 += c2 * z2; a23 += c2 * z3; a24 += c2 * z4; a25 += c2 * z5; a26 += c2 * z6;
+        a30 += c3 * z0; a31 += c3 * z1; a32 += c3 * z2; a33 += c3 * z3; a34 += c3 * z4; a35 += c3 * z5; a36 += c3 * z6;
     }
-    store_row(b, y0, a0, base, erase);
-    store_row(b, y0 + 1u, a1, base, erase);
-    store_row(b, y0 + 2u, a2, base, erase);
-    store_row(b, y0 + 3u, a3, base, erase);
+    let o0 = (b * 28u + y0 + 0u) * 7u;
+    let px0 = (y0 + 0u) * 28u;
+    out_x4[o0 + 0u] = finish4(base, px0 + 0u, a00, erase);
+    out_x4[o0 + 1u] = finish4(base, px0 + 4u, a01, erase);
+    out_x4[o0 + 2u] = finish4(base, px0 + 8u, a02, erase);
+    out_x4[o0 + 3u] = finish4(base, px0 + 12u, a03, erase);
+    out_x4[o0 + 4u] = finish4(base, px0 + 16u, a04, erase);
+    out_x4[o0 + 5u] = finish4(base, px0 + 20u, a05, erase);
+    out_x4[o0 + 6u] = finish4(base, px0 + 24u, a06, erase);
+    let o1 = (b * 28u + y0 + 1u) * 7u;
+    let px1 = (y0 + 1u) * 28u;
+    out_x4[o1 + 0u] = finish4(base, px1 + 0u, a10, erase);
+    out_x4[o1 + 1u] = finish4(base, px1 + 4u, a11, erase);
+    out_x4[o1 + 2u] = finish4(base, px1 + 8u, a12, erase);
+    out_x4[o1 + 3u] = finish4(base, px1 + 12u, a13, erase);
+    out_x4[o1 + 4u] = finish4(base, px1 + 16u, a14, erase);
+    out_x4[o1 + 5u] = finish4(base, px1 + 20u, a15, erase);
+    out_x4[o1 + 6u] = finish4(base, px1 + 24u, a16, erase);
+    let o2 = (b * 28u + y0 + 2u) * 7u;
+    let px2 = (y0 + 2u) * 28u;
+    out_x4[o2 + 0u] = finish4(base, px2 + 0u, a20, erase);
+    out_x4[o2 + 1u] = finish4(base, px2 + 4u, a21, erase);
+    out_x4[o2 + 2u] = finish4(base, px2 + 8u, a22, erase);
+    out_x4[o2 + 3u] = finish4(base, px2 + 12u, a23, erase);
+    out_x4[o2 + 4u] = finish4(base, px2 + 16u, a24, erase);
+    out_x4[o2 + 5u] = finish4(base, px2 + 20u, a25, erase);
+    out_x4[o2 + 6u] = finish4(base, px2 + 24u, a26, erase);
+    let o3 = (b * 28u + y0 + 3u) * 7u;
+    let px3 = (y0 + 3u) * 28u;
+    out_x4[o3 + 0u] = finish4(base, px3 + 0u, a30, erase);
+    out_x4[o3 + 1u] = finish4(base, px3 + 4u, a31, erase);
+    out_x4[o3 + 2u] = finish4(base, px3 + 8u, a32, erase);
+    out_x4[o3 + 3u] = finish4(base, px3 + 12u, a33, erase);
+    out_x4[o3 + 4u] = finish4(base, px3 + 16u, a34, erase);
+    out_x4[o3 + 5u] = finish4(base, px3 + 20u, a35, erase);
+    out_x4[o3 + 6u] = finish4(base, px3 + 24u, a36, erase);
 }

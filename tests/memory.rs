@@ -120,3 +120,76 @@ fn eval_predict_and_bench_release_what_they_allocate() {
         check("bench", round);
     }
 }
+
+/// Resident memory of a process, from /proc (Linux).
+fn resident_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+    Some(kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok()? * 1024)
+}
+
+#[test]
+fn training_host_memory_is_flat_with_every_augmentation() {
+    // The process's own memory, not only the device's: a driver can leak on the host for
+    // every dispatch of one kernel (SwiftShader did, ~50 MB/s, for the contrast and blur
+    // pass while it passed arrays between functions). Every item, through the CLI; the
+    // resident size is read at each epoch line and may not grow after the first epoch.
+    let Some(data) = common::real_data() else {
+        return;
+    };
+    if !cfg!(target_os = "linux") {
+        return;
+    }
+    let out = tempfile_dir("host-memory");
+    let every_item = "flip vflip shift(2) resized_crop(scale=0.5:1) \
+        affine(rotate=15,translate=0.1,scale=0.9:1.1,shear=5) perspective(0.3) brightness(0.2) \
+        contrast(0.3) blur(k=5,p=0.7) noise(0.05) erase(p=0.5)";
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wgpu-fmnist"))
+        .args(["train", "--model", "mlp", "--epochs", "6", "--limit-train", "1184"])
+        .args(["--val", "160", "--limit-test", "100", "--json", "--augment", every_item])
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut resident = Vec::new();
+    for line in std::io::BufRead::lines(stdout) {
+        let line = line.unwrap();
+        if line.contains("\"kind\":\"epoch\"") {
+            resident.push(resident_bytes(pid).expect("/proc/PID/status has VmRSS"));
+        }
+    }
+    let status = child.wait_with_output().unwrap();
+    assert!(
+        status.status.success(),
+        "train failed: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert_eq!(resident.len(), 6, "one epoch line per epoch");
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    eprintln!(
+        "resident MiB after each epoch: {:?}",
+        resident.iter().map(|&b| mib(b).round()).collect::<Vec<_>>()
+    );
+    // Epoch 2 on: five epochs of 32 steps, each with every augmentation pass. A leak of a
+    // few hundred bytes per dispatch stays under this; SwiftShader's grew by megabytes.
+    let grown = resident[5] as i64 - resident[1] as i64;
+    assert!(
+        grown < 24 << 20,
+        "resident memory grew by {:.1} MiB from epoch 2 to epoch 6",
+        grown as f64 / (1 << 20) as f64
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+fn tempfile_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wgpu-fmnist-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

@@ -830,8 +830,10 @@ pub fn example_reference(a: &Augment, seed: u32, step: u32, b: u32) -> [f32; PER
             let scale = s0 + (s1 - s0) * uniform(h, 4);
             let shear = (-sh + 2.0 * sh * uniform(h, 5)).to_radians();
             // torchvision's _get_inverse_affine_matrix (shear in x only), centre 14.
-            let (a_, b_) = (angle.cos(), -angle.cos() * shear.tan() - angle.sin());
-            let (c_, d_) = (angle.sin(), -angle.sin() * shear.tan() + angle.cos());
+            let ((sin_a, cos_a), (sin_s, cos_s)) = (sin_cos(angle), sin_cos(shear));
+            let tan_shear = sin_s / cos_s;
+            let (a_, b_) = (cos_a, -cos_a * tan_shear - sin_a);
+            let (c_, d_) = (sin_a, -sin_a * tan_shear + cos_a);
             let (i0, i1, i3, i4) = (d_ / scale, -b_ / scale, -c_ / scale, a_ / scale);
             let (cx, cy) = (SIDE / 2.0, SIDE / 2.0);
             let i2 = i0 * (-cx - tx) + i1 * (-cy - ty) + cx;
@@ -908,7 +910,23 @@ fn normal(seed: u32, step: u32, b: u32, px: u32) -> f32 {
     let h = stream(seed, step, b, 10 + px);
     let u1 = uniform(h, 0).max(1e-7);
     let u2 = uniform(h, 1);
-    (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+    (-2.0 * u1.ln()).sqrt() * sin_cos(std::f32::consts::TAU * u2).1
+}
+
+/// (sin x, cos x) as the shader's `sin_cos` computes them, step for step: both sides agree
+/// to the last bits on every adapter, where the built-in sin/cos may err by 2^-11.
+pub fn sin_cos(x: f32) -> (f32, f32) {
+    let j = (x * 0.636_619_75).round_ties_even();
+    let r = ((x - j * 1.570_312_5) - j * 4.837_513e-4) - j * 7.549_79e-8;
+    let z = r * r;
+    let s = r + r * z * (-1.666_665_5e-1 + z * (8.332_161e-3 + z * -1.951_529_6e-4));
+    let c = 1.0 - 0.5 * z + z * z * (4.166_664_6e-2 + z * (-1.388_731_6e-3 + z * 2.443_315_7e-5));
+    match (j as i32) & 3 {
+        0 => (s, c),
+        1 => (c, -s),
+        2 => (-s, -c),
+        _ => (-c, s),
+    }
 }
 
 /// A pixel in [0, 1] as the passes with contrast or blur keep the sampled image between

@@ -126,3 +126,19 @@ fn flip_and_shift_alone_move_whole_pixels_exactly() {
     let e = example_reference(&a, 2, 0, 0);
     assert_eq!((e[0], e[1]), (-1.0, 0.0));
 }
+
+#[test]
+fn portable_sin_cos_is_accurate() {
+    // The draws' trigonometry (rotation, shear, Box-Muller) is computed by this polynomial
+    // on the GPU and in the reference alike; it must be as good as libm's over the angles
+    // the items draw (rotations to 180 degrees, 2 pi for the noise) and beyond.
+    let mut worst = 0f64;
+    for i in -200_000..=200_000 {
+        let x = i as f32 * 5e-5 * std::f32::consts::PI;
+        let (s, c) = sin_cos(x);
+        let (ws, wc) = ((x as f64).sin(), (x as f64).cos());
+        worst = worst.max((s as f64 - ws).abs()).max((c as f64 - wc).abs());
+    }
+    assert!(worst < 2.5e-7, "sin_cos is off by {worst:e} somewhere in [-10pi, 10pi]");
+    assert_eq!(sin_cos(0.0), (0.0, 1.0));
+}

@@ -144,16 +144,22 @@ impl Conv2dShape {
                 _ => fallback,
             });
         }
+        // The shape first: a stride-2 convolution is refused for its stride on every
+        // adapter, whatever the adapter's subgroups would also rule out.
+        let any_adapter = select::Caps {
+            subgroups_of_8: true,
+            ..gpu.caps
+        };
+        if !select::conv2d::applicable(&any_adapter, self).contains(&v) {
+            return Err(GpuError::Shape {
+                label: "conv2d".into(),
+                message: format!("the {v} kernels do not apply to {}", self.describe()),
+            });
+        }
         if let Err(why) = gpu.caps.supports(v) {
             return Err(GpuError::Shape {
                 label: "conv2d".into(),
                 message: why,
-            });
-        }
-        if !select::conv2d::applicable(&gpu.caps, self).contains(&v) {
-            return Err(GpuError::Shape {
-                label: "conv2d".into(),
-                message: format!("the {v} kernels do not apply to {}", self.describe()),
             });
         }
         Ok(v)
