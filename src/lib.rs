@@ -23,6 +23,7 @@ macro_rules! errln {
 }
 
 pub mod bench;
+pub mod check;
 pub mod checkpoint;
 pub mod data;
 pub mod fsutil;

@@ -38,6 +38,9 @@ enum Command {
     Train(Box<TrainArgs>),
     /// Time each kernel of a model's training step and the end-to-end images/s.
     Bench(BenchArgs),
+    /// Check this GPU and driver: every kernel variant that runs here, on small shapes and
+    /// every preset's training step and inference, against the CPU references.
+    Check(CheckArgs),
     /// Evaluate a checkpoint: accuracy, loss, per-class precision/recall, confusion matrix.
     Eval(EvalArgs),
     /// Classify image files (PNG, JPEG) with a checkpoint.
@@ -162,6 +165,15 @@ struct BenchArgs {
     /// end to end (above 1 is slower).
     #[arg(long, value_name = "FILE.json")]
     compare: Option<PathBuf>,
+    #[command(flatten)]
+    gpu: GpuArgs,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// One JSON object per line, then a summary line.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     gpu: GpuArgs,
 }
@@ -320,6 +332,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval(&args),
         Command::Predict(args) => predict(&args),
         Command::Bench(args) => bench(&args),
+        Command::Check(args) => check(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -503,6 +516,31 @@ fn report(runs: &[PathBuf], out_file: Option<PathBuf>) -> anyhow::Result<()> {
         }
     };
     out(|w| writeln!(w, "{}", written.display()))
+}
+
+/// `check`: exits 1 if any line fails. No tuner: each forced variant runs what it names.
+fn check(a: &CheckArgs) -> anyhow::Result<()> {
+    let mut gpu = Gpu::new(&AdapterRequest {
+        variant: Variant::Auto,
+        ..a.gpu.request()
+    })?;
+    if !a.json {
+        out(|w| writeln!(w, "checking {}", gpu.describe()))?;
+    }
+    let summary = wgpu_fmnist::check::run(&mut gpu, |line| {
+        let _ = out(|w| render::check_line(w, line, a.json));
+    })?;
+    out(|w| render::check_summary(w, &summary, a.json))?;
+    if summary.failed > 0 {
+        anyhow::bail!(
+            "{} of {} checks failed on {}: this driver computes those kernels wrongly (or \
+             they have a bug); --variant can steer training away from a failing variant",
+            summary.failed,
+            summary.lines,
+            summary.adapter
+        );
+    }
+    Ok(())
 }
 
 fn bench(a: &BenchArgs) -> anyhow::Result<()> {

@@ -125,7 +125,14 @@ fn eval_predict_and_bench_release_what_they_allocate() {
 fn resident_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
-    Some(kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok()? * 1024)
+    Some(
+        kb.trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse::<u64>()
+            .ok()?
+            * 1024,
+    )
 }
 
 #[test]
@@ -145,8 +152,24 @@ fn training_host_memory_is_flat_with_every_augmentation() {
         affine(rotate=15,translate=0.1,scale=0.9:1.1,shear=5) perspective(0.3) brightness(0.2) \
         contrast(0.3) blur(k=5,p=0.7) noise(0.05) erase(p=0.5)";
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wgpu-fmnist"))
-        .args(["train", "--model", "mlp", "--epochs", "6", "--limit-train", "1184"])
-        .args(["--val", "160", "--limit-test", "100", "--json", "--augment", every_item])
+        .args([
+            "train",
+            "--model",
+            "mlp",
+            "--epochs",
+            "6",
+            "--limit-train",
+            "1184",
+        ])
+        .args([
+            "--val",
+            "160",
+            "--limit-test",
+            "100",
+            "--json",
+            "--augment",
+            every_item,
+        ])
         .arg("--data")
         .arg(data)
         .arg("--out")

@@ -39,11 +39,25 @@ pub struct Validation {
     pub worst_relative: f64,
 }
 
-/// Runs one training step (forward, loss, backward) and one inference of `spec` on random
-/// data on the GPU and on the CPU references, and compares logits, loss, every parameter
-/// gradient and the inference logits. Large models are checked at a smaller batch (the CPU
-/// reference is slow); the result says which.
-pub fn validate(gpu: &Gpu, spec: &ModelSpec, batch: usize) -> Result<Validation> {
+/// What the CPU references compute for a validation: one training step and one inference
+/// of a model on seeded random data. Computed once, compared on as many GPUs or kernel
+/// variants as needed (`check` runs every variant against one).
+pub struct Expected {
+    pub batch: usize,
+    params: Vec<crate::model::LayerParams>,
+    eval_params: Vec<crate::model::LayerParams>,
+    input: Vec<f32>,
+    labels: Vec<u32>,
+    train: crate::reference::StepReference,
+    eval_logits: Vec<f32>,
+}
+
+const STEP: u32 = 5;
+const SEED: u32 = 99;
+
+/// The reference results for `spec` at `batch` (large models at batch 8 at most: the CPU
+/// reference is slow; `Expected::batch` says which).
+pub fn expected(spec: &ModelSpec, batch: usize) -> Expected {
     let per_image: u64 = (0..spec.layers.len()).map(|i| spec.flops(i)).sum();
     let batch = if per_image * 3 * batch as u64 > 3_000_000_000 {
         batch.min(8)
@@ -54,16 +68,49 @@ pub fn validate(gpu: &Gpu, spec: &ModelSpec, batch: usize) -> Result<Validation>
     let mut rng = crate::rng::Rng::new(17);
     let input = rng.vec(batch * 784, -1.0, 1.0);
     let labels: Vec<u32> = (0..batch).map(|_| rng.below(10) as u32).collect();
-    let (step, seed) = (5u32, 99u32);
-    let net = Network::new(gpu, spec.clone(), &params)?;
+    let train = crate::reference::train_step(spec, &params, &input, &labels, STEP, SEED);
+    // Inference with running statistics that are not the initial 0 and 1, so that batch
+    // norm's evaluation path is really exercised.
+    let mut eval_params = params.clone();
+    for p in &mut eval_params {
+        for m in &mut p.running_mean {
+            *m = rng.uniform(-0.5, 0.5);
+        }
+        for v in &mut p.running_var {
+            *v = rng.uniform(0.5, 2.0);
+        }
+    }
+    let eval_logits = crate::reference::eval_forward(spec, &eval_params, &input);
+    Expected {
+        batch,
+        params,
+        eval_params,
+        input,
+        labels,
+        train,
+        eval_logits,
+    }
+}
+
+/// Runs one training step (forward, loss, backward) and one inference of `spec` on random
+/// data on the GPU and on the CPU references, and compares logits, loss, every parameter
+/// gradient and the inference logits. Large models are checked at a smaller batch (the CPU
+/// reference is slow); the result says which.
+pub fn validate(gpu: &Gpu, spec: &ModelSpec, batch: usize) -> Result<Validation> {
+    validate_against(gpu, spec, &expected(spec, batch))
+}
+
+/// `validate` with the reference results computed beforehand.
+pub fn validate_against(gpu: &Gpu, spec: &ModelSpec, want: &Expected) -> Result<Validation> {
+    let batch = want.batch;
+    let net = Network::new(gpu, spec.clone(), &want.params)?;
     let bufs = Buffers::new(gpu, spec, batch, Mode::Train)?;
-    gpu.write(bufs.input(), &input)?;
-    gpu.write(&bufs.labels, &labels)?;
-    gpu.write(&net.counter, &[step, 0])?;
+    gpu.write(bufs.input(), &want.input)?;
+    gpu.write(&bufs.labels, &want.labels)?;
+    gpu.write(&net.counter, &[STEP, 0])?;
     let metrics_t = gpu.zeros("validation metrics", metrics::LEN)?;
-    let plan = net::gradient_step(gpu, &net, &bufs, batch, seed, &metrics_t, 0.0)?;
+    let plan = net::gradient_step(gpu, &net, &bufs, batch, SEED, &metrics_t, 0.0)?;
     gpu.run(&plan.iter().collect::<Vec<_>>())?;
-    let want = crate::reference::train_step(spec, &params, &input, &labels, step, seed);
 
     let mut worst = 0f64;
     let mut check = |name: &str, got: &[f32], want: &[f32]| -> Result<()> {
@@ -88,15 +135,19 @@ pub fn validate(gpu: &Gpu, spec: &ModelSpec, batch: usize) -> Result<Validation>
         Ok(())
     };
     let logits: Vec<f32> = gpu.read(bufs.logits())?;
-    check("logits", &logits[..want.logits.len()], &want.logits)?;
+    check(
+        "logits",
+        &logits[..want.train.logits.len()],
+        &want.train.logits,
+    )?;
     let m: Vec<f32> = gpu.read(&metrics_t)?;
     check(
         "loss",
         &[m[metrics::LOSS_SUM] / batch as f32],
-        &[want.loss as f32],
+        &[want.train.loss as f32],
     )?;
     let named: Vec<(String, &crate::net::Param)> = net.named_params().collect();
-    for (name, g) in &want.grads {
+    for (name, g) in &want.train.grads {
         let p = named
             .iter()
             .find(|(n, _)| n == name)
@@ -106,28 +157,20 @@ pub fn validate(gpu: &Gpu, spec: &ModelSpec, batch: usize) -> Result<Validation>
         check(&format!("gradient of {name}"), &got[..g.len()], g)?;
     }
 
-    // Inference: the evaluation-mode forward, with running statistics that are not the
-    // initial 0 and 1 so batch norm's evaluation path is really exercised.
-    let mut eval_params = params.clone();
-    for p in &mut eval_params {
-        for m in &mut p.running_mean {
-            *m = rng.uniform(-0.5, 0.5);
-        }
-        for v in &mut p.running_var {
-            *v = rng.uniform(0.5, 2.0);
-        }
-    }
-    let eval_net = Network::new(gpu, spec.clone(), &eval_params)?;
+    let eval_net = Network::new(gpu, spec.clone(), &want.eval_params)?;
     let eval_bufs = Buffers::new(gpu, spec, batch, Mode::Eval)?;
-    gpu.write(eval_bufs.input(), &input)?;
-    let plan = net::forward(gpu, &eval_net, &eval_bufs, batch, seed)?;
+    gpu.write(eval_bufs.input(), &want.input)?;
+    let plan = net::forward(gpu, &eval_net, &eval_bufs, batch, SEED)?;
     gpu.run(&plan.iter().collect::<Vec<_>>())?;
-    let want_eval = crate::reference::eval_forward(spec, &eval_params, &input);
     let got: Vec<f32> = gpu.read(eval_bufs.logits())?;
-    check("inference logits", &got[..want_eval.len()], &want_eval)?;
+    check(
+        "inference logits",
+        &got[..want.eval_logits.len()],
+        &want.eval_logits,
+    )?;
     Ok(Validation {
         batch,
-        tensors: 3 + want.grads.len(),
+        tensors: 3 + want.train.grads.len(),
         worst_relative: worst,
     })
 }

@@ -89,6 +89,9 @@ pub const SHADERS: &[&Shader] = &[
 #[derive(Default)]
 pub(crate) struct PipelineCache {
     modules: Mutex<HashMap<&'static str, Arc<wgpu::ShaderModule>>>,
+    /// Text replacements in a family's WGSL (`Gpu::patch_shader`): how the tests break a
+    /// kernel on purpose to see `check` catch it.
+    patches: Mutex<HashMap<&'static str, (String, String)>>,
     pipelines: Mutex<HashMap<(&'static str, String), Arc<wgpu::ComputePipeline>>>,
 }
 
@@ -153,19 +156,44 @@ impl Gpu {
                 message: "the device has no SUBGROUP feature".into(),
             });
         }
+        let source = match self
+            .pipelines
+            .patches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(shader.name)
+        {
+            Some((from, to)) => shader.source.replace(from.as_str(), to).into(),
+            None => std::borrow::Cow::Borrowed(shader.source),
+        };
         let module = self.scoped(
             || format!("compiling {}", shader.path),
             || {
                 self.device
                     .create_shader_module(wgpu::ShaderModuleDescriptor {
                         label: Some(shader.path),
-                        source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+                        source: wgpu::ShaderSource::Wgsl(source),
                     })
             },
         )?;
         let module = Arc::new(module);
         modules.insert(shader.name, module.clone());
         Ok(module)
+    }
+
+    /// Compiles `shader` with every `from` in its source replaced by `to`, from now on
+    /// (before its first use): a deliberately broken kernel, for testing `check`. Returns
+    /// false if `from` does not occur in the source.
+    pub fn patch_shader(&self, shader: &'static Shader, from: &str, to: &str) -> bool {
+        if !shader.source.contains(from) {
+            return false;
+        }
+        self.pipelines
+            .patches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(shader.name, (from.into(), to.into()));
+        true
     }
 
     /// The pipeline for `entry` in `shader`, compiled on first use.

@@ -139,6 +139,9 @@ fn portable_sin_cos_is_accurate() {
         let (ws, wc) = ((x as f64).sin(), (x as f64).cos());
         worst = worst.max((s as f64 - ws).abs()).max((c as f64 - wc).abs());
     }
-    assert!(worst < 2.5e-7, "sin_cos is off by {worst:e} somewhere in [-10pi, 10pi]");
+    assert!(
+        worst < 2.5e-7,
+        "sin_cos is off by {worst:e} somewhere in [-10pi, 10pi]"
+    );
     assert_eq!(sin_cos(0.0), (0.0, 1.0));
 }
