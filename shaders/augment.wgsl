@@ -57,7 +57,7 @@ const ROW_WG: u32 = 64u;
 @group(0) @binding(1) var atlas: texture_2d_array<f32>;
 @group(0) @binding(2) var<storage, read> labels: array<u32>;
 @group(0) @binding(3) var<storage, read> indices: array<u32>;
-@group(0) @binding(4) var<storage, read_write> counter: array<u32>;
+@group(0) @binding(4) var<storage, read> counter: array<u32>;
 // Gathers ignore the filter; any sampler does.
 @group(0) @binding(5) var atlas_sampler: sampler;
 @group(0) @binding(6) var<storage, read_write> out_labels: array<u32>;

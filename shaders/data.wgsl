@@ -27,7 +27,7 @@ const QUADS: u32 = 196u;
 @group(0) @binding(1) var<storage, read> images: array<u32>;
 @group(0) @binding(2) var<storage, read> labels: array<u32>;
 @group(0) @binding(3) var<storage, read> indices: array<u32>;
-@group(0) @binding(4) var<storage, read_write> counter: array<u32>;
+@group(0) @binding(4) var<storage, read> counter: array<u32>;
 @group(0) @binding(5) var<storage, read_write> out_x: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> out_labels: array<u32>;
 

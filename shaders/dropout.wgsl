@@ -21,7 +21,7 @@ const WG: u32 = 256u;
 // One vec4 per invocation (tensors are padded to a multiple of 4 elements).
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> y: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> counter: array<u32>;
+@group(0) @binding(3) var<storage, read> counter: array<u32>;
 @group(0) @binding(4) var<storage, read> dy: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> dx: array<vec4<f32>>;
 

@@ -39,8 +39,11 @@ const WG: u32 = 256u;
 @group(0) @binding(2) var<storage, read> grad: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> m1: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> m2: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read_write> counter: array<u32>;
+// Read-only where the updates read the step: a read_write binding makes drivers order every
+// following dispatch after it. Only step_advance writes the step, through binding 7.
+@group(0) @binding(5) var<storage, read> counter: array<u32>;
 @group(0) @binding(6) var<storage, read> lr: array<f32>;
+@group(0) @binding(7) var<storage, read_write> counter_rw: array<u32>;
 
 fn linear_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
@@ -107,5 +110,5 @@ fn adam_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
 
 @compute @workgroup_size(1)
 fn step_advance() {
-    counter[0] += 1u;
+    counter_rw[0] += 1u;
 }

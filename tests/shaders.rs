@@ -49,3 +49,28 @@ fn subgroup_operations_need_a_subgroup_shader() {
         ]
     );
 }
+
+#[test]
+fn the_step_counter_is_read_only_except_where_it_advances() {
+    // A read_write binding orders every later dispatch after the kernel on most drivers;
+    // the counter is read by the data, dropout, augmentation and optimizer kernels and
+    // written by optim's step_advance alone (through its own binding, `counter_rw`).
+    let mut seen = 0;
+    for shader in SHADERS {
+        let module = validate_shader(shader).unwrap();
+        for (_, var) in module.global_variables.iter() {
+            let name = var.name.as_deref().unwrap_or("");
+            if let naga::AddressSpace::Storage { access } = var.space {
+                let writable = access.contains(naga::StorageAccess::STORE);
+                if name == "counter" {
+                    seen += 1;
+                    assert!(!writable, "{}: `counter` is read_write", shader.path);
+                }
+                if name == "counter_rw" {
+                    assert_eq!(shader.name, "optim", "{}: a writable counter", shader.path);
+                }
+            }
+        }
+    }
+    assert!(seen >= 5, "the counter is bound in {seen} shaders");
+}

@@ -17,6 +17,8 @@ mod binding {
     pub const M2: u32 = 4;
     pub const COUNTER: u32 = 5;
     pub const LR: u32 = 6;
+    /// The same counter, writable: step_advance only.
+    pub const COUNTER_RW: u32 = 7;
 }
 
 #[repr(C)]
@@ -215,7 +217,7 @@ pub fn step_advance(gpu: &Gpu, counter: &Tensor) -> Result<Dispatch> {
         &OPTIM,
         "step_advance",
         "counter",
-        &[(binding::COUNTER, &counter.buffer)],
+        &[(binding::COUNTER_RW, &counter.buffer)],
         [1, 1, 1],
     )
 }
