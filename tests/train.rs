@@ -372,14 +372,19 @@ fn cli_reports_bad_flags_and_data_clearly() {
     // A batch whose activations exceed the adapter's storage-binding limit: a clear error
     // naming the buffer and the flag to change, not a lost device.
     if real_data().is_some() {
+        // Sized from this adapter's limit (lavapipe 128 MiB: 670 images; SwiftShader 1 GiB:
+        // 5,350): vgg's first activations are 64 x 28 x 28 floats an image.
+        let limit = gpu().limits.max_storage_buffer_binding_size as usize;
+        let batch = (limit / (64 * 28 * 28 * 4) + 1).to_string();
+        let images = (limit / (64 * 28 * 28 * 4) + 200).to_string();
         let r = run(&[
             "train",
             "--model",
             "vgg",
             "--batch-size",
-            "4096",
+            &batch,
             "--limit-train",
-            "9000",
+            &images,
             "--val",
             "100",
         ]);
