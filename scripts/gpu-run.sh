@@ -2,7 +2,8 @@
 # The GPU bundle's run.sh (scripts/gpu-bundle.sh copies it there): measures this machine's GPU
 # in one run and writes every output into OUT: summary.txt (one line per step: exit code and
 # seconds), each step's log, the runs' folders and the tuner's cache.
-# Usage: run.sh OUT   (env: BACKEND=vulkan|auto|..., TORCH=python3, EPOCHS=1)
+# Usage: run.sh OUT   (env: BACKEND=vulkan|auto|..., TORCH=python3, EPOCHS=1,
+#                      LIMIT_TRAIN=N: train on N images only, for a quick run on a slow adapter)
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:?usage: run.sh OUT}
@@ -13,6 +14,8 @@ data=$here/data
 backend=${BACKEND:-auto}
 epochs=${EPOCHS:-1}
 torch=${TORCH:-python3}
+limit=()
+[ -n "${LIMIT_TRAIN:-}" ] && limit=(--limit-train "$LIMIT_TRAIN")
 export WGPU_FMNIST_CACHE_DIR=$out/cache
 summary=$out/summary.txt
 : >"$summary"
@@ -49,7 +52,7 @@ for model in mlp cnn1 cnn2 regcnn vgg; do
 done
 for model in regcnn vgg; do
     step "train-$model" 600 "$bin" train --backend "$backend" --model "$model" --epochs "$epochs" \
-        --data "$data" --out "$out/runs" --name "$model" --json
+        --data "$data" --out "$out/runs" --name "$model" --json "${limit[@]}"
 done
 if "$torch" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
     for model in regcnn vgg; do
