@@ -262,8 +262,14 @@ impl GpuArgs {
 /// `tell`: say on stderr when the first measurement starts (it can take a minute).
 fn open_gpu(request: &AdapterRequest, tell: bool) -> Result<Gpu, GpuError> {
     let gpu = Gpu::new(request)?;
+    // Without measuring (WGPU_FMNIST_TUNE=0), a tuner that keeps select's fixed order still
+    // records the choices for the run folder and pins a resumed run's.
     let mut gpu = match std::env::var("WGPU_FMNIST_TUNE").as_deref() {
-        Ok("0") | Ok("off") => gpu,
+        Ok("0") | Ok("off") => {
+            let mut gpu = gpu;
+            gpu.tuner = Some(wgpu_fmnist::kernels::tune::Tuner::fixed(&gpu));
+            gpu
+        }
         _ => gpu.with_tuner(wgpu_fmnist::kernels::tune::Tuner::default_path()),
     };
     if let (true, Some(t)) = (tell, gpu.tuner.as_mut()) {
@@ -569,7 +575,8 @@ fn bench(a: &BenchArgs) -> anyhow::Result<()> {
         v => format!("--variant {v} where it applies, else "),
     };
     let choice = match &gpu.tuner {
-        None => format!("{forced}the fixed order (WGPU_FMNIST_TUNE=0)"),
+        Some(t) if !t.measures() => format!("{forced}the fixed order (WGPU_FMNIST_TUNE=0)"),
+        None => format!("{forced}the fixed order"),
         Some(t) => format!(
             "{forced}measured on this adapter, {} shapes timed by this run (cache: {})",
             t.measured(),

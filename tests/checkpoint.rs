@@ -770,3 +770,87 @@ fn a_failed_checkpoint_write_is_a_runtime_error() {
         .collect();
     assert!(names.iter().all(|n| !n.contains(".tmp")), "{names:?}");
 }
+
+#[test]
+fn resume_continues_with_the_recorded_kernels_under_another_kernel_order() {
+    // A run started with one kernel order (WGPU_FMNIST_TUNE=0: select's fixed order) and
+    // resumed under another (a kernel cache that says `generic` for every shape) continues
+    // with the variants in its kernel-choices.json: bit-identical to the uninterrupted run.
+    // Without the record the same resume differs, so the record is what makes it exact.
+    let data = Path::new(wgpu_fmnist::data::DEBIAN_DIR);
+    if !data.is_dir() {
+        eprintln!("skipped: no real data");
+        return;
+    }
+    let root =
+        std::env::temp_dir().join(format!("wgpu-fmnist-kernel-order-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let train = |name: &str, epochs: &str, resume: bool, env: &[(&str, &Path)]| {
+        let mut cmd = Command::new(binary());
+        cmd.arg("train");
+        if resume {
+            cmd.arg("--resume").arg(root.join(name));
+        } else {
+            cmd.args(["--model", "mlp", "--limit-train", "1200", "--val", "200"])
+                .args(["--limit-test", "100", "--name", name])
+                .arg("--data")
+                .arg(data)
+                .arg("--out")
+                .arg(&root);
+        }
+        cmd.args(["--epochs", epochs, "--quiet"]);
+        cmd.env_remove("WGPU_FMNIST_TUNE");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let r = cmd.output().unwrap();
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        checkpoint::load(&root.join(name).join("last.safetensors"), None)
+            .unwrap()
+            .params
+    };
+    let fixed: &[(&str, &Path)] = &[("WGPU_FMNIST_TUNE", Path::new("0"))];
+    let whole = train("whole", "2", false, fixed);
+    train("resumed", "1", false, fixed);
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("resumed/kernel-choices.json")).unwrap(),
+    )
+    .unwrap();
+    let choices = record["choices"].as_object().unwrap();
+    assert!(!choices.is_empty(), "{record}");
+    // Another kernel order: a cache that holds `generic` for every shape this run chose.
+    let cache = root.join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let generic: serde_json::Map<String, serde_json::Value> = choices
+        .keys()
+        .map(|k| (k.clone(), "generic".into()))
+        .collect();
+    assert!(
+        choices.values().any(|v| v != "generic"),
+        "the fixed order must differ from the cache's for this test to mean anything: {record}"
+    );
+    let adapter = record["adapter"].as_str().unwrap();
+    let file = serde_json::json!({"format": 3, "adapters": {adapter: generic}, "recent": {}});
+    std::fs::write(cache.join("kernel-choices-v3.json"), file.to_string()).unwrap();
+    let copy = |from: &str, to: &str| {
+        std::fs::create_dir_all(root.join(to)).unwrap();
+        for e in std::fs::read_dir(root.join(from)).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), root.join(to).join(e.file_name())).unwrap();
+        }
+    };
+    copy("resumed", "unrecorded");
+    std::fs::remove_file(root.join("unrecorded/kernel-choices.json")).unwrap();
+    let tuned: &[(&str, &Path)] = &[("WGPU_FMNIST_CACHE_DIR", &cache)];
+    let resumed = train("resumed", "2", true, tuned);
+    assert!(
+        resumed == whole,
+        "the resumed run differs from the uninterrupted one"
+    );
+    let unrecorded = train("unrecorded", "2", true, tuned);
+    assert!(
+        unrecorded != whole,
+        "without the record the other kernel order should have changed the last bits"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}

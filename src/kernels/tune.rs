@@ -65,6 +65,16 @@ pub struct Tuner {
     /// Told once, before this process measures its first shape (the CLI prints it: a first
     /// run of a large model can spend a minute measuring on lavapipe).
     notice: Option<Notice>,
+    /// False: never time anything; the fallback (`select`'s fixed order) wherever nothing is
+    /// pinned or stored (`WGPU_FMNIST_TUNE=0`).
+    measure: bool,
+    /// Choices that win over everything else where they apply: a resumed run's recorded
+    /// ones, so that it continues with the kernels (and summation orders) it started with.
+    pinned: Mutex<BTreeMap<String, Variant>>,
+    /// Every choice this process made, for the run folder (`used`).
+    used: Mutex<BTreeMap<String, Variant>>,
+    /// Pinned shapes whose variant does not apply here (another adapter): what changed.
+    unpinned: Mutex<Vec<String>>,
 }
 
 /// Where the tuner's one line goes.
@@ -84,7 +94,46 @@ impl Tuner {
             choices: Mutex::new(choices),
             measured: Mutex::new(0),
             notice: None,
+            measure: true,
+            pinned: Mutex::default(),
+            used: Mutex::default(),
+            unpinned: Mutex::default(),
         }
+    }
+
+    /// A tuner that measures nothing and stores nothing: `select`'s fixed order, with the
+    /// choices still recorded and pinnable (the CLI's `WGPU_FMNIST_TUNE=0`).
+    pub fn fixed(gpu: &Gpu) -> Tuner {
+        Tuner {
+            measure: false,
+            ..Tuner::open(gpu, None)
+        }
+    }
+
+    /// Whether this tuner times candidates (false: `fixed`).
+    pub fn measures(&self) -> bool {
+        self.measure
+    }
+
+    /// The adapter and driver the choices belong to.
+    pub fn adapter_key(&self) -> &str {
+        &self.adapter_key
+    }
+
+    /// Makes `choices` win wherever they apply (a resumed run's recorded choices).
+    pub fn pin(&self, choices: BTreeMap<String, Variant>) {
+        lock(&self.pinned).extend(choices);
+    }
+
+    /// Every choice made so far by this process, shape key -> variant.
+    pub fn used(&self) -> BTreeMap<String, Variant> {
+        lock(&self.used).clone()
+    }
+
+    /// Pinned shapes that had to be chosen anew because their variant does not apply on
+    /// this adapter.
+    pub fn unpinned(&self) -> Vec<String> {
+        lock(&self.unpinned).clone()
     }
 
     /// The default cache file, if there is a place for it.
@@ -137,8 +186,31 @@ impl Tuner {
         if candidates.len() < 2 {
             return fallback;
         }
+        let choice = self.choose_unrecorded(gpu, &key, candidates, fallback, build);
+        lock(&self.used).insert(key, choice);
+        choice
+    }
+
+    fn choose_unrecorded(
+        &self,
+        gpu: &Gpu,
+        key: &str,
+        candidates: &[Variant],
+        fallback: Variant,
+        build: impl Fn(Variant, Size) -> Result<Vec<Dispatch>>,
+    ) -> Variant {
+        let key = key.to_string();
+        if let Some(&v) = lock(&self.pinned).get(&key) {
+            if candidates.contains(&v) {
+                return v;
+            }
+            lock(&self.unpinned).push(key.clone());
+        }
         if let Some(v) = self.stored(&key, candidates) {
             return v;
+        }
+        if !self.measure {
+            return fallback;
         }
         if *lock(&self.measured) == 0 {
             if let Some(tell) = &self.notice {
@@ -228,6 +300,36 @@ impl Tuner {
         if let Ok(text) = serde_json::to_string_pretty(&file) {
             let _ = crate::fsutil::write_atomic(path, text.as_bytes());
         }
+    }
+}
+
+/// A run's kernel choices (`kernel-choices.json` in its folder): the adapter they were made
+/// on and every shape's variant, so that `train --resume` continues with the same kernels,
+/// on another machine or with another cache too, wherever they apply.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct RunChoices {
+    pub adapter: String,
+    pub choices: BTreeMap<String, Variant>,
+}
+
+impl RunChoices {
+    pub const FILE: &'static str = "kernel-choices.json";
+
+    /// The record in a run folder; None if there is none or it cannot be read (a run from
+    /// before the record existed, or a damaged file: then the choices are made anew).
+    pub fn read(run_dir: &Path) -> Option<RunChoices> {
+        let text = std::fs::read_to_string(run_dir.join(Self::FILE)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Adds the choices `tuner` made to the folder's record (those of earlier sessions of
+    /// the run stay) and writes it atomically.
+    pub fn update(run_dir: &Path, tuner: &Tuner) -> std::io::Result<()> {
+        let mut record = Self::read(run_dir).unwrap_or_default();
+        record.adapter = tuner.adapter_key.clone();
+        record.choices.extend(tuner.used());
+        let text = serde_json::to_string_pretty(&record).map_err(std::io::Error::other)?;
+        crate::fsutil::write_atomic(&run_dir.join(Self::FILE), text.as_bytes())
     }
 }
 

@@ -179,6 +179,15 @@ impl RunSetup {
                 crate::errln!("starting from the weights in {}", path.display());
             }
         }
+        // A resumed run continues with the kernel variants it recorded, wherever they apply
+        // on this adapter (another machine, another cache, WGPU_FMNIST_TUNE=0 or not).
+        let recorded = match (&self.resume, &gpu.tuner) {
+            (Some(_), Some(t)) => crate::kernels::tune::RunChoices::read(&dir).map(|r| {
+                t.pin(r.choices);
+                r.adapter
+            }),
+            _ => None,
+        };
         let mut reporter = ConsoleReporter::new(output, Some(log));
         let opts = RunOptions {
             run_dir: Some(&dir),
@@ -195,6 +204,17 @@ impl RunSetup {
                 return Err(e);
             }
         };
+        if let (Some(adapter), Some(t)) = (&recorded, &gpu.tuner) {
+            let changed = t.unpinned();
+            if !changed.is_empty() && output != Output::Quiet {
+                crate::errln!(
+                    "note: {} of the kernel choices this run recorded (on {adapter}) do not \
+                     apply on this adapter and were chosen anew: the continuation is not \
+                     bit-identical to an uninterrupted run",
+                    changed.len()
+                );
+            }
+        }
         if let Err(e) = self.write_test_report(gpu, data, &outcome, &dir) {
             if output != Output::Quiet {
                 crate::errln!("warning: could not write test.json: {e}");

@@ -478,6 +478,11 @@ impl<'a> Trainer<'a> {
             optim: Some(self.net.download_optim(gpu, cfg.optimizer, step as u64)?),
         };
         crate::checkpoint::save(&dir.join(name), &ckpt)?;
+        // The kernels the run has used so far, beside its checkpoint: a resume continues
+        // with them. Losing the record costs bit-identity on resume, not the run.
+        if let Some(t) = &gpu.tuner {
+            let _ = crate::kernels::tune::RunChoices::update(dir, t);
+        }
         Ok(())
     }
 
