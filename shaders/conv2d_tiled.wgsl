@@ -98,12 +98,14 @@ fn im2col(o: vec3<u32>, ci: u32, ky: u32, kx: u32) -> f32 {
 }
 
 @compute @workgroup_size(16, 16)
-fn conv2d_forward_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+fn conv2d_forward_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let kk_taps = p.kh * p.kw;
     let k_len = p.ci * kk_taps;
     let pixels = p.n * p.oh * p.ow;
     let co_base = wid.y * TILE;
-    let px_base = wid.x * TILE;
+    // Pixel tiles run along x, continued along z past the device's workgroup limit; the
+    // tiles past the last pixel load and store nothing.
+    let px_base = (wid.x + wid.z * nwg.x) * TILE;
     let t = lid.y * 16u + lid.x;
     var acc: Micro;
     for (var k0 = 0u; k0 < k_len; k0 += TILE_K) {
@@ -156,12 +158,14 @@ fn col2im(i: vec3<u32>, co: u32, ky: u32, kx: u32) -> f32 {
 }
 
 @compute @workgroup_size(16, 16)
-fn conv2d_backward_input_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+fn conv2d_backward_input_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let kk_taps = p.kh * p.kw;
     let k_len = p.co * kk_taps;
     let pixels = p.n * p.h * p.w;
     let ci_base = wid.y * TILE;
-    let px_base = wid.x * TILE;
+    // Pixel tiles run along x, continued along z past the device's workgroup limit; the
+    // tiles past the last pixel load and store nothing.
+    let px_base = (wid.x + wid.z * nwg.x) * TILE;
     let t = lid.y * 16u + lid.x;
     var acc: Micro;
     for (var k0 = 0u; k0 < k_len; k0 += TILE_K) {

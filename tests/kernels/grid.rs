@@ -24,6 +24,9 @@ fn run_on(g: &Gpu, d: &[Dispatch]) -> Option<String> {
     // The subgroup conv uses y for channel blocks and z for the overflow.
     let two_d = if main.label().contains("3x3_subgroup") && !main.label().contains("weight") {
         z > 1
+    } else if main.label().contains("_tiled") && !main.label().contains("weight") {
+        // The tiled kernels use y for channel tiles and z for the pixel tiles' overflow.
+        z > 1
     } else {
         y > 1
     };
@@ -71,9 +74,6 @@ fn kernels_compute_every_output_on_two_dimensional_grids() {
         // A grid over the limit in both dimensions is an error naming the limit; skip it.
         let skip = |e: &GpuError| matches!(e, GpuError::DispatchTooLarge { .. });
         for v in select::conv2d::applicable(&g.caps, &s) {
-            if v == Variant::Tiled {
-                continue; // fixed tile grids, no linear index
-            }
             let ty = g.zeros("y", s.output_len()).unwrap();
             match conv2d_forward_with(&g, v, s, &tx, &tw, &tb, &ty) {
                 Ok(d) => {
@@ -119,6 +119,8 @@ fn kernels_compute_every_output_on_two_dimensional_grids() {
         "conv2d::conv2d_forward_3x3",
         "conv2d::conv2d_backward_weight_3x3",
         "elementwise::relu_forward",
+        "conv2d_tiled::conv2d_forward_tiled",
+        "conv2d_tiled::conv2d_backward_input_tiled",
     ];
     // The subgroup weight gradient runs above too, but never needs a 2-D grid at a size
     // a test can reach: it launches about max(64, its (co, ci) blocks) / 8 workgroups, and

@@ -171,7 +171,10 @@ pub fn conv2d_forward_with(
             let threads = s.n * s.co.div_ceil(BLOCK) * s.oh() * s.ow().div_ceil(BLOCK);
             ("conv2d_forward", gpu.caps.grid(threads, WG))
         }
-        Variant::Tiled => ("conv2d_forward_tiled", tiles(s.n * s.oh() * s.ow(), s.co)),
+        Variant::Tiled => (
+            "conv2d_forward_tiled",
+            pixel_tiles(&gpu.caps, s.n * s.oh() * s.ow(), s.co),
+        ),
         _ => {
             let q = Params3 {
                 n: p.n,
@@ -234,7 +237,10 @@ pub fn conv2d_backward_input_with(
             let threads = s.n * s.ci.div_ceil(BLOCK) * s.h * s.w.div_ceil(BLOCK);
             ("conv2d_backward_input", gpu.caps.grid(threads, WG))
         }
-        Variant::Tiled => ("conv2d_backward_input_tiled", tiles(s.n * s.h * s.w, s.ci)),
+        Variant::Tiled => (
+            "conv2d_backward_input_tiled",
+            pixel_tiles(&gpu.caps, s.n * s.h * s.w, s.ci),
+        ),
         _ => {
             // A stride-1 convolution of dy with the mirrored weights and padding 2 - pad,
             // from CO channels to CI channels.
@@ -404,11 +410,28 @@ fn shader(v: Variant) -> &'static Shader {
     }
 }
 
-/// Workgroups for the tiled kernels: 64 columns of the implicit product along x, 64 rows
-/// along y (the dispatch checks them against the device's limit).
+/// Workgroups for the tiled weight gradient: 64 columns of the implicit product along x,
+/// 64 rows along y (the dispatch checks them against the device's limit; z is its batch
+/// chunks).
 fn tiles(columns: usize, rows: usize) -> [u32; 3] {
     let groups = |v: usize| v.div_ceil(64).min(u32::MAX as usize) as u32;
     [groups(columns), groups(rows), 1]
+}
+
+/// Workgroups for the tiled forward and input gradient, whose columns are pixels (n x H x
+/// W, past 65,535 tiles at vgg's eval batches on a GPU with 2 GiB bindings): the column
+/// tiles along x and, past the device's limit, continued along z.
+fn pixel_tiles(caps: &select::Caps, pixels: usize, rows: usize) -> [u32; 3] {
+    let limit = caps.max_workgroups.max(1) as usize;
+    let columns = pixels.div_ceil(64).max(1);
+    let z = columns.div_ceil(limit);
+    let x = columns.div_ceil(z);
+    let y = rows.div_ceil(64);
+    [
+        x as u32,
+        y.min(u32::MAX as usize) as u32,
+        z.min(u32::MAX as usize) as u32,
+    ]
 }
 
 /// db = sum of dy over batch and space (overwrites db).
