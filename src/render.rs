@@ -264,6 +264,8 @@ pub fn bench(w: &mut dyn Write, c: &BenchContext, r: &BenchResult) -> Result<()>
             "train_images_per_second": r.train_images_per_second,
             "infer_images_per_second": r.infer_images_per_second,
             "step_seconds": r.step_seconds, "kernel_seconds_sum": sum,
+            "dispatches_per_train_step": r.dispatches_per_train_step,
+            "dispatches_per_infer_batch": r.dispatches_per_infer_batch,
             "kernel_seconds_in_step_sum": in_step,
             "validated_batch": r.validation.batch, "validated_tensors": r.validation.tensors,
             "validation_worst_error_over_tolerance": r.validation.worst_relative,
@@ -315,6 +317,11 @@ pub fn bench(w: &mut dyn Write, c: &BenchContext, r: &BenchResult) -> Result<()>
         w,
         "measured step    {:.2} ms per step",
         r.step_seconds * 1e3
+    )?;
+    writeln!(
+        w,
+        "dispatches       {} per training step, {} per inference batch",
+        r.dispatches_per_train_step, r.dispatches_per_infer_batch
     )?;
     if let Some(c) = r.augment_cost {
         writeln!(

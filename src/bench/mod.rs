@@ -182,6 +182,10 @@ pub struct BenchResult {
     pub train_images_per_second: f64,
     pub infer_images_per_second: f64,
     pub step_seconds: f64,
+    /// Dispatches recorded for one training step and for one inference batch: on a GPU each
+    /// costs a few microseconds of launch whatever it computes.
+    pub dispatches_per_train_step: usize,
+    pub dispatches_per_infer_batch: usize,
     /// With `--augment`: the step without it and the augmented step's time over it (median
     /// of the ratios of windows timed alternately, so that the machine's drift cancels).
     pub augment_cost: Option<AugmentCost>,
@@ -501,6 +505,8 @@ pub fn run(
     let step_seconds = batch as f64 / train_ips;
     Ok(BenchResult {
         validation,
+        dispatches_per_train_step: plan.len(),
+        dispatches_per_infer_batch: eval_plan.len(),
         kernels,
         train_images_per_second: train_ips,
         infer_images_per_second: infer_ips,
