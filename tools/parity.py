@@ -178,7 +178,7 @@ def our_order(n, val, seed, epoch=1):
 
 def train_step(model, opt, cfg, x, y):
     """One optimizer step on a batch (L1 as our --l1: l1 * sign(w) added to each gradient).
-    Returns the logits and the loss."""
+    Returns the logits and the loss, a tensor on the batch's device (no sync here)."""
     out = model(x)
     loss = F.cross_entropy(out, y)
     opt.zero_grad()
@@ -187,7 +187,7 @@ def train_step(model, opt, cfg, x, y):
         for p in model.parameters():
             p.grad.add_(torch.sign(p.data), alpha=cfg["l1"])
     opt.step()
-    return out, loss.item()
+    return out, loss.detach()
 
 
 def torch_run(cfg, images, labels, test, steps, val, seed, paired=None):
@@ -211,7 +211,7 @@ def torch_run(cfg, images, labels, test, steps, val, seed, paired=None):
     for s in range(steps):
         idx = train[s * batch:(s + 1) * batch]
         out, loss = train_step(model, opt, cfg, x[idx], y[idx])
-        loss_sum += loss * len(idx)
+        loss_sum += loss.item() * len(idx)
         correct += (out.argmax(1) == y[idx]).sum().item()
         seen += len(idx)
     model.eval()
