@@ -412,8 +412,11 @@ fn conv2d_forward_3x3(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
 // Weight gradient of a 3x3, stride-1 convolution, split over the batch for parallelism:
 // partials[chunk, co, ci, t] = sum over the chunk's images and all outputs of
 // dy[n, co, y, x] * x[n, ci, y + ky - pad, x + kx - pad]. One invocation: 4 output channels
-// of one input channel, all 9 taps, sliding a 3x3 input window along each output row.
-// Uses p (Params) for the shape and q.chunk for the split; src = x, dy = dy.
+// of one input channel, all 9 taps, sliding a 3x3 input window along each output row, so
+// each step loads one new input column (3 loads) and 4 of dy for 36 products. Padding is a
+// 0/1 mask per row (once per output row) and per column (one compare per step) on clamped
+// loads, not a bounds check per load: with those, SwiftShader's compiler took a minute over
+// the 9 accumulators. Uses p (Params) for the shape and q.chunk for the split.
 @compute @workgroup_size(WG)
 fn conv2d_backward_weight_3x3(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let co_blocks = (p.co + 3u) / 4u;
@@ -432,21 +435,24 @@ fn conv2d_backward_weight_3x3(@builtin(global_invocation_id) gid: vec3<u32>, @bu
     var t0 = vec4<f32>(); var t1 = vec4<f32>(); var t2 = vec4<f32>();
     var t3 = vec4<f32>(); var t4 = vec4<f32>(); var t5 = vec4<f32>();
     var t6 = vec4<f32>(); var t7 = vec4<f32>(); var t8 = vec4<f32>();
-    let pad = i32(p.pad);
     let n_end = min(p.n, (chunk + 1u) * q.chunk);
     for (var n = chunk * q.chunk; n < n_end; n++) {
         let xb = (n * p.ci + ci) * p.h * p.w;
         let db = n * p.co * plane;
         for (var y = 0u; y < p.oh; y++) {
-            let y0 = i32(y) - pad;
-            // The 3x3 input window of output column x is (l m r); it slides right by one
-            // column per step, so each step loads only the new right column.
-            var l = vec3<f32>(x_at(xb, y0, -pad), x_at(xb, y0 + 1, -pad), x_at(xb, y0 + 2, -pad));
-            var m = vec3<f32>(x_at(xb, y0, 1 - pad), x_at(xb, y0 + 1, 1 - pad), x_at(xb, y0 + 2, 1 - pad));
-            for (var x = 0u; x < p.ow; x++) {
-                let xr = i32(x) - pad + 2;
-                let r = vec3<f32>(x_at(xb, y0, xr), x_at(xb, y0 + 1, xr), x_at(xb, y0 + 2, xr));
-                let o = db + y * p.ow + x;
+            // Input rows y - pad + k; u32 wraps a negative row past h, so one compare tests
+            // both ends. A row outside the image loads row 0 (or h - 1) times 0.
+            let y0 = y - p.pad;
+            let row = vec3<u32>(y0, y0 + 1u, y0 + 2u);
+            let rmask = select(vec3<f32>(0.0), vec3<f32>(1.0), row < vec3<u32>(p.h));
+            let r0 = xb + min(row.x, p.h - 1u) * p.w;
+            let r1 = xb + min(row.y, p.h - 1u) * p.w;
+            let r2 = xb + min(row.z, p.h - 1u) * p.w;
+            var l = column(r0, r1, r2, 0u - p.pad) * rmask;
+            var m = column(r0, r1, r2, 1u - p.pad) * rmask;
+            for (var c = 0u; c < p.ow; c++) {
+                let r = column(r0, r1, r2, c + 2u - p.pad) * rmask;
+                let o = db + y * p.ow + c;
                 let g = vec4<f32>(dy[o + d0], dy[o + d1], dy[o + d2], dy[o + d3]);
                 t0 += l.x * g; t1 += m.x * g; t2 += r.x * g;
                 t3 += l.y * g; t4 += m.y * g; t5 += r.y * g;
@@ -456,15 +462,27 @@ fn conv2d_backward_weight_3x3(@builtin(global_invocation_id) gid: vec3<u32>, @bu
             }
         }
     }
-    let taps = array<vec4<f32>, 9>(t0, t1, t2, t3, t4, t5, t6, t7, t8);
     let kk = p.ci * 9u;
-    let out = chunk * p.co * kk;
+    let out = chunk * p.co * kk + ci * 9u;
     for (var r = 0u; r < 4u; r++) {
         if (co0 + r >= p.co) { break; }
-        for (var t = 0u; t < 9u; t++) {
-            partials[out + (co0 + r) * kk + ci * 9u + t] = taps[t][r];
-        }
+        let o = out + (co0 + r) * kk;
+        partials[o] = lane(t0, r); partials[o + 1u] = lane(t1, r); partials[o + 2u] = lane(t2, r);
+        partials[o + 3u] = lane(t3, r); partials[o + 4u] = lane(t4, r); partials[o + 5u] = lane(t5, r);
+        partials[o + 6u] = lane(t6, r); partials[o + 7u] = lane(t7, r); partials[o + 8u] = lane(t8, r);
     }
+}
+
+// Input column col (wrapped past w when negative) of the rows starting at r0, r1, r2, or 0
+// outside the image.
+fn column(r0: u32, r1: u32, r2: u32, col: u32) -> vec3<f32> {
+    let c = min(col, p.w - 1u);
+    return select(vec3<f32>(0.0), vec3<f32>(x[r0 + c], x[r1 + c], x[r2 + c]), col < p.w);
+}
+
+// v[r] for r < 4, without indexing a vector dynamically.
+fn lane(v: vec4<f32>, r: u32) -> f32 {
+    return select(select(select(v.x, v.y, r == 1u), v.z, r == 2u), v.w, r == 3u);
 }
 
 // dw[j] = sum over chunks of partials[chunk, j], in chunk order (deterministic).
