@@ -47,7 +47,16 @@ pub fn evaluate(
     batch: usize,
 ) -> Result<EvalReport, GpuError> {
     crate::net::check_model(gpu, &ckpt.spec)?;
-    crate::net::check_batch(gpu, &ckpt.spec, batch.min(split.len()), "--batch-size")?;
+    let batch_used = batch.min(split.len());
+    crate::net::check_batch(gpu, &ckpt.spec, batch_used, "--batch-size")?;
+    let need =
+        crate::net::MemoryNeed::of(&ckpt.spec, 0, batch_used, split.len() as u64 * (784 + 4));
+    crate::net::check_memory(
+        gpu,
+        &format!("evaluating at batch {batch_used}"),
+        need,
+        "--batch-size",
+    )?;
     let net = Network::new(gpu, ckpt.spec.clone(), &ckpt.params)?;
     let g = GpuSplit::upload(gpu, "eval", split)?;
     let ids: Vec<u32> = (0..split.len() as u32).collect();

@@ -284,6 +284,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         // The fix is a flag (a smaller --batch-size, another --variant).
         GpuError::BufferTooLarge { .. }
         | GpuError::BatchTooLarge { .. }
+        | GpuError::OutOfDeviceMemory { .. }
         | GpuError::ModelTooLarge { .. }
         | GpuError::VariantUnsupported { .. } => 2,
         _ => 1,

@@ -24,6 +24,7 @@ pub fn devices(w: &mut dyn Write, adapters: &[AdapterSummary], json: bool) -> Re
                 "driver_info": a.info.driver_info,
                 "max_storage_buffer_binding_size": l.max_storage_buffer_binding_size,
                 "max_buffer_size": l.max_buffer_size,
+                "device_memory": a.memory,
                 "max_compute_workgroup_storage_size": l.max_compute_workgroup_storage_size,
                 "max_compute_invocations_per_workgroup": l.max_compute_invocations_per_workgroup,
                 "max_compute_workgroups_per_dimension": l.max_compute_workgroups_per_dimension,
@@ -59,6 +60,9 @@ pub fn devices(w: &mut dyn Write, adapters: &[AdapterSummary], json: bool) -> Re
             bytes(l.max_storage_buffer_binding_size)
         )?;
         writeln!(w, "  buffer size        {}", bytes(l.max_buffer_size))?;
+        if let Some(m) = a.memory {
+            writeln!(w, "  device memory      {}", bytes(m))?;
+        }
         let wg_storage = bytes(l.max_compute_workgroup_storage_size as u64);
         writeln!(w, "  workgroup storage  {wg_storage}")?;
         writeln!(

@@ -623,3 +623,48 @@ fn trainings_on_threads_sharing_one_device_all_finish() {
         );
     }
 }
+
+#[test]
+fn a_run_that_does_not_fit_in_device_memory_is_refused_before_allocating() {
+    // Every tensor of vgg at batch 64 fits in one binding; together they do not fit in a
+    // GPU of 64 MiB (activations and gradients alone are 2 x 64 x ~1.8 MB).
+    use wgpu_fmnist::gpu::{AdapterRequest, Gpu, GpuError};
+    let mut small = Gpu::new(&AdapterRequest::default()).unwrap();
+    small.device_memory = Some(64 << 20);
+    let data = synthetic_dataset();
+    let before = small.memory();
+    let cfg = config(
+        "vgg",
+        PartialConfig {
+            batch_size: Some(64),
+            eval_batch_size: Some(16),
+            ..Default::default()
+        },
+    );
+    let err = match train::train(&small, &cfg, &data, &mut Silent) {
+        Err(train::TrainError::Gpu(e)) => e,
+        Err(e) => panic!("another error: {e}"),
+        Ok(_) => panic!("trained in 64 MiB"),
+    };
+    let text = err.to_string();
+    assert!(
+        matches!(
+            err,
+            GpuError::OutOfDeviceMemory {
+                flag: "--batch-size",
+                ..
+            }
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("64 MiB") && text.contains("--batch-size") && text.contains("activations"),
+        "{text}"
+    );
+    assert_eq!(small.memory(), before, "allocated before refusing");
+    // The estimate behind it: over 64 MiB, far under what any GPU has.
+    let (spec, _) = wgpu_fmnist::model::resolve("vgg").unwrap();
+    let need = wgpu_fmnist::net::MemoryNeed::of(&spec, 64, 200, 0);
+    assert!(need.train_batch > 64 << 20, "{need:?}");
+    assert!(need.total() < 2 << 30, "{need:?}");
+}

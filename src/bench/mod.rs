@@ -388,6 +388,13 @@ pub fn run(
 ) -> Result<BenchResult> {
     net::check_model(gpu, spec)?;
     net::check_batch(gpu, spec, batch, "--batch-size")?;
+    let need = net::MemoryNeed::of(spec, batch, batch, 0);
+    net::check_memory(
+        gpu,
+        &format!("a training step at batch {batch}"),
+        need,
+        "--batch-size",
+    )?;
     let validation = validate(gpu, spec, batch)?;
     let net = Network::new(gpu, spec.clone(), &spec.init_params(1))?;
     // Synthetic images: what is computed does not depend on the pixel values (a bounded

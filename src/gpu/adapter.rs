@@ -80,6 +80,8 @@ pub struct AdapterSummary {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
+    /// The largest device-local memory heap, where the backend reports it (`device_memory`).
+    pub memory: Option<u64>,
 }
 
 /// Mesa's WSI layer prints "XDG_RUNTIME_DIR is invalid or not set" on every instance
@@ -139,6 +141,7 @@ pub fn list_adapters(backend: Backend) -> Vec<AdapterSummary> {
             info: a.get_info(),
             limits: a.limits(),
             features: a.features(),
+            memory: device_memory(&a),
         })
         .collect()
 }
@@ -206,4 +209,32 @@ pub fn require_adapters(backend: Backend) -> Result<Vec<AdapterSummary>> {
         });
     }
     Ok(adapters)
+}
+
+/// The adapter's memory for buffers: the largest device-local heap (on a discrete GPU its
+/// VRAM; on integrated and software adapters the share of system memory the driver offers).
+/// Only Vulkan reports heaps through wgpu; None elsewhere, where nothing is refused up front.
+pub fn device_memory(adapter: &wgpu::Adapter) -> Option<u64> {
+    #[cfg(any(target_os = "linux", target_os = "windows", target_os = "android"))]
+    {
+        // SAFETY: only reads properties of the physical device; nothing is created or
+        // destroyed, and the guard is dropped before the adapter is used again.
+        let hal = unsafe { adapter.as_hal::<wgpu::hal::api::Vulkan>() }?;
+        let instance = hal.shared_instance().raw_instance();
+        let props =
+            unsafe { instance.get_physical_device_memory_properties(hal.raw_physical_device()) };
+        // VK_MEMORY_HEAP_DEVICE_LOCAL_BIT
+        const DEVICE_LOCAL: u32 = 0x1;
+        props
+            .memory_heaps_as_slice()
+            .iter()
+            .filter(|h| h.flags.as_raw() & DEVICE_LOCAL != 0)
+            .map(|h| h.size)
+            .max()
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "windows", target_os = "android")))]
+    {
+        let _ = adapter;
+        None
+    }
 }

@@ -44,6 +44,19 @@ pub enum GpuError {
     },
 
     #[error(
+        "{what} needs about {} of GPU memory ({parts}) but the adapter '{adapter}' has {}; \
+         use a smaller {flag}", gib(*need), gib(*have)
+    )]
+    OutOfDeviceMemory {
+        what: String,
+        parts: String,
+        need: u64,
+        have: u64,
+        adapter: String,
+        flag: &'static str,
+    },
+
+    #[error(
         "layer {layer} has {params} parameters ({bytes} bytes), more than the adapter allows \
          in one storage binding ({limit} bytes); make the layer smaller"
     )]
@@ -92,4 +105,13 @@ pub enum GpuError {
 
     #[error("tensor '{label}': {message}")]
     Shape { label: String, message: String },
+}
+
+/// Bytes as GiB with one decimal (MiB below 1 GiB), for memory errors.
+pub(crate) fn gib(n: u64) -> String {
+    if n >= 1 << 30 {
+        format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64)
+    } else {
+        format!("{} MiB", n.div_ceil(1 << 20))
+    }
 }

@@ -8,8 +8,11 @@ mod error;
 mod pipelines;
 
 pub use crate::kernels::select::{Caps, Variant};
-pub use adapter::{list_adapters, require_adapters, AdapterRequest, AdapterSummary, Backend};
+pub use adapter::{
+    device_memory, list_adapters, require_adapters, AdapterRequest, AdapterSummary, Backend,
+};
 pub use buffers::Tensor;
+pub(crate) use error::gib;
 pub use error::{GpuError, Result};
 pub use pipelines::{
     Dispatch, Shader, AUGMENT, BATCHNORM, CONV2D, CONV2D_POOL, CONV2D_SUBGROUP, CONV2D_TILED, DATA,
@@ -27,6 +30,9 @@ pub struct Gpu {
     /// The limits the device was created with (what we asked for, not the adapter's best).
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
+    /// The adapter's largest device-local memory heap (`adapter::device_memory`): what a
+    /// run's buffers must fit in together. None where the backend does not report it.
+    pub device_memory: Option<u64>,
     /// What the kernels may use here (and `--variant`); every kernel choice reads it.
     pub caps: Caps,
     pipelines: pipelines::PipelineCache,
@@ -167,6 +173,7 @@ impl Gpu {
             prefer: Variant::Auto,
         };
         Ok(Gpu {
+            device_memory: adapter::device_memory(&adapter),
             adapter,
             device,
             queue,

@@ -180,6 +180,84 @@ pub fn check_batch(gpu: &Gpu, spec: &ModelSpec, batch: usize, flag: &'static str
     Ok(())
 }
 
+/// What a run keeps on the GPU at once, in bytes, by kind (`check_memory`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryNeed {
+    /// Training: every step's output and its gradient for one batch.
+    pub train_batch: u64,
+    /// Evaluation: every step's output for one evaluation batch.
+    pub eval_batch: u64,
+    /// Parameters, their gradients and the optimizer's state (two moments for Adam).
+    pub params: u64,
+    /// The data set resident on the GPU.
+    pub data: u64,
+}
+
+impl MemoryNeed {
+    /// A lower bound of what training `spec` at `batch` (evaluating at `eval_batch`, 0 when
+    /// there is no training) with `data` bytes of images holds: the fused steps' scratch
+    /// and small tensors come on top, so a refusal is never wrong.
+    pub fn of(spec: &ModelSpec, batch: usize, eval_batch: usize, data: u64) -> MemoryNeed {
+        // What `Buffers::new` allocates per example: the input and each step's output (and
+        // in training each one's gradient); fused steps keep no tensors in between.
+        let per_example = |mode| -> u64 {
+            let steps = fuse::steps(spec, mode);
+            let outputs: usize = steps.iter().map(|s| spec.output(s.last).len()).sum();
+            4 * (spec.shapes[0].len() + outputs) as u64
+        };
+        let params: u64 = (0..spec.layers.len())
+            .map(|i| spec.param_count(i) as u64 * 4)
+            .sum();
+        let training = batch > 0;
+        MemoryNeed {
+            train_batch: match training {
+                true => 2 * batch as u64 * per_example(Mode::Train),
+                false => 0,
+            },
+            eval_batch: eval_batch as u64 * per_example(Mode::Eval),
+            params: if training { 4 * params } else { params },
+            data,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.train_batch + self.eval_batch + self.params + self.data
+    }
+}
+
+/// Errors, before anything is allocated, if what a run keeps on the GPU together exceeds
+/// the adapter's device memory (where the backend reports it): each tensor may fit in a
+/// binding while all of them do not fit in the GPU. Blames `flag` (the batch that holds
+/// the most).
+pub fn check_memory(gpu: &Gpu, what: &str, need: MemoryNeed, flag: &'static str) -> Result<()> {
+    let Some(have) = gpu.device_memory else {
+        return Ok(());
+    };
+    if need.total() <= have {
+        return Ok(());
+    }
+    let g = crate::gpu::gib;
+    let mut parts = vec![];
+    if need.train_batch > 0 {
+        parts.push(format!("activations and gradients {}", g(need.train_batch)));
+    }
+    if need.eval_batch > 0 {
+        parts.push(format!("evaluation batch {}", g(need.eval_batch)));
+    }
+    parts.push(format!("parameters {}", g(need.params)));
+    if need.data > 0 {
+        parts.push(format!("data {}", g(need.data)));
+    }
+    Err(GpuError::OutOfDeviceMemory {
+        what: what.to_string(),
+        parts: parts.join(", "),
+        need: need.total(),
+        have,
+        adapter: gpu.info.name.clone(),
+        flag,
+    })
+}
+
 fn binding_limit(gpu: &Gpu) -> u64 {
     let l = &gpu.limits;
     l.max_storage_buffer_binding_size.min(l.max_buffer_size)

@@ -8,7 +8,7 @@ pub mod fuse;
 pub mod plan;
 pub mod shapes;
 
-pub use buffers::{check_batch, check_model, Buffers};
+pub use buffers::{check_batch, check_memory, check_model, Buffers, MemoryNeed};
 pub use fuse::{Mode, Op, Step};
 pub use plan::{
     backward, eval_step, forward, gradient_step, train_step, update, PlanInputs, Source, StepPlans,

@@ -106,6 +106,15 @@ impl<'a> Trainer<'a> {
             .eval_batch_size
             .min(train_split.len().max(test_split.len()));
         crate::net::check_batch(gpu, &spec, eval_batch, "--eval-batch-size")?;
+        // Images stay on the GPU as bytes, labels as u32.
+        let examples = (train_split.len() + test_split.len()) as u64;
+        let need = crate::net::MemoryNeed::of(&spec, batch, eval_batch, examples * (784 + 4));
+        let flag = match need.train_batch >= need.eval_batch {
+            true => "--batch-size",
+            false => "--eval-batch-size",
+        };
+        let what = format!("training at batch {batch} (evaluating at {eval_batch})");
+        crate::net::check_memory(gpu, &what, need, flag)?;
         let init = match opts.resume {
             Some(c) if c.spec.layers != spec.layers => {
                 return Err(TrainError::Resume(format!(
