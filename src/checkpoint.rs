@@ -2,15 +2,16 @@
 //! equivalent PyTorch model loads them with `load_state_dict(strict=True)` and a PyTorch
 //! state dict saved with safetensors evaluates here.
 //!
-//! Tensors: `{i}.weight`, `{i}.bias` (conv [out, in, k, k], linear [out, in], batch norm [c]),
+//! Tensors: `{i}.weight`, `{i}.bias` (conv `[out, in, k, k]`, linear `[out, in]`, batch norm `[c]`),
 //! `{i}.running_mean`, `{i}.running_var`, `{i}.num_batches_tracked` (i64, shape []).
 //! Optimizer state: `optim.{i}.weight.momentum_buffer` (SGD) or `optim.{i}.weight.exp_avg` /
 //! `.exp_avg_sq` (Adam/AdamW), and `optim.step` (i64). Metadata: `spec`, `input_mean`,
 //! `input_std`, `classes` (JSON), `config` (TOML), `epoch`, `step`, `step_in_epoch`, `metrics`.
 
 use crate::model::{Layer, LayerParams, ModelSpec, OptimizerKind};
+pub use crate::net::OptimState;
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -31,17 +32,6 @@ pub enum CheckpointError {
     Format { path: PathBuf, message: String },
     #[error("{path}: {message}")]
     Mismatch { path: PathBuf, message: String },
-}
-
-/// Optimizer moments by parameter name (`{i}.weight`), and the step count.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct OptimState {
-    pub kind: Option<OptimizerKind>,
-    pub step: u64,
-    /// SGD momentum buffer or Adam first moment.
-    pub m1: BTreeMap<String, Vec<f32>>,
-    /// Adam second moment.
-    pub m2: BTreeMap<String, Vec<f32>>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

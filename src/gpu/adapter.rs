@@ -58,7 +58,7 @@ pub struct AdapterRequest {
     /// Only software (CPU) adapters: lavapipe, WARP, llvmpipe.
     pub software: bool,
     /// Kernel variant to use wherever it applies (`--variant`).
-    pub variant: crate::kernels::select::Variant,
+    pub variant: super::Variant,
 }
 
 impl AdapterRequest {

@@ -4,14 +4,16 @@
 
 mod adapter;
 mod buffers;
+mod caps;
 mod error;
 mod pipelines;
+pub mod timing;
 
-pub use crate::kernels::select::{Caps, Variant};
 pub use adapter::{
     device_memory, list_adapters, require_adapters, AdapterRequest, AdapterSummary, Backend,
 };
 pub use buffers::Tensor;
+pub use caps::{Caps, Variant};
 pub(crate) use error::gib;
 pub use error::{GpuError, Result};
 pub use pipelines::{
@@ -36,8 +38,10 @@ pub struct Gpu {
     /// What the kernels may use here (and `--variant`); every kernel choice reads it.
     pub caps: Caps,
     pipelines: pipelines::PipelineCache,
-    /// Measured kernel choices (`kernels::tune`); None: `select`'s fixed order.
-    pub tuner: Option<crate::kernels::tune::Tuner>,
+    /// The kernels' measured choices for this device (`kernels::tune::Tuner`), which every
+    /// dispatch wrapper reaches through `&Gpu`. Opaque here: the device does not know the
+    /// kernel families. None: `kernels::select`'s fixed order.
+    pub(crate) kernel_choices: Option<Box<dyn std::any::Any + Send + Sync>>,
     /// wgpu reports errors outside error scopes through a callback; the default one panics.
     /// We keep the first such error here and turn it into a `GpuError` at the next sync.
     uncaptured: Arc<Mutex<Option<String>>>,
@@ -182,16 +186,9 @@ impl Gpu {
             features,
             caps,
             pipelines: pipelines::PipelineCache::default(),
-            tuner: None,
+            kernel_choices: None,
             uncaptured,
         })
-    }
-
-    /// Chooses kernel variants by timing them on this adapter, with the choices kept in the
-    /// file at `cache` (`kernels::tune`).
-    pub fn with_tuner(mut self, cache: Option<std::path::PathBuf>) -> Gpu {
-        self.tuner = Some(crate::kernels::tune::Tuner::open(&self, cache));
-        self
     }
 
     /// "name (backend, type)", as the CLI reports the adapter it runs on.

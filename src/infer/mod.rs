@@ -1,11 +1,14 @@
 //! Inference from a checkpoint: evaluation of a split (accuracy, loss, per-class precision
 //! and recall, confusion matrix, all counted on the GPU) and prediction for image files.
+//! `Evaluator` is the batched forward pass that both these and training's validation run.
+
+mod evaluator;
+pub use evaluator::{split_indices, Evaluation, Evaluator, GpuSplit};
 
 use crate::checkpoint::Checkpoint;
 use crate::data::{Images, Split};
 use crate::gpu::{Gpu, GpuError};
 use crate::net::{self, Buffers, Mode, Network, PlanInputs, Source};
-use crate::train::{Evaluator, GpuSplit};
 use std::path::Path;
 use thiserror::Error;
 
@@ -35,7 +38,7 @@ pub struct EvalReport {
     pub loss: f64,
     pub count: usize,
     pub per_class: Vec<ClassReport>,
-    /// confusion[label][prediction]
+    /// `confusion[label][prediction]`
     pub confusion: Vec<Vec<u32>>,
 }
 

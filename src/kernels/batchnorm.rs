@@ -117,7 +117,7 @@ pub struct BatchNormTensors<'a> {
     pub beta: &'a Tensor,
     pub running_mean: &'a Tensor,
     pub running_var: &'a Tensor,
-    /// The batch statistics the training forward saves for the backward: the mean at [c],
+    /// The batch statistics the training forward saves for the backward: the mean at `[c]`,
     /// 1/sqrt(biased var + eps) at [C + c].
     pub save_stats: &'a Tensor,
 }

@@ -64,7 +64,7 @@ pub fn pack_bytes(bytes: &[u8]) -> Vec<u32> {
 }
 
 /// Builds the gather of `cfg.batch` examples from `indices` (u32 example numbers) into
-/// `out_x` [batch, 1, 28, 28] and `out_labels` [batch].
+/// `out_x` `[batch, 1, 28, 28]` and `out_labels` `[batch]`.
 #[allow(clippy::too_many_arguments)]
 pub fn gather_batch(
     gpu: &Gpu,

@@ -1,6 +1,6 @@
 //! Matrix products and the linear layer (`shaders/matmul.wgsl`).
 //!
-//! One strided kernel computes C[M,N] = A(M,K) B(K,N); the linear layer's three products
+//! One strided kernel computes `C[M,N] = A(M,K) B(K,N)`; the linear layer's three products
 //! differ only in strides: forward Y = X W^T + b, backward dX = dY W, dW = dY^T X, and
 //! db = column sums of dY. Weights are [out, in] (PyTorch layout).
 //!
@@ -42,7 +42,7 @@ pub struct MatmulParams {
     pub b_stride_n: u32,
 }
 
-/// The logical problem C[M,N] = A(M,K) * B(K,N) with element strides of A and B.
+/// The logical problem `C[M,N] = A(M,K) * B(K,N)` with element strides of A and B.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MatmulShape {
     pub m: usize,
@@ -131,7 +131,7 @@ pub fn matmul_with(
         Variant::Auto => {
             let fallback = select::matmul::choose(caps, &shape, bias.is_some());
             let applicable = select::matmul::applicable(caps, &shape, bias.is_some());
-            match &gpu.tuner {
+            match tune::Tuner::of(gpu) {
                 Some(t) if !select::forced(caps, &applicable) => {
                     let key = tune::shape_key("matmul", &(shape, bias.is_some()));
                     t.choose(gpu, key, &applicable, fallback, |v, size| {
@@ -262,7 +262,7 @@ impl LinearShape {
             self.batch, self.inputs, self.outputs
         )
     }
-    /// Y[batch,out] = X[batch,in] * W[out,in]^T
+    /// `Y[batch,out] = X[batch,in] * W[out,in]^T`
     pub fn forward(&self) -> MatmulShape {
         MatmulShape {
             m: self.batch,
@@ -272,7 +272,7 @@ impl LinearShape {
             b_stride: (1, self.inputs),
         }
     }
-    /// dX[batch,in] = dY[batch,out] * W[out,in]
+    /// `dX[batch,in] = dY[batch,out] * W[out,in]`
     pub fn backward_input(&self) -> MatmulShape {
         MatmulShape {
             m: self.batch,
@@ -282,7 +282,7 @@ impl LinearShape {
             b_stride: (self.inputs, 1),
         }
     }
-    /// dW[out,in] = dY[batch,out]^T * X[batch,in]
+    /// `dW[out,in] = dY[batch,out]^T * X[batch,in]`
     pub fn backward_weight(&self) -> MatmulShape {
         MatmulShape {
             m: self.outputs,

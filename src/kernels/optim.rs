@@ -211,7 +211,7 @@ pub fn adam_step(
     .map(|d| d.with_cost(12.0 * n as f64, 28.0 * n as f64))
 }
 
-/// counter[0] += 1: ends a training step.
+/// `counter[0] += 1`: ends a training step.
 pub fn step_advance(gpu: &Gpu, counter: &Tensor) -> Result<Dispatch> {
     gpu.dispatch(
         &OPTIM,

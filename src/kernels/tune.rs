@@ -81,6 +81,27 @@ pub struct Tuner {
 type Notice = Box<dyn Fn(&str) + Send + Sync>;
 
 impl Tuner {
+    /// The tuner attached to `gpu` (`attach`), if any.
+    pub fn of(gpu: &Gpu) -> Option<&Tuner> {
+        gpu.kernel_choices.as_deref()?.downcast_ref()
+    }
+
+    pub fn of_mut(gpu: &mut Gpu) -> Option<&mut Tuner> {
+        gpu.kernel_choices.as_deref_mut()?.downcast_mut()
+    }
+
+    /// Makes `gpu`'s kernel choices this tuner's.
+    pub fn attach(self, gpu: &mut Gpu) {
+        gpu.kernel_choices = Some(Box::new(self));
+    }
+
+    /// `gpu` choosing kernel variants by timing them on its adapter, with the choices kept
+    /// in the file at `cache`.
+    pub fn measuring(mut gpu: Gpu, cache: Option<PathBuf>) -> Gpu {
+        Tuner::open(&gpu, cache).attach(&mut gpu);
+        gpu
+    }
+
     /// The tuner of `gpu`'s adapter with the choices stored at `path` (if any).
     pub fn open(gpu: &Gpu, path: Option<PathBuf>) -> Tuner {
         let adapter_key = adapter_key(&gpu.info);
@@ -250,7 +271,7 @@ impl Tuner {
         for _ in 0..ROUNDS {
             for (_, dispatches, best) in timed.iter_mut() {
                 let refs: Vec<&Dispatch> = dispatches.iter().collect();
-                if let Ok((times, _)) = crate::bench::time_each(gpu, &refs, 1) {
+                if let Ok((times, _)) = crate::gpu::timing::time_each(gpu, &refs, 1) {
                     *best = best.min(times.iter().sum());
                 }
             }
@@ -346,7 +367,7 @@ fn probe(
     let dispatches = build(v, Size::Probe).ok()?;
     let refs: Vec<&Dispatch> = dispatches.iter().collect();
     gpu.run(&refs).ok()?;
-    let (times, _) = crate::bench::time_each(gpu, &refs, 1).ok()?;
+    let (times, _) = crate::gpu::timing::time_each(gpu, &refs, 1).ok()?;
     Some(times.iter().sum())
 }
 

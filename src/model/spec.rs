@@ -114,7 +114,7 @@ pub enum SpecError {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelSpec {
     pub layers: Vec<Layer>,
-    /// shapes[0] is the input; shapes[i + 1] is the output of layer i.
+    /// `shapes[0]` is the input; `shapes[i + 1]` is the output of layer i.
     pub shapes: Vec<Shape>,
 }
 

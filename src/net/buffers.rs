@@ -19,7 +19,7 @@ pub struct Buffers {
     /// Per step: a pool's argmax (with the gradient gates in its top bits).
     pub argmax: Vec<Option<Tensor>>,
     /// Per step: the batch statistics a batch norm (its own step or fused into a pool)
-    /// saves for its backward: the mean at [c], 1/sqrt(var + eps) at [C + c].
+    /// saves for its backward: the mean at `[c]`, 1/sqrt(var + eps) at `[C + c]`.
     pub bn_saved: Vec<Option<Tensor>>,
     /// Per step, training only: the gradient of a fused batch norm's output, where the
     /// pool's backward does not run through the batch norm (overlapping windows).

@@ -7,15 +7,31 @@ pub mod buffers;
 pub mod fuse;
 pub mod plan;
 pub mod shapes;
+mod step_plans;
+pub use step_plans::StepPlans;
+mod summary;
 
 pub use buffers::{check_batch, check_memory, check_model, Buffers, MemoryNeed};
 pub use fuse::{Mode, Op, Step};
 pub use plan::{
-    backward, eval_step, forward, gradient_step, train_step, update, PlanInputs, Source, StepPlans,
+    backward, eval_step, forward, gradient_step, train_step, update, PlanInputs, Source,
 };
+pub use summary::summary;
 
 use crate::gpu::{Gpu, Result, Tensor};
 use crate::model::{Layer, LayerParams, ModelSpec, OptimizerKind};
+use std::collections::BTreeMap;
+
+/// Optimizer moments by parameter name (`{i}.weight`), and the step count.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OptimState {
+    pub kind: Option<OptimizerKind>,
+    pub step: u64,
+    /// SGD momentum buffer or Adam first moment.
+    pub m1: BTreeMap<String, Vec<f32>>,
+    /// Adam second moment.
+    pub m2: BTreeMap<String, Vec<f32>>,
+}
 
 /// A trainable tensor with its gradient and optimizer moments.
 pub struct Param {
@@ -128,13 +144,8 @@ impl Network {
     }
 
     /// The optimizer moments on the host (for checkpoints).
-    pub fn download_optim(
-        &self,
-        gpu: &Gpu,
-        kind: OptimizerKind,
-        step: u64,
-    ) -> Result<crate::checkpoint::OptimState> {
-        let mut o = crate::checkpoint::OptimState {
+    pub fn download_optim(&self, gpu: &Gpu, kind: OptimizerKind, step: u64) -> Result<OptimState> {
+        let mut o = OptimState {
             kind: Some(kind),
             step,
             ..Default::default()
@@ -162,7 +173,7 @@ impl Network {
 
     /// Restores the optimizer moments (for `--resume`; the step counter is set by the
     /// trainer at each epoch's start).
-    pub fn upload_optim(&self, gpu: &Gpu, o: &crate::checkpoint::OptimState) -> Result<()> {
+    pub fn upload_optim(&self, gpu: &Gpu, o: &OptimState) -> Result<()> {
         for (name, p) in self.named_params() {
             if let Some(v) = o.m1.get(&name) {
                 gpu.write(&p.m1, v)?;

@@ -32,7 +32,7 @@ pub struct TestReport {
     pub loss: f64,
     pub classes: Vec<String>,
     pub per_class: Vec<ClassStats>,
-    /// confusion[label][prediction]
+    /// `confusion[label][prediction]`
     pub confusion: Vec<Vec<usize>>,
     /// The most confident mistakes, most confident first.
     pub mistakes: Vec<Mistake>,

@@ -7,9 +7,9 @@
 //! probability of every dropout layer of the model. Values are separated by commas outside
 //! parentheses, so `--vary "schedule=constant,step(every=2,gamma=0.5)"` is two values.
 
-use super::config::{ConfigError, PartialConfig, TrainConfig};
-use super::run::RunSetup;
+use super::RunSetup;
 use crate::model::{self, Layer, ModelSpec};
+use crate::train::{ConfigError, PartialConfig, TrainConfig};
 use std::path::{Path, PathBuf};
 
 /// Settings a study may not vary: they say where and on what the study runs.

@@ -1,14 +1,19 @@
-//! A run folder on disk: a new one (numbered when the name is the default), or one being
-//! resumed, whose configuration is validated exactly like flags before anything in the
-//! folder changes; and `metrics.jsonl`, which has one writer (`MetricsLog`).
+//! A training run as the CLI starts it, in a run folder on disk: a new one (numbered when
+//! the name is the default), or one being resumed, whose configuration is validated exactly
+//! like flags before anything in the folder changes. At its end the run writes its test-set
+//! report and report.html. `console` is how it reports while it trains (with
+//! `metrics.jsonl`, which has one writer, `MetricsLog`); `ablate` runs studies of many runs.
 
-use super::config::{ConfigError, PartialConfig, TrainConfig};
-use super::report::{ConsoleReporter, Output, Reporter};
-use super::{RunOptions, TrainError, TrainOutcome};
+pub mod ablate;
+pub mod console;
+
+pub use console::{ConsoleReporter, MetricsLog, Output};
+
 use crate::checkpoint::{self, Checkpoint};
 use crate::data::Dataset;
 use crate::gpu::Gpu;
-use std::io::Write;
+use crate::train::{ConfigError, PartialConfig, TrainConfig};
+use crate::train::{Reporter, RunOptions, TrainError, TrainOutcome};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -60,7 +65,7 @@ impl RunSetup {
         dir: &Path,
         flags: &PartialConfig,
         config_file_given: bool,
-    ) -> Result<RunSetup, super::TrainError> {
+    ) -> Result<RunSetup, crate::train::TrainError> {
         let bad = |m: String| ConfigError::Invalid {
             flag: "--resume",
             message: m,
@@ -181,7 +186,7 @@ impl RunSetup {
         }
         // A resumed run continues with the kernel variants it recorded, wherever they apply
         // on this adapter (another machine, another cache, WGPU_FMNIST_TUNE=0 or not).
-        let recorded = match (&self.resume, &gpu.tuner) {
+        let recorded = match (&self.resume, crate::kernels::tune::Tuner::of(gpu)) {
             (Some(_), Some(t)) => crate::kernels::tune::RunChoices::read(&dir).map(|r| {
                 t.pin(r.choices);
                 r.adapter
@@ -195,7 +200,7 @@ impl RunSetup {
             init: init.as_ref().map(|c| c.params.as_slice()),
             stop: Some(interrupt_flag()),
         };
-        let outcome = match super::train_with(gpu, &self.cfg, data, &mut reporter, &opts) {
+        let outcome = match crate::train::train_with(gpu, &self.cfg, data, &mut reporter, &opts) {
             Ok(o) => o,
             Err(e) => {
                 if self.resume.is_none() && !dir.join("last.safetensors").exists() {
@@ -204,7 +209,7 @@ impl RunSetup {
                 return Err(e);
             }
         };
-        if let (Some(adapter), Some(t)) = (&recorded, &gpu.tuner) {
+        if let (Some(adapter), Some(t)) = (&recorded, crate::kernels::tune::Tuner::of(gpu)) {
             let changed = t.unpinned();
             if !changed.is_empty() && output != Output::Quiet {
                 crate::errln!(
@@ -327,36 +332,4 @@ fn new_run_dir(cfg: &TrainConfig, explicit: bool) -> Result<PathBuf, ConfigError
             base.display()
         ),
     })
-}
-
-/// The run's metrics.jsonl: one JSON object per line (running figures, epochs, messages,
-/// the final summary). Write errors are ignored: a full disk must not stop training.
-pub struct MetricsLog {
-    file: std::fs::File,
-    path: PathBuf,
-}
-
-impl MetricsLog {
-    /// Creates the file afresh, or appends (a resumed run).
-    pub fn open(path: &Path, append: bool) -> std::io::Result<MetricsLog> {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(append)
-            .write(true)
-            .truncate(!append)
-            .open(path)
-            .map(|file| MetricsLog {
-                file,
-                path: path.to_path_buf(),
-            })
-    }
-
-    /// The run folder the log is in.
-    pub fn run_dir(&self) -> &Path {
-        self.path.parent().unwrap_or(Path::new("."))
-    }
-
-    pub fn write(&mut self, value: &serde_json::Value) {
-        let _ = writeln!(self.file, "{value}");
-    }
 }

@@ -1,19 +1,18 @@
-//! Training: configuration (`config`), the trainer (`trainer`: the whole loop on the GPU),
-//! evaluation passes (`evaluator`), non-blocking metrics readback (`readback`), how a run
-//! reports (`report`) and its folder on disk (`run`).
+//! Training: configuration (`config`, with learning-rate `schedule`s), the trainer
+//! (`trainer`: the whole loop on the GPU), non-blocking metrics readback (`readback`) and
+//! the interface through which a run reports its progress (`report::Reporter`). Run
+//! folders, console output and studies built on it are `crate::run`.
 
-pub mod ablate;
 pub mod config;
-pub mod evaluator;
 pub mod readback;
 pub mod report;
-pub mod run;
 pub mod schedule;
 pub mod trainer;
+mod validate;
 
+pub use crate::infer::{split_indices, Evaluation, Evaluator, GpuSplit};
 pub use config::{ConfigError, PartialConfig, TrainConfig};
-pub use evaluator::{split_indices, Evaluation, Evaluator, GpuSplit};
-pub use report::{EpochRecord, Progress, Reporter};
+pub use report::{EpochRecord, Progress, Reporter, Silent};
 pub use trainer::Trainer;
 
 use crate::data::Dataset;

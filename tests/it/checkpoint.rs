@@ -1,9 +1,7 @@
 //! Checkpoints: save/reload round trip, exact resume (also after an interruption mid-epoch),
 //! PyTorch interchange, eval/predict from the CLI, and the errors for bad files and images.
 
-mod common;
-
-use common::{gpu, synthetic};
+use crate::common::{gpu, synthetic};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};

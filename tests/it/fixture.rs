@@ -5,9 +5,7 @@
 //! SGD steps of a small conv/BN/pool network over different batches, every step's loss and
 //! the parameters after the last compared, so bugs that only show over many steps are seen.
 
-mod common;
-
-use common::{assert_close, gpu};
+use crate::common::{assert_close, gpu};
 use std::collections::HashMap;
 use wgpu_fmnist::kernels::softmax_xent::metrics;
 use wgpu_fmnist::model::{Layer, LayerParams, ModelSpec, OptimizerKind};

@@ -2,9 +2,7 @@
 //! bench call, ends with the allocator holding exactly what it held after the first one.
 //! Each test makes its own device, so that tests running beside it do not move its counts.
 
-mod common;
-
-use common::synthetic;
+use crate::common::synthetic;
 use std::path::PathBuf;
 use wgpu_fmnist::checkpoint::{Checkpoint, Meta};
 use wgpu_fmnist::data::Dataset;
@@ -141,7 +139,7 @@ fn training_host_memory_is_flat_with_every_augmentation() {
     // every dispatch of one kernel (SwiftShader did, ~50 MB/s, for the contrast and blur
     // pass while it passed arrays between functions). Every item, through the CLI; the
     // resident size is read at each epoch line and may not grow after the first epoch.
-    let Some(data) = common::real_data() else {
+    let Some(data) = crate::common::real_data() else {
         return;
     };
     if !cfg!(target_os = "linux") {

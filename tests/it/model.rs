@@ -142,7 +142,7 @@ fn init_follows_pytorch_bounds() {
 #[test]
 fn summary_lists_every_layer_with_totals() {
     let (spec, _) = model::resolve("regcnn").unwrap();
-    let text = spec.summary();
+    let text = wgpu_fmnist::net::summary(&spec);
     assert!(
         text.contains("64x5x5") && text.contains("1600") && text.contains("225,226"),
         "{text}"
@@ -153,7 +153,7 @@ fn summary_lists_every_layer_with_totals() {
 #[test]
 fn summary_shows_which_gpu_step_runs_each_layer() {
     let (spec, _) = model::resolve("regcnn").unwrap();
-    let text = spec.summary();
+    let text = wgpu_fmnist::net::summary(&spec);
     let line = |i: usize| {
         text.lines()
             .find(|l| l.starts_with(&format!("{i:<4} ")))
@@ -170,7 +170,7 @@ fn summary_shows_which_gpu_step_runs_each_layer() {
     assert!(line(10).ends_with("- (no kernel)"), "{}", line(10));
     assert!(text.contains("; 7 GPU steps"), "{text}");
     // cnn1's first block runs its forward as one kernel, in the convolution's step.
-    let text = model::resolve("cnn1").unwrap().0.summary();
+    let text = wgpu_fmnist::net::summary(&model::resolve("cnn1").unwrap().0);
     let row = |i: usize| {
         text.lines()
             .find(|l| l.starts_with(&format!("{i:<4} ")))

@@ -2,9 +2,7 @@
 //! `report RUN_DIR`), the comparison page of several runs, and `summary --html/--svg`.
 //! Pages are self-contained, escape user text and render in headless Chromium.
 
-mod common;
-
-use common::real_data;
+use crate::common::real_data;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -3,10 +3,7 @@
 //! other fusion paths, against the CPU reference composed from the kernels' references.
 //! This is what `bench` checks before timing; here it runs at small batches in CI.
 
-#[path = "common/mod.rs"]
-mod common;
-
-use common::gpu;
+use crate::common::gpu;
 use wgpu_fmnist::bench::validate;
 use wgpu_fmnist::gpu::{AdapterRequest, Gpu, Variant};
 use wgpu_fmnist::model::{self, ModelSpec};

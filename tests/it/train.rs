@@ -1,10 +1,8 @@
 //! Training end to end on the GPU: determinism, learning on synthetic and real data, the
 //! CLI's run folder and JSON output, and its errors for impossible flags.
 
-mod common;
-
-use common::synthetic;
-use common::{gpu, real_data};
+use crate::common::synthetic;
+use crate::common::{gpu, real_data};
 use std::path::PathBuf;
 use std::process::Command;
 use wgpu_fmnist::data::Dataset;

@@ -126,7 +126,7 @@ impl Conv2dShape {
         if v == Variant::Auto {
             let fallback = select::conv2d::choose(&gpu.caps, self, pass);
             let applicable = select::conv2d::applicable(&gpu.caps, self);
-            return Ok(match &gpu.tuner {
+            return Ok(match crate::kernels::tune::Tuner::of(gpu) {
                 Some(t) if !select::forced(&gpu.caps, &applicable) => {
                     let key = crate::kernels::tune::shape_key("conv2d", &(self, pass));
                     t.choose(gpu, key, &applicable, fallback, |v, size| {

@@ -3,13 +3,18 @@
 //! accumulate on the GPU and are read back through a ring of staging buffers without
 //! stalling the queue.
 
-use super::evaluator::{split_indices, Evaluation, Evaluator, GpuSplit};
+mod figures;
+mod save;
+
+use figures::{check_loss, finite_or_null, progress};
+
 use super::readback::{MetricsRing, Snapshot};
 use super::schedule::{Plateau, Schedule};
-use super::{ConfigError, EpochRecord, Progress, Reporter, RunOptions, TrainConfig};
+use super::{ConfigError, EpochRecord, Reporter, RunOptions, TrainConfig};
 use super::{TrainError, TrainOutcome};
 use crate::data::Dataset;
 use crate::gpu::{Gpu, Tensor};
+use crate::infer::{split_indices, Evaluation, Evaluator, GpuSplit};
 use crate::kernels::augment::{Augment, Workspace};
 use crate::kernels::data::GatherConfig;
 use crate::kernels::softmax_xent::metrics;
@@ -458,43 +463,6 @@ impl<'a> Trainer<'a> {
         }
     }
 
-    /// Writes a checkpoint into the run folder (atomically; nothing without a run folder).
-    fn save(
-        &self,
-        name: &str,
-        epochs: usize,
-        step: u32,
-        step_in_epoch: usize,
-        metrics: &serde_json::Value,
-    ) -> Result<(), TrainError> {
-        let Some(dir) = self.opts.run_dir else {
-            return Ok(());
-        };
-        let (gpu, cfg) = (self.gpu, self.cfg);
-        let ckpt = crate::checkpoint::Checkpoint {
-            spec: self.spec.clone(),
-            params: self.net.download(gpu)?,
-            meta: crate::checkpoint::Meta {
-                input_mean: cfg.input_mean,
-                input_std: cfg.input_std,
-                classes: crate::data::CLASSES.iter().map(|s| s.to_string()).collect(),
-                config: cfg.to_toml(),
-                epoch: epochs,
-                step: step as u64,
-                step_in_epoch,
-                metrics: metrics.to_string(),
-            },
-            optim: Some(self.net.download_optim(gpu, cfg.optimizer, step as u64)?),
-        };
-        crate::checkpoint::save(&dir.join(name), &ckpt)?;
-        // The kernels the run has used so far, beside its checkpoint: a resume continues
-        // with them. Losing the record costs bit-identity on resume, not the run.
-        if let Some(t) = &gpu.tuner {
-            let _ = crate::kernels::tune::RunChoices::update(dir, t);
-        }
-        Ok(())
-    }
-
     /// The test pass and the final parameters.
     fn finish(self, stopped_early: bool) -> Result<TrainOutcome, TrainError> {
         let test = self.test.0.run(self.gpu)?;
@@ -509,39 +477,4 @@ impl<'a> Trainer<'a> {
             stopped_early,
         })
     }
-}
-
-fn finite_or_null(v: f64) -> serde_json::Value {
-    if v.is_finite() {
-        v.into()
-    } else {
-        serde_json::Value::Null
-    }
-}
-
-fn progress(s: &Snapshot, steps_per_epoch: usize, since: Instant) -> Progress {
-    let e = Evaluation::from_metrics(&s.values);
-    Progress {
-        step: s.steps,
-        steps: steps_per_epoch,
-        running_loss: e.loss,
-        running_accuracy: e.accuracy,
-        images: e.count,
-        images_per_second: e.count as f64 / since.elapsed().as_secs_f64().max(1e-9),
-    }
-}
-
-/// A NaN/inf running loss, or one above `max_loss`, stops the run: the last good checkpoint
-/// (saved at the end of the previous epoch) stays as it is.
-fn check_loss(s: &Snapshot, epoch: usize, max_loss: f32) -> Result<(), TrainError> {
-    let e = Evaluation::from_metrics(&s.values);
-    let sum = s.values[metrics::LOSS_SUM];
-    if !sum.is_finite() || e.loss > max_loss as f64 {
-        return Err(TrainError::Diverged {
-            epoch,
-            step: s.steps,
-            loss: if sum.is_finite() { e.loss as f32 } else { sum },
-        });
-    }
-    Ok(())
 }

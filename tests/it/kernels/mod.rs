@@ -2,9 +2,6 @@
 //! sizes off the workgroup/tile multiples, batch 1 and the layers of the five presets; and
 //! every backward reference against finite differences of its forward reference.
 
-#[path = "../common/mod.rs"]
-mod common;
-
 mod augment;
 mod batchnorm;
 mod conv2d;

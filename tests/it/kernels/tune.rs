@@ -18,10 +18,11 @@ fn cache_file(name: &str) -> std::path::PathBuf {
 #[test]
 fn tuned_choices_compute_what_the_forced_variants_do() {
     let path = cache_file("forced");
-    let tuned = Gpu::new(&AdapterRequest::default())
-        .unwrap()
-        .with_tuner(Some(path.clone()));
-    let tuner = tuned.tuner.as_ref().unwrap();
+    let tuned = Tuner::measuring(
+        Gpu::new(&AdapterRequest::default()).unwrap(),
+        Some(path.clone()),
+    );
+    let tuner = Tuner::of(&tuned).unwrap();
     let mut r = rng(11);
 
     // The regcnn classifier's first layer at batch 32, and its 3x3 convolution at batch 4.
@@ -103,11 +104,13 @@ fn tuned_choices_compute_what_the_forced_variants_do() {
     assert_eq!(tuner.measured(), 2);
 
     // `--variant` decides where it applies: nothing is measured or stored for it.
-    let forced = Gpu::new(&AdapterRequest::default())
-        .unwrap()
-        .prefer(Variant::Generic)
-        .unwrap()
-        .with_tuner(Some(cache_file("forced-generic")));
+    let forced = Tuner::measuring(
+        Gpu::new(&AdapterRequest::default())
+            .unwrap()
+            .prefer(Variant::Generic)
+            .unwrap(),
+        Some(cache_file("forced-generic")),
+    );
     let y = forced.zeros("y", c.output_len()).unwrap();
     let (fx, fw, fb) = (
         forced.upload("x", &x).unwrap(),
@@ -120,7 +123,7 @@ fn tuned_choices_compute_what_the_forced_variants_do() {
         "{}",
         plan[0].label()
     );
-    assert_eq!(forced.tuner.as_ref().unwrap().measured(), 0);
+    assert_eq!(Tuner::of(&forced).unwrap().measured(), 0);
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 
