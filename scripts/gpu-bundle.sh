@@ -21,7 +21,7 @@ done
 
 (cd "$root" && cargo build --release --locked)
 mkdir -p "$dir/data" "$dir/tools"
-cp "$root/target/release/wgpu-fmnist" "$dir/wgpu-fmnist.tmp"
+cp "${CARGO_TARGET_DIR:-$root/target}/release/wgpu-fmnist" "$dir/wgpu-fmnist.tmp"
 strip "$dir/wgpu-fmnist.tmp" 2>/dev/null || true
 mv "$dir/wgpu-fmnist.tmp" "$dir/wgpu-fmnist"
 for f in "${files[@]}"; do cp "$data/$f" "$dir/data/$f"; done

@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-system-deps.sh
 cargo build --release --locked
-exec ./target/release/wgpu-fmnist train --model regcnn --epochs 1 "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/wgpu-fmnist" train --model regcnn --epochs 1 "$@"

@@ -7,7 +7,7 @@
 //! inference, compared with the CPU references (`bench::validate_against`, the comparison
 //! `bench` makes before it times anything). Then the optimizers' update kernels against
 //! theirs. A driver that miscompiles a kernel shows up as a failing line naming the family
-//! and variant. The test suite runs this same list on the test adapter (tests/check.rs).
+//! and variant. The test suite runs this same list on the test adapter (tests/it/check.rs).
 
 use crate::bench::{expected, validate_against, Expected};
 use crate::gpu::{Gpu, GpuError, Result, Tensor, Variant};
