@@ -16,6 +16,11 @@ struct Params {
     a_stride_k: u32,
     b_stride_k: u32,
     b_stride_n: u32,
+    // 0: none, 1: ReLU, 2: ReLU's gradient mask (see `epilogue`).
+    epilogue: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 const WG_X: u32 = 8u;
@@ -60,8 +65,27 @@ fn block_product(m0: u32, n0: u32) -> Block {
     return acc;
 }
 
-fn store_row(m: u32, n0: u32, row: vec4<f32>) {
+// The epilogue applied to every stored value (after the bias), so the linear layer's ReLU and
+// the gradient through it need no dispatch of their own: 1 = ReLU; 2 = keep where
+// mask[m, n] > 0 (mask: the ReLU's output, same shape as C), else 0.
+@group(0) @binding(10) var<storage, read> mask: array<f32>;
+
+fn epilogue(m: u32, n: u32, v: vec4<f32>) -> vec4<f32> {
+    if (p.epilogue == 1u) {
+        return max(v, vec4<f32>(0.0));
+    }
+    if (p.epilogue == 2u) {
+        let base = m * p.n + n;
+        let last = p.m * p.n - 1u;
+        let g = vec4<f32>(mask[min(base, last)], mask[min(base + 1u, last)], mask[min(base + 2u, last)], mask[min(base + 3u, last)]);
+        return select(vec4<f32>(0.0), v, g > vec4<f32>(0.0));
+    }
+    return v;
+}
+
+fn store_row(m: u32, n0: u32, v: vec4<f32>) {
     if (m >= p.m) { return; }
+    let row = epilogue(m, n0, v);
     let base = m * p.n;
     for (var j = 0u; j < BLOCK; j++) {
         if (n0 + j < p.n) {
@@ -128,8 +152,9 @@ fn dot4(a: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>
     return vec4<f32>(dot(a, b0), dot(a, b1), dot(a, b2), dot(a, b3));
 }
 
-fn store4(m: u32, n0: u32, v: vec4<f32>) {
+fn store4(m: u32, n0: u32, x: vec4<f32>) {
     if (m >= p.m) { return; }
+    let v = epilogue(m, n0, x);
     let base = m * p.n + n0;
     if (n0 < p.n) { c[base] = v.x; }
     if (n0 + 1u < p.n) { c[base + 1u] = v.y; }

@@ -19,6 +19,11 @@ struct Params {
     a_stride_k: u32,
     b_stride_k: u32,
     b_stride_n: u32,
+    // 0: none, 1: ReLU, 2: ReLU's gradient mask (see `epilogue`).
+    epilogue: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 const WG: u32 = 64u;
@@ -66,9 +71,27 @@ fn bias4(n: u32) -> vec4<f32> {
     return vec4<f32>(bias[min(n, last)], bias[min(n + 1u, last)], bias[min(n + 2u, last)], bias[min(n + 3u, last)]);
 }
 
+// The epilogue applied to every stored value (after the bias), so the linear layer's ReLU and
+// the gradient through it need no dispatch of their own: 1 = ReLU; 2 = keep where
+// mask[m, n] > 0 (mask: the ReLU's output, same shape as C), else 0.
+@group(0) @binding(10) var<storage, read> mask: array<f32>;
+
+fn epilogue(m: u32, n: u32, v: vec4<f32>) -> vec4<f32> {
+    if (p.epilogue == 1u) {
+        return max(v, vec4<f32>(0.0));
+    }
+    if (p.epilogue == 2u) {
+        let base = m * p.n + n;
+        let last = p.m * p.n - 1u;
+        let g = vec4<f32>(mask[min(base, last)], mask[min(base + 1u, last)], mask[min(base + 2u, last)], mask[min(base + 3u, last)]);
+        return select(vec4<f32>(0.0), v, g > vec4<f32>(0.0));
+    }
+    return v;
+}
+
 fn store_row(m: u32, n: u32, v: vec4<f32>) {
     if (m >= p.m) { return; }
-    let r = v + bias4(n);
+    let r = epilogue(m, n, v + bias4(n));
     let base = m * p.n + n;
     if (n < p.n) { c[base] = r.x; }
     if (n + 1u < p.n) { c[base + 1u] = r.y; }
@@ -174,7 +197,7 @@ fn matmul_nt_subgroup32(
 // One vec4 store per row (N % 4 == 0: a lane's 4 columns are all inside or all outside),
 // half the cost of 4 scalar stores on a CPU adapter.
 fn store_row4(m: u32, n: u32, v: vec4<f32>) {
-    if (m < p.m) { c4[(m * p.n + n) / 4u] = v + bias4(n); }
+    if (m < p.m) { c4[(m * p.n + n) / 4u] = epilogue(m, n, v + bias4(n)); }
 }
 
 fn store_tile4(it: Item, t: Tile) {

@@ -6,6 +6,9 @@
 //   over many steps; the host zeroes them when it reads them.
 // softmax_xent_backward: overwrites dlogits with (softmax - target) * grad_scale, where
 //   grad_scale is 1/batch for the mean loss.
+// softmax_xent_train: both in one dispatch (what a training step runs): the forward's
+//   workgroup also writes each row's gradient from the row statistics it computed, with the
+//   same arithmetic and summation order as the two kernels above (bit-identical results).
 // With label smoothing e (torch's CrossEntropyLoss(label_smoothing=e)) the target is
 // (1 - e) * onehot + e / classes, and the loss -sum_j target_j * log softmax_j.
 
@@ -56,6 +59,23 @@ fn row_stats(r: u32) -> Row {
     return Row(m, am, log(s), total);
 }
 
+// Row r's loss from its statistics.
+fn row_loss(r: u32, st: Row, label: u32) -> f32 {
+    let goal = (1.0 - p.smoothing) * logits[r * p.classes + label]
+        + p.smoothing / f32(p.classes) * st.sum;
+    return st.max_logit + st.log_sum - goal;
+}
+
+// Row r's gradient into dlogits.
+fn row_gradient(r: u32, st: Row, label: u32) {
+    let base = r * p.classes;
+    for (var j = 0u; j < p.classes; j++) {
+        let prob = exp(logits[base + j] - st.max_logit - st.log_sum);
+        let goal = select(0.0, 1.0 - p.smoothing, j == label) + p.smoothing / f32(p.classes);
+        dlogits[base + j] = (prob - goal) * p.grad_scale;
+    }
+}
+
 @compute @workgroup_size(WG)
 fn softmax_xent_forward(@builtin(local_invocation_id) lid: vec3<u32>) {
     var loss = 0.0;
@@ -63,22 +83,39 @@ fn softmax_xent_forward(@builtin(local_invocation_id) lid: vec3<u32>) {
     for (var r = lid.x; r < p.batch; r += WG) {
         let st = row_stats(r);
         let label = min(labels[r], p.classes - 1u);
-        let goal = (1.0 - p.smoothing) * logits[r * p.classes + label]
-            + p.smoothing / f32(p.classes) * st.sum;
-        loss += st.max_logit + st.log_sum - goal;
+        loss += row_loss(r, st, label);
         correct += select(0u, 1u, st.argmax == label);
     }
-    red_loss[lid.x] = loss;
-    red_correct[lid.x] = correct;
+    reduce_into_metrics(lid.x, loss, correct);
+}
+
+@compute @workgroup_size(WG)
+fn softmax_xent_train(@builtin(local_invocation_id) lid: vec3<u32>) {
+    var loss = 0.0;
+    var correct = 0u;
+    for (var r = lid.x; r < p.batch; r += WG) {
+        let st = row_stats(r);
+        let label = min(labels[r], p.classes - 1u);
+        loss += row_loss(r, st, label);
+        correct += select(0u, 1u, st.argmax == label);
+        row_gradient(r, st, label);
+    }
+    reduce_into_metrics(lid.x, loss, correct);
+}
+
+// The workgroup's sum of `loss` and `correct` in a fixed tree order, added to metrics.
+fn reduce_into_metrics(lane: u32, loss: f32, correct: u32) {
+    red_loss[lane] = loss;
+    red_correct[lane] = correct;
     workgroupBarrier();
     for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-        if (lid.x < stride) {
-            red_loss[lid.x] += red_loss[lid.x + stride];
-            red_correct[lid.x] += red_correct[lid.x + stride];
+        if (lane < stride) {
+            red_loss[lane] += red_loss[lane + stride];
+            red_correct[lane] += red_correct[lane + stride];
         }
         workgroupBarrier();
     }
-    if (lid.x == 0u) {
+    if (lane == 0u) {
         metrics[0] += red_loss[0];
         metrics[1] += f32(red_correct[0]);
         metrics[2] += f32(p.batch);
@@ -91,13 +128,7 @@ fn softmax_xent_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let r = gid.x;
     if (r >= p.batch) { return; }
     let st = row_stats(r);
-    let label = min(labels[r], p.classes - 1u);
-    let base = r * p.classes;
-    for (var j = 0u; j < p.classes; j++) {
-        let prob = exp(logits[base + j] - st.max_logit - st.log_sum);
-        let goal = select(0.0, 1.0 - p.smoothing, j == label) + p.smoothing / f32(p.classes);
-        dlogits[base + j] = (prob - goal) * p.grad_scale;
-    }
+    row_gradient(r, st, min(labels[r], p.classes - 1u));
 }
 
 // confusion[label * classes + prediction] += 1 for every row (prediction = first argmax).

@@ -4,12 +4,17 @@
 use super::{Gpu, GpuError, Result};
 use wgpu::util::DeviceExt;
 
-/// A storage buffer of `len` 4-byte elements (f32 or u32; the kernels know which).
-/// The buffer itself is rounded up to a multiple of 4 elements (16 bytes) so kernels may
-/// view any tensor as `array<vec4<f32>>`; the padding is zero-initialised and never read
-/// as data.
+/// A storage buffer of `len` 4-byte elements (f32 or u32; the kernels know which), or a
+/// slice of one (`Gpu::arena`). Its binding is rounded up to a multiple of 4 elements
+/// (16 bytes) so kernels may view any tensor as `array<vec4<f32>>`; the padding is
+/// zero-initialised and never read as data.
+///
+/// The buffer is private: kernels bind a tensor through [`Bindable`], copies go through
+/// `Gpu`'s methods, so nothing can forget a slice's offset.
 pub struct Tensor {
-    pub buffer: wgpu::Buffer,
+    buffer: wgpu::Buffer,
+    /// Byte offset of element 0 in `buffer` (0 unless the tensor is a slice of an arena).
+    offset: u64,
     pub len: usize,
     pub label: String,
 }
@@ -18,6 +23,51 @@ impl Tensor {
     pub fn bytes(&self) -> u64 {
         (self.len * 4) as u64
     }
+
+    /// Where element 0 lies in its buffer (non-zero for slices of an arena).
+    pub fn offset_bytes(&self) -> u64 {
+        self.offset
+    }
+
+    /// Records a copy of the tensor's first `bytes` bytes into `dst` at offset 0.
+    pub fn copy_into(&self, encoder: &mut wgpu::CommandEncoder, dst: &wgpu::Buffer, bytes: u64) {
+        encoder.copy_buffer_to_buffer(&self.buffer, self.offset, dst, 0, bytes);
+    }
+}
+
+/// What a kernel's bind group entry can be: a whole buffer (parameter structs) or a tensor
+/// (its slice of its buffer).
+pub trait Bindable {
+    fn resource(&self) -> wgpu::BindingResource<'_>;
+}
+
+impl Bindable for wgpu::Buffer {
+    fn resource(&self) -> wgpu::BindingResource<'_> {
+        self.as_entire_binding()
+    }
+}
+
+impl Bindable for Tensor {
+    fn resource(&self) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.buffer,
+            offset: self.offset,
+            size: std::num::NonZeroU64::new(padded_bytes(self.len)),
+        })
+    }
+}
+
+impl<T: Bindable + ?Sized> Bindable for &T {
+    fn resource(&self) -> wgpu::BindingResource<'_> {
+        (**self).resource()
+    }
+}
+
+/// Tensors that live as aligned slices of one buffer, so one dispatch can update them all
+/// (the optimizer): `whole` spans every slice and the zeros between them.
+pub struct Arena {
+    pub whole: Tensor,
+    pub slices: Vec<Tensor>,
 }
 
 fn padded_bytes(len: usize) -> u64 {
@@ -89,9 +139,45 @@ impl Gpu {
         )?;
         Ok(Tensor {
             buffer,
+            offset: 0,
             len,
             label: label.into(),
         })
+    }
+
+    /// Zero-filled tensors of the given `(label, len)`s as slices of one buffer, each
+    /// starting at the adapter's storage-offset alignment. The caller keeps the whole within
+    /// one binding (`arena_fits`).
+    pub fn arena(&self, label: &str, tensors: &[(String, usize)]) -> Result<Arena> {
+        let align = (self.limits.min_storage_buffer_offset_alignment as u64).max(16);
+        let mut offsets = Vec::with_capacity(tensors.len());
+        let mut end = 0u64;
+        for (_, len) in tensors {
+            offsets.push(end);
+            end = (end + padded_bytes(*len)).next_multiple_of(align);
+        }
+        let whole = self.zeros(label, (end / 4) as usize)?;
+        let slices = tensors
+            .iter()
+            .zip(offsets)
+            .map(|((name, len), offset)| Tensor {
+                buffer: whole.buffer.clone(),
+                offset,
+                len: *len,
+                label: name.clone(),
+            })
+            .collect();
+        Ok(Arena { whole, slices })
+    }
+
+    /// The bytes an arena of these tensor lengths takes, and whether it fits one binding.
+    pub fn arena_fits(&self, lens: impl IntoIterator<Item = usize>) -> bool {
+        let align = (self.limits.min_storage_buffer_offset_alignment as u64).max(16);
+        let end: u64 = lens
+            .into_iter()
+            .map(|len| padded_bytes(len).next_multiple_of(align))
+            .sum();
+        self.check_size("arena", end).is_ok()
     }
 
     /// A storage buffer holding `data` (f32, u32 or any 4-byte Pod).
@@ -127,6 +213,7 @@ impl Gpu {
         buffer.unmap();
         Ok(Tensor {
             buffer,
+            offset: 0,
             len: data.len(),
             label: label.into(),
         })
@@ -141,7 +228,7 @@ impl Gpu {
             });
         }
         self.queue
-            .write_buffer(&tensor.buffer, 0, bytemuck::cast_slice(data));
+            .write_buffer(&tensor.buffer, tensor.offset, bytemuck::cast_slice(data));
         Ok(())
     }
 
@@ -164,7 +251,7 @@ impl Gpu {
         }
         self.queue.write_buffer(
             &tensor.buffer,
-            (offset * 4) as u64,
+            tensor.offset + (offset * 4) as u64,
             bytemuck::cast_slice(data),
         );
         Ok(())
@@ -193,7 +280,7 @@ impl Gpu {
             mapped_at_creation: false,
         });
         let mut encoder = self.device.create_command_encoder(&Default::default());
-        encoder.copy_buffer_to_buffer(&tensor.buffer, 0, &staging, 0, bytes);
+        tensor.copy_into(&mut encoder, &staging, bytes);
         self.queue.submit([encoder.finish()]);
         let (tx, rx) = std::sync::mpsc::channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {

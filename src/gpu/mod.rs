@@ -12,7 +12,7 @@ pub mod timing;
 pub use adapter::{
     device_memory, list_adapters, require_adapters, AdapterRequest, AdapterSummary, Backend,
 };
-pub use buffers::Tensor;
+pub use buffers::{Arena, Bindable, Tensor};
 pub use caps::{Caps, Variant};
 pub(crate) use error::gib;
 pub use error::{GpuError, Result};

@@ -1,7 +1,7 @@
 //! The WGSL sources compiled into the binary, a cache of compute pipelines, and `Dispatch`:
 //! a pipeline with its bind group and workgroup counts, made once and recorded many times.
 
-use super::{Gpu, GpuError, Result};
+use super::{Bindable, Gpu, GpuError, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -243,12 +243,12 @@ impl Gpu {
         shader: &'static Shader,
         entry: &str,
         shape: &str,
-        bindings: &[(u32, &wgpu::Buffer)],
+        bindings: &[(u32, &dyn Bindable)],
         workgroups: [u32; 3],
     ) -> Result<Dispatch> {
         let resources: Vec<_> = bindings
             .iter()
-            .map(|(binding, buffer)| (*binding, buffer.as_entire_binding()))
+            .map(|(binding, buffer)| (*binding, buffer.resource()))
             .collect();
         self.dispatch_resources(shader, entry, shape, resources, workgroups)
     }

@@ -3,7 +3,7 @@
 //! into the running estimate, `running = (1 - momentum) * running + momentum * batch`.
 
 use super::{check_len, dim, select};
-use crate::gpu::{Dispatch, Gpu, GpuError, Result, Tensor, Variant, BATCHNORM};
+use crate::gpu::{Bindable, Dispatch, Gpu, GpuError, Result, Tensor, Variant, BATCHNORM};
 use bytemuck::{Pod, Zeroable};
 
 /// Binding numbers of batchnorm.wgsl, named as the WGSL names them.
@@ -143,16 +143,16 @@ pub fn batchnorm_stats(
     check_len("batchnorm_stats", &desc, x, s.len())?;
     let p = gpu.uniform("batchnorm params", &s.params()?);
     let (stats_entry, v4) = entry(gpu, &s, "batchnorm_stats");
-    let mut stats_bindings = vec![
+    let mut stats_bindings: Vec<(u32, &dyn Bindable)> = vec![
         (binding::P, &p),
-        (binding::X, &x.buffer),
-        (binding::SAVE_STATS, &t.save_stats.buffer),
-        (binding::RUNNING_MEAN, &t.running_mean.buffer),
-        (binding::RUNNING_VAR, &t.running_var.buffer),
+        (binding::X, &x),
+        (binding::SAVE_STATS, &t.save_stats),
+        (binding::RUNNING_MEAN, &t.running_mean),
+        (binding::RUNNING_VAR, &t.running_var),
     ];
     if v4 {
         // The shift k is the channel's first element, read through the scalar view.
-        stats_bindings.push((binding::X4, &x.buffer));
+        stats_bindings.push((binding::X4, &x));
     }
     Ok(gpu
         .dispatch(
@@ -185,11 +185,11 @@ pub fn batchnorm_forward_train(
             &desc,
             &[
                 (binding::P, &p),
-                (view(binding::X, binding::X4, v4), &x.buffer),
-                (view(binding::Y, binding::Y4, v4), &y.buffer),
-                (binding::GAMMA, &t.gamma.buffer),
-                (binding::BETA, &t.beta.buffer),
-                (binding::SAVE_STATS, &t.save_stats.buffer),
+                (view(binding::X, binding::X4, v4), &x),
+                (view(binding::Y, binding::Y4, v4), &y),
+                (binding::GAMMA, &t.gamma),
+                (binding::BETA, &t.beta),
+                (binding::SAVE_STATS, &t.save_stats),
             ],
             channels(&s),
         )?
@@ -217,12 +217,12 @@ pub fn batchnorm_forward_eval(
         &desc,
         &[
             (binding::P, &p),
-            (view(binding::X, binding::X4, v4), &x.buffer),
-            (view(binding::Y, binding::Y4, v4), &y.buffer),
-            (binding::GAMMA, &t.gamma.buffer),
-            (binding::BETA, &t.beta.buffer),
-            (binding::RUNNING_MEAN, &t.running_mean.buffer),
-            (binding::RUNNING_VAR, &t.running_var.buffer),
+            (view(binding::X, binding::X4, v4), &x),
+            (view(binding::Y, binding::Y4, v4), &y),
+            (binding::GAMMA, &t.gamma),
+            (binding::BETA, &t.beta),
+            (binding::RUNNING_MEAN, &t.running_mean),
+            (binding::RUNNING_VAR, &t.running_var),
         ],
         channels(&s),
     )
@@ -257,11 +257,11 @@ pub fn batchnorm_backward(
             &desc,
             &[
                 (binding::P, &p),
-                (view(binding::X, binding::X4, v4), &x.buffer),
-                (binding::SAVE_STATS, &t.save_stats.buffer),
-                (view(binding::DY, binding::DY4, v4), &dy.buffer),
-                (binding::DGAMMA, &dgamma.buffer),
-                (binding::DBETA, &dbeta.buffer),
+                (view(binding::X, binding::X4, v4), &x),
+                (binding::SAVE_STATS, &t.save_stats),
+                (view(binding::DY, binding::DY4, v4), &dy),
+                (binding::DGAMMA, &dgamma),
+                (binding::DBETA, &dbeta),
             ],
             channels(&s),
         )?
@@ -274,13 +274,13 @@ pub fn batchnorm_backward(
             &desc,
             &[
                 (binding::P, &p),
-                (view(binding::X, binding::X4, v4), &x.buffer),
-                (binding::GAMMA, &t.gamma.buffer),
-                (binding::SAVE_STATS, &t.save_stats.buffer),
-                (view(binding::DY, binding::DY4, v4), &dy.buffer),
-                (view(binding::DX, binding::DX4, v4), &dx.buffer),
-                (binding::DGAMMA, &dgamma.buffer),
-                (binding::DBETA, &dbeta.buffer),
+                (view(binding::X, binding::X4, v4), &x),
+                (binding::GAMMA, &t.gamma),
+                (binding::SAVE_STATS, &t.save_stats),
+                (view(binding::DY, binding::DY4, v4), &dy),
+                (view(binding::DX, binding::DX4, v4), &dx),
+                (binding::DGAMMA, &dgamma),
+                (binding::DBETA, &dbeta),
             ],
             channels(&s),
         )?

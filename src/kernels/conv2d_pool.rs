@@ -105,9 +105,9 @@ pub fn conv2d_relu_maxpool(
         &desc,
         &[
             (binding::P, &p),
-            (binding::WEIGHT, &w.buffer),
-            (binding::BIAS, &b.buffer),
-            (binding::PACKED, &table.buffer),
+            (binding::WEIGHT, &w),
+            (binding::BIAS, &b),
+            (binding::PACKED, &table),
         ],
         gpu.caps.grid(MAX_CHANNELS, WG),
     )?;
@@ -119,10 +119,10 @@ pub fn conv2d_relu_maxpool(
             &desc,
             &[
                 (binding::P, &p),
-                (binding::TABLE, &table.buffer),
-                (binding::X, &x.buffer),
-                (binding::Y, &y.buffer),
-                (binding::ARGMAX, &argmax.buffer),
+                (binding::TABLE, &table),
+                (binding::X, &x),
+                (binding::Y, &y),
+                (binding::ARGMAX, &argmax),
             ],
             gpu.caps.grid(conv.n * pool.oh() * pool.ow(), WG),
         )?

@@ -102,12 +102,12 @@ pub fn gather_batch(
         &desc,
         &[
             (binding::P, &p),
-            (binding::IMAGES, &images.buffer),
-            (binding::LABELS, &labels.buffer),
-            (binding::INDICES, &indices.buffer),
-            (binding::COUNTER, &counter.buffer),
-            (binding::OUT_X, &out_x.buffer),
-            (binding::OUT_LABELS, &out_labels.buffer),
+            (binding::IMAGES, &images),
+            (binding::LABELS, &labels),
+            (binding::INDICES, &indices),
+            (binding::COUNTER, &counter),
+            (binding::OUT_X, &out_x),
+            (binding::OUT_LABELS, &out_labels),
         ],
         gpu.caps.grid(cfg.batch * PIXELS / 4, 256),
     )

@@ -86,9 +86,9 @@ pub fn dropout_forward(
         &desc,
         &[
             (binding::P, &p),
-            (binding::X, &x.buffer),
-            (binding::Y, &y.buffer),
-            (binding::COUNTER, &counter.buffer),
+            (binding::X, &x),
+            (binding::Y, &y),
+            (binding::COUNTER, &counter),
         ],
         gpu.caps.grid(cfg.n.div_ceil(4), WG),
     )
@@ -113,9 +113,9 @@ pub fn dropout_backward(
         &desc,
         &[
             (binding::P, &p),
-            (binding::COUNTER, &counter.buffer),
-            (binding::DY, &dy.buffer),
-            (binding::DX, &dx.buffer),
+            (binding::COUNTER, &counter),
+            (binding::DY, &dy),
+            (binding::DX, &dx),
         ],
         gpu.caps.grid(cfg.n.div_ceil(4), WG),
     )

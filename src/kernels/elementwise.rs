@@ -39,11 +39,7 @@ pub fn relu_forward(gpu: &Gpu, x: &Tensor, y: &Tensor, n: usize) -> Result<Dispa
         &ELEMENTWISE,
         "relu_forward",
         &shape,
-        &[
-            (binding::P, &params),
-            (binding::X, &x.buffer),
-            (binding::Y, &y.buffer),
-        ],
+        &[(binding::P, &params), (binding::X, &x), (binding::Y, &y)],
         gpu.caps.grid(n.div_ceil(4), WG),
     )
     .map(|d| d.with_cost(n as f64, 8.0 * n as f64))
@@ -74,9 +70,9 @@ pub fn relu_backward(
         &shape,
         &[
             (binding::P, &params),
-            (binding::X, &x.buffer),
-            (binding::DY, &dy.buffer),
-            (binding::DX, &dx.buffer),
+            (binding::X, &x),
+            (binding::DY, &dy),
+            (binding::DX, &dx),
         ],
         gpu.caps.grid(n.div_ceil(4), WG),
     )

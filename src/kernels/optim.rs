@@ -144,11 +144,11 @@ pub fn sgd_step(
         &desc,
         &[
             (binding::P, &p),
-            (binding::W, &w.buffer),
-            (binding::GRAD, &grad.buffer),
-            (binding::M1, &velocity.buffer),
-            (binding::COUNTER, &counter.buffer),
-            (binding::LR, &lr.buffer),
+            (binding::W, &w),
+            (binding::GRAD, &grad),
+            (binding::M1, &velocity),
+            (binding::COUNTER, &counter),
+            (binding::LR, &lr),
         ],
         gpu.caps.grid(n.div_ceil(4), WG),
     )
@@ -198,12 +198,12 @@ pub fn adam_step(
         &desc,
         &[
             (binding::P, &p),
-            (binding::W, &w.buffer),
-            (binding::GRAD, &grad.buffer),
-            (binding::M1, &m.buffer),
-            (binding::M2, &v.buffer),
-            (binding::COUNTER, &counter.buffer),
-            (binding::LR, &lr.buffer),
+            (binding::W, &w),
+            (binding::GRAD, &grad),
+            (binding::M1, &m),
+            (binding::M2, &v),
+            (binding::COUNTER, &counter),
+            (binding::LR, &lr),
         ],
         gpu.caps.grid(n.div_ceil(4), WG),
     )
@@ -217,7 +217,7 @@ pub fn step_advance(gpu: &Gpu, counter: &Tensor) -> Result<Dispatch> {
         &OPTIM,
         "step_advance",
         "counter",
-        &[(binding::COUNTER_RW, &counter.buffer)],
+        &[(binding::COUNTER_RW, &counter)],
         [1, 1, 1],
     )
 }

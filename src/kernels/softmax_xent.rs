@@ -85,9 +85,9 @@ pub fn softmax_xent_forward(
         &desc,
         &[
             (binding::P, &p),
-            (binding::LOGITS, &logits.buffer),
-            (binding::LABELS, &labels.buffer),
-            (binding::METRICS, &metrics_buf.buffer),
+            (binding::LOGITS, &logits),
+            (binding::LABELS, &labels),
+            (binding::METRICS, &metrics_buf),
         ],
         [1, 1, 1],
     )
@@ -112,11 +112,42 @@ pub fn softmax_xent_backward(
         &desc,
         &[
             (binding::P, &p),
-            (binding::LOGITS, &logits.buffer),
-            (binding::LABELS, &labels.buffer),
-            (binding::DLOGITS, &dlogits.buffer),
+            (binding::LOGITS, &logits),
+            (binding::LABELS, &labels),
+            (binding::DLOGITS, &dlogits),
         ],
         [s.batch.div_ceil(64) as u32, 1, 1],
+    )
+}
+
+/// `softmax_xent_forward` and `softmax_xent_backward` in one dispatch (a training step's
+/// loss): the same metrics and gradient, bit for bit.
+pub fn softmax_xent_train(
+    gpu: &Gpu,
+    s: XentShape,
+    logits: &Tensor,
+    labels: &Tensor,
+    metrics_buf: &Tensor,
+    dlogits: &Tensor,
+) -> Result<Dispatch> {
+    let desc = s.describe();
+    check_len("softmax_xent_train", &desc, logits, s.batch * s.classes)?;
+    check_len("softmax_xent_train", &desc, labels, s.batch)?;
+    check_len("softmax_xent_train", &desc, metrics_buf, metrics::LEN)?;
+    check_len("softmax_xent_train", &desc, dlogits, s.batch * s.classes)?;
+    let p = gpu.uniform("softmax_xent params", &s.params()?);
+    gpu.dispatch(
+        &SOFTMAX_XENT,
+        "softmax_xent_train",
+        &desc,
+        &[
+            (binding::P, &p),
+            (binding::LOGITS, &logits),
+            (binding::LABELS, &labels),
+            (binding::METRICS, &metrics_buf),
+            (binding::DLOGITS, &dlogits),
+        ],
+        [1, 1, 1],
     )
 }
 
@@ -144,9 +175,9 @@ pub fn confusion_accumulate(
         &desc,
         &[
             (binding::P, &p),
-            (binding::LOGITS, &logits.buffer),
-            (binding::LABELS, &labels.buffer),
-            (binding::CONFUSION, &confusion.buffer),
+            (binding::LOGITS, &logits),
+            (binding::LABELS, &labels),
+            (binding::CONFUSION, &confusion),
         ],
         [s.batch.div_ceil(64) as u32, 1, 1],
     )

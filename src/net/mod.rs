@@ -43,15 +43,71 @@ pub struct Param {
     pub m2: Tensor,
 }
 
-impl Param {
-    fn new(gpu: &Gpu, name: &str, data: &[f32]) -> Result<Param> {
-        Ok(Param {
-            value: gpu.upload(name, data)?,
-            grad: gpu.zeros(&format!("{name}.grad"), data.len())?,
-            m1: gpu.zeros(&format!("{name}.m1"), data.len())?,
-            m2: gpu.zeros(&format!("{name}.m2"), data.len())?,
-        })
+/// Every trainable tensor's value, gradient and moments as slices of four buffers (one
+/// group of them per `ParamArena`), so the optimizer updates a whole group in one dispatch.
+pub struct ParamArena {
+    pub value: Tensor,
+    pub grad: Tensor,
+    pub m1: Tensor,
+    pub m2: Tensor,
+}
+
+/// Groups consecutive tensors so that each group fits one binding (`Gpu::arena_fits`): one
+/// group for any model whose parameters fit one binding together.
+fn arena_groups(gpu: &Gpu, lens: &[usize]) -> Vec<std::ops::Range<usize>> {
+    let mut groups = vec![];
+    let mut start = 0;
+    for end in 1..=lens.len() {
+        if end > start + 1 && !gpu.arena_fits(lens[start..end].iter().copied()) {
+            groups.push(start..end - 1);
+            start = end - 1;
+        }
     }
+    if start < lens.len() {
+        groups.push(start..lens.len());
+    }
+    groups
+}
+
+/// The parameters `(name, values)` laid out in arenas: their `Param`s in order, and the
+/// arenas the optimizer updates.
+fn allocate_params(gpu: &Gpu, named: &[(String, &[f32])]) -> Result<(Vec<Param>, Vec<ParamArena>)> {
+    let lens: Vec<usize> = named.iter().map(|(_, d)| d.len()).collect();
+    let (mut params, mut arenas) = (vec![], vec![]);
+    for (g, range) in arena_groups(gpu, &lens).into_iter().enumerate() {
+        let tensors = |suffix: &str| -> Vec<(String, usize)> {
+            named[range.clone()]
+                .iter()
+                .map(|(name, d)| (format!("{name}{suffix}"), d.len()))
+                .collect()
+        };
+        let value = gpu.arena(&format!("parameters {g}"), &tensors(""))?;
+        let grad = gpu.arena(&format!("gradients {g}"), &tensors(".grad"))?;
+        let m1 = gpu.arena(&format!("first moments {g}"), &tensors(".m1"))?;
+        let m2 = gpu.arena(&format!("second moments {g}"), &tensors(".m2"))?;
+        let slices = value
+            .slices
+            .into_iter()
+            .zip(grad.slices)
+            .zip(m1.slices)
+            .zip(m2.slices);
+        for ((((value, grad), m1), m2), (_, data)) in slices.zip(&named[range.clone()]) {
+            gpu.write(&value, data)?;
+            params.push(Param {
+                value,
+                grad,
+                m1,
+                m2,
+            });
+        }
+        arenas.push(ParamArena {
+            value: value.whole,
+            grad: grad.whole,
+            m1: m1.whole,
+            m2: m2.whole,
+        });
+    }
+    Ok((params, arenas))
 }
 
 /// GPU state of one layer (empty for layers without parameters).
@@ -79,6 +135,8 @@ pub struct OptimizerConfig {
 pub struct Network {
     pub spec: ModelSpec,
     pub layers: Vec<LayerState>,
+    /// Where the parameters of `layers` live (see `ParamArena`).
+    pub arenas: Vec<ParamArena>,
     /// [global step, step at which the current index list starts]; see shaders/data.wgsl.
     pub counter: Tensor,
 }
@@ -86,15 +144,27 @@ pub struct Network {
 impl Network {
     pub fn new(gpu: &Gpu, spec: ModelSpec, params: &[LayerParams]) -> Result<Network> {
         buffers::check_model(gpu, &spec)?;
+        let mut named: Vec<(String, &[f32])> = vec![];
+        for (i, (layer, p)) in spec.layers.iter().zip(params).enumerate() {
+            if matches!(
+                layer,
+                Layer::Conv { .. } | Layer::Linear { .. } | Layer::BatchNorm
+            ) {
+                named.push((format!("{i}.weight"), &p.weight));
+                named.push((format!("{i}.bias"), &p.bias));
+            }
+        }
+        let (all, arenas) = allocate_params(gpu, &named)?;
+        let mut all = all.into_iter();
         let mut layers = Vec::with_capacity(spec.layers.len());
         for (i, (layer, p)) in spec.layers.iter().zip(params).enumerate() {
             let mut st = LayerState::default();
-            match layer {
-                Layer::Conv { .. } | Layer::Linear { .. } | Layer::BatchNorm => {
-                    st.weight = Some(Param::new(gpu, &format!("{i}.weight"), &p.weight)?);
-                    st.bias = Some(Param::new(gpu, &format!("{i}.bias"), &p.bias)?);
-                }
-                _ => {}
+            if matches!(
+                layer,
+                Layer::Conv { .. } | Layer::Linear { .. } | Layer::BatchNorm
+            ) {
+                st.weight = all.next();
+                st.bias = all.next();
             }
             if matches!(layer, Layer::BatchNorm) {
                 st.running_mean = Some(gpu.upload(&format!("{i}.running_mean"), &p.running_mean)?);
@@ -105,6 +175,7 @@ impl Network {
         Ok(Network {
             spec,
             layers,
+            arenas,
             counter: gpu.upload("step counter", &[0u32, 0u32])?,
         })
     }

@@ -118,12 +118,13 @@ pub fn forward(
                     gpu, s, x, &p.0.value, &p.1.value, y,
                 )?);
             }
-            Op::Linear { layer } => {
+            Op::Linear { layer, relu } => {
                 let p = net.param_pair(layer);
                 let s = shapes::linear(spec, layer, batch);
-                out.push(matmul::linear_forward(
-                    gpu, s, x, &p.0.value, &p.1.value, y,
-                )?);
+                out.push(match relu {
+                    false => matmul::linear_forward(gpu, s, x, &p.0.value, &p.1.value, y)?,
+                    true => matmul::linear_relu_forward(gpu, s, x, &p.0.value, &p.1.value, y)?,
+                });
             }
             Op::BatchNorm { layer } => {
                 let s = shapes::batch_norm(spec, layer, batch);
@@ -204,13 +205,21 @@ pub fn backward(
                     out.extend(conv2d::conv2d_backward_input(gpu, s, dy, &w.value, dx)?);
                 }
             }
-            Op::Linear { layer } => {
+            // With `relu`, dy is already the gradient to the ReLU's input: the next step's
+            // backward zeroed it where the ReLU's output is 0.
+            Op::Linear { layer, .. } => {
                 let s = shapes::linear(spec, layer, batch);
                 let (w, b) = net.param_pair(layer);
                 out.push(matmul::linear_backward_weight(gpu, s, dy, x, &w.grad)?);
                 out.push(matmul::linear_backward_bias(gpu, s, dy, &b.grad)?);
-                if let Some(dx) = dx {
-                    out.push(matmul::linear_backward_input(gpu, s, dy, &w.value, dx)?);
+                match dx {
+                    Some(dx) if fuse::masks_input_gradient(&bufs.steps, k) => {
+                        out.push(matmul::linear_backward_input_relu(
+                            gpu, s, dy, &w.value, x, dx,
+                        )?);
+                    }
+                    Some(dx) => out.push(matmul::linear_backward_input(gpu, s, dy, &w.value, dx)?),
+                    None => {}
                 }
             }
             Op::BatchNorm { layer } => {
@@ -314,7 +323,10 @@ pub fn update(
     lr: &Tensor,
 ) -> Result<Vec<Dispatch>> {
     let mut out = Vec::new();
-    for p in net.params() {
+    // One dispatch per arena (one for every model whose parameters fit one binding): the
+    // gaps between tensors hold zero weights and zero gradients, which every update keeps
+    // at zero.
+    for p in &net.arenas {
         out.push(match opt.kind {
             OptimizerKind::Sgd => {
                 let cfg = SgdConfig {
@@ -361,12 +373,13 @@ pub fn gradient_step(
         smoothing: label_smoothing,
     };
     let (logits, labels) = (bufs.logits(), &bufs.labels);
-    plan.push(softmax_xent::softmax_xent_forward(
-        gpu, xs, logits, labels, metrics,
-    )?);
-    let dlogits = bufs.logits_grad();
-    plan.push(softmax_xent::softmax_xent_backward(
-        gpu, xs, logits, labels, dlogits,
+    plan.push(softmax_xent::softmax_xent_train(
+        gpu,
+        xs,
+        logits,
+        labels,
+        metrics,
+        bufs.logits_grad(),
     )?);
     plan.extend(backward(gpu, net, bufs, batch, dropout_seed)?);
     Ok(plan)

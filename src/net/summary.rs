@@ -6,7 +6,7 @@ use crate::model::{Layer, ModelSpec};
 
 /// The `summary` table: each layer's output shape, parameters and FLOPs, with totals.
 /// The layer table: output shapes, parameters, FLOPs, and which training step runs each
-/// layer (`net::fuse`: layers fused into a pool's kernels say so).
+/// layer (`net::fuse`: layers fused into a pool's or a linear layer's kernels say so).
 pub fn summary(spec: &ModelSpec) -> String {
     let steps = fuse::steps(spec, Mode::Train);
     let step_of = fuse::step_of_layer(spec, &steps);
@@ -32,6 +32,9 @@ pub fn summary(spec: &ModelSpec) -> String {
             }
             Some((k, Op::MaxPool { layer, .. })) if layer != i => {
                 format!("{k} (in the pool's kernels)")
+            }
+            Some((k, Op::Linear { layer, .. })) if layer != i => {
+                format!("{k} (in the linear layer's kernels)")
             }
             Some((k, _)) if fuse::pool_forward_in_step(&steps, k) => {
                 format!("{k} (with the pool: one forward kernel)")

@@ -103,7 +103,7 @@ impl MetricsRing {
             landed.extend(self.wait_slot(gpu, i)?);
         }
         let slot = &mut self.slots[i];
-        encoder.copy_buffer_to_buffer(&metrics.buffer, 0, &slot.staging, 0, slot.staging.size());
+        metrics.copy_into(&mut encoder, &slot.staging, slot.staging.size());
         let index = gpu.queue.submit([encoder.finish()]);
         let ready = slot.ready.clone();
         *ready.lock() = None;

@@ -168,7 +168,15 @@ fn summary_shows_which_gpu_step_runs_each_layer() {
     );
     assert!(line(4).ends_with("  1"), "{}", line(4));
     assert!(line(10).ends_with("- (no kernel)"), "{}", line(10));
-    assert!(text.contains("; 7 GPU steps"), "{text}");
+    // The ReLU after the first linear layer runs in its product (and, training, in the next
+    // product's gradient).
+    assert!(line(11).ends_with("  4"), "{}", line(11));
+    assert!(
+        line(12).ends_with("4 (in the linear layer's kernels)"),
+        "{}",
+        line(12)
+    );
+    assert!(text.contains("; 6 GPU steps"), "{text}");
     // cnn1's first block runs its forward as one kernel, in the convolution's step.
     let text = wgpu_fmnist::net::summary(&model::resolve("cnn1").unwrap().0);
     let row = |i: usize| {

@@ -36,7 +36,7 @@ pub use reference::gather_augmented_reference;
 
 use super::data::{GatherConfig, PIXELS};
 use super::{check_len, dim};
-use crate::gpu::{Dispatch, Gpu, GpuError, Result, Tensor, AUGMENT};
+use crate::gpu::{Bindable, Dispatch, Gpu, GpuError, Result, Tensor, AUGMENT};
 use bytemuck::{Pod, Zeroable};
 
 /// The side of an image, in pixels.
@@ -200,8 +200,8 @@ pub fn gather_augmented(
         &desc,
         &[
             (binding::P, &p),
-            (binding::COUNTER, &counter.buffer),
-            (binding::EXAMPLE, &example.buffer),
+            (binding::COUNTER, &counter),
+            (binding::EXAMPLE, &example),
         ],
         gpu.caps.grid(g.batch, 64),
     )?];
@@ -212,16 +212,16 @@ pub fn gather_augmented(
         false => vec!["gather_pointwise"],
         true => vec!["sample_pointwise", "finish_pointwise"],
     };
-    let all = [
+    let all: [(u32, &dyn Bindable); _] = [
         (binding::P, &p),
-        (binding::LABELS, &labels.buffer),
-        (binding::INDICES, &indices.buffer),
-        (binding::COUNTER, &counter.buffer),
-        (binding::OUT_LABELS, &out_labels.buffer),
-        (binding::EXAMPLE, &example.buffer),
-        (binding::SUMS, &example.buffer),
-        (binding::OUT_X4, &out_x.buffer),
-        (binding::SAMPLED, &example.buffer),
+        (binding::LABELS, &labels),
+        (binding::INDICES, &indices),
+        (binding::COUNTER, &counter),
+        (binding::OUT_LABELS, &out_labels),
+        (binding::EXAMPLE, &example),
+        (binding::SUMS, &example),
+        (binding::OUT_X4, &out_x),
+        (binding::SAMPLED, &example),
     ];
     for entry in entries {
         // Each entry point's layout holds only the bindings it uses.
@@ -236,7 +236,7 @@ pub fn gather_augmented(
         let mut bindings: Vec<_> = all
             .iter()
             .filter(|(n, _)| used.contains(n))
-            .map(|(n, b)| (*n, b.as_entire_binding()))
+            .map(|(n, b)| (*n, b.resource()))
             .collect();
         // The passes that sample read the atlas.
         if entry != "finish_pointwise" {

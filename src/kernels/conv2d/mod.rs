@@ -15,7 +15,9 @@ mod reference;
 mod shape;
 
 use super::{check_len, dim, select};
-use crate::gpu::{Dispatch, Gpu, Result, Shader, Tensor, CONV2D, CONV2D_SUBGROUP, CONV2D_TILED};
+use crate::gpu::{
+    Bindable, Dispatch, Gpu, Result, Shader, Tensor, CONV2D, CONV2D_SUBGROUP, CONV2D_TILED,
+};
 use bytemuck::{Pod, Zeroable};
 pub use reference::{conv2d_backward_reference, conv2d_forward_reference};
 pub use select::{conv2d::Pass, Variant};
@@ -97,8 +99,8 @@ fn conv3x3(
         desc,
         &[
             (binding::Q, &qb),
-            (binding::WT, &w.buffer),
-            (binding::PACKED_OUT, &packed.buffer),
+            (binding::WT, &w),
+            (binding::PACKED_OUT, &packed),
         ],
         gpu.caps.grid((q.ic * 9 * q.oc_pad) as usize, WG),
     )?;
@@ -126,10 +128,10 @@ fn conv3x3(
             desc,
             &[
                 (binding::Q, &qb),
-                (binding::PACKED, &packed.buffer),
-                (binding::SRC, &src.buffer),
-                (binding::DST, &dst.buffer),
-                (binding::BIAS, &bias.buffer),
+                (binding::PACKED, &packed),
+                (binding::SRC, &src),
+                (binding::DST, &dst),
+                (binding::BIAS, &bias),
             ],
             groups,
         )?
@@ -195,12 +197,12 @@ pub fn conv2d_forward_with(
         }
     };
     let p = gpu.uniform("conv2d params", &p);
-    let binds = [
+    let binds: [(u32, &dyn Bindable); _] = [
         (binding::P, &p),
-        (binding::X, &x.buffer),
-        (binding::WT, &w.buffer),
-        (binding::BIAS, &b.buffer),
-        (binding::Y, &y.buffer),
+        (binding::X, &x),
+        (binding::WT, &w),
+        (binding::BIAS, &b),
+        (binding::Y, &y),
     ];
     Ok(vec![gpu
         .dispatch(shader(v), entry, &desc, &binds, groups)?
@@ -265,11 +267,11 @@ pub fn conv2d_backward_input_with(
         }
     };
     let p = gpu.uniform("conv2d params", &p);
-    let binds = [
+    let binds: [(u32, &dyn Bindable); _] = [
         (binding::P, &p),
-        (binding::WT, &w.buffer),
-        (binding::DY, &dy.buffer),
-        (binding::DX, &dx.buffer),
+        (binding::WT, &w),
+        (binding::DY, &dy),
+        (binding::DX, &dx),
     ];
     Ok(vec![gpu
         .dispatch(shader(v), entry, &desc, &binds, groups)?
@@ -304,11 +306,11 @@ pub fn conv2d_backward_weight_with(
     let pb = gpu.uniform("conv2d params", &p);
     if v == Variant::Generic {
         let threads = s.co.div_ceil(BLOCK) * s.ci * s.kh * s.kw;
-        let binds = [
+        let binds: [(u32, &dyn Bindable); _] = [
             (binding::P, &pb),
-            (binding::X, &x.buffer),
-            (binding::DY, &dy.buffer),
-            (binding::DW, &dw.buffer),
+            (binding::X, &x),
+            (binding::DY, &dy),
+            (binding::DW, &dw),
         ];
         return Ok(vec![gpu
             .dispatch(
@@ -374,11 +376,11 @@ pub fn conv2d_backward_weight_with(
             gpu.caps.grid(chunks * units, WG),
         ),
     };
-    let mut binds = vec![
+    let mut binds: Vec<(u32, &dyn Bindable)> = vec![
         (binding::Q, &qb),
-        (x_binding, &x.buffer),
-        (binding::DY, &dy.buffer),
-        (binding::PARTIALS, &partials.buffer),
+        (x_binding, &x),
+        (binding::DY, &dy),
+        (binding::PARTIALS, &partials),
     ];
     if v != Variant::Subgroup {
         binds.push((binding::P, &pb)); // the subgroup kernel reads its shape from q alone
@@ -393,8 +395,8 @@ pub fn conv2d_backward_weight_with(
         &[
             (binding::P, &pb),
             (binding::Q, &qb),
-            (binding::PARTIALS, &partials.buffer),
-            (binding::DW, &dw.buffer),
+            (binding::PARTIALS, &partials),
+            (binding::DW, &dw),
         ],
         gpu.caps.grid(s.weight_len(), WG),
     )?;
@@ -456,11 +458,7 @@ pub fn conv2d_backward_bias(
         &CONV2D,
         entry,
         &desc,
-        &[
-            (binding::P, &p),
-            (dy_binding, &dy.buffer),
-            (binding::DB, &db.buffer),
-        ],
+        &[(binding::P, &p), (dy_binding, &dy), (binding::DB, &db)],
         [s.co as u32, 1, 1],
     )
     .map(|d| d.with_cost(s.output_len() as f64, 4.0 * s.output_len() as f64))

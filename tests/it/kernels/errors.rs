@@ -81,7 +81,7 @@ fn wgpu_validation_error_becomes_a_typed_error_naming_the_kernel() {
             &MATMUL,
             "matmul",
             "M=2 N=2 K=2",
-            &[(0, &uniform), (1, &uniform), (2, &t.buffer), (4, &t.buffer)],
+            &[(0, &uniform), (1, &uniform), (2, &t), (4, &t)],
             [1, 1, 1],
         )
         .err()

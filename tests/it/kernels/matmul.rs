@@ -91,6 +91,69 @@ fn linear_backward_matches_reference() {
     }
 }
 
+/// The ReLU epilogues against the reference, and bit for bit against the plain product of
+/// the same variant followed by the ReLU (what the unfused steps compute).
+#[test]
+fn linear_relu_epilogues_match_reference_and_the_unfused_kernels() {
+    for (i, &(batch, inputs, outputs)) in LINEAR_SHAPES.iter().enumerate() {
+        let s = LinearShape {
+            batch,
+            inputs,
+            outputs,
+        };
+        let (x, w, b, dy) = data(s, 200 + i as u64);
+        let mut y = vec![0.0; batch * outputs];
+        linear_forward_reference(&mut y, &x, &w, &b, s);
+        let relu: Vec<f32> = y.iter().map(|v| v.max(0.0)).collect();
+        let (tx, tw, tb) = (upload("x", &x), upload("w", &w), upload("b", &b));
+        for v in variants(&s.forward(), true) {
+            let (plain, fused) = (zeros("y", y.len()), zeros("relu y", y.len()));
+            run(&[
+                &linear_forward_with(gpu(), v, s, &tx, &tw, &tb, &plain).unwrap(),
+                &linear_relu_forward_with(gpu(), v, s, &tx, &tw, &tb, &fused).unwrap(),
+            ]);
+            let got = read(&fused);
+            assert_kernel_close(&format!("linear_relu_forward {v:?} {s:?}"), &got, &relu);
+            let unfused: Vec<f32> = read(&plain).iter().map(|v| v.max(0.0)).collect();
+            assert_eq!(got, unfused, "linear_relu_forward {v:?} {s:?}");
+            // Both sides of the ReLU are exercised (shapes with a few outputs at least).
+            let both = got.contains(&0.0) && got.iter().any(|&v| v > 0.0);
+            assert!(both || got.len() < 16, "{v:?} {s:?}: {got:?}");
+        }
+        // The mask: a ReLU's output over this layer's input (about half zeros).
+        let mut r = rng(300 + i as u64);
+        let mask: Vec<f32> = r
+            .vec(x.len(), -1.0, 1.0)
+            .iter()
+            .map(|v| v.max(0.0))
+            .collect();
+        let (mut dx, mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; w.len()], vec![0.0; outputs]);
+        linear_backward_reference(&mut dx, &mut dw, &mut db, &dy, &x, &w, s);
+        let masked: Vec<f32> = dx
+            .iter()
+            .zip(&mask)
+            .map(|(&g, &m)| if m > 0.0 { g } else { 0.0 })
+            .collect();
+        let (tdy, tmask) = (upload("dy", &dy), upload("mask", &mask));
+        for v in variants(&s.backward_input(), false) {
+            let (plain, fused) = (zeros("dx", x.len()), zeros("masked dx", x.len()));
+            run(&[
+                &linear_backward_input_with(gpu(), v, s, &tdy, &tw, &plain).unwrap(),
+                &linear_backward_input_relu_with(gpu(), v, s, &tdy, &tw, &tmask, &fused).unwrap(),
+            ]);
+            let got = read(&fused);
+            let what = format!("linear_backward_input_relu {v:?} {s:?}");
+            assert_kernel_close(&what, &got, &masked);
+            let unfused: Vec<f32> = read(&plain)
+                .iter()
+                .zip(&mask)
+                .map(|(&g, &m)| if m > 0.0 { g } else { 0.0 })
+                .collect();
+            assert_eq!(got, unfused, "{what}");
+        }
+    }
+}
+
 #[test]
 fn matmul_strided_matches_reference() {
     // A stored transposed and B with a row pitch wider than its columns: the general path.

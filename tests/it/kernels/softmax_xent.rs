@@ -71,6 +71,45 @@ fn softmax_xent_backward_matches_reference() {
 }
 
 #[test]
+fn softmax_xent_train_equals_forward_then_backward() {
+    for (&batch, smoothing) in BATCHES.iter().flat_map(|b| [(b, 0.0), (b, 0.1)]) {
+        let s = XentShape {
+            batch,
+            classes: 10,
+            smoothing,
+        };
+        let (logits, labels) = data(s, 200 + batch as u64);
+        let (tl, ty) = (upload("logits", &logits), upload_u32("labels", &labels));
+        let start = [1.5, 2.0, 3.0, 0.0];
+        let (pair_m, pair_g) = (upload("metrics", &start), zeros("dlogits", logits.len()));
+        let (fused_m, fused_g) = (upload("metrics", &start), zeros("dlogits", logits.len()));
+        run(&[
+            &softmax_xent_forward(gpu(), s, &tl, &ty, &pair_m).unwrap(),
+            &softmax_xent_backward(gpu(), s, &tl, &ty, &pair_g).unwrap(),
+            &softmax_xent_train(gpu(), s, &tl, &ty, &fused_m, &fused_g).unwrap(),
+        ]);
+        let what = format!("batch={batch} smoothing={smoothing}");
+        // The same arithmetic in the same order: equal bits, not merely close.
+        assert_eq!(read(&fused_m), read(&pair_m), "metrics, {what}");
+        assert_eq!(read(&fused_g), read(&pair_g), "gradient, {what}");
+        let mut grad = vec![0.0; logits.len()];
+        let (loss, correct) = softmax_xent_reference(&mut grad, &logits, &labels, s);
+        assert_kernel_close(
+            &format!("softmax_xent_train {what}"),
+            &read(&fused_g),
+            &grad,
+        );
+        let m = read(&fused_m);
+        assert_eq!(m[1], 2.0 + correct as f32, "correct count, {what}");
+        let want_loss = 1.5 + loss as f32;
+        assert!(
+            (m[0] - want_loss).abs() <= 1e-4 * want_loss.abs() + 1e-4,
+            "loss {m:?} {what}"
+        );
+    }
+}
+
+#[test]
 fn softmax_xent_is_stable_for_large_logits() {
     let s = XentShape {
         batch: 2,

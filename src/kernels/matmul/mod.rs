@@ -9,8 +9,11 @@
 //! 8-wide subgroups (lavapipe). `Variant::Auto` picks the fastest that applies.
 
 use super::{check_len, dim, select, tune};
-use crate::gpu::{Dispatch, Gpu, GpuError, Result, Tensor, MATMUL, MATMUL_SUBGROUP};
+use crate::gpu::{Bindable, Dispatch, Gpu, GpuError, Result, Tensor, MATMUL, MATMUL_SUBGROUP};
 pub use select::Variant;
+
+mod linear;
+pub use linear::*;
 
 /// Binding numbers of shaders/matmul.wgsl and shaders/matmul_subgroup.wgsl; a `4` suffix
 /// is the vec4 view of the same tensor.
@@ -25,6 +28,7 @@ mod binding {
     pub const A4: u32 = 7;
     pub const B4: u32 = 8;
     pub const C4: u32 = 9;
+    pub const MASK: u32 = 10;
 }
 use bytemuck::{Pod, Zeroable};
 
@@ -40,6 +44,32 @@ pub struct MatmulParams {
     pub a_stride_k: u32,
     pub b_stride_k: u32,
     pub b_stride_n: u32,
+    /// `Epilogue::code`.
+    pub epilogue: u32,
+    pub _pad: [u32; 3],
+}
+
+/// What the product does to each value of C as it stores it (after the bias): how the
+/// linear layer's ReLU, forward and backward, runs without dispatches of its own.
+#[derive(Clone, Copy, Default)]
+pub enum Epilogue<'a> {
+    #[default]
+    None,
+    /// max(C, 0).
+    Relu,
+    /// C where `mask` (the ReLU's output, shaped as C) is > 0, else 0: the gradient through
+    /// the ReLU.
+    ReluMask(&'a Tensor),
+}
+
+impl Epilogue<'_> {
+    fn code(&self) -> u32 {
+        match self {
+            Epilogue::None => 0,
+            Epilogue::Relu => 1,
+            Epilogue::ReluMask(_) => 2,
+        }
+    }
 }
 
 /// The logical problem `C[M,N] = A(M,K) * B(K,N)` with element strides of A and B.
@@ -96,6 +126,8 @@ fn params(shape: &MatmulShape) -> Result<MatmulParams> {
         a_stride_k: d(shape.a_stride.1)?,
         b_stride_k: d(shape.b_stride.0)?,
         b_stride_n: d(shape.b_stride.1)?,
+        epilogue: 0,
+        _pad: [0; 3],
     })
 }
 
@@ -119,7 +151,30 @@ pub fn matmul_with(
     bias: Option<&Tensor>,
     c: &Tensor,
 ) -> Result<Dispatch> {
-    let desc = shape.describe();
+    matmul_epilogue_with(gpu, variant, shape, a, b, bias, Epilogue::None, c)
+}
+
+/// `matmul_with` with an epilogue applied to C as it is stored.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_epilogue_with(
+    gpu: &Gpu,
+    variant: Variant,
+    shape: MatmulShape,
+    a: &Tensor,
+    b: &Tensor,
+    bias: Option<&Tensor>,
+    epilogue: Epilogue,
+    c: &Tensor,
+) -> Result<Dispatch> {
+    let mut desc = shape.describe();
+    match epilogue {
+        Epilogue::None => {}
+        Epilogue::Relu => desc.push_str(" +relu"),
+        Epilogue::ReluMask(m) => {
+            check_len("matmul", &desc, m, shape.m * shape.n)?;
+            desc.push_str(" +relu mask");
+        }
+    }
     check_len("matmul", &desc, a, shape.a_len())?;
     check_len("matmul", &desc, b, shape.b_len())?;
     check_len("matmul", &desc, c, shape.m * shape.n)?;
@@ -172,9 +227,15 @@ pub fn matmul_with(
     };
     let mut p = params(&shape)?;
     p.has_bias = bias.is_some() as u32;
+    p.epilogue = epilogue.code();
     let pb = gpu.uniform("matmul params", &p);
     let no_bias = gpu.zeros("no bias", 4)?;
-    let bias_buf = bias.map_or(&no_bias.buffer, |b| &b.buffer);
+    let bias_buf: &Tensor = bias.unwrap_or(&no_bias);
+    // Every product binds a mask (the dummy unless the epilogue reads one).
+    let mask: &Tensor = match epilogue {
+        Epilogue::ReluMask(m) => m,
+        _ => &no_bias,
+    };
     let (shader, entry, groups, binds) = match variant {
         Variant::Subgroup => {
             let (entry, groups) =
@@ -186,12 +247,12 @@ pub fn matmul_with(
             } else {
                 (binding::A, binding::C4)
             };
-            let binds = vec![
+            let binds: Vec<(u32, &dyn Bindable)> = vec![
                 (binding::PARAMS, &pb),
-                (a_view, &a.buffer),
-                (binding::B4, &b.buffer),
+                (a_view, &a),
+                (binding::B4, &b),
                 (binding::BIAS, bias_buf),
-                (c_view, &c.buffer),
+                (c_view, &c),
             ];
             (&MATMUL_SUBGROUP, entry, groups, binds)
         }
@@ -201,40 +262,40 @@ pub fn matmul_with(
                 shape.m.div_ceil(64).max(1) as u32,
                 1,
             ];
-            let binds = vec![
+            let binds: Vec<(u32, &dyn Bindable)> = vec![
                 (binding::PARAMS, &pb),
-                (binding::A, &a.buffer),
-                (binding::B, &b.buffer),
+                (binding::A, &a),
+                (binding::B, &b),
                 (binding::BIAS, bias_buf),
-                (binding::C, &c.buffer),
+                (binding::C, &c),
             ];
             (&MATMUL, "matmul_tiled", groups, binds)
         }
         Variant::Vec4 => {
             let (entry, groups) =
                 select::matmul::vec4_kernel(&shape, bias.is_some()).expect("applicable");
-            let mut binds = vec![
-                (binding::PARAMS, &pb),
-                (binding::B4, &b.buffer),
-                (binding::C, &c.buffer),
-            ];
+            let mut binds: Vec<(u32, &dyn Bindable)> =
+                vec![(binding::PARAMS, &pb), (binding::B4, &b), (binding::C, &c)];
             match entry {
-                "matmul_nt4" => binds.extend([(binding::A4, &a.buffer), (binding::BIAS, bias_buf)]),
-                "matmul_tn4" => binds.push((binding::A4, &a.buffer)),
-                _ => binds.push((binding::A, &a.buffer)),
+                "matmul_nt4" => {
+                    binds.push((binding::A4, &a));
+                    binds.push((binding::BIAS, bias_buf));
+                }
+                "matmul_tn4" => binds.push((binding::A4, &a)),
+                _ => binds.push((binding::A, &a)),
             }
             (&MATMUL, entry, groups, binds)
         }
         _ => {
-            let mut binds = vec![
+            let mut binds: Vec<(u32, &dyn Bindable)> = vec![
                 (binding::PARAMS, &pb),
-                (binding::A, &a.buffer),
-                (binding::B, &b.buffer),
-                (binding::C, &c.buffer),
+                (binding::A, &a),
+                (binding::B, &b),
+                (binding::C, &c),
             ];
             let entry = match bias {
                 Some(bb) => {
-                    binds.push((binding::BIAS, &bb.buffer));
+                    binds.push((binding::BIAS, bb));
                     "matmul_bias"
                 }
                 None => "matmul",
@@ -242,192 +303,11 @@ pub fn matmul_with(
             (&MATMUL, entry, workgroups(&shape), binds)
         }
     };
+    let mut binds = binds;
+    binds.push((binding::MASK, mask));
     Ok(gpu
         .dispatch(shader, entry, &desc, &binds, groups)?
         .with_cost(shape.flops(), shape.bytes()))
-}
-
-/// Shape of a linear layer applied to a batch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LinearShape {
-    pub batch: usize,
-    pub inputs: usize,
-    pub outputs: usize,
-}
-
-impl LinearShape {
-    fn describe(&self) -> String {
-        format!(
-            "batch={} in={} out={}",
-            self.batch, self.inputs, self.outputs
-        )
-    }
-    /// `Y[batch,out] = X[batch,in] * W[out,in]^T`
-    pub fn forward(&self) -> MatmulShape {
-        MatmulShape {
-            m: self.batch,
-            n: self.outputs,
-            k: self.inputs,
-            a_stride: (self.inputs, 1),
-            b_stride: (1, self.inputs),
-        }
-    }
-    /// `dX[batch,in] = dY[batch,out] * W[out,in]`
-    pub fn backward_input(&self) -> MatmulShape {
-        MatmulShape {
-            m: self.batch,
-            n: self.inputs,
-            k: self.outputs,
-            a_stride: (self.outputs, 1),
-            b_stride: (self.inputs, 1),
-        }
-    }
-    /// `dW[out,in] = dY[batch,out]^T * X[batch,in]`
-    pub fn backward_weight(&self) -> MatmulShape {
-        MatmulShape {
-            m: self.outputs,
-            n: self.inputs,
-            k: self.batch,
-            a_stride: (1, self.outputs),
-            b_stride: (self.inputs, 1),
-        }
-    }
-}
-
-/// y = x W^T + b
-pub fn linear_forward(
-    gpu: &Gpu,
-    s: LinearShape,
-    x: &Tensor,
-    w: &Tensor,
-    b: &Tensor,
-    y: &Tensor,
-) -> Result<Dispatch> {
-    linear_forward_with(gpu, Variant::Auto, s, x, w, b, y)
-}
-
-pub fn linear_forward_with(
-    gpu: &Gpu,
-    v: Variant,
-    s: LinearShape,
-    x: &Tensor,
-    w: &Tensor,
-    b: &Tensor,
-    y: &Tensor,
-) -> Result<Dispatch> {
-    let desc = s.describe();
-    check_len("linear_forward", &desc, x, s.batch * s.inputs)?;
-    check_len("linear_forward", &desc, w, s.outputs * s.inputs)?;
-    check_len("linear_forward", &desc, b, s.outputs)?;
-    check_len("linear_forward", &desc, y, s.batch * s.outputs)?;
-    matmul_with(gpu, v, s.forward(), x, w, Some(b), y)
-}
-
-/// dx = dy W (overwrites dx).
-pub fn linear_backward_input(
-    gpu: &Gpu,
-    s: LinearShape,
-    dy: &Tensor,
-    w: &Tensor,
-    dx: &Tensor,
-) -> Result<Dispatch> {
-    linear_backward_input_with(gpu, Variant::Auto, s, dy, w, dx)
-}
-
-pub fn linear_backward_input_with(
-    gpu: &Gpu,
-    v: Variant,
-    s: LinearShape,
-    dy: &Tensor,
-    w: &Tensor,
-    dx: &Tensor,
-) -> Result<Dispatch> {
-    check_len(
-        "linear_backward_input",
-        &s.describe(),
-        dy,
-        s.batch * s.outputs,
-    )?;
-    check_len(
-        "linear_backward_input",
-        &s.describe(),
-        w,
-        s.outputs * s.inputs,
-    )?;
-    check_len(
-        "linear_backward_input",
-        &s.describe(),
-        dx,
-        s.batch * s.inputs,
-    )?;
-    matmul_with(gpu, v, s.backward_input(), dy, w, None, dx)
-}
-
-/// dw = dy^T x (overwrites dw).
-pub fn linear_backward_weight(
-    gpu: &Gpu,
-    s: LinearShape,
-    dy: &Tensor,
-    x: &Tensor,
-    dw: &Tensor,
-) -> Result<Dispatch> {
-    linear_backward_weight_with(gpu, Variant::Auto, s, dy, x, dw)
-}
-
-pub fn linear_backward_weight_with(
-    gpu: &Gpu,
-    v: Variant,
-    s: LinearShape,
-    dy: &Tensor,
-    x: &Tensor,
-    dw: &Tensor,
-) -> Result<Dispatch> {
-    check_len(
-        "linear_backward_weight",
-        &s.describe(),
-        dy,
-        s.batch * s.outputs,
-    )?;
-    check_len(
-        "linear_backward_weight",
-        &s.describe(),
-        x,
-        s.batch * s.inputs,
-    )?;
-    check_len(
-        "linear_backward_weight",
-        &s.describe(),
-        dw,
-        s.outputs * s.inputs,
-    )?;
-    matmul_with(gpu, v, s.backward_weight(), dy, x, None, dw)
-}
-
-/// db = sum over the batch of dy (overwrites db).
-pub fn linear_backward_bias(
-    gpu: &Gpu,
-    s: LinearShape,
-    dy: &Tensor,
-    db: &Tensor,
-) -> Result<Dispatch> {
-    let desc = s.describe();
-    check_len("linear_backward_bias", &desc, dy, s.batch * s.outputs)?;
-    check_len("linear_backward_bias", &desc, db, s.outputs)?;
-    let mut p = params(&s.forward())?;
-    p.m = dim("linear", s.batch)?;
-    p.n = dim("linear", s.outputs)?;
-    let p = gpu.uniform("linear bias params", &p);
-    gpu.dispatch(
-        &MATMUL,
-        "bias_backward",
-        &desc,
-        &[
-            (binding::PARAMS, &p),
-            (binding::DY, &dy.buffer),
-            (binding::DB, &db.buffer),
-        ],
-        [s.outputs.div_ceil(64).max(1) as u32, 1, 1],
-    )
 }
 
 /// C = A * B with f64 accumulation.
@@ -441,33 +321,5 @@ pub fn matmul_reference(c: &mut [f32], a: &[f32], b: &[f32], s: MatmulShape) {
             }
             c[m * s.n + n] = acc as f32;
         }
-    }
-}
-
-pub fn linear_forward_reference(y: &mut [f32], x: &[f32], w: &[f32], b: &[f32], s: LinearShape) {
-    matmul_reference(y, x, w, s.forward());
-    for row in y.chunks_mut(s.outputs) {
-        for (v, &bias) in row.iter_mut().zip(b) {
-            *v += bias;
-        }
-    }
-}
-
-/// Gradients of y = x W^T + b: dx, dw, db (all overwritten).
-pub fn linear_backward_reference(
-    dx: &mut [f32],
-    dw: &mut [f32],
-    db: &mut [f32],
-    dy: &[f32],
-    x: &[f32],
-    w: &[f32],
-    s: LinearShape,
-) {
-    matmul_reference(dx, dy, w, s.backward_input());
-    matmul_reference(dw, dy, x, s.backward_weight());
-    for (o, v) in db.iter_mut().enumerate() {
-        *v = (0..s.batch)
-            .map(|r| dy[r * s.outputs + o] as f64)
-            .sum::<f64>() as f32;
     }
 }
