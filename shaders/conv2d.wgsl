@@ -232,17 +232,20 @@ fn conv2d_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builti
 // a tree reduction in workgroup memory (deterministic order).
 @compute @workgroup_size(WG)
 fn conv2d_backward_bias(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let co = wid.x;
+    store_bias_grad(lid.x, wid.x, bias_sum(lid.x, wid.x));
+}
+
+// This invocation's share of channel co's sum: whole (n, co) planes, no per-element division.
+fn bias_sum(lid: u32, co: u32) -> f32 {
     let plane = p.oh * p.ow;
     var s = 0.0;
-    // Walk whole (n, co) planes: no per-element division.
     for (var n = 0u; n < p.n; n++) {
         let base = (n * p.co + co) * plane;
-        for (var j = lid.x; j < plane; j += WG) {
+        for (var j = lid; j < plane; j += WG) {
             s += dy[base + j];
         }
     }
-    store_bias_grad(lid.x, co, s);
+    return s;
 }
 
 // Sums the workgroup's partial sums (a tree in workgroup memory) into db[co].
@@ -264,16 +267,19 @@ fn store_bias_grad(lid: u32, co: u32, s: f32) {
 // costs a CPU adapter about two scalar ones.
 @compute @workgroup_size(WG)
 fn conv2d_backward_bias4(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let co = wid.x;
+    store_bias_grad(lid.x, wid.x, bias_sum4(lid.x, wid.x));
+}
+
+fn bias_sum4(lid: u32, co: u32) -> f32 {
     let plane4 = p.oh * p.ow / 4u;
     var s = vec4<f32>(0.0);
     for (var n = 0u; n < p.n; n++) {
         let base = (n * p.co + co) * plane4;
-        for (var j = lid.x; j < plane4; j += WG) {
+        for (var j = lid; j < plane4; j += WG) {
             s += dy4[base + j];
         }
     }
-    store_bias_grad(lid.x, co, s.x + s.y + s.z + s.w);
+    return s.x + s.y + s.z + s.w;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -298,6 +304,8 @@ struct Params3 {
     pad: u32,
     // Output channels padded to a multiple of 8 (row length of the packed weights).
     oc_pad: u32,
+    // 3x3 forward: add the bias. conv2d_reduce_partials_bias: the first workgroup row of
+    // the bias gradient.
     has_bias: u32,
     flip: u32,
     // Batch images per partial sum in conv2d_backward_weight_3x3.
@@ -311,27 +319,58 @@ struct Params3 {
 @group(0) @binding(24) var<storage, read_write> dst: array<f32>;
 @group(0) @binding(25) var<storage, read_write> partials: array<f32>;
 
-// One element of the packed weights per invocation; padding channels get 0.
+// Element i of the packed weights of a convolution with `ic` inputs and `oc` outputs whose
+// weights start at wt[base]; padding channels get 0.
 // Forward:  packed[(ci*9 + t), co] = w[co, ci, t]
 // Flipped:  packed[(co*9 + t), ci] = w[co, ci, 8 - t]
+fn packed_weight(i: u32, ic: u32, oc: u32, oc_pad: u32, flip: u32, base: u32) -> f32 {
+    let o = i % oc_pad;
+    let row = i / oc_pad;
+    let inner = row / 9u;
+    let t = row % 9u;
+    if (o >= oc) { return 0.0; }
+    if (flip == 0u) {
+        return wt[base + (o * ic + inner) * 9u + t];
+    }
+    // o is the conv's input channel ci, inner its output channel co.
+    return wt[base + (inner * oc + o) * 9u + (8u - t)];
+}
+
+// One element of the packed weights per invocation.
 @compute @workgroup_size(WG)
 fn conv2d_pack_weights(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_id(gid, nwg);
     if (i >= q.ic * 9u * q.oc_pad) { return; }
-    let o = i % q.oc_pad;
-    let row = i / q.oc_pad;
-    let inner = row / 9u;
-    let t = row % 9u;
-    var v = 0.0;
-    if (o < q.oc) {
-        if (q.flip == 0u) {
-            v = wt[(o * q.ic + inner) * 9u + t];
-        } else {
-            // o is the conv's input channel ci, inner its output channel co.
-            v = wt[(inner * q.oc + o) * 9u + (8u - t)];
+    packed_out[i] = packed_weight(i, q.ic, q.oc, q.oc_pad, q.flip, 0u);
+}
+
+// Every 3x3 convolution of a step packed in one dispatch (kernels::conv2d::WeightPacker):
+// wt is the whole parameter arena, packed_out the buffer of every packed slice, and the
+// invocations run over the jobs' elements one job after another.
+struct PackJob {
+    start: u32,
+    count: u32,
+    w_offset: u32,
+    ic: u32,
+    oc: u32,
+    oc_pad: u32,
+    flip: u32,
+    _pad: u32,
+}
+
+@group(0) @binding(26) var<storage, read> pack_jobs: array<PackJob>;
+
+@compute @workgroup_size(WG)
+fn conv2d_pack_weights_all(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    var i = linear_id(gid, nwg);
+    for (var j = 0u; j < arrayLength(&pack_jobs); j++) {
+        let job = pack_jobs[j];
+        if (i < job.count) {
+            packed_out[job.start + i] = packed_weight(i, job.ic, job.oc, job.oc_pad, job.flip, job.w_offset);
+            return;
         }
+        i -= job.count;
     }
-    packed_out[i] = v;
 }
 
 struct Acc {
@@ -494,7 +533,10 @@ fn lane(v: vec4<f32>, r: u32) -> f32 {
 // dw[j] = sum over chunks of partials[chunk, j], in chunk order (deterministic).
 @compute @workgroup_size(WG)
 fn conv2d_reduce_partials(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let j = linear_id(gid, nwg);
+    reduce_partials(linear_id(gid, nwg));
+}
+
+fn reduce_partials(j: u32) {
     let len = p.co * p.ci * p.kh * p.kw;
     if (j >= len) { return; }
     let chunks = (p.n + q.chunk - 1u) / q.chunk;
@@ -503,4 +545,40 @@ fn conv2d_reduce_partials(@builtin(global_invocation_id) gid: vec3<u32>, @builti
         s += partials[c * len + j];
     }
     dw[j] = s;
+}
+
+// The combine with the bias gradient in the same dispatch: workgroup rows from q.has_bias
+// on are conv2d_backward_bias's workgroups (one per output channel, the same sums), so the
+// bias needs no dispatch of its own. The branch is uniform per workgroup, so the bias
+// workgroups' barriers are reached by all their invocations.
+@compute @workgroup_size(WG)
+fn conv2d_reduce_partials_bias(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    if (wid.y < q.has_bias) {
+        reduce_partials(linear_id(gid, nwg));
+        return;
+    }
+    let co = (wid.y - q.has_bias) * nwg.x + wid.x;
+    if (co >= p.co) { return; }
+    store_bias_grad(lid.x, co, bias_sum(lid.x, co));
+}
+
+@compute @workgroup_size(WG)
+fn conv2d_reduce_partials_bias4(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    if (wid.y < q.has_bias) {
+        reduce_partials(linear_id(gid, nwg));
+        return;
+    }
+    let co = (wid.y - q.has_bias) * nwg.x + wid.x;
+    if (co >= p.co) { return; }
+    store_bias_grad(lid.x, co, bias_sum4(lid.x, co));
 }

@@ -18,7 +18,8 @@ struct Params {
     b_stride_n: u32,
     // 0: none, 1: ReLU, 2: ReLU's gradient mask (see `epilogue`).
     epilogue: u32,
-    _pad0: u32,
+    // != 0: workgroup rows from here on compute row sums of A (matmul_row_sums.wgsl).
+    row_sums_at: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -26,14 +27,12 @@ struct Params {
 const WG_X: u32 = 8u;
 const WG_Y: u32 = 8u;
 const BLOCK: u32 = 4u;
-const WG_BIAS: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
-@group(0) @binding(5) var<storage, read> dy: array<f32>;
 @group(0) @binding(6) var<storage, read_write> db: array<f32>;
 
 struct Block {
@@ -96,7 +95,13 @@ fn store_row(m: u32, n0: u32, v: vec4<f32>) {
 
 // C = A * B
 @compute @workgroup_size(WG_X, WG_Y)
-fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn matmul(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    if (row_sums(wid, nwg, li, WG_X * WG_Y)) { return; }
     let n0 = gid.x * BLOCK;
     let m0 = gid.y * BLOCK;
     if (m0 >= p.m || n0 >= p.n) { return; }
@@ -114,7 +119,13 @@ fn bias4(n0: u32) -> vec4<f32> {
 
 // C = A * B + bias (bias broadcast over rows): the linear layer's forward.
 @compute @workgroup_size(WG_X, WG_Y)
-fn matmul_bias(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn matmul_bias(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    if (row_sums(wid, nwg, li, WG_X * WG_Y)) { return; }
     let n0 = gid.x * BLOCK;
     let m0 = gid.y * BLOCK;
     if (m0 >= p.m || n0 >= p.n) { return; }
@@ -124,18 +135,6 @@ fn matmul_bias(@builtin(global_invocation_id) gid: vec3<u32>) {
     store_row(m0 + 1u, n0, acc.r1 + bv);
     store_row(m0 + 2u, n0, acc.r2 + bv);
     store_row(m0 + 3u, n0, acc.r3 + bv);
-}
-
-// db[n] = sum over rows m of dy[m, n]   (uses p.m, p.n). Overwrites db.
-@compute @workgroup_size(WG_BIAS)
-fn bias_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let col = gid.x;
-    if (col >= p.n) { return; }
-    var s = 0.0;
-    for (var m = 0u; m < p.m; m++) {
-        s += dy[m * p.n + col];
-    }
-    db[col] = s;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -165,7 +164,13 @@ fn store4(m: u32, n0: u32, x: vec4<f32>) {
 // "NT": A(m, k) and B(k, n) both contiguous along k (A rows of stride a_stride_m, B "rows"
 // of stride b_stride_n). 8 rows x 4 columns of C per invocation. K % 4 == 0.
 @compute @workgroup_size(WG_X, WG_Y)
-fn matmul_nt4(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn matmul_nt4(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    if (row_sums(wid, nwg, li, WG_X * WG_Y)) { return; }
     let n0 = gid.x * 4u;
     let m0 = gid.y * 8u;
     if (m0 >= p.m || n0 >= p.n) { return; }
@@ -216,7 +221,13 @@ fn matmul_nt4(@builtin(global_invocation_id) gid: vec3<u32>) {
 // "NN": A(m, k) read as scalars (any strides), B(k, n) contiguous along n with
 // b_stride_k % 4 == 0 and N % 4 == 0. 4 rows x 8 columns of C per invocation.
 @compute @workgroup_size(WG_X, WG_Y)
-fn matmul_nn4(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn matmul_nn4(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    if (row_sums(wid, nwg, li, WG_X * WG_Y)) { return; }
     let n0 = gid.x * 8u;
     let m0 = gid.y * 4u;
     if (m0 >= p.m || n0 >= p.n) { return; }
@@ -248,7 +259,13 @@ fn matmul_nn4(@builtin(global_invocation_id) gid: vec3<u32>) {
 // "TN": A stored transposed (A(m, k) = a[k * a_stride_k + m]) and B(k, n) contiguous along n;
 // M, N, a_stride_k and b_stride_k multiples of 4. 8 x 8 outer products per k.
 @compute @workgroup_size(WG_X, WG_Y)
-fn matmul_tn4(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn matmul_tn4(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    if (row_sums(wid, nwg, li, WG_X * WG_Y)) { return; }
     let n0 = gid.x * 8u;
     let m0 = gid.y * 8u;
     if (m0 >= p.m || n0 >= p.n) { return; }
@@ -298,7 +315,13 @@ var<workgroup> tile_a: array<f32, 1024>; // [TILE_K][TILE]: A(m, k) at k * TILE 
 var<workgroup> tile_b: array<f32, 1024>; // [TILE_K][TILE]: B(k, n) at k * TILE + n
 
 @compute @workgroup_size(16, 16)
-fn matmul_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+fn matmul_tiled(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    if (row_sums(wid, nwg, li, 256u)) { return; }
     let m_base = wid.y * TILE;
     let n_base = wid.x * TILE;
     let t = lid.y * 16u + lid.x;

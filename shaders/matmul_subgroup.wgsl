@@ -21,7 +21,8 @@ struct Params {
     b_stride_n: u32,
     // 0: none, 1: ReLU, 2: ReLU's gradient mask (see `epilogue`).
     epilogue: u32,
-    _pad0: u32,
+    // != 0: workgroup rows from here on compute row sums of A (matmul_row_sums.wgsl).
+    row_sums_at: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -34,6 +35,7 @@ const SUBGROUPS: u32 = 8u;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
+@group(0) @binding(6) var<storage, read_write> db: array<f32>;
 @group(0) @binding(7) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(8) var<storage, read> b4: array<vec4<f32>>;
 // C as vec4s, for the NN kernel (N % 4 == 0, so rows start on a vec4).
@@ -135,7 +137,10 @@ fn matmul_nt_subgroup(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(subgroup_id) sid: u32,
     @builtin(subgroup_invocation_id) lane: u32,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
 ) {
+    if (row_sums(wid, nwg, li, WG)) { return; }
     let it = item(wid.x * SUBGROUPS + sid, lane, 8u);
     let sa = p.a_stride_m / 4u;
     let sb = p.b_stride_n / 4u;
@@ -160,7 +165,10 @@ fn matmul_nt_subgroup(
 fn matmul_nt_subgroup32(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(subgroup_invocation_id) lane: u32,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
 ) {
+    if (row_sums(wid, nwg, li, 8u)) { return; }
     let it = item(wid.x, lane, 32u);
     let sa = p.a_stride_m / 4u;
     let sb = p.b_stride_n / 4u;
@@ -263,7 +271,10 @@ fn matmul_nn_subgroup(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(subgroup_id) sid: u32,
     @builtin(subgroup_invocation_id) lane: u32,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
 ) {
+    if (row_sums(wid, nwg, li, WG)) { return; }
     let it = item(wid.x * SUBGROUPS + sid, lane, 16u);
     let sb = p.b_stride_k / 4u;
     let col = min(it.n, p.n - 4u) / 4u;
@@ -327,7 +338,10 @@ fn rows8(t: Tile, a0: vec4<f32>, a1: vec4<f32>, r0: vec4<f32>, r1: vec4<f32>, r2
 fn matmul_nn_subgroup32(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(subgroup_invocation_id) lane: u32,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
 ) {
+    if (row_sums(wid, nwg, li, 8u)) { return; }
     let it = item(wid.x, lane, 32u);
     let sb = p.b_stride_k / 4u;
     let col = min(it.n, p.n - 4u) / 4u;

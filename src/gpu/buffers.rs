@@ -29,6 +29,28 @@ impl Tensor {
         self.offset
     }
 
+    /// Where this tensor starts inside `whole`, in elements, if it is a slice of that
+    /// (whole) buffer.
+    pub fn element_offset_in(&self, whole: &Tensor) -> Option<usize> {
+        (self.buffer == whole.buffer && whole.offset == 0).then_some(self.offset as usize / 4)
+    }
+
+    /// The `len` elements from `start` on as a tensor of their own. `start` must be a
+    /// multiple of the adapter's storage-offset alignment (`Gpu::offset_alignment`).
+    pub fn slice(&self, start: usize, len: usize, label: &str) -> Tensor {
+        assert!(
+            start + len <= self.len,
+            "slice {start}+{len} of {}",
+            self.len
+        );
+        Tensor {
+            buffer: self.buffer.clone(),
+            offset: self.offset + start as u64 * 4,
+            len,
+            label: label.into(),
+        }
+    }
+
     /// Records a copy of the tensor's first `bytes` bytes into `dst` at offset 0.
     pub fn copy_into(&self, encoder: &mut wgpu::CommandEncoder, dst: &wgpu::Buffer, bytes: u64) {
         encoder.copy_buffer_to_buffer(&self.buffer, self.offset, dst, 0, bytes);
@@ -145,11 +167,17 @@ impl Gpu {
         })
     }
 
+    /// The alignment of a slice's offset in bytes (`Tensor::slice`): the adapter's storage
+    /// offset alignment, at least 16 (vec4 views).
+    pub fn offset_alignment(&self) -> u64 {
+        (self.limits.min_storage_buffer_offset_alignment as u64).max(16)
+    }
+
     /// Zero-filled tensors of the given `(label, len)`s as slices of one buffer, each
     /// starting at the adapter's storage-offset alignment. The caller keeps the whole within
     /// one binding (`arena_fits`).
     pub fn arena(&self, label: &str, tensors: &[(String, usize)]) -> Result<Arena> {
-        let align = (self.limits.min_storage_buffer_offset_alignment as u64).max(16);
+        let align = self.offset_alignment();
         let mut offsets = Vec::with_capacity(tensors.len());
         let mut end = 0u64;
         for (_, len) in tensors {
@@ -172,7 +200,7 @@ impl Gpu {
 
     /// The bytes an arena of these tensor lengths takes, and whether it fits one binding.
     pub fn arena_fits(&self, lens: impl IntoIterator<Item = usize>) -> bool {
-        let align = (self.limits.min_storage_buffer_offset_alignment as u64).max(16);
+        let align = self.offset_alignment();
         let end: u64 = lens
             .into_iter()
             .map(|len| padded_bytes(len).next_multiple_of(align))

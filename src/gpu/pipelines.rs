@@ -38,15 +38,32 @@ macro_rules! shader {
             subgroups: true,
         }
     };
-    // A family that uses the shared hash: shaders/hash.wgsl is appended (WGSL has no
-    // include; appending keeps the file's own line numbers in error messages).
-    ($name:literal + hash) => {
+    // A subgroup variant with one more shared file appended.
+    ($name:literal, subgroups + $extra:literal) => {
         Shader {
             name: $name,
             path: concat!("shaders/", $name, ".wgsl"),
             source: concat!(
                 include_str!(concat!("../../shaders/", $name, ".wgsl")),
-                include_str!("../../shaders/hash.wgsl")
+                include_str!("../../shaders/subgroup.wgsl"),
+                include_str!(concat!("../../shaders/", $extra, ".wgsl"))
+            ),
+            subgroups: true,
+        }
+    };
+    // A family that uses the shared hash: shaders/hash.wgsl is appended (WGSL has no
+    // include; appending keeps the file's own line numbers in error messages).
+    ($name:literal + hash) => {
+        shader!($name + "hash")
+    };
+    // A family with a shared file appended.
+    ($name:literal + $extra:literal) => {
+        Shader {
+            name: $name,
+            path: concat!("shaders/", $name, ".wgsl"),
+            source: concat!(
+                include_str!(concat!("../../shaders/", $name, ".wgsl")),
+                include_str!(concat!("../../shaders/", $extra, ".wgsl"))
             ),
             subgroups: false,
         }
@@ -54,8 +71,8 @@ macro_rules! shader {
 }
 
 pub const ELEMENTWISE: Shader = shader!("elementwise");
-pub const MATMUL: Shader = shader!("matmul");
-pub const MATMUL_SUBGROUP: Shader = shader!("matmul_subgroup", subgroups);
+pub const MATMUL: Shader = shader!("matmul" + "matmul_row_sums");
+pub const MATMUL_SUBGROUP: Shader = shader!("matmul_subgroup", subgroups + "matmul_row_sums");
 pub const CONV2D: Shader = shader!("conv2d");
 pub const CONV2D_SUBGROUP: Shader = shader!("conv2d_subgroup", subgroups);
 pub const CONV2D_TILED: Shader = shader!("conv2d_tiled");

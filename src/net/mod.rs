@@ -1,21 +1,21 @@
 //! A model on the GPU. `fuse` compiles the layer list into steps; `Network` holds the
 //! parameter tensors (with gradients and optimizer state); `Buffers` the activations and
-//! gradients of one batch size, laid out by the steps; `plan` records the dispatches of a
-//! training or evaluation step, built once and recorded many times.
+//! gradients of one batch size, laid out by the steps; `plan` records the dispatches of the
+//! forward and backward passes and `steps` composes them into a training or evaluation
+//! step, built once and recorded many times.
 
 pub mod buffers;
 pub mod fuse;
 pub mod plan;
 pub mod shapes;
 mod step_plans;
+mod steps;
 pub use step_plans::StepPlans;
 mod summary;
 
 pub use buffers::{check_batch, check_memory, check_model, Buffers, MemoryNeed};
 pub use fuse::{Mode, Op, Step};
-pub use plan::{
-    backward, eval_step, forward, gradient_step, train_step, update, PlanInputs, Source,
-};
+pub use steps::{eval_step, forward, gradient_step, train_step, update, PlanInputs, Source};
 pub use summary::summary;
 
 use crate::gpu::{Gpu, Result, Tensor};

@@ -1,46 +1,20 @@
-//! The recorded plans: the dispatches of a forward, backward and update over the step list
-//! (`fuse::steps`), and the whole training and evaluation steps built from them. Plans are
-//! built once per batch size; a training step is just their recording.
+//! The layer plans: the dispatches of a forward and a backward pass over the step list
+//! (`fuse::steps`). `steps` composes them into whole training and evaluation steps; plans
+//! are built once per batch size, and a training step is just their recording.
 
 use super::fuse::{self, Mode, Op, PoolFused};
-use super::{shapes, Buffers, Network, OptimizerConfig};
+use super::{shapes, Buffers, Network};
 use crate::gpu::{Dispatch, Gpu, Result, Tensor};
 use crate::kernels::{
-    augment::{self, Augment},
     batchnorm::{self, BatchNormTensors},
-    conv2d, conv2d_pool,
-    data::{self, GatherConfig},
+    conv2d::{self, WeightPacker},
+    conv2d_pool,
     dropout::{self, DropoutConfig},
     elementwise, matmul,
-    optim::{self, AdamConfig, SgdConfig},
     pool::{self, PoolFusion},
-    softmax_xent::{self, XentShape},
 };
-use crate::model::{OptimizerKind, NUM_CLASSES};
 
-/// Where a plan's examples come from: a u8 data set on the GPU and an index list into it.
-#[derive(Clone, Copy)]
-pub struct Source<'a> {
-    pub images: &'a Tensor,
-    pub labels: &'a Tensor,
-    pub indices: &'a Tensor,
-    /// The counter whose `[0] - [1]` selects the step's slice of `indices`.
-    pub counter: &'a Tensor,
-}
-
-/// Everything a plan needs besides the network and its buffers.
-pub struct PlanInputs<'a> {
-    pub source: Source<'a>,
-    pub gather: GatherConfig,
-    pub metrics: &'a Tensor,
-    pub dropout_seed: u32,
-    /// Label smoothing of the training loss (0 for evaluation).
-    pub label_smoothing: f32,
-    /// `--augment` and its workspace (the images as an atlas, the passes' scratch), whose
-    /// images `source.indices` number; None: the plain gather (with the legacy
-    /// --flip/--shift).
-    pub augment: Option<(Augment, &'a augment::Workspace)>,
-}
+const AUTO: conv2d::Variant = conv2d::Variant::Auto;
 
 /// The tensors of batch-norm layer `j`, with the statistics saved by step `k`.
 fn bn_tensors<'a>(net: &'a Network, bufs: &'a Buffers, j: usize, k: usize) -> BatchNormTensors<'a> {
@@ -79,13 +53,13 @@ fn dropout_config(net: &Network, layer: usize, p: f32, batch: usize, seed: u32) 
     }
 }
 
-/// The forward pass over `batch` examples (which may be fewer than `bufs.batch`).
-pub fn forward(
+pub(super) fn forward_packed(
     gpu: &Gpu,
     net: &Network,
     bufs: &Buffers,
     batch: usize,
     dropout_seed: u32,
+    mut packer: Option<&mut WeightPacker>,
 ) -> Result<Vec<Dispatch>> {
     let spec = &net.spec;
     let train = bufs.mode == Mode::Train;
@@ -114,9 +88,13 @@ pub fn forward(
                     )?);
                     continue;
                 }
-                out.extend(conv2d::conv2d_forward(
-                    gpu, s, x, &p.0.value, &p.1.value, y,
-                )?);
+                let (w, b) = (&p.0.value, &p.1.value);
+                out.extend(match packer.as_deref_mut() {
+                    Some(packer) => {
+                        conv2d::conv2d_forward_packed(gpu, AUTO, s, x, w, b, y, packer)?
+                    }
+                    None => conv2d::conv2d_forward(gpu, s, x, w, b, y)?,
+                });
             }
             Op::Linear { layer, relu } => {
                 let p = net.param_pair(layer);
@@ -178,12 +156,13 @@ pub fn forward(
 
 /// The backward pass: from the logits' gradient to every parameter gradient. Parameter
 /// gradients are overwritten (never accumulated), as are activation gradients.
-pub fn backward(
+pub(super) fn backward(
     gpu: &Gpu,
     net: &Network,
     bufs: &Buffers,
     batch: usize,
     dropout_seed: u32,
+    mut packer: Option<&mut WeightPacker>,
 ) -> Result<Vec<Dispatch>> {
     let spec = &net.spec;
     let mut out = Vec::new();
@@ -196,13 +175,19 @@ pub fn backward(
             Op::Conv { layer } => {
                 let s = shapes::conv(spec, layer, batch);
                 let (w, b) = net.param_pair(layer);
-                out.extend(conv2d::conv2d_backward_weight(gpu, s, dy, x, &w.grad)?);
                 // Else the pool after it has written the bias gradient already.
-                if !fuse::bias_gradient_in_next_step(&bufs.steps, k) {
-                    out.push(conv2d::conv2d_backward_bias(gpu, s, dy, &b.grad)?);
-                }
+                out.extend(match fuse::bias_gradient_in_next_step(&bufs.steps, k) {
+                    true => conv2d::conv2d_backward_weight(gpu, s, dy, x, &w.grad)?,
+                    false => conv2d::conv2d_backward_weight_bias(gpu, s, dy, x, &w.grad, &b.grad)?,
+                });
                 if let Some(dx) = dx {
-                    out.extend(conv2d::conv2d_backward_input(gpu, s, dy, &w.value, dx)?);
+                    let w = &w.value;
+                    out.extend(match packer.as_deref_mut() {
+                        Some(p) => {
+                            conv2d::conv2d_backward_input_packed(gpu, AUTO, s, dy, w, dx, p)?
+                        }
+                        None => conv2d::conv2d_backward_input(gpu, s, dy, w, dx)?,
+                    });
                 }
             }
             // With `relu`, dy is already the gradient to the ReLU's input: the next step's
@@ -210,8 +195,9 @@ pub fn backward(
             Op::Linear { layer, .. } => {
                 let s = shapes::linear(spec, layer, batch);
                 let (w, b) = net.param_pair(layer);
-                out.push(matmul::linear_backward_weight(gpu, s, dy, x, &w.grad)?);
-                out.push(matmul::linear_backward_bias(gpu, s, dy, &b.grad)?);
+                out.push(matmul::linear_backward_weight_bias(
+                    gpu, s, dy, x, &w.grad, &b.grad,
+                )?);
                 match dx {
                     Some(dx) if fuse::masks_input_gradient(&bufs.steps, k) => {
                         out.push(matmul::linear_backward_input_relu(
@@ -313,166 +299,4 @@ fn batch_norm_backward(
         &beta.grad,
     )
     .map(Vec::from)
-}
-
-/// One optimizer update of every parameter, then the step counter's advance.
-pub fn update(
-    gpu: &Gpu,
-    net: &Network,
-    opt: &OptimizerConfig,
-    lr: &Tensor,
-) -> Result<Vec<Dispatch>> {
-    let mut out = Vec::new();
-    // One dispatch per arena (one for every model whose parameters fit one binding): the
-    // gaps between tensors hold zero weights and zero gradients, which every update keeps
-    // at zero.
-    for p in &net.arenas {
-        out.push(match opt.kind {
-            OptimizerKind::Sgd => {
-                let cfg = SgdConfig {
-                    momentum: opt.momentum,
-                    nesterov: opt.nesterov,
-                    weight_decay: opt.weight_decay,
-                    l1: opt.l1,
-                };
-                optim::sgd_step(gpu, cfg, &p.value, &p.grad, &p.m1, &net.counter, lr)?
-            }
-            OptimizerKind::Adam | OptimizerKind::Adamw => {
-                let cfg = AdamConfig {
-                    beta1: opt.beta1,
-                    beta2: opt.beta2,
-                    eps: opt.eps,
-                    weight_decay: opt.weight_decay,
-                    l1: opt.l1,
-                    decoupled: opt.kind == OptimizerKind::Adamw,
-                };
-                optim::adam_step(gpu, cfg, &p.value, &p.grad, &p.m1, &p.m2, &net.counter, lr)?
-            }
-        });
-    }
-    out.push(optim::step_advance(gpu, &net.counter)?);
-    Ok(out)
-}
-
-/// Forward, mean cross-entropy (loss and accuracy added to `metrics`) and backward on the
-/// batch already in `bufs`: every parameter gradient, no update. The one composition of a
-/// gradient computation that training, `bench`'s validation and the fixture test share.
-pub fn gradient_step(
-    gpu: &Gpu,
-    net: &Network,
-    bufs: &Buffers,
-    batch: usize,
-    dropout_seed: u32,
-    metrics: &Tensor,
-    label_smoothing: f32,
-) -> Result<Vec<Dispatch>> {
-    let mut plan = forward(gpu, net, bufs, batch, dropout_seed)?;
-    let xs = XentShape {
-        batch,
-        classes: NUM_CLASSES,
-        smoothing: label_smoothing,
-    };
-    let (logits, labels) = (bufs.logits(), &bufs.labels);
-    plan.push(softmax_xent::softmax_xent_train(
-        gpu,
-        xs,
-        logits,
-        labels,
-        metrics,
-        bufs.logits_grad(),
-    )?);
-    plan.extend(backward(gpu, net, bufs, batch, dropout_seed)?);
-    Ok(plan)
-}
-
-/// A full training step over `batch` examples: gather, forward, loss, backward, update.
-pub fn train_step(
-    gpu: &Gpu,
-    net: &Network,
-    bufs: &Buffers,
-    inputs: &PlanInputs,
-    opt: &OptimizerConfig,
-    lr: &Tensor,
-    batch: usize,
-) -> Result<Vec<Dispatch>> {
-    let mut plan = gather(gpu, bufs, inputs, batch)?;
-    plan.extend(gradient_step(
-        gpu,
-        net,
-        bufs,
-        batch,
-        inputs.dropout_seed,
-        inputs.metrics,
-        inputs.label_smoothing,
-    )?);
-    plan.extend(update(gpu, net, opt, lr)?);
-    Ok(plan)
-}
-
-/// An evaluation step: gather, eval-mode forward, loss and accuracy into the metrics (and
-/// the confusion counts, when given), then advance the source's counter.
-pub fn eval_step(
-    gpu: &Gpu,
-    net: &Network,
-    bufs: &Buffers,
-    inputs: &PlanInputs,
-    batch: usize,
-    confusion: Option<&Tensor>,
-) -> Result<Vec<Dispatch>> {
-    let mut plan = gather(gpu, bufs, inputs, batch)?;
-    plan.extend(forward(gpu, net, bufs, batch, inputs.dropout_seed)?);
-    // Evaluation reports the plain cross-entropy, whatever the training loss smooths.
-    let xs = XentShape {
-        batch,
-        classes: NUM_CLASSES,
-        smoothing: 0.0,
-    };
-    let (logits, labels) = (bufs.logits(), &bufs.labels);
-    plan.push(softmax_xent::softmax_xent_forward(
-        gpu,
-        xs,
-        logits,
-        labels,
-        inputs.metrics,
-    )?);
-    if let Some(c) = confusion {
-        plan.push(softmax_xent::confusion_accumulate(
-            gpu, xs, logits, labels, c,
-        )?);
-    }
-    plan.push(optim::step_advance(gpu, inputs.source.counter)?);
-    Ok(plan)
-}
-
-/// Batch assembly: the plain gather, or the augmented one (2–3 dispatches) when training
-/// with `--augment`.
-fn gather(gpu: &Gpu, bufs: &Buffers, inputs: &PlanInputs, batch: usize) -> Result<Vec<Dispatch>> {
-    let cfg = GatherConfig {
-        batch,
-        ..inputs.gather
-    };
-    let s = &inputs.source;
-    match &inputs.augment {
-        Some((a, ws)) => augment::gather_augmented(
-            gpu,
-            a,
-            cfg,
-            ws,
-            s.labels,
-            s.indices,
-            s.counter,
-            bufs.input(),
-            &bufs.labels,
-        ),
-        None => Ok(vec![data::gather_batch(
-            gpu,
-            cfg,
-            s.images,
-            s.labels,
-            s.indices,
-            s.counter,
-            bufs.input(),
-            &bufs.labels,
-        )?]),
-    }
 }

@@ -1,10 +1,10 @@
 //! The linear layer's three products and its bias gradient, as `matmul` calls with the
-//! layer's strides (forward Y = X W^T + b, dX = dY W, dW = dY^T X), with the ReLU
-//! epilogues that fuse the activation after it; and their references.
+//! layer's strides (forward Y = X W^T + b, dX = dY W, dW = dY^T X with db beside it), with
+//! the ReLU epilogues that fuse the activation after it; and their references.
 
-use super::{binding, check_len, dim, matmul_epilogue_with, matmul_reference, matmul_with, params};
-use super::{Epilogue, MatmulShape, Variant};
-use crate::gpu::{Dispatch, Gpu, Result, Tensor, MATMUL};
+use super::{check_len, matmul_epilogue_with, matmul_extras_with, matmul_reference, matmul_with};
+use super::{Epilogue, Extras, MatmulShape, Variant};
+use crate::gpu::{Dispatch, Gpu, Result, Tensor};
 
 /// Shape of a linear layer applied to a batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -221,31 +221,55 @@ pub fn linear_backward_weight_with(
     matmul_with(gpu, v, s.backward_weight(), dy, x, None, dw)
 }
 
-/// db = sum over the batch of dy (overwrites db).
-pub fn linear_backward_bias(
+/// dw = dy^T x and db = the sum over the batch of dy, in one dispatch (both overwritten):
+/// db's workgroups are appended to the product's grid (`Extras::row_sums`).
+pub fn linear_backward_weight_bias(
     gpu: &Gpu,
     s: LinearShape,
     dy: &Tensor,
+    x: &Tensor,
+    dw: &Tensor,
+    db: &Tensor,
+) -> Result<Dispatch> {
+    linear_backward_weight_bias_with(gpu, Variant::Auto, s, dy, x, dw, db)
+}
+
+pub fn linear_backward_weight_bias_with(
+    gpu: &Gpu,
+    v: Variant,
+    s: LinearShape,
+    dy: &Tensor,
+    x: &Tensor,
+    dw: &Tensor,
     db: &Tensor,
 ) -> Result<Dispatch> {
     let desc = s.describe();
-    check_len("linear_backward_bias", &desc, dy, s.batch * s.outputs)?;
-    check_len("linear_backward_bias", &desc, db, s.outputs)?;
-    let mut p = params(&s.forward())?;
-    p.m = dim("linear", s.batch)?;
-    p.n = dim("linear", s.outputs)?;
-    let p = gpu.uniform("linear bias params", &p);
-    gpu.dispatch(
-        &MATMUL,
-        "bias_backward",
+    check_len(
+        "linear_backward_weight_bias",
         &desc,
-        &[
-            (binding::PARAMS, &p),
-            (binding::DY, &dy),
-            (binding::DB, &db),
-        ],
-        [s.outputs.div_ceil(64).max(1) as u32, 1, 1],
-    )
+        dy,
+        s.batch * s.outputs,
+    )?;
+    check_len("linear_backward_weight_bias", &desc, x, s.batch * s.inputs)?;
+    check_len(
+        "linear_backward_weight_bias",
+        &desc,
+        dw,
+        s.outputs * s.inputs,
+    )?;
+    check_len("linear_backward_weight_bias", &desc, db, s.outputs)?;
+    let extras = Extras {
+        row_sums: Some(db),
+        ..Extras::default()
+    };
+    matmul_extras_with(gpu, v, s.backward_weight(), dy, x, extras, dw)
+}
+
+/// db as the GPU sums it: over the batch in order, in f32 (the reference sums in f64).
+pub fn linear_bias_gradient_in_order(db: &mut [f32], dy: &[f32], s: LinearShape) {
+    for (o, v) in db.iter_mut().enumerate() {
+        *v = (0..s.batch).fold(0f32, |acc, r| acc + dy[r * s.outputs + o]);
+    }
 }
 
 pub fn linear_forward_reference(y: &mut [f32], x: &[f32], w: &[f32], b: &[f32], s: LinearShape) {

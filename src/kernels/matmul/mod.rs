@@ -2,7 +2,7 @@
 //!
 //! One strided kernel computes `C[M,N] = A(M,K) B(K,N)`; the linear layer's three products
 //! differ only in strides: forward Y = X W^T + b, backward dX = dY W, dW = dY^T X, and
-//! db = column sums of dY. Weights are [out, in] (PyTorch layout).
+//! db = the row sums of dY^T, computed beside dW. Weights are [out, in] (PyTorch layout).
 //!
 //! Variants: strided (any layout), vec4 kernels per layout, a workgroup-tiled kernel for
 //! hardware GPUs, and subgroup kernels (`shaders/matmul_subgroup.wgsl`) for adapters with
@@ -23,7 +23,6 @@ mod binding {
     pub const B: u32 = 2;
     pub const BIAS: u32 = 3;
     pub const C: u32 = 4;
-    pub const DY: u32 = 5;
     pub const DB: u32 = 6;
     pub const A4: u32 = 7;
     pub const B4: u32 = 8;
@@ -46,7 +45,9 @@ pub struct MatmulParams {
     pub b_stride_n: u32,
     /// `Epilogue::code`.
     pub epilogue: u32,
-    pub _pad: [u32; 3],
+    /// Non-zero: the workgroup rows from here on compute row sums of A (`Extras::row_sums`).
+    pub row_sums_at: u32,
+    pub _pad: [u32; 2],
 }
 
 /// What the product does to each value of C as it stores it (after the bias): how the
@@ -70,6 +71,17 @@ impl Epilogue<'_> {
             Epilogue::ReluMask(_) => 2,
         }
     }
+}
+
+/// What a product does besides C = A B, in the same dispatch.
+#[derive(Clone, Copy, Default)]
+pub struct Extras<'a> {
+    /// Added to every row of C (the linear layer's forward).
+    pub bias: Option<&'a Tensor>,
+    pub epilogue: Epilogue<'a>,
+    /// Overwritten with the row sums of A, `[M]` (the linear layer's bias gradient beside
+    /// its weight gradient, where A = dY^T), by workgroups appended to the product's grid.
+    pub row_sums: Option<&'a Tensor>,
 }
 
 /// The logical problem `C[M,N] = A(M,K) * B(K,N)` with element strides of A and B.
@@ -127,7 +139,8 @@ fn params(shape: &MatmulShape) -> Result<MatmulParams> {
         b_stride_k: d(shape.b_stride.0)?,
         b_stride_n: d(shape.b_stride.1)?,
         epilogue: 0,
-        _pad: [0; 3],
+        row_sums_at: 0,
+        _pad: [0; 2],
     })
 }
 
@@ -166,6 +179,29 @@ pub fn matmul_epilogue_with(
     epilogue: Epilogue,
     c: &Tensor,
 ) -> Result<Dispatch> {
+    let extras = Extras {
+        bias,
+        epilogue,
+        row_sums: None,
+    };
+    matmul_extras_with(gpu, variant, shape, a, b, extras, c)
+}
+
+/// C = A * B with `extras` in the same dispatch.
+pub fn matmul_extras_with(
+    gpu: &Gpu,
+    variant: Variant,
+    shape: MatmulShape,
+    a: &Tensor,
+    b: &Tensor,
+    extras: Extras,
+    c: &Tensor,
+) -> Result<Dispatch> {
+    let Extras {
+        bias,
+        epilogue,
+        row_sums,
+    } = extras;
     let mut desc = shape.describe();
     match epilogue {
         Epilogue::None => {}
@@ -180,6 +216,10 @@ pub fn matmul_epilogue_with(
     check_len("matmul", &desc, c, shape.m * shape.n)?;
     if let Some(b) = bias {
         check_len("matmul", &desc, b, shape.n)?;
+    }
+    if let Some(r) = row_sums {
+        desc.push_str(" +row sums");
+        check_len("matmul", &desc, r, shape.m)?;
     }
     let caps = &gpu.caps;
     let variant = match variant {
@@ -228,7 +268,6 @@ pub fn matmul_epilogue_with(
     let mut p = params(&shape)?;
     p.has_bias = bias.is_some() as u32;
     p.epilogue = epilogue.code();
-    let pb = gpu.uniform("matmul params", &p);
     let no_bias = gpu.zeros("no bias", 4)?;
     let bias_buf: &Tensor = bias.unwrap_or(&no_bias);
     // Every product binds a mask (the dummy unless the epilogue reads one).
@@ -236,7 +275,7 @@ pub fn matmul_epilogue_with(
         Epilogue::ReluMask(m) => m,
         _ => &no_bias,
     };
-    let (shader, entry, groups, binds) = match variant {
+    let (shader, entry, mut groups, binds) = match variant {
         Variant::Subgroup => {
             let (entry, groups) =
                 select::matmul::subgroup_kernel(caps, &shape).expect("applicable");
@@ -248,7 +287,6 @@ pub fn matmul_epilogue_with(
                 (binding::A, binding::C4)
             };
             let binds: Vec<(u32, &dyn Bindable)> = vec![
-                (binding::PARAMS, &pb),
                 (a_view, &a),
                 (binding::B4, &b),
                 (binding::BIAS, bias_buf),
@@ -263,7 +301,6 @@ pub fn matmul_epilogue_with(
                 1,
             ];
             let binds: Vec<(u32, &dyn Bindable)> = vec![
-                (binding::PARAMS, &pb),
                 (binding::A, &a),
                 (binding::B, &b),
                 (binding::BIAS, bias_buf),
@@ -274,8 +311,7 @@ pub fn matmul_epilogue_with(
         Variant::Vec4 => {
             let (entry, groups) =
                 select::matmul::vec4_kernel(&shape, bias.is_some()).expect("applicable");
-            let mut binds: Vec<(u32, &dyn Bindable)> =
-                vec![(binding::PARAMS, &pb), (binding::B4, &b), (binding::C, &c)];
+            let mut binds: Vec<(u32, &dyn Bindable)> = vec![(binding::B4, &b), (binding::C, &c)];
             match entry {
                 "matmul_nt4" => {
                     binds.push((binding::A4, &a));
@@ -287,12 +323,8 @@ pub fn matmul_epilogue_with(
             (&MATMUL, entry, groups, binds)
         }
         _ => {
-            let mut binds: Vec<(u32, &dyn Bindable)> = vec![
-                (binding::PARAMS, &pb),
-                (binding::A, &a),
-                (binding::B, &b),
-                (binding::C, &c),
-            ];
+            let mut binds: Vec<(u32, &dyn Bindable)> =
+                vec![(binding::A, &a), (binding::B, &b), (binding::C, &c)];
             let entry = match bias {
                 Some(bb) => {
                     binds.push((binding::BIAS, bb));
@@ -305,6 +337,25 @@ pub fn matmul_epilogue_with(
     };
     let mut binds = binds;
     binds.push((binding::MASK, mask));
+    // Every entry may compute row sums: A as scalars and db are always bound.
+    if !binds.iter().any(|(n, _)| *n == binding::A) {
+        binds.push((binding::A, a));
+    }
+    // A writable dummy of its own: a buffer cannot be bound read-only and writable at once.
+    let no_row_sums = gpu.zeros("no row sums", 4)?;
+    binds.push((binding::DB, row_sums.unwrap_or(&no_row_sums)));
+    if row_sums.is_some() {
+        let threads = match entry {
+            "matmul_tiled" => 256,
+            e if e.ends_with("subgroup32") => 8,
+            _ => 64,
+        };
+        let extra = shape.m.div_ceil(groups[0] as usize * threads) as u32;
+        p.row_sums_at = groups[1];
+        groups[1] += extra;
+    }
+    let pb = gpu.uniform("matmul params", &p);
+    binds.push((binding::PARAMS, &pb));
     Ok(gpu
         .dispatch(shader, entry, &desc, &binds, groups)?
         .with_cost(shape.flops(), shape.bytes()))

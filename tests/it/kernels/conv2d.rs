@@ -154,6 +154,85 @@ fn conv2d_backward_matches_reference() {
                 &read(&tdb),
                 &db,
             );
+            // The bias gradient in the weight gradient's dispatches: both bit for bit.
+            let (tdw2, tdb2) = (zeros("dw", w.len()), zeros("db", s.co));
+            let fused = conv2d_backward_weight_bias_with(gpu(), v, s, &tdy, &tx, &tdw2, &tdb2);
+            let fused = fused.unwrap();
+            let alone = conv2d_backward_weight_with(gpu(), v, s, &tdy, &tx, &tdw).unwrap();
+            assert_eq!(
+                fused.len(),
+                alone.len() + (v == Variant::Generic) as usize,
+                "{v:?}"
+            );
+            run_all(fused);
+            assert_eq!(read(&tdw2), read(&tdw), "{v:?} {d}: dw beside db");
+            assert_eq!(read(&tdb2), read(&tdb), "{v:?} {d}: db beside dw");
+        }
+    }
+}
+
+/// Two convolutions whose weights are slices of one arena, forward and backward to the
+/// input, with their weights packed by one `WeightPacker` dispatch: bit for bit what the
+/// same variant computes packing its own weights, for every variant (those without a
+/// packed path must leave the packer unused).
+#[test]
+fn weights_packed_in_one_dispatch_match_each_convolution_packing_its_own() {
+    let shapes = [
+        shape(2, 3, 7, 9, 5, 3, 1, 1),
+        shape(3, 8, 6, 5, 40, 3, 1, 0),
+    ];
+    let lens: Vec<(String, usize)> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (format!("w{i}"), s.weight_len()))
+        .collect();
+    for v in variants(&shapes[0]) {
+        let arena = gpu().arena("weights", &lens).unwrap();
+        let room: Vec<usize> = shapes
+            .iter()
+            .flat_map(|s| [s.ci * 9 * 64, s.co * 9 * 64])
+            .collect();
+        let mut packer = WeightPacker::new(gpu(), &arena.whole, &room)
+            .unwrap()
+            .expect("fits");
+        let (mut packed, mut own, mut outs) = (vec![], vec![], vec![]);
+        for (i, s) in shapes.iter().enumerate() {
+            let (x, w, b, dy) = data(*s, 40 + i as u64);
+            gpu().write(&arena.slices[i], &w).unwrap();
+            let (tx, tw, tb, tdy) = (
+                upload("x", &x),
+                upload("w", &w),
+                upload("b", &b),
+                upload("dy", &dy),
+            );
+            let ys = [zeros("y", s.output_len()), zeros("y", s.output_len())];
+            let dxs = [zeros("dx", s.input_len()), zeros("dx", s.input_len())];
+            let w_slice = &arena.slices[i];
+            packed.extend(
+                conv2d_forward_packed(gpu(), v, *s, &tx, w_slice, &tb, &ys[0], &mut packer)
+                    .unwrap(),
+            );
+            packed.extend(
+                conv2d_backward_input_packed(gpu(), v, *s, &tdy, w_slice, &dxs[0], &mut packer)
+                    .unwrap(),
+            );
+            own.extend(conv2d_forward_with(gpu(), v, *s, &tx, &tw, &tb, &ys[1]).unwrap());
+            own.extend(conv2d_backward_input_with(gpu(), v, *s, &tdy, &tw, &dxs[1]).unwrap());
+            outs.push((ys, dxs));
+        }
+        let pack = packer.dispatch(gpu()).unwrap();
+        let three_by_three = matches!(v, Variant::Conv3x3 | Variant::Subgroup);
+        assert_eq!(pack.is_some(), three_by_three, "{v:?}: a pack dispatch");
+        // The packer took every packing: each convolution is one dispatch.
+        assert_eq!(packed.len(), 4, "{v:?}");
+        let mut all: Vec<_> = pack.into_iter().collect();
+        all.extend(packed);
+        all.extend(own);
+        run_all(all);
+        for (i, (ys, dxs)) in outs.iter().enumerate() {
+            assert_eq!(read(&ys[0]), read(&ys[1]), "{v:?} forward {i}");
+            assert_eq!(read(&dxs[0]), read(&dxs[1]), "{v:?} input gradient {i}");
+            assert!(read(&ys[0]).iter().any(|&y| y != 0.0), "{v:?} forward {i}");
         }
     }
 }

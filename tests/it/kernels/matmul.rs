@@ -80,14 +80,26 @@ fn linear_backward_matches_reference() {
             run(&[&linear_backward_input_with(gpu(), v, s, &tdy, &tw, &tdx).unwrap()]);
             assert_kernel_close(&format!("linear_backward dx {v:?} {s:?}"), &read(&tdx), &dx);
         }
+        // db rides in the weight gradient's dispatch: dw must be exactly the plain
+        // product's, db the batch sum in order (bit for bit) and close to the reference.
+        let mut db_in_order = vec![0.0; outputs];
+        linear_bias_gradient_in_order(&mut db_in_order, &dy, s);
         for v in variants(&s.backward_weight(), false) {
-            let tdw = zeros("dw", w.len());
-            run(&[&linear_backward_weight_with(gpu(), v, s, &tdy, &tx, &tdw).unwrap()]);
-            assert_kernel_close(&format!("linear_backward dw {v:?} {s:?}"), &read(&tdw), &dw);
+            let (plain, tdw, tdb) = (
+                zeros("dw", w.len()),
+                zeros("dw", w.len()),
+                zeros("db", outputs),
+            );
+            run(&[
+                &linear_backward_weight_with(gpu(), v, s, &tdy, &tx, &plain).unwrap(),
+                &linear_backward_weight_bias_with(gpu(), v, s, &tdy, &tx, &tdw, &tdb).unwrap(),
+            ]);
+            let what = format!("linear_backward {v:?} {s:?}");
+            assert_kernel_close(&format!("{what} dw"), &read(&tdw), &dw);
+            assert_eq!(read(&tdw), read(&plain), "{what} dw with db");
+            assert_kernel_close(&format!("{what} db"), &read(&tdb), &db);
+            assert_eq!(read(&tdb), db_in_order, "{what} db order");
         }
-        let tdb = zeros("db", outputs);
-        run(&[&linear_backward_bias(gpu(), s, &tdy, &tdb).unwrap()]);
-        assert_kernel_close(&format!("linear_backward db {s:?}"), &read(&tdb), &db);
     }
 }
 
