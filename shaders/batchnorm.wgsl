@@ -12,7 +12,9 @@ struct Params {
     n: u32,
     c: u32,
     hw: u32,
-    _pad0: u32,
+    // Backward: 1 when a ReLU (fused into the step before) produced x: its backward is then
+    // zeroing dx where x is 0, done here as dx is stored.
+    relu_mask: u32,
     momentum: f32,
     eps: f32,
     _pad1: f32,
@@ -238,7 +240,9 @@ fn batchnorm_backward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(wor
     for (var b = 0u; b < p.n; b++) {
         let base = (b * p.c + ch) * p.hw;
         for (var j = lid.x; j < p.hw; j += WG) {
-            dx[base + j] = k * (m * dy[base + j] - db - (x[base + j] - mean) * dg);
+            let xv = x[base + j];
+            let g = k * (m * dy[base + j] - db - (xv - mean) * dg);
+            dx[base + j] = select(g, 0.0, p.relu_mask != 0u && xv <= 0.0);
         }
     }
 }
@@ -256,7 +260,9 @@ fn batchnorm_backward4(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(wo
     for (var b = 0u; b < p.n; b++) {
         let base = (b * p.c + ch) * hw4;
         for (var j = lid.x; j < hw4; j += WG) {
-            dx4[base + j] = k * (m * dy4[base + j] - db - (x4[base + j] - mean) * dg);
+            let xv = x4[base + j];
+            let g = k * (m * dy4[base + j] - db - (xv - mean) * dg);
+            dx4[base + j] = select(g, vec4<f32>(0.0), (xv <= vec4<f32>(0.0)) & vec4<bool>(p.relu_mask != 0u));
         }
     }
 }

@@ -17,7 +17,8 @@ struct Params {
     ow: u32,
     stride: u32,
     pad: u32,
-    _pad0: u32,
+    // Forward: max(y, 0) as it is stored (a ReLU right after the convolution).
+    relu: u32,
 }
 
 const WG: u32 = 64u;
@@ -100,7 +101,8 @@ fn conv2d_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
         let out_base = ((n * p.co + co) * p.oh + oy) * p.ow;
         for (var j = 0u; j < BLOCK; j++) {
             if (ox0 + j < p.ow) {
-                y[out_base + ox0 + j] = rows[r][j] + bias[co];
+                let v = rows[r][j] + bias[co];
+                y[out_base + ox0 + j] = select(v, max(v, 0.0), p.relu != 0u);
             }
         }
     }
@@ -310,6 +312,11 @@ struct Params3 {
     flip: u32,
     // Batch images per partial sum in conv2d_backward_weight_3x3.
     chunk: u32,
+    // 3x3 forward: max(out, 0) as it is stored (a ReLU right after the convolution).
+    relu: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(20) var<uniform> q: Params3;
@@ -406,7 +413,8 @@ fn store8(n: u32, o: u32, y: u32, x0: u32, l: vec4<f32>, h: vec4<f32>) {
     let base = ((n * q.oc + o) * q.oh + y) * q.ow + x0;
     let v = array<f32, 8>(l.x, l.y, l.z, l.w, h.x, h.y, h.z, h.w);
     for (var j = 0u; j < 8u; j++) {
-        if (x0 + j < q.ow) { dst[base + j] = v[j] + b; }
+        let r = v[j] + b;
+        if (x0 + j < q.ow) { dst[base + j] = select(r, max(r, 0.0), q.relu != 0u); }
     }
 }
 

@@ -13,7 +13,8 @@ struct Params {
     ow: u32,
     stride: u32,
     pad: u32,
-    _pad0: u32,
+    // Forward: max(y, 0) as it is stored (a ReLU right after the convolution).
+    relu: u32,
 }
 
 // Only `chunk` is read here: batch images per partial sum of the weight gradient.
@@ -30,6 +31,11 @@ struct Params3 {
     has_bias: u32,
     flip: u32,
     chunk: u32,
+    // Forward: max(out, 0) as it is stored (a ReLU right after the convolution).
+    relu: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -138,7 +144,8 @@ fn conv2d_forward_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(w
             let px = px_base + lid.x * 4u + j;
             if (px < pixels) {
                 let o = pixel(px, p.oh, p.ow);
-                y[((o.x * p.co + co) * p.oh + o.y) * p.ow + o.z] = rows[i][j] + bias[co];
+                let v = rows[i][j] + bias[co];
+                y[((o.x * p.co + co) * p.oh + o.y) * p.ow + o.z] = select(v, max(v, 0.0), p.relu != 0u);
             }
         }
     }

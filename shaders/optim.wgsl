@@ -1,7 +1,11 @@
 // Optimizer updates, torch.optim semantics, one invocation per parameter element.
-// The learning rate of step t is lr[min(t, lr_len - 1)] and t is counter[0], the number of
-// optimizer steps already taken, both read on the GPU so a whole epoch can be recorded in
-// bulk. step_advance increments the counter at the end of a step.
+// The learning rate of step t is lr[min(t, lr_len - 1)] and t is the number of optimizer
+// steps already taken, both read on the GPU so a whole epoch can be recorded in bulk.
+// The step counter: counter[0] is the step every other kernel of a step reads; the update
+// reads t from counter[2], the copy of it the training loss dispatch makes, because the
+// update also ends the step: its first invocation writes counter[0] = t + 1 (when
+// p.ends_step; the last update of a step) while the others are still reading t. No kernel
+// reads counter[0] after the update, and counter[2] is not written during it.
 //
 // sgd_step:  g += wd*w + l1*sign(w); v = mu*v + g; (nesterov: g += mu*v, else g = v); w -= lr*g
 // adam_step: g += wd*w + l1*sign(w) (Adam) or w *= 1 - lr*wd (AdamW, decoupled != 0);
@@ -26,7 +30,7 @@ struct Params {
     one_minus_beta2: f32,
     ln_beta1: f32,
     ln_beta2: f32,
-    _pad0: f32,
+    ends_step: u32,
     _pad1: f32,
 }
 
@@ -39,9 +43,6 @@ const WG: u32 = 256u;
 @group(0) @binding(2) var<storage, read> grad: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> m1: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> m2: array<vec4<f32>>;
-// Read-only where the updates read the step: a read_write binding makes drivers order every
-// following dispatch after it. Only step_advance writes the step, through binding 7.
-@group(0) @binding(5) var<storage, read> counter: array<u32>;
 @group(0) @binding(6) var<storage, read> lr: array<f32>;
 @group(0) @binding(7) var<storage, read_write> counter_rw: array<u32>;
 
@@ -49,13 +50,26 @@ fn linear_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
 }
 
+// t, the steps taken before this one.
+fn current_step() -> u32 {
+    return counter_rw[2];
+}
+
 fn current_lr() -> f32 {
-    return lr[min(counter[0], p.lr_len - 1u)];
+    return lr[min(current_step(), p.lr_len - 1u)];
+}
+
+// The step's end, by invocation 0 alone (before any early return).
+fn end_step(i: u32) {
+    if (p.ends_step != 0u && i == 0u) {
+        counter_rw[0] = current_step() + 1u;
+    }
 }
 
 @compute @workgroup_size(WG)
 fn sgd_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_id(gid, nwg);
+    end_step(i);
     if (i * 4u >= p.n) { return; }
     let w0 = w[i];
     var g = grad[i] + p.weight_decay * w0 + p.l1 * sign(w0);
@@ -87,9 +101,10 @@ fn bias_correction(ln_beta: f32, t: u32) -> f32 {
 @compute @workgroup_size(WG)
 fn adam_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_id(gid, nwg);
+    end_step(i);
     if (i * 4u >= p.n) { return; }
     let rate = current_lr();
-    let t = counter[0] + 1u;
+    let t = current_step() + 1u;
     let w0 = w[i];
     var g = grad[i] + p.l1 * sign(w0);
     var wd = w0;
@@ -106,9 +121,4 @@ fn adam_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     let bc2 = bias_correction(p.ln_beta2, t);
     let denom = sqrt(v) / sqrt(bc2) + p.eps;
     w[i] = wd - (rate / bc1) * m / denom;
-}
-
-@compute @workgroup_size(1)
-fn step_advance() {
-    counter_rw[0] += 1u;
 }

@@ -44,7 +44,9 @@ struct Params {
     // 2 running statistics (evaluating: running_mean and running_var).
     batch_norm: u32,
     eps: f32,
-    _pad0: u32,
+    // maxpool_backward_batchnorm: 1 when a ReLU (fused into the step before) produced x:
+    // its backward is then zeroing dx where x is 0, done here as dx is stored.
+    relu_mask: u32,
     _pad1: u32,
 }
 
@@ -359,7 +361,8 @@ fn maxpool_backward_batchnorm(@builtin(global_invocation_id) gid: vec3<u32>, @bu
             for (var xx = ox * p.k; xx < ox * p.k + p.k; xx++) {
                 let here = yy * p.w + xx;
                 let dout = select(0.0, g, here == hit);
-                dx1[base + here] = k * (m * dout - db - (x[base + here] - mean) * dg);
+                let xv = x[base + here];
+                dx1[base + here] = relu_masked(k * (m * dout - db - (xv - mean) * dg), xv);
             }
         }
     }
@@ -367,7 +370,12 @@ fn maxpool_backward_batchnorm(@builtin(global_invocation_id) gid: vec3<u32>, @bu
     for (var yy = oy * p.k; yy < y_end; yy++) {
         for (var xx = p.ow * p.k; xx < p.w; xx++) {
             let here = yy * p.w + xx;
-            dx1[base + here] = k * (-db - (x[base + here] - mean) * dg);
+            let xv = x[base + here];
+            dx1[base + here] = relu_masked(k * (-db - (xv - mean) * dg), xv);
         }
     }
+}
+
+fn relu_masked(g: f32, xv: f32) -> f32 {
+    return select(g, 0.0, p.relu_mask != 0u && xv <= 0.0);
 }

@@ -9,6 +9,10 @@
 // softmax_xent_train: both in one dispatch (what a training step runs): the forward's
 //   workgroup also writes each row's gradient from the row statistics it computed, with the
 //   same arithmetic and summation order as the two kernels above (bit-identical results).
+// Both also keep the step counter (kernels::optim's layout), the one thing a step's only
+// single-workgroup dispatch can do without racing the counter's readers: p.counter_duty 1
+// copies counter[0] to counter[2] for the training step's update (which ends the step),
+// 2 adds one to counter[0] (ends an evaluation step, whose later dispatches do not read it).
 // With label smoothing e (torch's CrossEntropyLoss(label_smoothing=e)) the target is
 // (1 - e) * onehot + e / classes, and the loss -sum_j target_j * log softmax_j.
 
@@ -17,6 +21,10 @@ struct Params {
     classes: u32,
     smoothing: f32,
     grad_scale: f32,
+    counter_duty: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 const WG: u32 = 64u;
@@ -26,6 +34,7 @@ const WG: u32 = 64u;
 @group(0) @binding(2) var<storage, read> labels: array<u32>;
 @group(0) @binding(3) var<storage, read_write> metrics: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dlogits: array<f32>;
+@group(0) @binding(6) var<storage, read_write> counter_rw: array<u32>;
 
 var<workgroup> red_loss: array<f32, WG>;
 var<workgroup> red_correct: array<u32, WG>;
@@ -120,6 +129,11 @@ fn reduce_into_metrics(lane: u32, loss: f32, correct: u32) {
         metrics[1] += f32(red_correct[0]);
         metrics[2] += f32(p.batch);
         metrics[3] = red_loss[0] / f32(p.batch);
+        if (p.counter_duty == 1u) {
+            counter_rw[2] = counter_rw[0];
+        } else if (p.counter_duty == 2u) {
+            counter_rw[0] += 1u;
+        }
     }
 }
 

@@ -394,7 +394,7 @@ pub fn run(
         }
     };
     let eval_bufs = Buffers::new(gpu, spec, batch, Mode::Eval)?;
-    let eval_counter = gpu.upload("eval counter", &[0u32, 0])?;
+    let eval_counter = crate::kernels::optim::step_counter(gpu, "eval counter")?;
     let eval_inputs = PlanInputs {
         source: Source {
             counter: &eval_counter,

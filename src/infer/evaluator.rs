@@ -100,7 +100,7 @@ impl Evaluator {
     ) -> Result<Evaluator, GpuError> {
         let batch = batch.min(indices.len()).max(1);
         let bufs = Buffers::new(gpu, &net.spec, batch, Mode::Eval)?;
-        let counter = gpu.upload("eval counter", &[0u32, 0])?;
+        let counter = crate::kernels::optim::step_counter(gpu, "eval counter")?;
         let idx = gpu.upload("eval indices", indices)?;
         let metrics_t = gpu.zeros("eval metrics", metrics::LEN)?;
         let inputs = PlanInputs {

@@ -232,7 +232,7 @@ pub fn predict(
         let g = GpuSplit::upload(gpu, "predict", &split)?;
         let ids: Vec<u32> = (0..n as u32).collect();
         let idx = gpu.upload("predict indices", &ids)?;
-        let counter = gpu.upload("predict counter", &[0u32, 0])?;
+        let counter = crate::kernels::optim::step_counter(gpu, "predict counter")?;
         let metrics = gpu.zeros(
             "predict metrics",
             crate::kernels::softmax_xent::metrics::LEN,

@@ -33,7 +33,8 @@ struct Params {
     n: u32,
     c: u32,
     hw: u32,
-    _pad0: u32,
+    /// Backward: zero dx where x is 0 (`batchnorm_backward`'s `relu_input`).
+    relu_mask: u32,
     momentum: f32,
     eps: f32,
     _pad1: [f32; 2],
@@ -79,7 +80,7 @@ impl BatchNormShape {
             n: dim("batchnorm", self.n)?,
             c: dim("batchnorm", self.c)?,
             hw: dim("batchnorm", self.hw)?,
-            _pad0: 0,
+            relu_mask: 0,
             momentum: self.momentum,
             eps: self.eps,
             _pad1: [0.0; 2],
@@ -229,7 +230,9 @@ pub fn batchnorm_forward_eval(
     .map(|d| d.with_cost(3.0 * s.len() as f64, 8.0 * s.len() as f64))
 }
 
-/// Backward (training mode): dgamma, dbeta, then dx. All three are overwritten.
+/// Backward (training mode): dgamma, dbeta, then dx. All three are overwritten. With
+/// `relu_input` x is the output of a ReLU fused into the step before, and dx is stored as
+/// that ReLU's backward passes it on: zero where x is 0.
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm_backward(
     gpu: &Gpu,
@@ -240,15 +243,21 @@ pub fn batchnorm_backward(
     dx: &Tensor,
     dgamma: &Tensor,
     dbeta: &Tensor,
+    relu_input: bool,
 ) -> Result<[Dispatch; 2]> {
-    let desc = s.describe();
+    let mut desc = s.describe();
+    if relu_input {
+        desc.push_str(" +relu mask");
+    }
     t.check("batchnorm_backward", &s)?;
     for v in [x, dy, dx] {
         check_len("batchnorm_backward", &desc, v, s.len())?;
     }
     check_len("batchnorm_backward", &desc, dgamma, s.c)?;
     check_len("batchnorm_backward", &desc, dbeta, s.c)?;
-    let p = gpu.uniform("batchnorm params", &s.params()?);
+    let mut p = s.params()?;
+    p.relu_mask = relu_input as u32;
+    let p = gpu.uniform("batchnorm params", &p);
     let (name, v4) = entry(gpu, &s, "batchnorm_backward_reduce");
     let reduce = gpu
         .dispatch(

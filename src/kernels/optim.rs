@@ -1,7 +1,11 @@
 //! Optimizer updates (`shaders/optim.wgsl`), torch.optim semantics: SGD with momentum,
 //! nesterov, L2 weight decay and L1; Adam and AdamW. The learning rate for step t is
-//! `lr[min(t, len-1)]` and t is `counter[0]`, both on the GPU, so steps can be recorded in
-//! bulk; `step_advance` moves the counter on at the end of each step.
+//! `lr[min(t, len-1)]`, with t on the GPU, so steps can be recorded in bulk.
+//!
+//! The step counter (`[u32; 4]`): `[0]` is the step the kernels of a training step read,
+//! `[1]` where the current index list starts, `[2]` the copy of `[0]` the training loss
+//! dispatch makes. The update reads t from `[2]`, and the step's last update (`ends_step`)
+//! also writes `[0] = t + 1`, so that no dispatch of its own ends the step.
 
 use super::{check_len, dim};
 use crate::gpu::{Dispatch, Gpu, GpuError, Result, Tensor, OPTIM};
@@ -15,9 +19,7 @@ mod binding {
     pub const GRAD: u32 = 2;
     pub const M1: u32 = 3;
     pub const M2: u32 = 4;
-    pub const COUNTER: u32 = 5;
     pub const LR: u32 = 6;
-    /// The same counter, writable: step_advance only.
     pub const COUNTER_RW: u32 = 7;
 }
 
@@ -40,7 +42,8 @@ struct Params {
     one_minus_beta2: f32,
     ln_beta1: f32,
     ln_beta2: f32,
-    _pad: [f32; 2],
+    ends_step: u32,
+    _pad: f32,
 }
 
 /// An f32 setting as the decimal the user wrote (its shortest representation), in f64:
@@ -96,6 +99,11 @@ impl Default for AdamConfig {
 
 const WG: u32 = 256;
 
+/// A step counter at step 0 (the layout in the module's doc).
+pub fn step_counter(gpu: &Gpu, label: &str) -> Result<Tensor> {
+    gpu.upload(label, &[0u32; 4])
+}
+
 fn check_lr(lr: &Tensor) -> Result<u32> {
     if lr.len == 0 {
         return Err(GpuError::Shape {
@@ -107,6 +115,8 @@ fn check_lr(lr: &Tensor) -> Result<u32> {
 }
 
 /// One SGD step over `w` in place; `velocity` is the momentum buffer (zeros at the start).
+/// `ends_step`: also advance the step counter (the step's last update).
+#[allow(clippy::too_many_arguments)]
 pub fn sgd_step(
     gpu: &Gpu,
     cfg: SgdConfig,
@@ -115,7 +125,9 @@ pub fn sgd_step(
     velocity: &Tensor,
     counter: &Tensor,
     lr: &Tensor,
+    ends_step: bool,
 ) -> Result<Dispatch> {
+    check_len("optim", "the step counter", counter, 4)?;
     let n = w.len;
     let desc = format!("n={n}");
     check_len("sgd_step", &desc, grad, n)?;
@@ -135,7 +147,8 @@ pub fn sgd_step(
         one_minus_beta2: 0.0,
         ln_beta1: 0.0,
         ln_beta2: 0.0,
-        _pad: [0.0; 2],
+        ends_step: ends_step as u32,
+        _pad: 0.0,
     };
     let p = gpu.uniform("sgd params", &p);
     gpu.dispatch(
@@ -147,7 +160,7 @@ pub fn sgd_step(
             (binding::W, &w),
             (binding::GRAD, &grad),
             (binding::M1, &velocity),
-            (binding::COUNTER, &counter),
+            (binding::COUNTER_RW, &counter),
             (binding::LR, &lr),
         ],
         gpu.caps.grid(n.div_ceil(4), WG),
@@ -156,7 +169,8 @@ pub fn sgd_step(
     .map(|d| d.with_cost(5.0 * n as f64, 20.0 * n as f64))
 }
 
-/// One Adam/AdamW step over `w` in place with moment buffers `m` and `v` (zeros at start).
+/// One Adam/AdamW step over `w` in place with moment buffers `m` and `v` (zeros at start);
+/// `ends_step` as `sgd_step`'s.
 #[allow(clippy::too_many_arguments)]
 pub fn adam_step(
     gpu: &Gpu,
@@ -167,7 +181,9 @@ pub fn adam_step(
     v: &Tensor,
     counter: &Tensor,
     lr: &Tensor,
+    ends_step: bool,
 ) -> Result<Dispatch> {
+    check_len("optim", "the step counter", counter, 4)?;
     let n = w.len;
     let desc = format!("n={n}");
     for t in [grad, m, v] {
@@ -189,7 +205,8 @@ pub fn adam_step(
         one_minus_beta2: scalars[1],
         ln_beta1: scalars[2],
         ln_beta2: scalars[3],
-        _pad: [0.0; 2],
+        ends_step: ends_step as u32,
+        _pad: 0.0,
     };
     let p = gpu.uniform("adam params", &p);
     gpu.dispatch(
@@ -202,24 +219,13 @@ pub fn adam_step(
             (binding::GRAD, &grad),
             (binding::M1, &m),
             (binding::M2, &v),
-            (binding::COUNTER, &counter),
+            (binding::COUNTER_RW, &counter),
             (binding::LR, &lr),
         ],
         gpu.caps.grid(n.div_ceil(4), WG),
     )
     // w, grad, m, v read; w, m, v written.
     .map(|d| d.with_cost(12.0 * n as f64, 28.0 * n as f64))
-}
-
-/// `counter[0] += 1`: ends a training step.
-pub fn step_advance(gpu: &Gpu, counter: &Tensor) -> Result<Dispatch> {
-    gpu.dispatch(
-        &OPTIM,
-        "step_advance",
-        "counter",
-        &[(binding::COUNTER_RW, &counter)],
-        [1, 1, 1],
-    )
 }
 
 fn sign(v: f32) -> f32 {

@@ -49,7 +49,9 @@ struct Params {
     post_scale: f32,
     batch_norm: u32,
     eps: f32,
-    _pad: [u32; 2],
+    /// maxpool_backward_batchnorm: zero dx where x is 0 (its `relu_input`).
+    relu_mask: u32,
+    _pad: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,7 +150,8 @@ impl PoolShape {
             post_scale: post.map_or(1.0, |d| scale(d.p)),
             batch_norm: 0,
             eps: 0.0,
-            _pad: [0; 2],
+            relu_mask: 0,
+            _pad: 0,
         })
     }
     pub fn rows(&self) -> usize {
@@ -322,7 +325,8 @@ pub fn maxpool_backward_conv_bias(
 /// The backward of a tiling pool (stride == k) with a fused batch norm, through to the
 /// batch norm's input: dgamma and dbeta, then dx (see shaders/pool.wgsl). Same results as
 /// `maxpool_backward` then `batchnorm::batchnorm_backward` without their intermediate
-/// tensor. `x` is the batch norm's input; all three outputs are overwritten.
+/// tensor. `x` is the batch norm's input; all three outputs are overwritten. `relu_input`
+/// as in `batchnorm_backward`: x came from a fused ReLU, whose backward is applied to dx.
 #[allow(clippy::too_many_arguments)]
 pub fn maxpool_backward_batchnorm(
     gpu: &Gpu,
@@ -335,9 +339,11 @@ pub fn maxpool_backward_batchnorm(
     dx: &Tensor,
     dgamma: &Tensor,
     dbeta: &Tensor,
+    relu_input: bool,
 ) -> Result<[Dispatch; 2]> {
     let desc = s.describe();
-    let p = s.params(&fusion)?;
+    let mut p = s.params(&fusion)?;
+    p.relu_mask = relu_input as u32;
     if s.k != s.stride {
         return Err(GpuError::Shape {
             label: "maxpool".into(),

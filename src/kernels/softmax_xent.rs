@@ -14,6 +14,7 @@ mod binding {
     pub const METRICS: u32 = 3;
     pub const DLOGITS: u32 = 4;
     pub const CONFUSION: u32 = 5;
+    pub const COUNTER_RW: u32 = 6;
 }
 
 #[repr(C)]
@@ -23,6 +24,37 @@ struct Params {
     classes: u32,
     smoothing: f32,
     grad_scale: f32,
+    counter_duty: u32,
+    _pad: [u32; 3],
+}
+
+/// What a loss dispatch does to a step counter (`kernels::optim`'s layout) besides the loss:
+/// it is a step's one single-workgroup dispatch, so it can write the counter without racing
+/// the kernels that read it.
+#[derive(Clone, Copy, Default)]
+pub enum CounterDuty<'a> {
+    #[default]
+    None,
+    /// `[2] = [0]`: the step for the training step's update, which ends the step.
+    Snapshot(&'a Tensor),
+    /// `[0] += 1`: ends an evaluation step.
+    Advance(&'a Tensor),
+}
+
+impl<'a> CounterDuty<'a> {
+    fn code(&self) -> u32 {
+        match self {
+            CounterDuty::None => 0,
+            CounterDuty::Snapshot(_) => 1,
+            CounterDuty::Advance(_) => 2,
+        }
+    }
+    fn counter(&self) -> Option<&'a Tensor> {
+        match *self {
+            CounterDuty::None => None,
+            CounterDuty::Snapshot(c) | CounterDuty::Advance(c) => Some(c),
+        }
+    }
 }
 
 /// Layout of the metrics buffer the forward pass accumulates into.
@@ -62,6 +94,8 @@ impl XentShape {
             classes: dim("softmax_xent", self.classes)?,
             smoothing: self.smoothing,
             grad_scale: 1.0 / self.batch as f32,
+            counter_duty: 0,
+            _pad: [0; 3],
         })
     }
 }
@@ -73,12 +107,13 @@ pub fn softmax_xent_forward(
     logits: &Tensor,
     labels: &Tensor,
     metrics_buf: &Tensor,
+    duty: CounterDuty,
 ) -> Result<Dispatch> {
     let desc = s.describe();
     check_len("softmax_xent_forward", &desc, logits, s.batch * s.classes)?;
     check_len("softmax_xent_forward", &desc, labels, s.batch)?;
     check_len("softmax_xent_forward", &desc, metrics_buf, metrics::LEN)?;
-    let p = gpu.uniform("softmax_xent params", &s.params()?);
+    let (p, dummy) = params_with_duty(gpu, s, duty)?;
     gpu.dispatch(
         &SOFTMAX_XENT,
         "softmax_xent_forward",
@@ -88,9 +123,23 @@ pub fn softmax_xent_forward(
             (binding::LOGITS, &logits),
             (binding::LABELS, &labels),
             (binding::METRICS, &metrics_buf),
+            (binding::COUNTER_RW, duty.counter().unwrap_or(&dummy)),
         ],
         [1, 1, 1],
     )
+}
+
+/// The loss's parameters with the counter duty, and the dummy counter bound when it has none.
+fn params_with_duty(gpu: &Gpu, s: XentShape, duty: CounterDuty) -> Result<(wgpu::Buffer, Tensor)> {
+    if let Some(c) = duty.counter() {
+        check_len("softmax_xent", "the step counter", c, 4)?;
+    }
+    let mut p = s.params()?;
+    p.counter_duty = duty.code();
+    Ok((
+        gpu.uniform("softmax_xent params", &p),
+        gpu.zeros("no counter", 4)?,
+    ))
 }
 
 /// dlogits = (softmax(logits) - onehot(label)) / batch. Overwrites dlogits.
@@ -129,13 +178,14 @@ pub fn softmax_xent_train(
     labels: &Tensor,
     metrics_buf: &Tensor,
     dlogits: &Tensor,
+    duty: CounterDuty,
 ) -> Result<Dispatch> {
     let desc = s.describe();
     check_len("softmax_xent_train", &desc, logits, s.batch * s.classes)?;
     check_len("softmax_xent_train", &desc, labels, s.batch)?;
     check_len("softmax_xent_train", &desc, metrics_buf, metrics::LEN)?;
     check_len("softmax_xent_train", &desc, dlogits, s.batch * s.classes)?;
-    let p = gpu.uniform("softmax_xent params", &s.params()?);
+    let (p, dummy) = params_with_duty(gpu, s, duty)?;
     gpu.dispatch(
         &SOFTMAX_XENT,
         "softmax_xent_train",
@@ -146,6 +196,7 @@ pub fn softmax_xent_train(
             (binding::LABELS, &labels),
             (binding::METRICS, &metrics_buf),
             (binding::DLOGITS, &dlogits),
+            (binding::COUNTER_RW, duty.counter().unwrap_or(&dummy)),
         ],
         [1, 1, 1],
     )

@@ -176,7 +176,7 @@ impl Network {
             spec,
             layers,
             arenas,
-            counter: gpu.upload("step counter", &[0u32, 0u32])?,
+            counter: crate::kernels::optim::step_counter(gpu, "step counter")?,
         })
     }
 

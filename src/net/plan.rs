@@ -67,7 +67,7 @@ pub(super) fn forward_packed(
     for (k, step) in bufs.steps.iter().enumerate() {
         let (x, y) = (&bufs.acts[k], &bufs.acts[k + 1]);
         match step.op {
-            Op::Conv { layer } => {
+            Op::Conv { layer, relu } => {
                 let p = net.param_pair(layer);
                 let s = shapes::conv(spec, layer, batch);
                 if let (Some(table), Some(Op::MaxPool { layer: pool, fused })) =
@@ -89,11 +89,12 @@ pub(super) fn forward_packed(
                     continue;
                 }
                 let (w, b) = (&p.0.value, &p.1.value);
-                out.extend(match packer.as_deref_mut() {
-                    Some(packer) => {
-                        conv2d::conv2d_forward_packed(gpu, AUTO, s, x, w, b, y, packer)?
+                out.extend(match (packer.as_deref_mut(), relu) {
+                    (Some(packer), _) => {
+                        conv2d::conv2d_forward_packed(gpu, AUTO, s, x, w, b, y, relu, packer)?
                     }
-                    None => conv2d::conv2d_forward(gpu, s, x, w, b, y)?,
+                    (None, false) => conv2d::conv2d_forward(gpu, s, x, w, b, y)?,
+                    (None, true) => conv2d::conv2d_relu_forward_with(gpu, AUTO, s, x, w, b, y)?,
                 });
             }
             Op::Linear { layer, relu } => {
@@ -172,7 +173,8 @@ pub(super) fn backward(
         // None only for the network's input, which needs no gradient.
         let dx = bufs.grads[k].as_ref();
         match step.op {
-            Op::Conv { layer } => {
+            // With `relu`, dy is already the gradient to the ReLU's input (see Linear).
+            Op::Conv { layer, .. } => {
                 let s = shapes::conv(spec, layer, batch);
                 let (w, b) = net.param_pair(layer);
                 // Else the pool after it has written the bias gradient already.
@@ -242,6 +244,7 @@ pub(super) fn backward(
                             dx.expect("a batch norm's input gradient"),
                             &gamma.grad,
                             &beta.grad,
+                            fuse::masks_input_gradient(&bufs.steps, k),
                         )?);
                     }
                     // Overlapping windows: the pool's gradient to the batch norm's output,
@@ -297,6 +300,7 @@ fn batch_norm_backward(
         dx,
         &gamma.grad,
         &beta.grad,
+        fuse::masks_input_gradient(&bufs.steps, k),
     )
     .map(Vec::from)
 }

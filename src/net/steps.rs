@@ -10,7 +10,7 @@ use crate::kernels::{
     conv2d::WeightPacker,
     data::{self, GatherConfig},
     optim::{self, AdamConfig, SgdConfig},
-    softmax_xent::{self, XentShape},
+    softmax_xent::{self, CounterDuty, XentShape},
 };
 use crate::model::{Layer, OptimizerKind, NUM_CLASSES};
 
@@ -51,7 +51,8 @@ pub fn forward(
     let plan = forward_packed(gpu, net, bufs, batch, dropout_seed, packer.as_mut())?;
     with_packing(gpu, packer.as_ref(), plan)
 }
-/// One optimizer update of every parameter, then the step counter's advance.
+/// One optimizer update of every parameter; the last one also ends the step (advances the
+/// counter, from the copy of the step the training loss made).
 pub fn update(
     gpu: &Gpu,
     net: &Network,
@@ -62,7 +63,8 @@ pub fn update(
     // One dispatch per arena (one for every model whose parameters fit one binding): the
     // gaps between tensors hold zero weights and zero gradients, which every update keeps
     // at zero.
-    for p in &net.arenas {
+    for (i, p) in net.arenas.iter().enumerate() {
+        let ends_step = i + 1 == net.arenas.len();
         out.push(match opt.kind {
             OptimizerKind::Sgd => {
                 let cfg = SgdConfig {
@@ -71,7 +73,16 @@ pub fn update(
                     weight_decay: opt.weight_decay,
                     l1: opt.l1,
                 };
-                optim::sgd_step(gpu, cfg, &p.value, &p.grad, &p.m1, &net.counter, lr)?
+                optim::sgd_step(
+                    gpu,
+                    cfg,
+                    &p.value,
+                    &p.grad,
+                    &p.m1,
+                    &net.counter,
+                    lr,
+                    ends_step,
+                )?
             }
             OptimizerKind::Adam | OptimizerKind::Adamw => {
                 let cfg = AdamConfig {
@@ -82,11 +93,21 @@ pub fn update(
                     l1: opt.l1,
                     decoupled: opt.kind == OptimizerKind::Adamw,
                 };
-                optim::adam_step(gpu, cfg, &p.value, &p.grad, &p.m1, &p.m2, &net.counter, lr)?
+                let (m, v) = (&p.m1, &p.m2);
+                optim::adam_step(
+                    gpu,
+                    cfg,
+                    &p.value,
+                    &p.grad,
+                    m,
+                    v,
+                    &net.counter,
+                    lr,
+                    ends_step,
+                )?
             }
         });
     }
-    out.push(optim::step_advance(gpu, &net.counter)?);
     Ok(out)
 }
 
@@ -152,6 +173,7 @@ pub fn gradient_step(
         labels,
         metrics,
         bufs.logits_grad(),
+        CounterDuty::Snapshot(&net.counter),
     )?);
     plan.extend(backward(
         gpu,
@@ -189,7 +211,7 @@ pub fn train_step(
 }
 
 /// An evaluation step: gather, eval-mode forward, loss and accuracy into the metrics (and
-/// the confusion counts, when given), then advance the source's counter.
+/// the confusion counts, when given); the loss dispatch advances the source's counter.
 pub fn eval_step(
     gpu: &Gpu,
     net: &Network,
@@ -213,13 +235,14 @@ pub fn eval_step(
         logits,
         labels,
         inputs.metrics,
+        // The evaluation step's end: nothing after the loss reads the counter.
+        CounterDuty::Advance(inputs.source.counter),
     )?);
     if let Some(c) = confusion {
         plan.push(softmax_xent::confusion_accumulate(
             gpu, xs, logits, labels, c,
         )?);
     }
-    plan.push(optim::step_advance(gpu, inputs.source.counter)?);
     Ok(plan)
 }
 

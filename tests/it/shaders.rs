@@ -53,8 +53,9 @@ fn subgroup_operations_need_a_subgroup_shader() {
 #[test]
 fn the_step_counter_is_read_only_except_where_it_advances() {
     // A read_write binding orders every later dispatch after the kernel on most drivers;
-    // the counter is read by the data, dropout, augmentation and optimizer kernels and
-    // written by optim's step_advance alone (through its own binding, `counter_rw`).
+    // the counter is read by the data, dropout, augmentation and pool kernels and written,
+    // through a binding named `counter_rw`, only where a step ends: the optimizer's update
+    // and the loss (see kernels::optim).
     let mut seen = 0;
     for shader in SHADERS {
         let module = validate_shader(shader).unwrap();
@@ -67,10 +68,14 @@ fn the_step_counter_is_read_only_except_where_it_advances() {
                     assert!(!writable, "{}: `counter` is read_write", shader.path);
                 }
                 if name == "counter_rw" {
-                    assert_eq!(shader.name, "optim", "{}: a writable counter", shader.path);
+                    assert!(
+                        ["optim", "softmax_xent"].contains(&shader.name),
+                        "{}: a writable counter",
+                        shader.path
+                    );
                 }
             }
         }
     }
-    assert!(seen >= 5, "the counter is bound in {seen} shaders");
+    assert!(seen >= 4, "the counter is bound in {seen} shaders");
 }

@@ -21,6 +21,9 @@ pub(super) struct Params3 {
     pub(super) has_bias: u32,
     pub(super) flip: u32,
     pub(super) chunk: u32,
+    /// Forward: ReLU as the output is stored.
+    pub(super) relu: u32,
+    pub(super) _pad: [u32; 3],
 }
 
 pub(super) fn pad_to(v: usize, multiple: usize) -> usize {

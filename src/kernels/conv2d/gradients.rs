@@ -123,6 +123,8 @@ fn weight_gradient(
         ow: p.ow,
         pad: p.pad,
         chunk: dim("conv2d", chunk)?,
+        relu: 0,
+        _pad: [0; 3],
         ..Params3::zeroed()
     };
     let qb = gpu.uniform("conv2d chunk params", &q);

@@ -74,11 +74,25 @@ pub fn conv2d_forward_with(
     b: &Tensor,
     y: &Tensor,
 ) -> Result<Vec<Dispatch>> {
-    forward(gpu, v, s, x, w, b, y, None)
+    forward(gpu, v, s, x, w, b, y, false, None)
 }
 
-/// `conv2d_forward_with` whose 3x3 paths leave packing the weights to `packer`'s one
-/// dispatch (the other variants need no packing).
+/// y = max(conv(x, w) + b, 0): a ReLU right after the convolution, applied as y is stored.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_relu_forward_with(
+    gpu: &Gpu,
+    v: Variant,
+    s: Conv2dShape,
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    y: &Tensor,
+) -> Result<Vec<Dispatch>> {
+    forward(gpu, v, s, x, w, b, y, true, None)
+}
+
+/// `conv2d_forward_with` (`conv2d_relu_forward_with` with `relu`) whose 3x3 paths leave
+/// packing the weights to `packer`'s one dispatch (the other variants need no packing).
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_forward_packed(
     gpu: &Gpu,
@@ -88,9 +102,10 @@ pub fn conv2d_forward_packed(
     w: &Tensor,
     b: &Tensor,
     y: &Tensor,
+    relu: bool,
     packer: &mut WeightPacker,
 ) -> Result<Vec<Dispatch>> {
-    forward(gpu, v, s, x, w, b, y, Some(packer))
+    forward(gpu, v, s, x, w, b, y, relu, Some(packer))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -102,11 +117,16 @@ fn forward(
     w: &Tensor,
     b: &Tensor,
     y: &Tensor,
+    relu: bool,
     packer: Option<&mut WeightPacker>,
 ) -> Result<Vec<Dispatch>> {
     let v = s.resolve(gpu, v, Pass::Forward)?;
-    let desc = s.describe();
-    let p = s.params()?;
+    let mut desc = s.describe();
+    if relu {
+        desc.push_str(" +relu");
+    }
+    let mut p = s.params()?;
+    p.relu = relu as u32;
     check_len("conv2d_forward", &desc, x, s.input_len())?;
     check_len("conv2d_forward", &desc, w, s.weight_len())?;
     check_len("conv2d_forward", &desc, b, s.co)?;
@@ -134,6 +154,8 @@ fn forward(
                 has_bias: 1,
                 flip: 0,
                 chunk: 1,
+                relu: relu as u32,
+                _pad: [0; 3],
             };
             let subgroup = v == Variant::Subgroup;
             let label = "conv2d forward";
@@ -230,6 +252,8 @@ fn backward_input(
                 has_bias: 0,
                 flip: 1,
                 chunk: 1,
+                relu: 0,
+                _pad: [0; 3],
             };
             let no_bias = gpu.zeros("no bias", 1)?;
             let subgroup = v == Variant::Subgroup;

@@ -20,7 +20,8 @@ pub(super) struct Params {
     pub ow: u32,
     pub stride: u32,
     pub pad: u32,
-    _pad: u32,
+    /// Forward: ReLU as the output is stored.
+    pub relu: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,7 +101,7 @@ impl Conv2dShape {
             ow: d(self.ow())?,
             stride: d(self.stride)?,
             pad: d(self.pad)?,
-            _pad: 0,
+            relu: 0,
         })
     }
 }

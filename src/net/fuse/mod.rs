@@ -2,7 +2,11 @@
 //! about which layers run inside another layer's kernels lives here; the buffers, the
 //! recorded plans, `summary` and `bench` all read the step list.
 //!
-//! The one fusion today is around max pooling (see `kernels::pool::PoolFusion`): up to one
+//! A ReLU right after a linear or convolution step runs as that step stores its output,
+//! and its backward where the next step (or the one after a dropout) stores its input
+//! gradient (`relu_fused`).
+//!
+//! Around max pooling (see `kernels::pool::PoolFusion`): up to one
 //! ReLU and one dropout right before a pool, a batch norm right before those (its
 //! normalisation runs in the pool's forward; its statistics keep their own pass), and one
 //! dropout right after it. Their tensors are never written. With tiling windows
@@ -60,8 +64,10 @@ pub struct PoolFused {
 /// What one step runs. Each variant names the layer whose kernels it uses.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Op {
+    /// With `relu`, the ReLU right after it runs as its output is stored (`relu_fused`).
     Conv {
         layer: usize,
+        relu: bool,
     },
     /// With `relu`, the ReLU right after it runs in its product's epilogue (`relu_fused`).
     Linear {
@@ -141,7 +147,10 @@ pub fn steps(spec: &ModelSpec, mode: Mode) -> Vec<Step> {
             continue; // runs inside its pool's step
         }
         let op = match *layer {
-            Layer::Conv { .. } => Op::Conv { layer: i },
+            Layer::Conv { .. } => Op::Conv {
+                layer: i,
+                relu: false,
+            },
             Layer::Linear { .. } => Op::Linear {
                 layer: i,
                 relu: false,
@@ -181,7 +190,7 @@ pub fn steps(spec: &ModelSpec, mode: Mode) -> Vec<Step> {
                 let first = absorbed.clone().next().map_or(i, |j| j.min(i));
                 let last = absorbed.max().map_or(i, |j| j.max(i));
                 if let Some(Step {
-                    op: Op::Conv { layer },
+                    op: Op::Conv { layer, .. },
                     ..
                 }) = out.last()
                 {
@@ -213,21 +222,27 @@ pub fn steps(spec: &ModelSpec, mode: Mode) -> Vec<Step> {
     relu_fused(out, train)
 }
 
-/// A ReLU step right after a linear one runs in the product's epilogue (max(y, 0) as it is
-/// stored); its tensor is never written. Training, its backward (zero the gradient where the
-/// output is 0) runs in the epilogue of the next linear step's input gradient, whose input is
-/// the ReLU's output: so it fuses only when a linear step follows it.
+/// A ReLU step right after a linear or convolution step runs in that step's kernel (max(y, 0)
+/// as y is stored); its tensor is never written. Training, its backward (zero the gradient
+/// where its output is 0) runs where the gradient to its output is written, by the step
+/// that reads that output (`masks_input_gradient`): a linear step (in its input-gradient
+/// product's epilogue), a batch norm, or a pool with a fused batch norm (as each stores its
+/// input gradient). One dropout may come between: its output is 0 wherever the ReLU's is,
+/// and its backward zeroes the rest of what it drops, so masking by it gives the same
+/// gradient. Where no such step follows, the ReLU keeps its step.
 fn relu_fused(steps: Vec<Step>, train: bool) -> Vec<Step> {
     let mut out: Vec<Step> = Vec::with_capacity(steps.len());
     for (k, s) in steps.iter().enumerate() {
         if let (Op::Relu { .. }, Some(prev)) = (s.op, out.last_mut()) {
-            let next_is_linear = matches!(steps.get(k + 1).map(|n| n.op), Some(Op::Linear { .. }));
-            if let Op::Linear { layer, relu: false } = prev.op {
-                if !train || next_is_linear {
-                    prev.op = Op::Linear { layer, relu: true };
-                    prev.last = s.last;
-                    continue;
-                }
+            let fused = match prev.op {
+                Op::Linear { layer, relu: false } => Some(Op::Linear { layer, relu: true }),
+                Op::Conv { layer, relu: false } => Some(Op::Conv { layer, relu: true }),
+                _ => None,
+            };
+            if let Some(op) = fused.filter(|_| !train || masks_its_input_gradient(&steps, k + 1)) {
+                prev.op = op;
+                prev.last = s.last;
+                continue;
             }
         }
         out.push(*s);
@@ -235,16 +250,50 @@ fn relu_fused(steps: Vec<Step>, train: bool) -> Vec<Step> {
     out
 }
 
+/// Can the step that reads step k's output (step k + 1, or the one after a dropout at
+/// k + 1) mask its input gradient by its input?
+fn masks_its_input_gradient(steps: &[Step], k: usize) -> bool {
+    let k = match steps.get(k).map(|s| s.op) {
+        Some(Op::Dropout(_)) => k + 1,
+        _ => k,
+    };
+    steps.get(k).is_some_and(can_mask)
+}
+
+/// Can this step's backward zero its input gradient where its input is 0, as it stores it?
+fn can_mask(step: &Step) -> bool {
+    match step.op {
+        Op::Linear { .. } | Op::BatchNorm { .. } => true,
+        Op::MaxPool { fused, .. } => fused.batch_norm.is_some(),
+        _ => false,
+    }
+}
+
 /// Does step k's backward zero its input gradient where its input is 0 (the input being the
-/// output of a ReLU fused into step k - 1)?
+/// output of a ReLU fused into the step before, or into the one before a dropout step)?
 pub fn masks_input_gradient(steps: &[Step], k: usize) -> bool {
-    k > 0 && matches!(steps[k - 1].op, Op::Linear { relu: true, .. })
+    let relu_before = |j: usize| {
+        matches!(
+            steps[j].op,
+            Op::Linear { relu: true, .. } | Op::Conv { relu: true, .. }
+        )
+    };
+    let fed_by_relu = match k {
+        0 => false,
+        1 => relu_before(0),
+        _ => {
+            relu_before(k - 1) || (matches!(steps[k - 1].op, Op::Dropout(_)) && relu_before(k - 2))
+        }
+    };
+    fed_by_relu && can_mask(&steps[k])
 }
 
 /// Does step k (a convolution) run the next step's pool forward too?
 pub fn pool_forward_in_step(steps: &[Step], k: usize) -> bool {
     match (steps[k].op, steps.get(k + 1).map(|s| s.op)) {
-        (Op::Conv { layer }, Some(Op::MaxPool { fused, .. })) => fused.conv_forward == Some(layer),
+        (Op::Conv { layer, .. }, Some(Op::MaxPool { fused, .. })) => {
+            fused.conv_forward == Some(layer)
+        }
         _ => false,
     }
 }
@@ -252,7 +301,7 @@ pub fn pool_forward_in_step(steps: &[Step], k: usize) -> bool {
 /// Is the bias gradient of step k (a convolution) computed by the next step's pool?
 pub fn bias_gradient_in_next_step(steps: &[Step], k: usize) -> bool {
     match (steps[k].op, steps.get(k + 1).map(|s| s.op)) {
-        (Op::Conv { layer }, Some(Op::MaxPool { fused, .. })) => fused.conv_bias == Some(layer),
+        (Op::Conv { layer, .. }, Some(Op::MaxPool { fused, .. })) => fused.conv_bias == Some(layer),
         _ => false,
     }
 }

@@ -15,7 +15,13 @@ fn regcnn_block_is_one_pool_step() {
     let s = spec("conv(32,3) bn dropout(0.2) relu maxpool(2) flatten linear(10)");
     let train = steps(&s, Mode::Train);
     assert_eq!(train.len(), 3);
-    assert_eq!(train[0].op, Op::Conv { layer: 0 });
+    assert_eq!(
+        train[0].op,
+        Op::Conv {
+            layer: 0,
+            relu: false
+        }
+    );
     let fused = PoolFused {
         batch_norm: Some(1),
         batch_norm_backward: true,
@@ -74,22 +80,31 @@ fn relu_runs_in_the_linear_step_before_it_where_the_backward_allows() {
             .collect::<Vec<_>>(),
         [false, true, true]
     );
-    // Training, a dropout between the ReLU and the next linear step writes the ReLU's
-    // gradient: the ReLU keeps its step. Evaluating, the dropout is no step.
+    // A dropout between the ReLU and the next linear step: that step masks by the dropout's
+    // output, which is 0 wherever the ReLU's is. Evaluating, the dropout is no step.
     let dropout = "flatten linear(128) relu dropout(0.5) linear(10)";
+    let t = steps(&spec(dropout), Mode::Train);
     assert_eq!(
-        ops(dropout, Mode::Train),
+        t.iter().map(|s| s.op).collect::<Vec<_>>(),
         vec![
-            linear(1, false),
-            Op::Relu { layer: 2 },
+            linear(1, true),
             Op::Dropout(DropoutLayer { layer: 3, p: 0.5 }),
             linear(4, false)
         ]
     );
     assert_eq!(
+        (0..3)
+            .map(|k| masks_input_gradient(&t, k))
+            .collect::<Vec<_>>(),
+        [false, false, true]
+    );
+    assert_eq!(
         ops(dropout, Mode::Eval),
         vec![linear(1, true), linear(4, false)]
     );
+    // Two dropouts: the second one's step would need the mask; the ReLU keeps its step.
+    let two = "flatten linear(128) relu dropout(0.5) dropout(0.5) linear(10)";
+    assert_eq!(ops(two, Mode::Train)[1], Op::Relu { layer: 2 });
     // A ReLU on the logits: nothing after it to run its backward.
     let last = "flatten linear(10) relu";
     assert_eq!(
@@ -97,6 +112,44 @@ fn relu_runs_in_the_linear_step_before_it_where_the_backward_allows() {
         vec![linear(1, false), Op::Relu { layer: 2 }]
     );
     assert_eq!(ops(last, Mode::Eval), vec![linear(1, true)]);
+}
+
+#[test]
+fn relu_runs_in_the_conv_step_before_it_where_the_backward_allows() {
+    let conv = |layer, relu| Op::Conv { layer, relu };
+    // vgg's blocks: conv relu bn, and conv relu dropout bn (the batch norm masks by its
+    // input), and conv relu bn maxpool (the pool's fused batch-norm backward masks).
+    let text = "conv(8,3,1,1) relu bn conv(8,3,1,1) relu dropout(0.1) bn \
+                conv(8,3,1,1) relu bn maxpool(2,2) flatten linear(10)";
+    let t = steps(&spec(text), Mode::Train);
+    let ops: Vec<Op> = t.iter().map(|s| s.op).collect();
+    assert_eq!(ops[0], conv(0, true));
+    assert_eq!(ops[1], Op::BatchNorm { layer: 2 });
+    assert_eq!(ops[2], conv(3, true));
+    assert_eq!(ops[3], Op::Dropout(DropoutLayer { layer: 5, p: 0.1 }));
+    assert_eq!(ops[4], Op::BatchNorm { layer: 6 });
+    assert_eq!(ops[5], conv(7, true));
+    assert!(matches!(ops[6], Op::MaxPool { layer: 10, .. }));
+    assert_eq!(ops.len(), 8);
+    assert_eq!((t[0].first, t[0].last), (0, 1));
+    let masked: Vec<bool> = (0..t.len()).map(|k| masks_input_gradient(&t, k)).collect();
+    assert_eq!(
+        masked,
+        [false, true, false, false, true, false, true, false]
+    );
+    // conv relu conv: a convolution cannot mask its input gradient, so training keeps the
+    // ReLU's step; evaluating fuses it.
+    let text = "conv(4,3) relu conv(4,3) flatten linear(10)";
+    let train: Vec<Op> = steps(&spec(text), Mode::Train)
+        .iter()
+        .map(|s| s.op)
+        .collect();
+    assert_eq!(train[1], Op::Relu { layer: 1 });
+    let eval: Vec<Op> = steps(&spec(text), Mode::Eval)
+        .iter()
+        .map(|s| s.op)
+        .collect();
+    assert_eq!(eval[0], conv(0, true));
 }
 
 #[test]
@@ -265,13 +318,13 @@ fn unfused_layers_are_one_step_each_and_eval_drops_dropout() {
 #[test]
 fn every_preset_compiles_to_the_expected_number_of_steps() {
     // mlp: linear+relu linear+relu linear; cnn1: conv pool conv pool linear+relu linear
-    // (ReLUs in the pools); cnn2: 3x (conv, pool with bn/relu/dropout) + linear relu
+    // (ReLUs in the pools); cnn2: 3x (conv, pool with bn/relu/dropout) + linear+relu
     // dropout linear (linear+relu linear when evaluating); regcnn: 2x (conv, pool) +
     // linear+relu linear; vgg: below.
     for (name, train, eval) in [
         ("mlp", 3, 3),
         ("cnn1", 6, 6),
-        ("cnn2", 10, 8),
+        ("cnn2", 9, 8),
         ("regcnn", 6, 6),
     ] {
         let s = spec(crate::model::preset(name).unwrap().spec);

@@ -1,6 +1,7 @@
 use crate::common::*;
 use wgpu_fmnist::gpu::Tensor;
 use wgpu_fmnist::kernels::batchnorm::*;
+use wgpu_fmnist::kernels::elementwise::relu_backward_reference;
 
 /// (n, c, hw) with the reason each is here.
 const SHAPES: &[(&str, usize, usize, usize)] = &[
@@ -137,13 +138,36 @@ fn batchnorm_backward_matches_reference() {
         let (tx, ty, tdy) = (upload("x", &d.x), zeros("y", s.len()), upload("dy", &d.dy));
         let (tdx, tdg, tdb) = (zeros("dx", s.len()), zeros("dgamma", c), zeros("dbeta", c));
         let fwd = batchnorm_forward_train(gpu(), s, &l.tensors(), &tx, &ty).unwrap();
-        let bwd = batchnorm_backward(gpu(), s, &l.tensors(), &tx, &tdy, &tdx, &tdg, &tdb).unwrap();
+        let bwd =
+            batchnorm_backward(gpu(), s, &l.tensors(), &tx, &tdy, &tdx, &tdg, &tdb, false).unwrap();
         run(&[&fwd[0], &fwd[1], &bwd[0], &bwd[1]]);
+        // x from a ReLU fused into the step before: dx also goes through its backward.
+        let tdx_relu = zeros("dx", s.len());
+        let masked = batchnorm_backward(
+            gpu(),
+            s,
+            &l.tensors(),
+            &tx,
+            &tdy,
+            &tdx_relu,
+            &tdg,
+            &tdb,
+            true,
+        );
+        run(&[&masked.unwrap()[1]]);
         let (mut dx, mut dg, mut db) = (vec![0.0; s.len()], vec![0.0; c], vec![0.0; c]);
         batchnorm_backward_reference(&mut dx, &mut dg, &mut db, &d.dy, &d.x, &d.gamma, s);
         let desc = format!("{} ({why})", s.describe());
         // dgamma and dbeta sum up to 32*121 = 3872 terms per channel; atol 1e-4 still holds.
         assert_kernel_close(&format!("batchnorm_backward dx {desc}"), &read(&tdx), &dx);
+        let mut dx_relu = vec![0.0; s.len()];
+        relu_backward_reference(&mut dx_relu, &dx, &d.x);
+        assert!(d.x.iter().any(|&v| v <= 0.0));
+        assert_kernel_close(
+            &format!("batchnorm_backward dx, relu input {desc}"),
+            &read(&tdx_relu),
+            &dx_relu,
+        );
         assert_kernel_close(
             &format!("batchnorm_backward dgamma {desc}"),
             &read(&tdg),

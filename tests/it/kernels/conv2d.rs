@@ -2,6 +2,7 @@
 
 use crate::common::*;
 use wgpu_fmnist::kernels::conv2d::*;
+use wgpu_fmnist::kernels::elementwise::relu_forward_reference;
 
 fn shape(
     n: usize,
@@ -122,6 +123,49 @@ fn conv2d_forward_matches_reference() {
 }
 
 #[test]
+fn conv2d_relu_forward_matches_reference() {
+    // The ReLU applied as y is stored, by every variant (the 3x3 ones with their own
+    // packing and with the step's packer).
+    let (mut zeroed, mut kept) = (0, 0);
+    for (i, (why, s)) in shapes().into_iter().enumerate() {
+        let (x, w, b, _) = data(s, 70 + i as u64);
+        let mut conv = vec![0.0; s.output_len()];
+        conv2d_forward_reference(&mut conv, &x, &w, &b, s);
+        let mut want = vec![0.0; s.output_len()];
+        relu_forward_reference(&mut want, &conv);
+        zeroed += want.iter().filter(|&&v| v == 0.0).count();
+        kept += want.iter().filter(|&&v| v > 0.0).count();
+        for v in variants(&s) {
+            let (tx, tb) = (upload("x", &x), upload("b", &b));
+            let arena = gpu().arena("w", &[("w".to_string(), w.len())]).unwrap();
+            gpu().write(&arena.slices[0], &w).unwrap();
+            let (ty, ty_packed) = (zeros("y", s.output_len()), zeros("y", s.output_len()));
+            let tw = &arena.slices[0];
+            run_all(conv2d_relu_forward_with(gpu(), v, s, &tx, tw, &tb, &ty).unwrap());
+            let lens = [s.ci * 9 * s.co.next_multiple_of(32)];
+            let mut packer = WeightPacker::new(gpu(), &arena.whole, &lens)
+                .unwrap()
+                .unwrap();
+            let plan =
+                conv2d_forward_packed(gpu(), v, s, &tx, tw, &tb, &ty_packed, true, &mut packer);
+            let mut plan = plan.unwrap();
+            if let Some(pack) = packer.dispatch(gpu()).unwrap() {
+                plan.insert(0, pack);
+            }
+            run_all(plan);
+            for (got, how) in [(&ty, "own packing"), (&ty_packed, "packer")] {
+                assert_kernel_close(
+                    &format!("conv2d relu forward {v:?} {how} {} ({why})", s.describe()),
+                    &read(got),
+                    &want,
+                );
+            }
+        }
+    }
+    assert!(zeroed > 100 && kept > 100, "{zeroed} zeroed, {kept} kept");
+}
+
+#[test]
 fn conv2d_backward_matches_reference() {
     for (i, (why, s)) in shapes().into_iter().enumerate() {
         let (x, w, _, dy) = data(s, 50 + i as u64);
@@ -209,7 +253,7 @@ fn weights_packed_in_one_dispatch_match_each_convolution_packing_its_own() {
             let dxs = [zeros("dx", s.input_len()), zeros("dx", s.input_len())];
             let w_slice = &arena.slices[i];
             packed.extend(
-                conv2d_forward_packed(gpu(), v, *s, &tx, w_slice, &tb, &ys[0], &mut packer)
+                conv2d_forward_packed(gpu(), v, *s, &tx, w_slice, &tb, &ys[0], false, &mut packer)
                     .unwrap(),
             );
             packed.extend(

@@ -35,16 +35,16 @@ fn sgd_step_matches_reference() {
             let mut w = r.vec(n, -1.0, 1.0);
             w[0] = 0.0; // sign(0) = 0 for L1, as torch.sign
             let (tw, tg, tv) = (upload("w", &w), zeros("grad", n), zeros("velocity", n));
-            let counter = upload_u32("counter", &[0]);
+            let counter = upload_u32("counter", &[0; 4]);
             // A two-entry schedule: step 0 uses 0.1, later steps 0.05.
             let lr = upload("lr", &[0.1, 0.05]);
-            let step = sgd_step(gpu(), cfg, &tw, &tg, &tv, &counter, &lr).unwrap();
-            let advance = step_advance(gpu(), &counter).unwrap();
+            let step = sgd_step(gpu(), cfg, &tw, &tg, &tv, &counter, &lr, true).unwrap();
             let mut v = vec![0.0; n];
             for (t, rate) in [0.1f32, 0.05, 0.05].into_iter().enumerate() {
                 let g = r.vec(n, -1.0, 1.0);
                 gpu().write(&tg, &g).unwrap();
-                run(&[&step, &advance]);
+                snapshot_step(&counter);
+                run(&[&step]);
                 sgd_step_reference(&mut w, &mut v, &g, cfg, rate);
                 assert_kernel_close(
                     &format!("sgd_step w n={n} {cfg:?} step {t}"),
@@ -57,8 +57,41 @@ fn sgd_step_matches_reference() {
                     &v,
                 );
             }
-            assert_eq!(read_u32(&counter), vec![3]);
+            assert_eq!(read_u32(&counter), vec![3, 0, 2, 0]);
         }
+    }
+}
+
+/// What the training loss dispatch does before the update: counter[2] = counter[0].
+fn snapshot_step(counter: &wgpu_fmnist::gpu::Tensor) {
+    let mut c = read_u32(counter);
+    c[2] = c[0];
+    gpu().write(counter, &c).unwrap();
+}
+
+#[test]
+fn updates_read_the_step_from_the_loss_copy_and_only_the_last_ends_it() {
+    // counter[0] = 7 but the copy says step 1: the update must use lr[1] and leave
+    // counter[0] alone unless it ends the step.
+    let cfg = SgdConfig {
+        momentum: 0.0,
+        nesterov: false,
+        weight_decay: 0.0,
+        l1: 0.0,
+    };
+    for ends_step in [false, true] {
+        let (tw, tg, tv) = (
+            upload("w", &[1.0; 4]),
+            upload("grad", &[1.0; 4]),
+            zeros("v", 4),
+        );
+        let counter = upload_u32("counter", &[7, 0, 1, 0]);
+        let lr = upload("lr", &[0.5, 0.25, 0.125]);
+        let step = sgd_step(gpu(), cfg, &tw, &tg, &tv, &counter, &lr, ends_step).unwrap();
+        run(&[&step]);
+        assert_eq!(read(&tw), vec![0.75; 4], "ends_step {ends_step}");
+        let want = if ends_step { 2 } else { 7 };
+        assert_eq!(read_u32(&counter), vec![want, 0, 1, 0]);
     }
 }
 
@@ -87,15 +120,15 @@ fn adam_step_matches_reference() {
                 zeros("m", n),
                 zeros("v", n),
             );
-            let counter = upload_u32("counter", &[0]);
+            let counter = upload_u32("counter", &[0; 4]);
             let lr = upload("lr", &[1e-3]);
-            let step = adam_step(gpu(), cfg, &tw, &tg, &tm, &tv, &counter, &lr).unwrap();
-            let advance = step_advance(gpu(), &counter).unwrap();
+            let step = adam_step(gpu(), cfg, &tw, &tg, &tm, &tv, &counter, &lr, true).unwrap();
             let (mut m, mut v) = (vec![0.0; n], vec![0.0; n]);
             for t in 0..3u32 {
                 let g = r.vec(n, -1.0, 1.0);
                 gpu().write(&tg, &g).unwrap();
-                run(&[&step, &advance]);
+                snapshot_step(&counter);
+                run(&[&step]);
                 adam_step_reference(&mut w, &mut m, &mut v, &g, cfg, 1e-3, t);
                 assert_kernel_close(
                     &format!("adam_step w n={n} {cfg:?} step {t}"),

@@ -399,8 +399,29 @@ fn maxpool_backward_through_fused_batch_norm_matches_the_separate_layers() {
         );
         let fwd = maxpool_forward(gpu(), s, f, Some(bn), &c, &tx, &ty, &ta).unwrap();
         let [reduce, input] =
-            maxpool_backward_batchnorm(gpu(), s, f, &t, &tx, &tdy, &ta, &tdx, &tdg, &tdb).unwrap();
+            maxpool_backward_batchnorm(gpu(), s, f, &t, &tx, &tdy, &ta, &tdx, &tdg, &tdb, false)
+                .unwrap();
         run(&[&fwd, &reduce, &input]);
+        // x from a ReLU fused into the step before: dx also goes through its backward.
+        let tdx_relu = zeros("dx", x.len());
+        let [_, input_relu] = maxpool_backward_batchnorm(
+            gpu(),
+            s,
+            f,
+            &t,
+            &tx,
+            &tdy,
+            &ta,
+            &tdx_relu,
+            &tdg,
+            &tdb,
+            true,
+        )
+        .unwrap();
+        run(&[&input_relu]);
+        let mut dx_relu = vec![0.0; x.len()];
+        relu_backward_reference(&mut dx_relu, &dx, &x);
+        assert!(x.iter().any(|&v| v <= 0.0) && x.iter().any(|&v| v > 0.0));
         let d = format!("{} ({why})", s.describe());
         assert_kernel_close(
             &format!("fused bn backward dgamma {d}"),
@@ -409,6 +430,11 @@ fn maxpool_backward_through_fused_batch_norm_matches_the_separate_layers() {
         );
         assert_kernel_close(&format!("fused bn backward dbeta {d}"), &read(&tdb), &dbeta);
         assert_kernel_close(&format!("fused bn backward dx {d}"), &read(&tdx), &dx);
+        assert_kernel_close(
+            &format!("fused bn backward dx, relu input {d}"),
+            &read(&tdx_relu),
+            &dx_relu,
+        );
     }
 }
 

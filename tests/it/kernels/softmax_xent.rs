@@ -24,7 +24,7 @@ fn softmax_xent_forward_matches_reference() {
         let (tl, ty) = (upload("logits", &logits), upload_u32("labels", &labels));
         // Metrics accumulate: start from earlier values and run the batch twice.
         let metrics_t = upload("metrics", &[1.5, 2.0, 3.0, 0.0]);
-        let d = softmax_xent_forward(gpu(), s, &tl, &ty, &metrics_t).unwrap();
+        let d = softmax_xent_forward(gpu(), s, &tl, &ty, &metrics_t, CounterDuty::None).unwrap();
         run(&[&d, &d]);
         let mut grad = vec![0.0; logits.len()];
         let (loss, correct) = softmax_xent_reference(&mut grad, &logits, &labels, s);
@@ -84,9 +84,9 @@ fn softmax_xent_train_equals_forward_then_backward() {
         let (pair_m, pair_g) = (upload("metrics", &start), zeros("dlogits", logits.len()));
         let (fused_m, fused_g) = (upload("metrics", &start), zeros("dlogits", logits.len()));
         run(&[
-            &softmax_xent_forward(gpu(), s, &tl, &ty, &pair_m).unwrap(),
+            &softmax_xent_forward(gpu(), s, &tl, &ty, &pair_m, CounterDuty::None).unwrap(),
             &softmax_xent_backward(gpu(), s, &tl, &ty, &pair_g).unwrap(),
-            &softmax_xent_train(gpu(), s, &tl, &ty, &fused_m, &fused_g).unwrap(),
+            &softmax_xent_train(gpu(), s, &tl, &ty, &fused_m, &fused_g, CounterDuty::None).unwrap(),
         ]);
         let what = format!("batch={batch} smoothing={smoothing}");
         // The same arithmetic in the same order: equal bits, not merely close.
@@ -110,6 +110,39 @@ fn softmax_xent_train_equals_forward_then_backward() {
 }
 
 #[test]
+fn the_loss_keeps_the_step_counter() {
+    // Training copies the step for the update (which ends the step); evaluation ends its
+    // step itself. Neither touches [1] or [3], and the loss is the same either way.
+    let s = XentShape {
+        batch: 65,
+        classes: 10,
+        smoothing: 0.0,
+    };
+    let (logits, labels) = data(s, 9);
+    let (tl, ty) = (upload("logits", &logits), upload_u32("labels", &labels));
+    let plain = zeros("metrics", metrics::LEN);
+    run(&[&softmax_xent_forward(gpu(), s, &tl, &ty, &plain, CounterDuty::None).unwrap()]);
+    let (m, g) = (
+        zeros("metrics", metrics::LEN),
+        zeros("dlogits", logits.len()),
+    );
+    let counter = upload_u32("counter", &[5, 3, 0, 9]);
+    let train = CounterDuty::Snapshot(&counter);
+    run(&[&softmax_xent_train(gpu(), s, &tl, &ty, &m, &g, train).unwrap()]);
+    assert_eq!(read_u32(&counter), vec![5, 3, 5, 9]);
+    assert_eq!(read(&m), read(&plain));
+    let m = zeros("metrics", metrics::LEN);
+    let eval = CounterDuty::Advance(&counter);
+    let d = softmax_xent_forward(gpu(), s, &tl, &ty, &m, eval).unwrap();
+    run(&[&d, &d]);
+    assert_eq!(read_u32(&counter), vec![7, 3, 5, 9]);
+    // A counter too short for the layout is refused, not written past.
+    let short = upload_u32("counter", &[0, 0]);
+    let err = softmax_xent_forward(gpu(), s, &tl, &ty, &m, CounterDuty::Advance(&short));
+    assert!(err.is_err());
+}
+
+#[test]
 fn softmax_xent_is_stable_for_large_logits() {
     let s = XentShape {
         batch: 2,
@@ -120,7 +153,7 @@ fn softmax_xent_is_stable_for_large_logits() {
     let (tl, ty) = (upload("logits", &logits), upload_u32("labels", &[0, 2]));
     let (tm, tg) = (zeros("metrics", metrics::LEN), zeros("dlogits", 6));
     run(&[
-        &softmax_xent_forward(gpu(), s, &tl, &ty, &tm).unwrap(),
+        &softmax_xent_forward(gpu(), s, &tl, &ty, &tm, CounterDuty::None).unwrap(),
         &softmax_xent_backward(gpu(), s, &tl, &ty, &tg).unwrap(),
     ]);
     let m = read(&tm);
@@ -177,7 +210,7 @@ fn label_smoothing_matches_torch_at_large_logits() {
     );
     let (tm, tg) = (zeros("metrics", metrics::LEN), zeros("dlogits", 3));
     run(&[
-        &softmax_xent_forward(gpu(), s, &tl, &ty, &tm).unwrap(),
+        &softmax_xent_forward(gpu(), s, &tl, &ty, &tm, CounterDuty::None).unwrap(),
         &softmax_xent_backward(gpu(), s, &tl, &ty, &tg).unwrap(),
     ]);
     assert_close(
