@@ -60,7 +60,8 @@ pub const CASES: &[Case] = &[
     },
     Case {
         name: "relu in the conv, its backward in batchnorm (through dropout) and pool",
-        model: "conv(6,3,1,1) relu dropout(0.2) bn conv(5,3,1,1) relu bn maxpool(2) flatten linear(10)",
+        model:
+            "conv(6,3,1,1) relu dropout(0.2) bn conv(5,3,1,1) relu bn maxpool(2) flatten linear(10)",
         batches: &[1, 3],
     },
     Case {

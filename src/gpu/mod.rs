@@ -17,8 +17,9 @@ pub use caps::{Caps, Variant};
 pub(crate) use error::gib;
 pub use error::{GpuError, Result};
 pub use pipelines::{
-    Dispatch, Shader, AUGMENT, BATCHNORM, CONV2D, CONV2D_POOL, CONV2D_SUBGROUP, CONV2D_TILED, DATA,
-    DROPOUT, ELEMENTWISE, MATMUL, MATMUL_SUBGROUP, OPTIM, POOL, SHADERS, SOFTMAX_XENT,
+    Dispatch, Shader, AUGMENT, BATCHNORM, BATCHNORM_PLANES, CONV2D, CONV2D_POOL, CONV2D_SUBGROUP,
+    CONV2D_TILED, DATA, DROPOUT, ELEMENTWISE, MATMUL, MATMUL_SUBGROUP, OPTIM, POOL, SHADERS,
+    SOFTMAX_XENT,
 };
 
 use std::sync::{Arc, Mutex};

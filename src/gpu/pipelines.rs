@@ -78,6 +78,7 @@ pub const CONV2D_SUBGROUP: Shader = shader!("conv2d_subgroup", subgroups);
 pub const CONV2D_TILED: Shader = shader!("conv2d_tiled");
 pub const CONV2D_POOL: Shader = shader!("conv2d_pool");
 pub const BATCHNORM: Shader = shader!("batchnorm");
+pub const BATCHNORM_PLANES: Shader = shader!("batchnorm_planes");
 pub const POOL: Shader = shader!("pool" + hash);
 pub const DROPOUT: Shader = shader!("dropout" + hash);
 pub const SOFTMAX_XENT: Shader = shader!("softmax_xent");
@@ -95,6 +96,7 @@ pub const SHADERS: &[&Shader] = &[
     &CONV2D_TILED,
     &CONV2D_POOL,
     &BATCHNORM,
+    &BATCHNORM_PLANES,
     &POOL,
     &DROPOUT,
     &SOFTMAX_XENT,

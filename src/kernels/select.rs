@@ -209,21 +209,35 @@ pub mod matmul {
 
 pub mod batchnorm {
     //! Batch norm: one workgroup per channel walking its planes, as scalars (`Generic`) or,
-    //! when a plane holds whole vec4s, as vec4s (`Vec4`, the automatic choice there).
+    //! when a plane holds whole vec4s, as vec4s (`Vec4`, the automatic choice there on
+    //! software adapters); `Tiled`: one workgroup per (image, channel) plane with two-level
+    //! reductions (`shaders/batchnorm_planes.wgsl`), for hardware GPUs, where one workgroup
+    //! per channel leaves most of the GPU idle. Planes under `PLANES_MIN` elements would
+    //! leave most of each workgroup idle instead (BatchNorm1d's planes hold one).
     use super::{preferred, Caps, Variant};
 
+    pub const PLANES_MIN: usize = 16;
+
     pub fn applicable(plane: usize) -> Vec<Variant> {
+        let mut v = vec![Variant::Generic];
         if plane.is_multiple_of(4) {
-            vec![Variant::Generic, Variant::Vec4]
-        } else {
-            vec![Variant::Generic]
+            v.push(Variant::Vec4);
         }
+        if plane >= PLANES_MIN {
+            v.push(Variant::Tiled);
+        }
+        v
     }
 
     pub fn choose(caps: &Caps, plane: usize) -> Variant {
         let applicable = applicable(plane);
-        let auto = *applicable.last().expect("generic always applies");
-        // Only `generic` overrides: there is nothing else to prefer.
+        let auto = if !caps.software && applicable.contains(&Variant::Tiled) {
+            Variant::Tiled
+        } else if applicable.contains(&Variant::Vec4) {
+            Variant::Vec4
+        } else {
+            Variant::Generic
+        };
         preferred(caps, &applicable, auto)
     }
 }

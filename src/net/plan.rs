@@ -128,7 +128,7 @@ pub(super) fn forward_packed(
                 if let (Some(j), Some(t), true) = (fused.batch_norm, &bn_t, train) {
                     // The batch statistics the pool's normalisation reads.
                     let s = shapes::batch_norm(spec, j, batch);
-                    out.push(batchnorm::batchnorm_stats(gpu, s, t, x)?);
+                    out.extend(batchnorm::batchnorm_stats(gpu, s, t, x)?);
                 }
                 let fused_bn =
                     fused

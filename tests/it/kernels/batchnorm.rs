@@ -1,5 +1,6 @@
 use crate::common::*;
-use wgpu_fmnist::gpu::Tensor;
+use std::sync::OnceLock;
+use wgpu_fmnist::gpu::{AdapterRequest, Gpu, Tensor, Variant};
 use wgpu_fmnist::kernels::batchnorm::*;
 use wgpu_fmnist::kernels::elementwise::relu_backward_reference;
 
@@ -69,30 +70,74 @@ fn data(s: BatchNormShape, seed: u64) -> Data {
     }
 }
 
-fn layer(d: &Data) -> Layer {
+/// A device per variant, forced (`generic`, `vec4`, `tiled`): each runs its variant where
+/// it applies to a shape and the automatic choice elsewhere.
+fn devices() -> &'static [(Variant, Gpu)] {
+    static DEVICES: OnceLock<Vec<(Variant, Gpu)>> = OnceLock::new();
+    DEVICES.get_or_init(|| {
+        [Variant::Generic, Variant::Vec4, Variant::Tiled]
+            .into_iter()
+            .map(|v| {
+                (
+                    v,
+                    Gpu::new(&AdapterRequest::default())
+                        .unwrap()
+                        .prefer(v)
+                        .unwrap(),
+                )
+            })
+            .collect()
+    })
+}
+
+/// A shape (why it is here, n, c, hw) and its index.
+type Shape = (usize, &'static (&'static str, usize, usize, usize));
+
+/// Every shape on every variant's device.
+fn cases() -> impl Iterator<Item = (Shape, (Variant, &'static Gpu))> {
+    SHAPES
+        .iter()
+        .enumerate()
+        .flat_map(|shape| devices().iter().map(move |(v, g)| (shape, (*v, g))))
+}
+
+fn read_on(g: &Gpu, t: &Tensor) -> Vec<f32> {
+    g.read::<f32>(t).unwrap()
+}
+
+fn layer(g: &Gpu, d: &Data) -> Layer {
     let c = d.gamma.len();
     Layer {
-        gamma: upload("gamma", &d.gamma),
-        beta: upload("beta", &d.beta),
-        rm: upload("running_mean", &d.rm),
-        rv: upload("running_var", &d.rv),
-        stats: zeros("save_stats", 2 * c),
+        gamma: g.upload("gamma", &d.gamma).unwrap(),
+        beta: g.upload("beta", &d.beta).unwrap(),
+        rm: g.upload("running_mean", &d.rm).unwrap(),
+        rv: g.upload("running_var", &d.rv).unwrap(),
+        stats: g.zeros("save_stats", 2 * c).unwrap(),
     }
 }
 
 #[test]
 fn batchnorm_forward_matches_reference() {
-    for (i, &(why, n, c, hw)) in SHAPES.iter().enumerate() {
+    for ((i, &(why, n, c, hw)), (v, g)) in cases() {
         let s = BatchNormShape::new(n, c, hw);
         let d = data(s, i as u64);
-        let l = layer(&d);
+        let l = layer(g, &d);
         let (tx, ty, te) = (
-            upload("x", &d.x),
-            zeros("y", s.len()),
-            zeros("y_eval", s.len()),
+            g.upload("x", &d.x).unwrap(),
+            g.zeros("y", s.len()).unwrap(),
+            g.zeros("y_eval", s.len()).unwrap(),
         );
-        let [stats, norm] = batchnorm_forward_train(gpu(), s, &l.tensors(), &tx, &ty).unwrap();
-        run(&[&stats, &norm]);
+        let fwd = batchnorm_forward_train(g, s, &l.tensors(), &tx, &ty).unwrap();
+        g.run(&fwd.iter().collect::<Vec<_>>()).unwrap();
+        // The forced variant runs where it applies: two-level sums take one more dispatch.
+        let planes = v == Variant::Tiled && hw >= 16;
+        assert_eq!(fwd.len(), if planes { 3 } else { 2 }, "{v} hw={hw}");
+        assert_eq!(
+            fwd[0].label().contains("plane_stats"),
+            planes,
+            "{}",
+            fwd[0].label()
+        );
         let (mut y, mut mean, mut invstd) = (vec![0.0; s.len()], vec![0.0; c], vec![0.0; c]);
         let (mut rm, mut rv) = (d.rm.clone(), d.rv.clone());
         batchnorm_forward_train_reference(
@@ -106,76 +151,95 @@ fn batchnorm_forward_matches_reference() {
             &d.beta,
             s,
         );
-        let desc = format!("{} ({why})", s.describe());
-        assert_kernel_close(&format!("batchnorm_forward_train y {desc}"), &read(&ty), &y);
+        let desc = format!("{v} {} ({why})", s.describe());
+        assert_kernel_close(
+            &format!("batchnorm_forward_train y {desc}"),
+            &read_on(g, &ty),
+            &y,
+        );
         assert_kernel_close(
             &format!("batchnorm_forward_train mean {desc}"),
-            &read(&l.stats)[..c],
+            &read_on(g, &l.stats)[..c],
             &mean,
         );
         assert_kernel_close(
             &format!("batchnorm_forward_train invstd {desc}"),
-            &read(&l.stats)[c..2 * c],
+            &read_on(g, &l.stats)[c..2 * c],
             &invstd,
         );
-        assert_kernel_close(&format!("batchnorm running_mean {desc}"), &read(&l.rm), &rm);
-        assert_kernel_close(&format!("batchnorm running_var {desc}"), &read(&l.rv), &rv);
+        assert_kernel_close(
+            &format!("batchnorm running_mean {desc}"),
+            &read_on(g, &l.rm),
+            &rm,
+        );
+        assert_kernel_close(
+            &format!("batchnorm running_var {desc}"),
+            &read_on(g, &l.rv),
+            &rv,
+        );
 
         // Eval mode with the running statistics the training pass just produced.
-        run(&[&batchnorm_forward_eval(gpu(), s, &l.tensors(), &tx, &te).unwrap()]);
+        g.run(&[&batchnorm_forward_eval(g, s, &l.tensors(), &tx, &te).unwrap()])
+            .unwrap();
         let mut ye = vec![0.0; s.len()];
         batchnorm_forward_eval_reference(&mut ye, &d.x, &d.gamma, &d.beta, &rm, &rv, s);
-        assert_kernel_close(&format!("batchnorm_forward_eval {desc}"), &read(&te), &ye);
+        assert_kernel_close(
+            &format!("batchnorm_forward_eval {desc}"),
+            &read_on(g, &te),
+            &ye,
+        );
     }
 }
 
 #[test]
 fn batchnorm_backward_matches_reference() {
-    for (i, &(why, n, c, hw)) in SHAPES.iter().enumerate() {
+    for ((i, &(why, n, c, hw)), (v, g)) in cases() {
         let s = BatchNormShape::new(n, c, hw);
         let d = data(s, 10 + i as u64);
-        let l = layer(&d);
-        let (tx, ty, tdy) = (upload("x", &d.x), zeros("y", s.len()), upload("dy", &d.dy));
-        let (tdx, tdg, tdb) = (zeros("dx", s.len()), zeros("dgamma", c), zeros("dbeta", c));
-        let fwd = batchnorm_forward_train(gpu(), s, &l.tensors(), &tx, &ty).unwrap();
-        let bwd =
-            batchnorm_backward(gpu(), s, &l.tensors(), &tx, &tdy, &tdx, &tdg, &tdb, false).unwrap();
-        run(&[&fwd[0], &fwd[1], &bwd[0], &bwd[1]]);
-        // x from a ReLU fused into the step before: dx also goes through its backward.
-        let tdx_relu = zeros("dx", s.len());
-        let masked = batchnorm_backward(
-            gpu(),
-            s,
-            &l.tensors(),
-            &tx,
-            &tdy,
-            &tdx_relu,
-            &tdg,
-            &tdb,
-            true,
+        let l = layer(g, &d);
+        let (tx, ty, tdy) = (
+            g.upload("x", &d.x).unwrap(),
+            g.zeros("y", s.len()).unwrap(),
+            g.upload("dy", &d.dy).unwrap(),
         );
-        run(&[&masked.unwrap()[1]]);
+        let (tdx, tdg, tdb) = (
+            g.zeros("dx", s.len()).unwrap(),
+            g.zeros("dgamma", c).unwrap(),
+            g.zeros("dbeta", c).unwrap(),
+        );
+        let fwd = batchnorm_forward_train(g, s, &l.tensors(), &tx, &ty).unwrap();
+        let bwd =
+            batchnorm_backward(g, s, &l.tensors(), &tx, &tdy, &tdx, &tdg, &tdb, false).unwrap();
+        g.run(&fwd.iter().chain(&bwd).collect::<Vec<_>>()).unwrap();
+        // x from a ReLU fused into the step before: dx also goes through its backward.
+        let tdx_relu = g.zeros("dx", s.len()).unwrap();
+        let masked = batchnorm_backward(g, s, &l.tensors(), &tx, &tdy, &tdx_relu, &tdg, &tdb, true);
+        g.run(&masked.unwrap().iter().collect::<Vec<_>>()).unwrap();
         let (mut dx, mut dg, mut db) = (vec![0.0; s.len()], vec![0.0; c], vec![0.0; c]);
         batchnorm_backward_reference(&mut dx, &mut dg, &mut db, &d.dy, &d.x, &d.gamma, s);
-        let desc = format!("{} ({why})", s.describe());
+        let desc = format!("{v} {} ({why})", s.describe());
         // dgamma and dbeta sum up to 32*121 = 3872 terms per channel; atol 1e-4 still holds.
-        assert_kernel_close(&format!("batchnorm_backward dx {desc}"), &read(&tdx), &dx);
+        assert_kernel_close(
+            &format!("batchnorm_backward dx {desc}"),
+            &read_on(g, &tdx),
+            &dx,
+        );
         let mut dx_relu = vec![0.0; s.len()];
         relu_backward_reference(&mut dx_relu, &dx, &d.x);
         assert!(d.x.iter().any(|&v| v <= 0.0));
         assert_kernel_close(
             &format!("batchnorm_backward dx, relu input {desc}"),
-            &read(&tdx_relu),
+            &read_on(g, &tdx_relu),
             &dx_relu,
         );
         assert_kernel_close(
             &format!("batchnorm_backward dgamma {desc}"),
-            &read(&tdg),
+            &read_on(g, &tdg),
             &dg,
         );
         assert_kernel_close(
             &format!("batchnorm_backward dbeta {desc}"),
-            &read(&tdb),
+            &read_on(g, &tdb),
             &db,
         );
     }

@@ -1,6 +1,14 @@
 //! Batch normalisation (`shaders/batchnorm.wgsl`) for NCHW (`hw` = H*W) and NC (`hw` = 1),
 //! PyTorch BatchNorm2d/1d semantics: biased batch variance to normalise, unbiased variance
 //! into the running estimate, `running = (1 - momentum) * running + momentum * batch`.
+//!
+//! Variants (`kernels::select::batchnorm`): one workgroup per channel, scalar or vec4
+//! (batchnorm.wgsl), or per plane with two-level reductions for hardware GPUs (`planes.rs`,
+//! `shaders/batchnorm_planes.wgsl`). The CPU references are in `reference.rs`.
+
+mod planes;
+mod reference;
+pub use reference::*;
 
 use super::{check_len, dim, select};
 use crate::gpu::{Bindable, Dispatch, Gpu, GpuError, Result, Tensor, Variant, BATCHNORM};
@@ -25,6 +33,7 @@ mod binding {
     pub const Y4: u32 = 14;
     pub const DY4: u32 = 15;
     pub const DX4: u32 = 16;
+    pub const PLANE_SUMS: u32 = 17;
 }
 
 #[repr(C)]
@@ -92,11 +101,15 @@ impl BatchNormShape {
 /// is a multiple of 4 use the vec4 entry points (`name4`): the x/y/dy/dx bindings become
 /// their vec4 views (13..16).
 fn entry(gpu: &Gpu, s: &BatchNormShape, name: &str) -> (String, bool) {
-    if select::batchnorm::choose(&gpu.caps, s.hw) == Variant::Vec4 {
+    if variant(gpu, s) == Variant::Vec4 {
         (format!("{name}4"), true)
     } else {
         (name.to_string(), false)
     }
+}
+
+fn variant(gpu: &Gpu, s: &BatchNormShape) -> Variant {
+    select::batchnorm::choose(&gpu.caps, s.hw)
 }
 
 /// The binding of a tensor's scalar view, or of its vec4 view in a vec4 entry point.
@@ -132,16 +145,20 @@ impl BatchNormTensors<'_> {
     }
 }
 
-/// Batch statistics (saved for the backward) and the running-statistics update.
+/// Batch statistics (saved for the backward) and the running-statistics update: one
+/// dispatch, or two with the two-level reduction (`Tiled`).
 pub fn batchnorm_stats(
     gpu: &Gpu,
     s: BatchNormShape,
     t: &BatchNormTensors,
     x: &Tensor,
-) -> Result<Dispatch> {
+) -> Result<Vec<Dispatch>> {
     let desc = s.describe();
     t.check("batchnorm_stats", &s)?;
     check_len("batchnorm_stats", &desc, x, s.len())?;
+    if variant(gpu, &s) == Variant::Tiled {
+        return Ok(planes::stats(gpu, &s, &s.params()?, t, x)?.into());
+    }
     let p = gpu.uniform("batchnorm params", &s.params()?);
     let (stats_entry, v4) = entry(gpu, &s, "batchnorm_stats");
     let mut stats_bindings: Vec<(u32, &dyn Bindable)> = vec![
@@ -155,7 +172,7 @@ pub fn batchnorm_stats(
         // The shift k is the channel's first element, read through the scalar view.
         stats_bindings.push((binding::X4, &x));
     }
-    Ok(gpu
+    Ok(vec![gpu
         .dispatch(
             &BATCHNORM,
             &stats_entry,
@@ -163,7 +180,7 @@ pub fn batchnorm_stats(
             &stats_bindings,
             channels(&s),
         )?
-        .with_cost(4.0 * s.len() as f64, 8.0 * s.len() as f64))
+        .with_cost(4.0 * s.len() as f64, 8.0 * s.len() as f64)])
 }
 
 /// Training forward: batch statistics (and running-stat update), then normalisation.
@@ -173,10 +190,14 @@ pub fn batchnorm_forward_train(
     t: &BatchNormTensors,
     x: &Tensor,
     y: &Tensor,
-) -> Result<[Dispatch; 2]> {
+) -> Result<Vec<Dispatch>> {
     let desc = s.describe();
     check_len("batchnorm_forward_train", &desc, y, s.len())?;
-    let stats = batchnorm_stats(gpu, s, t, x)?;
+    let mut out = batchnorm_stats(gpu, s, t, x)?;
+    if variant(gpu, &s) == Variant::Tiled {
+        out.push(planes::normalize(gpu, &s, &s.params()?, t, x, y, false)?);
+        return Ok(out);
+    }
     let p = gpu.uniform("batchnorm params", &s.params()?);
     let (norm_entry, v4) = entry(gpu, &s, "batchnorm_forward_train");
     let norm = gpu
@@ -195,7 +216,8 @@ pub fn batchnorm_forward_train(
             channels(&s),
         )?
         .with_cost(3.0 * s.len() as f64, 8.0 * s.len() as f64);
-    Ok([stats, norm])
+    out.push(norm);
+    Ok(out)
 }
 
 /// Evaluation forward with the running statistics.
@@ -210,6 +232,9 @@ pub fn batchnorm_forward_eval(
     t.check("batchnorm_forward_eval", &s)?;
     check_len("batchnorm_forward_eval", &desc, x, s.len())?;
     check_len("batchnorm_forward_eval", &desc, y, s.len())?;
+    if variant(gpu, &s) == Variant::Tiled {
+        return planes::normalize(gpu, &s, &s.params()?, t, x, y, true);
+    }
     let p = gpu.uniform("batchnorm params", &s.params()?);
     let (name, v4) = entry(gpu, &s, "batchnorm_forward_eval");
     gpu.dispatch(
@@ -257,6 +282,9 @@ pub fn batchnorm_backward(
     check_len("batchnorm_backward", &desc, dbeta, s.c)?;
     let mut p = s.params()?;
     p.relu_mask = relu_input as u32;
+    if variant(gpu, &s) == Variant::Tiled {
+        return planes::backward(gpu, &s, &p, t, x, dy, dx, dgamma, dbeta);
+    }
     let p = gpu.uniform("batchnorm params", &p);
     let (name, v4) = entry(gpu, &s, "batchnorm_backward_reduce");
     let reduce = gpu
@@ -295,93 +323,4 @@ pub fn batchnorm_backward(
         )?
         .with_cost(7.0 * s.len() as f64, 12.0 * s.len() as f64);
     Ok([reduce, input])
-}
-
-fn idx(s: &BatchNormShape, b: usize, c: usize, j: usize) -> usize {
-    (b * s.c + c) * s.hw + j
-}
-
-/// Training forward. Writes y, save_mean, save_invstd; updates running_mean/var in place.
-#[allow(clippy::too_many_arguments)]
-pub fn batchnorm_forward_train_reference(
-    y: &mut [f32],
-    save_mean: &mut [f32],
-    save_invstd: &mut [f32],
-    running_mean: &mut [f32],
-    running_var: &mut [f32],
-    x: &[f32],
-    gamma: &[f32],
-    beta: &[f32],
-    s: BatchNormShape,
-) {
-    let count = (s.n * s.hw) as f64;
-    for c in 0..s.c {
-        let vals = || (0..s.n).flat_map(move |b| (0..s.hw).map(move |j| (b, j)));
-        let mean = vals().map(|(b, j)| x[idx(&s, b, c, j)] as f64).sum::<f64>() / count;
-        let ss = vals()
-            .map(|(b, j)| (x[idx(&s, b, c, j)] as f64 - mean).powi(2))
-            .sum::<f64>();
-        let var = ss / count;
-        let unbiased = if count > 1.0 { ss / (count - 1.0) } else { var };
-        let invstd = 1.0 / (var + s.eps as f64).sqrt();
-        save_mean[c] = mean as f32;
-        save_invstd[c] = invstd as f32;
-        let m = s.momentum as f64;
-        running_mean[c] = ((1.0 - m) * running_mean[c] as f64 + m * mean) as f32;
-        running_var[c] = ((1.0 - m) * running_var[c] as f64 + m * unbiased) as f32;
-        for (b, j) in vals() {
-            let i = idx(&s, b, c, j);
-            y[i] = ((x[i] as f64 - mean) * invstd * gamma[c] as f64 + beta[c] as f64) as f32;
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-pub fn batchnorm_forward_eval_reference(
-    y: &mut [f32],
-    x: &[f32],
-    gamma: &[f32],
-    beta: &[f32],
-    running_mean: &[f32],
-    running_var: &[f32],
-    s: BatchNormShape,
-) {
-    for (i, out) in y.iter_mut().enumerate() {
-        let c = (i / s.hw) % s.c;
-        let inv = 1.0 / (running_var[c] as f64 + s.eps as f64).sqrt();
-        *out = ((x[i] as f64 - running_mean[c] as f64) * inv * gamma[c] as f64 + beta[c] as f64)
-            as f32;
-    }
-}
-
-/// Training-mode backward: dx, dgamma, dbeta (overwritten), recomputing the batch statistics
-/// from x.
-#[allow(clippy::too_many_arguments)]
-pub fn batchnorm_backward_reference(
-    dx: &mut [f32],
-    dgamma: &mut [f32],
-    dbeta: &mut [f32],
-    dy: &[f32],
-    x: &[f32],
-    gamma: &[f32],
-    s: BatchNormShape,
-) {
-    let count = (s.n * s.hw) as f64;
-    for c in 0..s.c {
-        let vals = || (0..s.n).flat_map(move |b| (0..s.hw).map(move |j| idx(&s, b, c, j)));
-        let mean = vals().map(|i| x[i] as f64).sum::<f64>() / count;
-        let var = vals().map(|i| (x[i] as f64 - mean).powi(2)).sum::<f64>() / count;
-        let invstd = 1.0 / (var + s.eps as f64).sqrt();
-        let dg: f64 = vals()
-            .map(|i| dy[i] as f64 * (x[i] as f64 - mean) * invstd)
-            .sum();
-        let db: f64 = vals().map(|i| dy[i] as f64).sum();
-        dgamma[c] = dg as f32;
-        dbeta[c] = db as f32;
-        for i in vals() {
-            let xhat = (x[i] as f64 - mean) * invstd;
-            dx[i] =
-                (gamma[c] as f64 * invstd / count * (count * dy[i] as f64 - db - xhat * dg)) as f32;
-        }
-    }
 }
