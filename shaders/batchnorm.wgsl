@@ -12,9 +12,10 @@ struct Params {
     n: u32,
     c: u32,
     hw: u32,
-    // Backward: 1 when a ReLU (fused into the step before) produced x: its backward is then
-    // zeroing dx where x is 0, done here as dx is stored.
-    relu_mask: u32,
+    // Backward: dx = 0 where x <= this: 0 when a ReLU (fused into the step before) produced
+    // x (its backward, done here as dx is stored), -inf otherwise (never). A compare, not a
+    // branch on a uniform: cheaper on lavapipe.
+    mask_below: f32,
     momentum: f32,
     eps: f32,
     _pad1: f32,
@@ -242,7 +243,7 @@ fn batchnorm_backward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(wor
         for (var j = lid.x; j < p.hw; j += WG) {
             let xv = x[base + j];
             let g = k * (m * dy[base + j] - db - (xv - mean) * dg);
-            dx[base + j] = select(g, 0.0, p.relu_mask != 0u && xv <= 0.0);
+            dx[base + j] = select(g, 0.0, xv <= p.mask_below);
         }
     }
 }
@@ -262,7 +263,7 @@ fn batchnorm_backward4(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(wo
         for (var j = lid.x; j < hw4; j += WG) {
             let xv = x4[base + j];
             let g = k * (m * dy4[base + j] - db - (xv - mean) * dg);
-            dx4[base + j] = select(g, vec4<f32>(0.0), (xv <= vec4<f32>(0.0)) & vec4<bool>(p.relu_mask != 0u));
+            dx4[base + j] = select(g, vec4<f32>(0.0), xv <= vec4<f32>(p.mask_below));
         }
     }
 }

@@ -16,7 +16,7 @@ struct Params {
     n: u32,
     c: u32,
     hw: u32,
-    relu_mask: u32,
+    mask_below: f32,
     momentum: f32,
     eps: f32,
     _pad1: f32,
@@ -178,7 +178,7 @@ fn batchnorm_backward_plane_sums(@builtin(local_invocation_id) lid: vec3<u32>, @
 
 // dx = gamma * invstd / M * (M * dy - dbeta - xhat * dgamma), M = N * HW, with dgamma =
 // invstd * sum(dy * (x - mean)) and dbeta = sum(dy) from level 2 in every workgroup (the
-// workgroup of image 0 stores them). With p.relu_mask, 0 where x is 0 (batchnorm.wgsl).
+// workgroup of image 0 stores them). 0 where x <= p.mask_below (batchnorm.wgsl).
 @compute @workgroup_size(WG)
 fn batchnorm_backward_planes(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = plane_of(wid, nwg);
@@ -200,6 +200,6 @@ fn batchnorm_backward_planes(@builtin(local_invocation_id) lid: vec3<u32>, @buil
     for (var j = lid.x; j < p.hw; j += WG) {
         let xv = x[base + j];
         let g = k * (m * dy[base + j] - db - (xv - mean) * dg);
-        dx[base + j] = select(g, 0.0, p.relu_mask != 0u && xv <= 0.0);
+        dx[base + j] = select(g, 0.0, xv <= p.mask_below);
     }
 }

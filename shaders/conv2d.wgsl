@@ -17,8 +17,9 @@ struct Params {
     ow: u32,
     stride: u32,
     pad: u32,
-    // Forward: max(y, 0) as it is stored (a ReLU right after the convolution).
-    relu: u32,
+    // Forward: y = max(y, floor) as it is stored: 0 for a ReLU right after the convolution,
+    // -inf (no change) otherwise. A max, not a branch on a uniform: cheaper on lavapipe.
+    floor: f32,
 }
 
 const WG: u32 = 64u;
@@ -102,7 +103,7 @@ fn conv2d_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
         for (var j = 0u; j < BLOCK; j++) {
             if (ox0 + j < p.ow) {
                 let v = rows[r][j] + bias[co];
-                y[out_base + ox0 + j] = select(v, max(v, 0.0), p.relu != 0u);
+                y[out_base + ox0 + j] = max(v, p.floor);
             }
         }
     }
@@ -312,8 +313,8 @@ struct Params3 {
     flip: u32,
     // Batch images per partial sum in conv2d_backward_weight_3x3.
     chunk: u32,
-    // 3x3 forward: max(out, 0) as it is stored (a ReLU right after the convolution).
-    relu: u32,
+    // 3x3 forward: out = max(out, floor) as it is stored (Params' floor).
+    floor: f32,
     _pad0: u32,
     _pad1: u32,
     _pad2: u32,
@@ -414,7 +415,7 @@ fn store8(n: u32, o: u32, y: u32, x0: u32, l: vec4<f32>, h: vec4<f32>) {
     let v = array<f32, 8>(l.x, l.y, l.z, l.w, h.x, h.y, h.z, h.w);
     for (var j = 0u; j < 8u; j++) {
         let r = v[j] + b;
-        if (x0 + j < q.ow) { dst[base + j] = select(r, max(r, 0.0), q.relu != 0u); }
+        if (x0 + j < q.ow) { dst[base + j] = max(r, q.floor); }
     }
 }
 

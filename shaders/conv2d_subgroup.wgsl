@@ -33,8 +33,8 @@ struct Params3 {
     has_bias: u32,
     flip: u32,
     chunk: u32,
-    // Forward: max(out, 0) as it is stored (a ReLU right after the convolution).
-    relu: u32,
+    // Forward: out = max(out, floor) as it is stored (conv2d.wgsl's Params3).
+    floor: f32,
     _pad0: u32,
     _pad1: u32,
     _pad2: u32,
@@ -149,7 +149,7 @@ fn store_column_block(n: u32, o: u32, y: u32, x0: u32, v: vec4<f32>) {
     var b = 0.0;
     if (q.has_bias != 0u) { b = bias[o]; }
     let out = ((n * q.oc + o) * q.oh + y) * q.ow + x0;
-    let r = select(v + b, max(v + b, vec4<f32>(0.0)), q.relu != 0u);
+    let r = max(v + b, vec4<f32>(q.floor));
     if (x0 < q.ow) { dst[out] = r.x; }
     if (x0 + 1u < q.ow) { dst[out + 1u] = r.y; }
     if (x0 + 2u < q.ow) { dst[out + 2u] = r.z; }

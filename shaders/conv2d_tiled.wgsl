@@ -13,8 +13,8 @@ struct Params {
     ow: u32,
     stride: u32,
     pad: u32,
-    // Forward: max(y, 0) as it is stored (a ReLU right after the convolution).
-    relu: u32,
+    // Forward: y = max(y, floor) as it is stored (conv2d.wgsl's Params).
+    floor: f32,
 }
 
 // Only `chunk` is read here: batch images per partial sum of the weight gradient.
@@ -31,8 +31,8 @@ struct Params3 {
     has_bias: u32,
     flip: u32,
     chunk: u32,
-    // Forward: max(out, 0) as it is stored (a ReLU right after the convolution).
-    relu: u32,
+    // Forward: out = max(out, floor) as it is stored (conv2d.wgsl's Params3).
+    floor: f32,
     _pad0: u32,
     _pad1: u32,
     _pad2: u32,
@@ -145,7 +145,7 @@ fn conv2d_forward_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(w
             if (px < pixels) {
                 let o = pixel(px, p.oh, p.ow);
                 let v = rows[i][j] + bias[co];
-                y[((o.x * p.co + co) * p.oh + o.y) * p.ow + o.z] = select(v, max(v, 0.0), p.relu != 0u);
+                y[((o.x * p.co + co) * p.oh + o.y) * p.ow + o.z] = max(v, p.floor);
             }
         }
     }

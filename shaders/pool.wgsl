@@ -44,9 +44,9 @@ struct Params {
     // 2 running statistics (evaluating: running_mean and running_var).
     batch_norm: u32,
     eps: f32,
-    // maxpool_backward_batchnorm: 1 when a ReLU (fused into the step before) produced x:
-    // its backward is then zeroing dx where x is 0, done here as dx is stored.
-    relu_mask: u32,
+    // maxpool_backward_batchnorm: dx = 0 where x <= this: 0 when a ReLU (fused into the step
+    // before) produced x (its backward, done here as dx is stored), -inf otherwise.
+    mask_below: f32,
     _pad1: u32,
 }
 
@@ -377,5 +377,5 @@ fn maxpool_backward_batchnorm(@builtin(global_invocation_id) gid: vec3<u32>, @bu
 }
 
 fn relu_masked(g: f32, xv: f32) -> f32 {
-    return select(g, 0.0, p.relu_mask != 0u && xv <= 0.0);
+    return select(g, 0.0, xv <= p.mask_below);
 }

@@ -49,8 +49,8 @@ struct Params {
     post_scale: f32,
     batch_norm: u32,
     eps: f32,
-    /// maxpool_backward_batchnorm: zero dx where x is 0 (its `relu_input`).
-    relu_mask: u32,
+    /// maxpool_backward_batchnorm: zero dx where x <= this (its `relu_input`).
+    mask_below: f32,
     _pad: u32,
 }
 
@@ -150,7 +150,7 @@ impl PoolShape {
             post_scale: post.map_or(1.0, |d| scale(d.p)),
             batch_norm: 0,
             eps: 0.0,
-            relu_mask: 0,
+            mask_below: f32::NEG_INFINITY,
             _pad: 0,
         })
     }
@@ -343,7 +343,7 @@ pub fn maxpool_backward_batchnorm(
 ) -> Result<[Dispatch; 2]> {
     let desc = s.describe();
     let mut p = s.params(&fusion)?;
-    p.relu_mask = relu_input as u32;
+    p.mask_below = super::batchnorm::mask_below(relu_input);
     if s.k != s.stride {
         return Err(GpuError::Shape {
             label: "maxpool".into(),

@@ -42,8 +42,9 @@ struct Params {
     n: u32,
     c: u32,
     hw: u32,
-    /// Backward: zero dx where x is 0 (`batchnorm_backward`'s `relu_input`).
-    relu_mask: u32,
+    /// Backward: zero dx where x <= this (0 for `batchnorm_backward`'s `relu_input`, else
+    /// -inf).
+    pub(crate) mask_below: f32,
     momentum: f32,
     eps: f32,
     _pad1: [f32; 2],
@@ -89,7 +90,7 @@ impl BatchNormShape {
             n: dim("batchnorm", self.n)?,
             c: dim("batchnorm", self.c)?,
             hw: dim("batchnorm", self.hw)?,
-            relu_mask: 0,
+            mask_below: f32::NEG_INFINITY,
             momentum: self.momentum,
             eps: self.eps,
             _pad1: [0.0; 2],
@@ -105,6 +106,15 @@ fn entry(gpu: &Gpu, s: &BatchNormShape, name: &str) -> (String, bool) {
         (format!("{name}4"), true)
     } else {
         (name.to_string(), false)
+    }
+}
+
+/// Where an input gradient is zeroed: where x <= 0 for a ReLU's output, else nowhere.
+pub(crate) fn mask_below(relu_input: bool) -> f32 {
+    if relu_input {
+        0.0
+    } else {
+        f32::NEG_INFINITY
     }
 }
 
@@ -281,7 +291,7 @@ pub fn batchnorm_backward(
     check_len("batchnorm_backward", &desc, dgamma, s.c)?;
     check_len("batchnorm_backward", &desc, dbeta, s.c)?;
     let mut p = s.params()?;
-    p.relu_mask = relu_input as u32;
+    p.mask_below = mask_below(relu_input);
     if variant(gpu, &s) == Variant::Tiled {
         return planes::backward(gpu, &s, &p, t, x, dy, dx, dgamma, dbeta);
     }

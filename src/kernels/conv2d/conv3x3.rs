@@ -21,8 +21,8 @@ pub(super) struct Params3 {
     pub(super) has_bias: u32,
     pub(super) flip: u32,
     pub(super) chunk: u32,
-    /// Forward: ReLU as the output is stored.
-    pub(super) relu: u32,
+    /// Forward: the output is stored as max(out, floor): 0 for a fused ReLU, else -inf.
+    pub(super) floor: f32,
     pub(super) _pad: [u32; 3],
 }
 

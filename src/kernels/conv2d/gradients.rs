@@ -123,7 +123,7 @@ fn weight_gradient(
         ow: p.ow,
         pad: p.pad,
         chunk: dim("conv2d", chunk)?,
-        relu: 0,
+        floor: f32::NEG_INFINITY,
         _pad: [0; 3],
         ..Params3::zeroed()
     };

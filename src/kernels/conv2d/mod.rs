@@ -126,7 +126,7 @@ fn forward(
         desc.push_str(" +relu");
     }
     let mut p = s.params()?;
-    p.relu = relu as u32;
+    p.floor = relu_floor(relu);
     check_len("conv2d_forward", &desc, x, s.input_len())?;
     check_len("conv2d_forward", &desc, w, s.weight_len())?;
     check_len("conv2d_forward", &desc, b, s.co)?;
@@ -154,7 +154,7 @@ fn forward(
                 has_bias: 1,
                 flip: 0,
                 chunk: 1,
-                relu: relu as u32,
+                floor: relu_floor(relu),
                 _pad: [0; 3],
             };
             let subgroup = v == Variant::Subgroup;
@@ -252,7 +252,7 @@ fn backward_input(
                 has_bias: 0,
                 flip: 1,
                 chunk: 1,
-                relu: 0,
+                floor: f32::NEG_INFINITY,
                 _pad: [0; 3],
             };
             let no_bias = gpu.zeros("no bias", 1)?;
@@ -271,6 +271,15 @@ fn backward_input(
     Ok(vec![gpu
         .dispatch(shader(v), entry, &desc, &binds, groups)?
         .with_cost(s.flops(), s.bytes())])
+}
+
+/// What the forward's output is clamped below at: 0 with a fused ReLU, else nothing.
+fn relu_floor(relu: bool) -> f32 {
+    if relu {
+        0.0
+    } else {
+        f32::NEG_INFINITY
+    }
 }
 
 /// The WGSL file of the generic and tiled entry points.

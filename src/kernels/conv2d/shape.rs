@@ -20,8 +20,8 @@ pub(super) struct Params {
     pub ow: u32,
     pub stride: u32,
     pub pad: u32,
-    /// Forward: ReLU as the output is stored.
-    pub relu: u32,
+    /// Forward: the output is stored as max(y, floor): 0 for a fused ReLU, else -inf.
+    pub floor: f32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,7 +101,7 @@ impl Conv2dShape {
             ow: d(self.ow())?,
             stride: d(self.stride)?,
             pad: d(self.pad)?,
-            relu: 0,
+            floor: f32::NEG_INFINITY,
         })
     }
 }
