@@ -64,7 +64,10 @@ struct Params3 {
 const TILE: u32 = 64u;
 const TILE_K: u32 = 16u;
 
-var<workgroup> tile_a: array<f32, 1024>; // [TILE_K][TILE]: A(m, k) at k * TILE + m
+// tile_a's rows are padded by one: its stores walk k (consecutive invocations, consecutive
+// k), and a row pitch of 64 floats would put 16 of them in one shared-memory bank.
+const A_PITCH: u32 = 65u;
+var<workgroup> tile_a: array<f32, 1040>; // [TILE_K][A_PITCH]: A(m, k) at k * A_PITCH + m
 var<workgroup> tile_b: array<f32, 1024>; // [TILE_K][TILE]: B(k, n) at k * TILE + n
 
 struct Micro {
@@ -78,7 +81,7 @@ struct Micro {
 fn multiply_tiles(acc: Micro, lid: vec3<u32>) -> Micro {
     var a = acc;
     for (var kk = 0u; kk < TILE_K; kk++) {
-        let ao = kk * TILE + lid.y * 4u;
+        let ao = kk * A_PITCH + lid.y * 4u;
         let bo = kk * TILE + lid.x * 4u;
         let av = vec4<f32>(tile_a[ao], tile_a[ao + 1u], tile_a[ao + 2u], tile_a[ao + 3u]);
         let bv = vec4<f32>(tile_b[bo], tile_b[bo + 1u], tile_b[bo + 2u], tile_b[bo + 3u]);
@@ -122,7 +125,7 @@ fn conv2d_forward_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(w
             let ak = k0 + e % TILE_K;
             var av = 0.0;
             if (am < p.co && ak < k_len) { av = wt[am * k_len + ak]; }
-            tile_a[(e % TILE_K) * TILE + e / TILE_K] = av;
+            tile_a[(e % TILE_K) * A_PITCH + e / TILE_K] = av;
             // B = the input under each tap: consecutive invocations walk pixels.
             let bk = k0 + e / TILE;
             let bp = px_base + e % TILE;
@@ -185,7 +188,7 @@ fn conv2d_backward_input_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @bu
             if (am < p.ci && ak < k_len) {
                 av = wt[((ak / kk_taps) * p.ci + am) * kk_taps + ak % kk_taps];
             }
-            tile_a[(e % TILE_K) * TILE + e / TILE_K] = av;
+            tile_a[(e % TILE_K) * A_PITCH + e / TILE_K] = av;
             let bk = k0 + e / TILE;
             let bp = px_base + e % TILE;
             var bv = 0.0;
@@ -235,7 +238,7 @@ fn conv2d_backward_weight_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @b
                 let o = pixel(ak, p.oh, p.ow);
                 av = dy[((o.x * p.co + am) * p.oh + o.y) * p.ow + o.z];
             }
-            tile_a[(e % TILE_K) * TILE + e / TILE_K] = av;
+            tile_a[(e % TILE_K) * A_PITCH + e / TILE_K] = av;
             // B(pixel, (ci, ky, kx)) = the input under that tap.
             let bk = k0 + e / TILE;
             let bn = tap_base + e % TILE;

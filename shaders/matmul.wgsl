@@ -20,8 +20,9 @@ struct Params {
     epilogue: u32,
     // != 0: workgroup rows from here on compute row sums of A (matmul_row_sums.wgsl).
     row_sums_at: u32,
-    _pad1: u32,
-    _pad2: u32,
+    // Split-K: the terms of K each slice sums (matmul_split_partials).
+    k_chunk: u32,
+    _pad: u32,
 }
 
 const WG_X: u32 = 8u;
@@ -311,8 +312,47 @@ fn matmul_tn4(
 const TILE: u32 = 64u;
 const TILE_K: u32 = 16u;
 
-var<workgroup> tile_a: array<f32, 1024>; // [TILE_K][TILE]: A(m, k) at k * TILE + m
+// tile_a's rows are padded by one: its stores walk k (consecutive invocations, consecutive
+// k), and a row pitch of 64 floats would put 16 of them in one shared-memory bank.
+const A_PITCH: u32 = 65u;
+var<workgroup> tile_a: array<f32, 1040>; // [TILE_K][A_PITCH]: A(m, k) at k * A_PITCH + m
 var<workgroup> tile_b: array<f32, 1024>; // [TILE_K][TILE]: B(k, n) at k * TILE + n
+
+// This invocation's 4x4 block of the tile at (m_base, n_base), summed over k_begin..k_end.
+fn tiled_block(m_base: u32, n_base: u32, k_begin: u32, k_end: u32, lid: vec3<u32>) -> Block {
+    let t = lid.y * 16u + lid.x;
+    var acc: Block;
+    for (var k0 = k_begin; k0 < k_end; k0 += TILE_K) {
+        for (var r = 0u; r < 4u; r++) {
+            let e = t + r * 256u;
+            // A: row e / 16 of the tile, column e % 16 (consecutive threads walk k).
+            let am = m_base + e / TILE_K;
+            let ak = k0 + e % TILE_K;
+            var av = 0.0;
+            if (am < p.m && ak < k_end) { av = a[am * p.a_stride_m + ak * p.a_stride_k]; }
+            tile_a[(e % TILE_K) * A_PITCH + e / TILE_K] = av;
+            // B: row e / 64, column e % 64 (consecutive threads walk n).
+            let bk = k0 + e / TILE;
+            let bn = n_base + e % TILE;
+            var bv = 0.0;
+            if (bk < k_end && bn < p.n) { bv = b[bk * p.b_stride_k + bn * p.b_stride_n]; }
+            tile_b[e] = bv;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TILE_K; kk++) {
+            let ao = kk * A_PITCH + lid.y * 4u;
+            let bo = kk * TILE + lid.x * 4u;
+            let av = vec4<f32>(tile_a[ao], tile_a[ao + 1u], tile_a[ao + 2u], tile_a[ao + 3u]);
+            let bv = vec4<f32>(tile_b[bo], tile_b[bo + 1u], tile_b[bo + 2u], tile_b[bo + 3u]);
+            acc.r0 += av.x * bv;
+            acc.r1 += av.y * bv;
+            acc.r2 += av.z * bv;
+            acc.r3 += av.w * bv;
+        }
+        workgroupBarrier();
+    }
+    return acc;
+}
 
 @compute @workgroup_size(16, 16)
 fn matmul_tiled(
@@ -324,40 +364,7 @@ fn matmul_tiled(
     if (row_sums(wid, nwg, li, 256u)) { return; }
     let m_base = wid.y * TILE;
     let n_base = wid.x * TILE;
-    let t = lid.y * 16u + lid.x;
-    var acc0 = vec4<f32>();
-    var acc1 = vec4<f32>();
-    var acc2 = vec4<f32>();
-    var acc3 = vec4<f32>();
-    for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
-        for (var r = 0u; r < 4u; r++) {
-            let e = t + r * 256u;
-            // A: row e / 16 of the tile, column e % 16 (consecutive threads walk k).
-            let am = m_base + e / TILE_K;
-            let ak = k0 + e % TILE_K;
-            var av = 0.0;
-            if (am < p.m && ak < p.k) { av = a[am * p.a_stride_m + ak * p.a_stride_k]; }
-            tile_a[(e % TILE_K) * TILE + e / TILE_K] = av;
-            // B: row e / 64, column e % 64 (consecutive threads walk n).
-            let bk = k0 + e / TILE;
-            let bn = n_base + e % TILE;
-            var bv = 0.0;
-            if (bk < p.k && bn < p.n) { bv = b[bk * p.b_stride_k + bn * p.b_stride_n]; }
-            tile_b[e] = bv;
-        }
-        workgroupBarrier();
-        for (var kk = 0u; kk < TILE_K; kk++) {
-            let ao = kk * TILE + lid.y * 4u;
-            let bo = kk * TILE + lid.x * 4u;
-            let av = vec4<f32>(tile_a[ao], tile_a[ao + 1u], tile_a[ao + 2u], tile_a[ao + 3u]);
-            let bv = vec4<f32>(tile_b[bo], tile_b[bo + 1u], tile_b[bo + 2u], tile_b[bo + 3u]);
-            acc0 += av.x * bv;
-            acc1 += av.y * bv;
-            acc2 += av.z * bv;
-            acc3 += av.w * bv;
-        }
-        workgroupBarrier();
-    }
+    let acc = tiled_block(m_base, n_base, 0u, p.k, lid);
     let m0 = m_base + lid.y * 4u;
     let n0 = n_base + lid.x * 4u;
     if (m0 >= p.m || n0 >= p.n) { return; }
@@ -365,8 +372,63 @@ fn matmul_tiled(
     if (p.has_bias != 0u) {
         bv = bias4(n0);
     }
-    store4(m0, n0, acc0 + bv);
-    store4(m0 + 1u, n0, acc1 + bv);
-    store4(m0 + 2u, n0, acc2 + bv);
-    store4(m0 + 3u, n0, acc3 + bv);
+    store4(m0, n0, acc.r0 + bv);
+    store4(m0 + 1u, n0, acc.r1 + bv);
+    store4(m0 + 2u, n0, acc.r2 + bv);
+    store4(m0 + 3u, n0, acc.r3 + bv);
+}
+
+// ---------------------------------------------------------------------------------------
+// Split-K, for products with a long K and few output tiles (a linear layer with thousands of
+// inputs at a small batch: a handful of 64x64 tiles would leave a large GPU idle, each
+// looping over all of K). matmul_split_partials: the tiled product of K slice wid.z (p.k_chunk
+// terms) into partials[wid.z][M][N]; matmul_split_combine: C = the slices' sum in slice
+// order (fixed, so the result is deterministic), then bias, epilogue and row sums as the
+// other kernels do them.
+
+@group(0) @binding(11) var<storage, read_write> partials: array<f32>;
+
+@compute @workgroup_size(16, 16)
+fn matmul_split_partials(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let m_base = wid.y * TILE;
+    let n_base = wid.x * TILE;
+    let k_begin = wid.z * p.k_chunk;
+    let acc = tiled_block(m_base, n_base, k_begin, min(k_begin + p.k_chunk, p.k), lid);
+    let m0 = m_base + lid.y * 4u;
+    let n0 = n_base + lid.x * 4u;
+    let rows = array<vec4<f32>, 4>(acc.r0, acc.r1, acc.r2, acc.r3);
+    for (var i = 0u; i < 4u; i++) {
+        let m = m0 + i;
+        if (m >= p.m) { break; }
+        let base = (wid.z * p.m + m) * p.n;
+        for (var j = 0u; j < 4u; j++) {
+            if (n0 + j < p.n) { partials[base + n0 + j] = rows[i][j]; }
+        }
+    }
+}
+
+// One invocation per 4 consecutive columns of a row of C.
+@compute @workgroup_size(256)
+fn matmul_split_combine(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    if (row_sums(wid, nwg, li, 256u)) { return; }
+    let quads = (p.n + 3u) / 4u;
+    let i = (wid.y * nwg.x + wid.x) * 256u + li;
+    if (i >= p.m * quads) { return; }
+    let m = i / quads;
+    let n0 = (i - m * quads) * 4u;
+    let splits = (p.k + p.k_chunk - 1u) / p.k_chunk;
+    let last = p.n - 1u;
+    var sum = vec4<f32>();
+    for (var s = 0u; s < splits; s++) {
+        let base = (s * p.m + m) * p.n;
+        sum += vec4<f32>(partials[base + n0], partials[base + min(n0 + 1u, last)], partials[base + min(n0 + 2u, last)], partials[base + min(n0 + 3u, last)]);
+    }
+    if (p.has_bias != 0u) {
+        sum += bias4(n0);
+    }
+    store4(m, n0, sum);
 }

@@ -22,9 +22,11 @@ struct Params {
     smoothing: f32,
     grad_scale: f32,
     counter_duty: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    // softmax_xent_train_input_grad: the classifier's inputs, and dx = 0 where its input
+    // x <= mask_below (0 when a ReLU produced x: the ReLU's backward; -inf otherwise).
+    inputs: u32,
+    mask_below: f32,
+    _pad: u32,
 }
 
 const WG: u32 = 64u;
@@ -110,6 +112,48 @@ fn softmax_xent_train(@builtin(local_invocation_id) lid: vec3<u32>) {
         row_gradient(r, st, label);
     }
     reduce_into_metrics(lid.x, loss, correct);
+}
+
+// softmax_xent_train, plus the gradient to the input of the linear layer that produced the
+// logits (the classifier): dx = dlogits W, a product whose K is the number of classes, so
+// that it needs no dispatch of its own. Workgroup g owns ROWS rows of the batch: their
+// gradients, then their rows of dx (after a storage barrier, the dlogits its lanes wrote);
+// workgroup 0 also computes the metrics over the whole batch and keeps the counter, exactly
+// as softmax_xent_train does (same lanes, same order: bit-identical metrics and dlogits).
+@group(0) @binding(7) var<storage, read> w: array<f32>;
+@group(0) @binding(8) var<storage, read> x: array<f32>;
+@group(0) @binding(9) var<storage, read_write> dx: array<f32>;
+
+const ROWS: u32 = 4u;
+
+@compute @workgroup_size(WG)
+fn softmax_xent_train_input_grad(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let first = wid.x * ROWS;
+    let end = min(first + ROWS, p.batch);
+    for (var r = first + lid.x; r < end; r += WG) {
+        row_gradient(r, row_stats(r), min(labels[r], p.classes - 1u));
+    }
+    if (wid.x == 0u) {
+        var loss = 0.0;
+        var correct = 0u;
+        for (var r = lid.x; r < p.batch; r += WG) {
+            let st = row_stats(r);
+            let label = min(labels[r], p.classes - 1u);
+            loss += row_loss(r, st, label);
+            correct += select(0u, 1u, st.argmax == label);
+        }
+        reduce_into_metrics(lid.x, loss, correct);
+    }
+    storageBarrier();
+    for (var e = first * p.inputs + lid.x; e < end * p.inputs; e += WG) {
+        let r = e / p.inputs;
+        let i = e - r * p.inputs;
+        var g = 0.0;
+        for (var j = 0u; j < p.classes; j++) {
+            g += dlogits[r * p.classes + j] * w[j * p.inputs + i];
+        }
+        dx[e] = select(g, 0.0, x[e] <= p.mask_below);
+    }
 }
 
 // The workgroup's sum of `loss` and `correct` in a fixed tree order, added to metrics.

@@ -109,12 +109,13 @@ pub const CASES: &[Case] = &[
 ];
 
 /// The variants `check` forces, besides the automatic choice.
-pub const VARIANTS: [Variant; 5] = [
+pub const VARIANTS: [Variant; 6] = [
     Variant::Generic,
     Variant::Vec4,
     Variant::Conv3x3,
     Variant::Tiled,
     Variant::Subgroup,
+    Variant::SplitK,
 ];
 
 /// One line of the report: a case at one batch under one variant.

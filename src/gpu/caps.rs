@@ -92,6 +92,11 @@ pub enum Variant {
     Tiled,
     /// Subgroup broadcasts (3x3 convolutions, matmul): adapters with 8-wide subgroups.
     Subgroup,
+    /// Matrix products with a long K and few output tiles: K in slices, one workgroup per
+    /// (tile, slice), then a fixed-order sum of the slices.
+    #[value(name = "split-k")]
+    #[serde(rename = "split-k")]
+    SplitK,
 }
 
 impl std::fmt::Display for Variant {
@@ -103,6 +108,7 @@ impl std::fmt::Display for Variant {
             Variant::Conv3x3 => "3x3",
             Variant::Tiled => "tiled",
             Variant::Subgroup => "subgroup",
+            Variant::SplitK => "split-k",
         })
     }
 }

@@ -111,7 +111,8 @@ pub mod conv2d {
 
 pub mod matmul {
     //! Matrix products: `Generic` (the strided kernel, any layout), `Vec4` (per layout:
-    //! NT, TN, NN), `Tiled` (any layout), `Subgroup` (NT and NN layouts, 8-wide subgroups).
+    //! NT, TN, NN), `Tiled` (any layout), `Subgroup` (NT and NN layouts, 8-wide subgroups),
+    //! `SplitK` (any layout, long K and few tiles).
     use super::{preferred, Caps, Variant, TILED_MIN_OUTPUTS};
     use crate::kernels::matmul::MatmulShape;
 
@@ -178,8 +179,32 @@ pub mod matmul {
         None
     }
 
+    /// 64x64 tiles of C.
+    fn tiles(s: &MatmulShape) -> usize {
+        s.m.div_ceil(64) * s.n.div_ceil(64)
+    }
+
+    /// Split-K's slice length, if it applies: products of at most `SPLIT_K_MAX_TILES` tiles
+    /// whose K makes at least two slices of `SPLIT_K_MIN_CHUNK` terms. Slices are enough to
+    /// give ~256 workgroups (two per SM of a 132-SM GPU), whole 16-term steps of the tiled
+    /// loop.
+    pub fn split_k_chunk(s: &MatmulShape) -> Option<usize> {
+        let tiles = tiles(s);
+        if tiles > SPLIT_K_MAX_TILES || s.k < 2 * SPLIT_K_MIN_CHUNK {
+            return None;
+        }
+        let splits = 256usize.div_ceil(tiles).min(s.k / SPLIT_K_MIN_CHUNK).max(2);
+        Some(s.k.div_ceil(splits).next_multiple_of(16))
+    }
+
+    pub const SPLIT_K_MAX_TILES: usize = 64;
+    pub const SPLIT_K_MIN_CHUNK: usize = 128;
+
     pub fn applicable(caps: &Caps, s: &MatmulShape, bias: bool) -> Vec<Variant> {
         let mut v = vec![Variant::Generic, Variant::Tiled];
+        if split_k_chunk(s).is_some() {
+            v.push(Variant::SplitK);
+        }
         if vec4_kernel(s, bias).is_some() {
             v.push(Variant::Vec4);
         }
@@ -190,11 +215,14 @@ pub mod matmul {
     }
 
     /// Software: subgroup where it applies (17-27 GFLOP/s on lavapipe), else vec4 (~16-19),
-    /// else strided. Hardware: tiled for products of 64x64 outputs or more, else vec4.
+    /// else strided. Hardware: split-K where it applies to 16 tiles or fewer (the rest of
+    /// the GPU would idle), tiled for products of 64x64 outputs or more, else vec4.
     pub fn choose(caps: &Caps, s: &MatmulShape, bias: bool) -> Variant {
         let applicable = applicable(caps, s, bias);
         let has = |v| applicable.contains(&v);
-        let auto = if !caps.software && s.m * s.n >= TILED_MIN_OUTPUTS {
+        let auto = if !caps.software && has(Variant::SplitK) && tiles(s) <= 16 {
+            Variant::SplitK
+        } else if !caps.software && s.m * s.n >= TILED_MIN_OUTPUTS {
             Variant::Tiled
         } else if caps.software && has(Variant::Subgroup) {
             Variant::Subgroup

@@ -15,6 +15,9 @@ mod binding {
     pub const DLOGITS: u32 = 4;
     pub const CONFUSION: u32 = 5;
     pub const COUNTER_RW: u32 = 6;
+    pub const W: u32 = 7;
+    pub const X: u32 = 8;
+    pub const DX: u32 = 9;
 }
 
 #[repr(C)]
@@ -25,12 +28,14 @@ struct Params {
     smoothing: f32,
     grad_scale: f32,
     counter_duty: u32,
-    _pad: [u32; 3],
+    inputs: u32,
+    mask_below: f32,
+    _pad: u32,
 }
 
 /// What a loss dispatch does to a step counter (`kernels::optim`'s layout) besides the loss:
-/// it is a step's one single-workgroup dispatch, so it can write the counter without racing
-/// the kernels that read it.
+/// one invocation of it (in its only workgroup, or workgroup 0) writes the counter, which no
+/// other kernel of the dispatch reads, so nothing races it.
 #[derive(Clone, Copy, Default)]
 pub enum CounterDuty<'a> {
     #[default]
@@ -95,7 +100,9 @@ impl XentShape {
             smoothing: self.smoothing,
             grad_scale: 1.0 / self.batch as f32,
             counter_duty: 0,
-            _pad: [0; 3],
+            inputs: 0,
+            mask_below: f32::NEG_INFINITY,
+            _pad: 0,
         })
     }
 }
@@ -199,6 +206,73 @@ pub fn softmax_xent_train(
             (binding::COUNTER_RW, duty.counter().unwrap_or(&dummy)),
         ],
         [1, 1, 1],
+    )
+}
+
+/// The classifier whose input gradient `softmax_xent_train_input_grad` computes: the linear
+/// layer `inputs -> classes` that produced the logits.
+pub struct Classifier<'a> {
+    pub inputs: usize,
+    /// Its weight, `[classes, inputs]`.
+    pub weight: &'a Tensor,
+    /// Its input, `[batch, inputs]`.
+    pub x: &'a Tensor,
+    /// True when a ReLU produced x: dx is then 0 where x <= 0 (the ReLU's backward too).
+    pub relu_input: bool,
+    /// Overwritten with dL/dx.
+    pub dx: &'a Tensor,
+}
+
+/// Rows of the batch per workgroup of `softmax_xent_train_input_grad` (its shader's ROWS).
+const ROWS: usize = 4;
+
+/// `softmax_xent_train` plus the classifier's input gradient dx = dlogits W (masked by the
+/// ReLU before it), in one dispatch: the same metrics and dlogits, bit for bit.
+#[allow(clippy::too_many_arguments)]
+pub fn softmax_xent_train_input_grad(
+    gpu: &Gpu,
+    s: XentShape,
+    logits: &Tensor,
+    labels: &Tensor,
+    metrics_buf: &Tensor,
+    dlogits: &Tensor,
+    duty: CounterDuty,
+    c: Classifier,
+) -> Result<Dispatch> {
+    let desc = format!("{} inputs={}", s.describe(), c.inputs);
+    let name = "softmax_xent_train_input_grad";
+    check_len(name, &desc, logits, s.batch * s.classes)?;
+    check_len(name, &desc, labels, s.batch)?;
+    check_len(name, &desc, metrics_buf, metrics::LEN)?;
+    check_len(name, &desc, dlogits, s.batch * s.classes)?;
+    check_len(name, &desc, c.weight, s.classes * c.inputs)?;
+    check_len(name, &desc, c.x, s.batch * c.inputs)?;
+    check_len(name, &desc, c.dx, s.batch * c.inputs)?;
+    if let Some(counter) = duty.counter() {
+        check_len("softmax_xent", "the step counter", counter, 4)?;
+    }
+    let mut p = s.params()?;
+    p.counter_duty = duty.code();
+    p.inputs = dim(name, c.inputs)?;
+    p.mask_below = if c.relu_input { 0.0 } else { f32::NEG_INFINITY };
+    let pb = gpu.uniform("softmax_xent params", &p);
+    let dummy = gpu.zeros("no counter", 4)?;
+    gpu.dispatch(
+        &SOFTMAX_XENT,
+        name,
+        &desc,
+        &[
+            (binding::P, &pb),
+            (binding::LOGITS, &logits),
+            (binding::LABELS, &labels),
+            (binding::METRICS, &metrics_buf),
+            (binding::DLOGITS, &dlogits),
+            (binding::COUNTER_RW, duty.counter().unwrap_or(&dummy)),
+            (binding::W, c.weight),
+            (binding::X, c.x),
+            (binding::DX, c.dx),
+        ],
+        [s.batch.div_ceil(ROWS) as u32, 1, 1],
     )
 }
 

@@ -5,6 +5,7 @@
 use super::fuse::{self, Mode, Op, PoolFused};
 use super::{shapes, Buffers, Network};
 use crate::gpu::{Dispatch, Gpu, Result, Tensor};
+use crate::kernels::softmax_xent::Classifier;
 use crate::kernels::{
     batchnorm::{self, BatchNormTensors},
     conv2d::{self, WeightPacker},
@@ -100,7 +101,7 @@ pub(super) fn forward_packed(
             Op::Linear { layer, relu } => {
                 let p = net.param_pair(layer);
                 let s = shapes::linear(spec, layer, batch);
-                out.push(match relu {
+                out.extend(match relu {
                     false => matmul::linear_forward(gpu, s, x, &p.0.value, &p.1.value, y)?,
                     true => matmul::linear_relu_forward(gpu, s, x, &p.0.value, &p.1.value, y)?,
                 });
@@ -155,8 +156,30 @@ pub(super) fn forward_packed(
     Ok(out)
 }
 
+/// The last step when it is a linear layer whose input gradient the backward needs: what
+/// the loss's dispatch computes beside the logits' gradient (`softmax_xent_train_input_grad`).
+pub(super) fn classifier<'a>(
+    net: &'a Network,
+    bufs: &'a Buffers,
+    batch: usize,
+) -> Option<Classifier<'a>> {
+    let last = bufs.steps.len() - 1;
+    let Op::Linear { layer, .. } = bufs.steps[last].op else {
+        return None;
+    };
+    Some(Classifier {
+        inputs: shapes::linear(&net.spec, layer, batch).inputs,
+        weight: &net.param_pair(layer).0.value,
+        x: &bufs.acts[last],
+        relu_input: fuse::masks_input_gradient(&bufs.steps, last),
+        dx: bufs.grads[last].as_ref()?,
+    })
+}
+
 /// The backward pass: from the logits' gradient to every parameter gradient. Parameter
-/// gradients are overwritten (never accumulated), as are activation gradients.
+/// gradients are overwritten (never accumulated), as are activation gradients. With
+/// `classifier_dx_done`, the loss's dispatch has written the last step's input gradient
+/// (`classifier`).
 pub(super) fn backward(
     gpu: &Gpu,
     net: &Network,
@@ -164,14 +187,18 @@ pub(super) fn backward(
     batch: usize,
     dropout_seed: u32,
     mut packer: Option<&mut WeightPacker>,
+    classifier_dx_done: bool,
 ) -> Result<Vec<Dispatch>> {
     let spec = &net.spec;
     let mut out = Vec::new();
+    let last = bufs.steps.len() - 1;
     for (k, step) in bufs.steps.iter().enumerate().rev() {
         let x = &bufs.acts[k];
         let dy = bufs.grads[k + 1].as_ref().expect("output gradient");
-        // None only for the network's input, which needs no gradient.
-        let dx = bufs.grads[k].as_ref();
+        // None for the network's input, which needs no gradient, and for what is done.
+        let dx = bufs.grads[k]
+            .as_ref()
+            .filter(|_| !(classifier_dx_done && k == last));
         match step.op {
             // With `relu`, dy is already the gradient to the ReLU's input (see Linear).
             Op::Conv { layer, .. } => {
@@ -197,16 +224,18 @@ pub(super) fn backward(
             Op::Linear { layer, .. } => {
                 let s = shapes::linear(spec, layer, batch);
                 let (w, b) = net.param_pair(layer);
-                out.push(matmul::linear_backward_weight_bias(
+                out.extend(matmul::linear_backward_weight_bias(
                     gpu, s, dy, x, &w.grad, &b.grad,
                 )?);
                 match dx {
                     Some(dx) if fuse::masks_input_gradient(&bufs.steps, k) => {
-                        out.push(matmul::linear_backward_input_relu(
+                        out.extend(matmul::linear_backward_input_relu(
                             gpu, s, dy, &w.value, x, dx,
                         )?);
                     }
-                    Some(dx) => out.push(matmul::linear_backward_input(gpu, s, dy, &w.value, dx)?),
+                    Some(dx) => {
+                        out.extend(matmul::linear_backward_input(gpu, s, dy, &w.value, dx)?)
+                    }
                     None => {}
                 }
             }

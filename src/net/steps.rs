@@ -2,7 +2,7 @@
 //! update for training; gather, forward and metrics for evaluation. The 3x3 convolutions'
 //! weights are packed once per step, in one dispatch in front.
 
-use super::plan::{backward, forward_packed};
+use super::plan::{backward, classifier, forward_packed};
 use super::{shapes, Buffers, Network, OptimizerConfig};
 use crate::gpu::{Dispatch, Gpu, Result, Tensor};
 use crate::kernels::{
@@ -166,15 +166,16 @@ pub fn gradient_step(
         smoothing: label_smoothing,
     };
     let (logits, labels) = (bufs.logits(), &bufs.labels);
-    plan.push(softmax_xent::softmax_xent_train(
-        gpu,
-        xs,
-        logits,
-        labels,
-        metrics,
-        bufs.logits_grad(),
-        CounterDuty::Snapshot(&net.counter),
-    )?);
+    let (dlogits, duty) = (bufs.logits_grad(), CounterDuty::Snapshot(&net.counter));
+    // The classifier's input gradient comes with the loss where there is one to compute.
+    let classifier = classifier(net, bufs, batch);
+    let classifier_dx_done = classifier.is_some();
+    plan.push(match classifier {
+        Some(c) => softmax_xent::softmax_xent_train_input_grad(
+            gpu, xs, logits, labels, metrics, dlogits, duty, c,
+        )?,
+        None => softmax_xent::softmax_xent_train(gpu, xs, logits, labels, metrics, dlogits, duty)?,
+    });
     plan.extend(backward(
         gpu,
         net,
@@ -182,6 +183,7 @@ pub fn gradient_step(
         batch,
         dropout_seed,
         packer.as_mut(),
+        classifier_dx_done,
     )?);
     with_packing(gpu, packer.as_ref(), plan)
 }

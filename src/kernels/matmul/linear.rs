@@ -61,7 +61,7 @@ pub fn linear_forward(
     w: &Tensor,
     b: &Tensor,
     y: &Tensor,
-) -> Result<Dispatch> {
+) -> Result<Vec<Dispatch>> {
     linear_forward_with(gpu, Variant::Auto, s, x, w, b, y)
 }
 
@@ -73,7 +73,7 @@ pub fn linear_forward_with(
     w: &Tensor,
     b: &Tensor,
     y: &Tensor,
-) -> Result<Dispatch> {
+) -> Result<Vec<Dispatch>> {
     let desc = s.describe();
     check_len("linear_forward", &desc, x, s.batch * s.inputs)?;
     check_len("linear_forward", &desc, w, s.outputs * s.inputs)?;
@@ -90,7 +90,7 @@ pub fn linear_relu_forward(
     w: &Tensor,
     b: &Tensor,
     y: &Tensor,
-) -> Result<Dispatch> {
+) -> Result<Vec<Dispatch>> {
     linear_relu_forward_with(gpu, Variant::Auto, s, x, w, b, y)
 }
 
@@ -102,7 +102,7 @@ pub fn linear_relu_forward_with(
     w: &Tensor,
     b: &Tensor,
     y: &Tensor,
-) -> Result<Dispatch> {
+) -> Result<Vec<Dispatch>> {
     let desc = s.describe();
     check_len("linear_relu_forward", &desc, x, s.batch * s.inputs)?;
     check_len("linear_relu_forward", &desc, w, s.outputs * s.inputs)?;
@@ -118,7 +118,7 @@ pub fn linear_backward_input(
     dy: &Tensor,
     w: &Tensor,
     dx: &Tensor,
-) -> Result<Dispatch> {
+) -> Result<Vec<Dispatch>> {
     linear_backward_input_with(gpu, Variant::Auto, s, dy, w, dx)
 }
 
@@ -129,7 +129,7 @@ pub fn linear_backward_input_with(
     dy: &Tensor,
     w: &Tensor,
     dx: &Tensor,
-) -> Result<Dispatch> {
+) -> Result<Vec<Dispatch>> {
     check_len(
         "linear_backward_input",
         &s.describe(),
@@ -160,7 +160,7 @@ pub fn linear_backward_input_relu(
     w: &Tensor,
     relu_out: &Tensor,
     dx: &Tensor,
-) -> Result<Dispatch> {
+) -> Result<Vec<Dispatch>> {
     linear_backward_input_relu_with(gpu, Variant::Auto, s, dy, w, relu_out, dx)
 }
 
@@ -172,7 +172,7 @@ pub fn linear_backward_input_relu_with(
     w: &Tensor,
     relu_out: &Tensor,
     dx: &Tensor,
-) -> Result<Dispatch> {
+) -> Result<Vec<Dispatch>> {
     let desc = s.describe();
     check_len("linear_backward_input_relu", &desc, dy, s.batch * s.outputs)?;
     check_len("linear_backward_input_relu", &desc, w, s.outputs * s.inputs)?;
@@ -188,7 +188,7 @@ pub fn linear_backward_weight(
     dy: &Tensor,
     x: &Tensor,
     dw: &Tensor,
-) -> Result<Dispatch> {
+) -> Result<Vec<Dispatch>> {
     linear_backward_weight_with(gpu, Variant::Auto, s, dy, x, dw)
 }
 
@@ -199,7 +199,7 @@ pub fn linear_backward_weight_with(
     dy: &Tensor,
     x: &Tensor,
     dw: &Tensor,
-) -> Result<Dispatch> {
+) -> Result<Vec<Dispatch>> {
     check_len(
         "linear_backward_weight",
         &s.describe(),
@@ -221,7 +221,8 @@ pub fn linear_backward_weight_with(
     matmul_with(gpu, v, s.backward_weight(), dy, x, None, dw)
 }
 
-/// dw = dy^T x and db = the sum over the batch of dy, in one dispatch (both overwritten):
+/// dw = dy^T x and db = the sum over the batch of dy, in one dispatch (both overwritten;
+/// split-K: in its second):
 /// db's workgroups are appended to the product's grid (`Extras::row_sums`).
 pub fn linear_backward_weight_bias(
     gpu: &Gpu,
@@ -230,7 +231,7 @@ pub fn linear_backward_weight_bias(
     x: &Tensor,
     dw: &Tensor,
     db: &Tensor,
-) -> Result<Dispatch> {
+) -> Result<Vec<Dispatch>> {
     linear_backward_weight_bias_with(gpu, Variant::Auto, s, dy, x, dw, db)
 }
 
@@ -242,7 +243,7 @@ pub fn linear_backward_weight_bias_with(
     x: &Tensor,
     dw: &Tensor,
     db: &Tensor,
-) -> Result<Dispatch> {
+) -> Result<Vec<Dispatch>> {
     let desc = s.describe();
     check_len(
         "linear_backward_weight_bias",

@@ -28,6 +28,7 @@ mod binding {
     pub const B4: u32 = 8;
     pub const C4: u32 = 9;
     pub const MASK: u32 = 10;
+    pub const PARTIALS: u32 = 11;
 }
 use bytemuck::{Pod, Zeroable};
 
@@ -47,7 +48,9 @@ pub struct MatmulParams {
     pub epilogue: u32,
     /// Non-zero: the workgroup rows from here on compute row sums of A (`Extras::row_sums`).
     pub row_sums_at: u32,
-    pub _pad: [u32; 2],
+    /// Split-K: the terms of K each slice sums.
+    pub k_chunk: u32,
+    pub _pad: u32,
 }
 
 /// What the product does to each value of C as it stores it (after the bias): how the
@@ -140,7 +143,8 @@ fn params(shape: &MatmulShape) -> Result<MatmulParams> {
         b_stride_n: d(shape.b_stride.1)?,
         epilogue: 0,
         row_sums_at: 0,
-        _pad: [0; 2],
+        k_chunk: 0,
+        _pad: 0,
     })
 }
 
@@ -163,7 +167,7 @@ pub fn matmul_with(
     b: &Tensor,
     bias: Option<&Tensor>,
     c: &Tensor,
-) -> Result<Dispatch> {
+) -> Result<Vec<Dispatch>> {
     matmul_epilogue_with(gpu, variant, shape, a, b, bias, Epilogue::None, c)
 }
 
@@ -178,7 +182,7 @@ pub fn matmul_epilogue_with(
     bias: Option<&Tensor>,
     epilogue: Epilogue,
     c: &Tensor,
-) -> Result<Dispatch> {
+) -> Result<Vec<Dispatch>> {
     let extras = Extras {
         bias,
         epilogue,
@@ -187,7 +191,8 @@ pub fn matmul_epilogue_with(
     matmul_extras_with(gpu, variant, shape, a, b, extras, c)
 }
 
-/// C = A * B with `extras` in the same dispatch.
+/// C = A * B with `extras` in the same dispatch (split-K: two dispatches, the extras in the
+/// second).
 pub fn matmul_extras_with(
     gpu: &Gpu,
     variant: Variant,
@@ -196,7 +201,7 @@ pub fn matmul_extras_with(
     b: &Tensor,
     extras: Extras,
     c: &Tensor,
-) -> Result<Dispatch> {
+) -> Result<Vec<Dispatch>> {
     let Extras {
         bias,
         epilogue,
@@ -242,7 +247,7 @@ pub fn matmul_extras_with(
                         let b = gpu.zeros("tune b", shape.b_len())?;
                         let c = gpu.zeros("tune c", shape.m * shape.n)?;
                         let bias = bias.map(|_| gpu.zeros("tune bias", shape.n)).transpose()?;
-                        Ok(vec![matmul_with(gpu, v, shape, &a, &b, bias.as_ref(), &c)?])
+                        matmul_with(gpu, v, shape, &a, &b, bias.as_ref(), &c)
                     })
                 }
                 _ => fallback,
@@ -275,6 +280,9 @@ pub fn matmul_extras_with(
         Epilogue::ReluMask(m) => m,
         _ => &no_bias,
     };
+    if variant == Variant::SplitK {
+        return split_k(gpu, shape, p, a, b, extras, c, &desc);
+    }
     let (shader, entry, mut groups, binds) = match variant {
         Variant::Subgroup => {
             let (entry, groups) =
@@ -356,9 +364,81 @@ pub fn matmul_extras_with(
     }
     let pb = gpu.uniform("matmul params", &p);
     binds.push((binding::PARAMS, &pb));
-    Ok(gpu
+    Ok(vec![gpu
         .dispatch(shader, entry, &desc, &binds, groups)?
-        .with_cost(shape.flops(), shape.bytes()))
+        .with_cost(shape.flops(), shape.bytes())])
+}
+
+/// Split-K (`Variant::SplitK`): the tiled product of each K slice into partial sums, then
+/// their fixed-order sum with the bias, epilogue and row sums.
+#[allow(clippy::too_many_arguments)]
+fn split_k(
+    gpu: &Gpu,
+    shape: MatmulShape,
+    mut p: MatmulParams,
+    a: &Tensor,
+    b: &Tensor,
+    extras: Extras,
+    c: &Tensor,
+    desc: &str,
+) -> Result<Vec<Dispatch>> {
+    let chunk = select::matmul::split_k_chunk(&shape).expect("applicable");
+    let splits = shape.k.div_ceil(chunk);
+    p.k_chunk = chunk as u32;
+    let partials = gpu.zeros("matmul split-k partials", splits * shape.m * shape.n)?;
+    // The combine: one invocation per 4 columns of a row, rows of 65,535 workgroups at most.
+    let wgs = (shape.m * shape.n.div_ceil(4)).div_ceil(256).max(1);
+    let x = wgs.min(65_535);
+    let mut combine_groups = [x as u32, wgs.div_ceil(x) as u32, 1];
+    if extras.row_sums.is_some() {
+        p.row_sums_at = combine_groups[1];
+        combine_groups[1] += shape.m.div_ceil(x * 256) as u32;
+    }
+    let pb = gpu.uniform("matmul params", &p);
+    let product = gpu.dispatch(
+        &MATMUL,
+        "matmul_split_partials",
+        desc,
+        &[
+            (binding::PARAMS, &pb),
+            (binding::A, a),
+            (binding::B, b),
+            (binding::PARTIALS, &partials),
+        ],
+        [
+            shape.n.div_ceil(64).max(1) as u32,
+            shape.m.div_ceil(64).max(1) as u32,
+            splits as u32,
+        ],
+    )?;
+    let no_bias = gpu.zeros("no bias", 4)?;
+    let no_row_sums = gpu.zeros("no row sums", 4)?;
+    let mask: &Tensor = match extras.epilogue {
+        Epilogue::ReluMask(m) => m,
+        _ => &no_bias,
+    };
+    let combine = gpu.dispatch(
+        &MATMUL,
+        "matmul_split_combine",
+        desc,
+        &[
+            (binding::PARAMS, &pb),
+            (binding::A, a),
+            (binding::BIAS, extras.bias.unwrap_or(&no_bias)),
+            (binding::C, c),
+            (binding::DB, extras.row_sums.unwrap_or(&no_row_sums)),
+            (binding::MASK, mask),
+            (binding::PARTIALS, &partials),
+        ],
+        combine_groups,
+    )?;
+    Ok(vec![
+        product.with_cost(shape.flops(), shape.bytes()),
+        combine.with_cost(
+            (splits * shape.m * shape.n) as f64,
+            4.0 * ((splits + 1) * shape.m * shape.n) as f64,
+        ),
+    ])
 }
 
 /// C = A * B with f64 accumulation.

@@ -46,6 +46,11 @@ pub fn run(dispatches: &[&Dispatch]) {
     gpu().run(dispatches).unwrap()
 }
 
+/// `run` for kernels that return their dispatches as lists, in order.
+pub fn run_lists(lists: &[Vec<Dispatch>]) {
+    run(&lists.iter().flatten().collect::<Vec<_>>())
+}
+
 /// Largest |gpu - ref| seen, and the worst ratio to the allowed error.
 pub struct Report {
     pub max_abs: f64,

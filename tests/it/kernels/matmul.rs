@@ -19,6 +19,7 @@ const LINEAR_SHAPES: &[(usize, usize, usize)] = &[
     (5, 1152, 128),   // cnn2 first linear
     (3, 6272, 640),   // vgg first linear
     (3, 640, 10),     // vgg classifier
+    (300, 20, 12),    // a long batch: split-K weight gradient, the bias's row sums beside it
 ];
 
 fn data(s: LinearShape, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
@@ -57,7 +58,7 @@ fn linear_forward_matches_reference() {
                 upload("b", &b),
                 zeros("y", batch * outputs),
             );
-            run(&[&linear_forward_with(gpu(), v, s, &tx, &tw, &tb, &ty).unwrap()]);
+            run_lists(&[linear_forward_with(gpu(), v, s, &tx, &tw, &tb, &ty).unwrap()]);
             assert_kernel_close(&format!("linear_forward {v:?} {s:?}"), &read(&ty), &want);
         }
     }
@@ -77,7 +78,7 @@ fn linear_backward_matches_reference() {
         let (tx, tw, tdy) = (upload("x", &x), upload("w", &w), upload("dy", &dy));
         for v in variants(&s.backward_input(), false) {
             let tdx = zeros("dx", x.len());
-            run(&[&linear_backward_input_with(gpu(), v, s, &tdy, &tw, &tdx).unwrap()]);
+            run_lists(&[linear_backward_input_with(gpu(), v, s, &tdy, &tw, &tdx).unwrap()]);
             assert_kernel_close(&format!("linear_backward dx {v:?} {s:?}"), &read(&tdx), &dx);
         }
         // db rides in the weight gradient's dispatch: dw must be exactly the plain
@@ -90,9 +91,9 @@ fn linear_backward_matches_reference() {
                 zeros("dw", w.len()),
                 zeros("db", outputs),
             );
-            run(&[
-                &linear_backward_weight_with(gpu(), v, s, &tdy, &tx, &plain).unwrap(),
-                &linear_backward_weight_bias_with(gpu(), v, s, &tdy, &tx, &tdw, &tdb).unwrap(),
+            run_lists(&[
+                linear_backward_weight_with(gpu(), v, s, &tdy, &tx, &plain).unwrap(),
+                linear_backward_weight_bias_with(gpu(), v, s, &tdy, &tx, &tdw, &tdb).unwrap(),
             ]);
             let what = format!("linear_backward {v:?} {s:?}");
             assert_kernel_close(&format!("{what} dw"), &read(&tdw), &dw);
@@ -120,9 +121,9 @@ fn linear_relu_epilogues_match_reference_and_the_unfused_kernels() {
         let (tx, tw, tb) = (upload("x", &x), upload("w", &w), upload("b", &b));
         for v in variants(&s.forward(), true) {
             let (plain, fused) = (zeros("y", y.len()), zeros("relu y", y.len()));
-            run(&[
-                &linear_forward_with(gpu(), v, s, &tx, &tw, &tb, &plain).unwrap(),
-                &linear_relu_forward_with(gpu(), v, s, &tx, &tw, &tb, &fused).unwrap(),
+            run_lists(&[
+                linear_forward_with(gpu(), v, s, &tx, &tw, &tb, &plain).unwrap(),
+                linear_relu_forward_with(gpu(), v, s, &tx, &tw, &tb, &fused).unwrap(),
             ]);
             let got = read(&fused);
             assert_kernel_close(&format!("linear_relu_forward {v:?} {s:?}"), &got, &relu);
@@ -149,9 +150,9 @@ fn linear_relu_epilogues_match_reference_and_the_unfused_kernels() {
         let (tdy, tmask) = (upload("dy", &dy), upload("mask", &mask));
         for v in variants(&s.backward_input(), false) {
             let (plain, fused) = (zeros("dx", x.len()), zeros("masked dx", x.len()));
-            run(&[
-                &linear_backward_input_with(gpu(), v, s, &tdy, &tw, &plain).unwrap(),
-                &linear_backward_input_relu_with(gpu(), v, s, &tdy, &tw, &tmask, &fused).unwrap(),
+            run_lists(&[
+                linear_backward_input_with(gpu(), v, s, &tdy, &tw, &plain).unwrap(),
+                linear_backward_input_relu_with(gpu(), v, s, &tdy, &tw, &tmask, &fused).unwrap(),
             ]);
             let got = read(&fused);
             let what = format!("linear_backward_input_relu {v:?} {s:?}");
@@ -168,23 +169,32 @@ fn linear_relu_epilogues_match_reference_and_the_unfused_kernels() {
 
 #[test]
 fn matmul_strided_matches_reference() {
-    // A stored transposed and B with a row pitch wider than its columns: the general path.
-    let s = MatmulShape {
-        m: 13,
-        n: 9,
-        k: 21,
-        a_stride: (1, 13),
-        b_stride: (12, 1),
-    };
-    let mut r = rng(3);
-    let a = r.vec(13 * 21, -1.0, 1.0);
-    let b = r.vec(21 * 12, -1.0, 1.0);
-    let mut want = vec![0.0; 13 * 9];
-    matmul_reference(&mut want, &a, &b, s);
-    for v in variants(&s, false) {
-        let (ta, tb, tc) = (upload("a", &a), upload("b", &b), zeros("c", 13 * 9));
-        run(&[&matmul_with(gpu(), v, s, &ta, &tb, None, &tc).unwrap()]);
-        assert_kernel_close(&format!("matmul strided view {v:?}"), &read(&tc), &want);
+    // A stored transposed and B with a row pitch wider than its columns: the general path;
+    // then the same layouts with a K long enough for split-K.
+    for (m, n, k) in [(13, 9, 21), (13, 9, 700)] {
+        let s = MatmulShape {
+            m,
+            n,
+            k,
+            a_stride: (1, m),
+            b_stride: (n + 3, 1),
+        };
+        let mut r = rng(3);
+        let a = r.vec(m * k, -1.0, 1.0);
+        let b = r.vec(k * (n + 3), -1.0, 1.0);
+        let mut want = vec![0.0; m * n];
+        matmul_reference(&mut want, &a, &b, s);
+        let vs = variants(&s, false);
+        assert_eq!(vs.contains(&Variant::SplitK), k > 256, "{s:?}: {vs:?}");
+        for v in vs {
+            let (ta, tb, tc) = (upload("a", &a), upload("b", &b), zeros("c", m * n));
+            run_lists(&[matmul_with(gpu(), v, s, &ta, &tb, None, &tc).unwrap()]);
+            assert_kernel_close(
+                &format!("matmul strided view {v:?} {s:?}"),
+                &read(&tc),
+                &want,
+            );
+        }
     }
 }
 

@@ -109,6 +109,96 @@ fn softmax_xent_train_equals_forward_then_backward() {
     }
 }
 
+/// The loss with the classifier's input gradient: metrics, dlogits and the counter bit for
+/// bit as softmax_xent_train; dx = dlogits W against the linear layer's reference, masked
+/// where a ReLU produced its input.
+#[test]
+fn softmax_xent_train_input_grad_matches_train_and_the_linear_reference() {
+    use wgpu_fmnist::kernels::matmul::{linear_backward_reference, LinearShape};
+    for (&batch, inputs) in BATCHES.iter().zip([1, 64, 33, 128, 640, 7]) {
+        let s = XentShape {
+            batch,
+            classes: 10,
+            smoothing: 0.1,
+        };
+        let (logits, labels) = data(s, 300 + batch as u64);
+        let mut r = rng(400 + batch as u64);
+        let w = r.vec(10 * inputs, -0.3, 0.3);
+        let x: Vec<f32> = r.vec(batch * inputs, -1.0, 1.0);
+        let (tl, ty, tw, tx) = (
+            upload("logits", &logits),
+            upload_u32("labels", &labels),
+            upload("w", &w),
+            upload("x", &x),
+        );
+        let start = [1.5, 2.0, 3.0, 0.0];
+        let (plain_m, plain_g) = (upload("metrics", &start), zeros("dlogits", logits.len()));
+        let (m, g) = (upload("metrics", &start), zeros("dlogits", logits.len()));
+        let (plain_c, c) = (
+            upload_u32("counter", &[5, 3, 0, 9]),
+            upload_u32("counter", &[5, 3, 0, 9]),
+        );
+        let (dx, masked) = (zeros("dx", x.len()), zeros("masked dx", x.len()));
+        let classifier = |relu_input, dx| Classifier {
+            inputs,
+            weight: &tw,
+            x: &tx,
+            relu_input,
+            dx,
+        };
+        let snap = CounterDuty::Snapshot;
+        run(&[
+            &softmax_xent_train(gpu(), s, &tl, &ty, &plain_m, &plain_g, snap(&plain_c)).unwrap(),
+            &softmax_xent_train_input_grad(
+                gpu(),
+                s,
+                &tl,
+                &ty,
+                &m,
+                &g,
+                snap(&c),
+                classifier(false, &dx),
+            )
+            .unwrap(),
+            &softmax_xent_train_input_grad(
+                gpu(),
+                s,
+                &tl,
+                &ty,
+                &zeros("m", 4),
+                &zeros("g", logits.len()),
+                CounterDuty::None,
+                classifier(true, &masked),
+            )
+            .unwrap(),
+        ]);
+        let what = format!("batch={batch} inputs={inputs}");
+        assert_eq!(read(&m), read(&plain_m), "metrics, {what}");
+        assert_eq!(read(&g), read(&plain_g), "dlogits, {what}");
+        assert_eq!(read_u32(&c), read_u32(&plain_c), "counter, {what}");
+        let ls = LinearShape {
+            batch,
+            inputs,
+            outputs: 10,
+        };
+        let dlogits = read(&plain_g);
+        let (mut want, mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; w.len()], vec![0.0; 10]);
+        linear_backward_reference(&mut want, &mut dw, &mut db, &dlogits, &x, &w, ls);
+        assert_kernel_close(&format!("dx {what}"), &read(&dx), &want);
+        let want_masked: Vec<f32> = want
+            .iter()
+            .zip(&x)
+            .map(|(&g, &v)| if v > 0.0 { g } else { 0.0 })
+            .collect();
+        let got = read(&masked);
+        assert_kernel_close(&format!("masked dx {what}"), &got, &want_masked);
+        assert!(
+            x.iter().zip(&got).all(|(&v, &g)| v > 0.0 || g == 0.0),
+            "{what}"
+        );
+    }
+}
+
 #[test]
 fn the_loss_keeps_the_step_counter() {
     // Training copies the step for the update (which ends the step); evaluation ends its

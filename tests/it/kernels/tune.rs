@@ -44,7 +44,7 @@ fn tuned_choices_compute_what_the_forced_variants_do() {
     let linear = |v: Variant| {
         let y = tuned.zeros("y", 32 * 128).unwrap();
         let d = matmul::linear_forward_with(&tuned, v, s, &tx, &tw, &tb, &y).unwrap();
-        tuned.run(&[&d]).unwrap();
+        tuned.run(&d.iter().collect::<Vec<_>>()).unwrap();
         tuned.read::<f32>(&y).unwrap()
     };
     let auto = linear(Variant::Auto);
@@ -150,7 +150,7 @@ fn the_cache_is_reused_rewritten_when_damaged_and_remeasured_when_stale() {
                 zeros("bias", 16),
                 zeros("c", 8 * 16),
             );
-            Ok(vec![matmul::matmul_with(g, v, s, &a, &b, Some(&bias), &c)?])
+            matmul::matmul_with(g, v, s, &a, &b, Some(&bias), &c)
         };
 
     // A damaged file is ignored, then rewritten whole with the new choice; the notice comes
