@@ -47,7 +47,8 @@ struct Params {
     // maxpool_backward_batchnorm: dx = 0 where x <= this: 0 when a ReLU (fused into the step
     // before) produced x (its backward, done here as dx is stored), -inf otherwise.
     mask_below: f32,
-    _pad1: u32,
+    // maxpool_conv_bias_reduce: how many partial sums each plane has in row_sums.
+    sums_per_plane: u32,
 }
 
 const WG: u32 = 256u;
@@ -126,6 +127,42 @@ fn pre(v: f32, e: u32) -> f32 {
     return r;
 }
 
+// Output (plane, oy, ox): the maximum of pre() over its window and its argmax entry,
+// stored when `store` (set_channel(plane's channel) first).
+fn forward_output(plane: u32, oy: u32, ox: u32, store: bool) {
+    let base = plane * p.h * p.w;
+    let x0 = oy * p.stride * p.w + ox * p.stride;
+    var best = pre(x[base + x0], base + x0);
+    var best_idx = x0;
+    // The window's other elements, row by row (the first is read once: loads are what
+    // this kernel pays for).
+    for (var ky = 0u; ky < p.k; ky++) {
+        for (var kx = select(0u, 1u, ky == 0u); kx < p.k; kx++) {
+            let idx = x0 + ky * p.w + kx;
+            let v = pre(x[base + idx], base + idx);
+            // Strictly greater: the first maximum wins ties, as in PyTorch.
+            best_idx = select(best_idx, idx, v > best);
+            best = select(best, v, v > best);
+        }
+    }
+    let o = (plane * p.oh + oy) * p.ow + ox;
+    var flags = 0u;
+    if (has(RELU)) {
+        flags = select(BLOCKED, 0u, best > 0.0);
+    } else if (has(PRE_DROPOUT)) {
+        flags = select(BLOCKED, 0u, kept(pre_key, p.pre_p, base + best_idx));
+    }
+    if (has(POST_DROPOUT)) {
+        let keep = kept(post_key, p.post_p, o);
+        best = select(0.0, best * p.post_scale, keep);
+        flags |= select(DROPPED, 0u, keep);
+    }
+    if (store) {
+        y[o] = best;
+        argmax[o] = best_idx | flags;
+    }
+}
+
 // One invocation per output row (plane, oy): one index division per row rather than three
 // per output (integer division is scalarised on CPU adapters), and no branch per element.
 @compute @workgroup_size(WG)
@@ -136,40 +173,23 @@ fn maxpool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
     let plane = r / p.oh;
     let oy = r - plane * p.oh;
     set_channel(plane % p.c);
-    let base = plane * p.h * p.w;
-    let first = oy * p.stride * p.w;
     for (var ox = 0u; ox < p.ow; ox++) {
-        let x0 = first + ox * p.stride;
-        var best = pre(x[base + x0], base + x0);
-        var best_idx = x0;
-        // The window's other elements, row by row (the first is read once: loads are what
-        // this kernel pays for).
-        for (var ky = 0u; ky < p.k; ky++) {
-            for (var kx = select(0u, 1u, ky == 0u); kx < p.k; kx++) {
-                let idx = x0 + ky * p.w + kx;
-                let v = pre(x[base + idx], base + idx);
-                // Strictly greater: the first maximum wins ties, as in PyTorch.
-                best_idx = select(best_idx, idx, v > best);
-                best = select(best, v, v > best);
-            }
-        }
-        let o = r * p.ow + ox;
-        var flags = 0u;
-        if (has(RELU)) {
-            flags = select(BLOCKED, 0u, best > 0.0);
-        } else if (has(PRE_DROPOUT)) {
-            flags = select(BLOCKED, 0u, kept(pre_key, p.pre_p, base + best_idx));
-        }
-        if (has(POST_DROPOUT)) {
-            let keep = kept(post_key, p.post_p, o);
-            best = select(0.0, best * p.post_scale, keep);
-            flags |= select(DROPPED, 0u, keep);
-        }
-        if (linear_id(gid, nwg) < rows) {
-            y[o] = best;
-            argmax[o] = best_idx | flags;
-        }
+        forward_output(plane, oy, ox, linear_id(gid, nwg) < rows);
     }
+}
+
+// One invocation per output (the `tiled` variant, for GPUs): neighbouring invocations read
+// neighbouring windows, so a warp's loads coalesce.
+@compute @workgroup_size(WG)
+fn maxpool_forward_elements(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let o = linear_id(gid, nwg);
+    if (o >= p.n * p.c * p.oh * p.ow) { return; }
+    set_keys();
+    let plane_out = p.oh * p.ow;
+    let plane = o / plane_out;
+    let oy = (o - plane * plane_out) / p.ow;
+    set_channel(plane % p.c);
+    forward_output(plane, oy, o - plane * plane_out - oy * p.ow, true);
 }
 
 // dL/d(pool input at its argmax) for output o, whose argmax entry is a: dy[o] through
@@ -268,15 +288,16 @@ fn maxpool_backward_tiled_sums(@builtin(global_invocation_id) gid: vec3<u32>, @b
     row_sums[r] = tiled_backward_row(r);
 }
 
+// row_sums holds p.sums_per_plane sums per plane: the rows' (p.oh), or the planes' (1).
 @compute @workgroup_size(WG)
 fn maxpool_conv_bias_reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let ch = linear_id(gid, nwg);
     if (ch >= p.c) { return; }
     var sum = 0.0;
     for (var n = 0u; n < p.n; n++) {
-        let first = (n * p.c + ch) * p.oh;
-        for (var oy = 0u; oy < p.oh; oy++) {
-            sum += row_sums[first + oy];
+        let first = (n * p.c + ch) * p.sums_per_plane;
+        for (var i = 0u; i < p.sums_per_plane; i++) {
+            sum += row_sums[first + i];
         }
     }
     conv_db[ch] = sum;
@@ -319,19 +340,25 @@ fn maxpool_backward_batchnorm_reduce(@builtin(local_invocation_id) lid: vec3<u32
             sb += g;
         }
     }
-    red_g[lid.x] = sg;
-    red_b[lid.x] = sb;
-    workgroupBarrier();
-    for (var stride = WG_CHANNEL / 2u; stride > 0u; stride /= 2u) {
-        if (lid.x < stride) {
-            red_g[lid.x] += red_g[lid.x + stride];
-            red_b[lid.x] += red_b[lid.x + stride];
-        }
-        workgroupBarrier();
-    }
+    tree_sums(lid.x, sg, sb);
     if (lid.x == 0u) {
         dgamma[ch] = red_g[0] * save_stats[p.c + ch];
         dbeta[ch] = red_b[0];
+    }
+}
+
+// The workgroup's sums of g and b in a fixed tree order, into red_g[0] and red_b[0] (which
+// every lane may read on return).
+fn tree_sums(lane: u32, g: f32, b: f32) {
+    red_g[lane] = g;
+    red_b[lane] = b;
+    workgroupBarrier();
+    for (var stride = WG_CHANNEL / 2u; stride > 0u; stride /= 2u) {
+        if (lane < stride) {
+            red_g[lane] += red_g[lane + stride];
+            red_b[lane] += red_b[lane + stride];
+        }
+        workgroupBarrier();
     }
 }
 
@@ -378,4 +405,112 @@ fn maxpool_backward_batchnorm(@builtin(global_invocation_id) gid: vec3<u32>, @bu
 
 fn relu_masked(g: f32, xv: f32) -> f32 {
     return select(g, 0.0, xv <= p.mask_below);
+}
+
+// ---------------------------------------------------------------------------------------
+// The tiled variant's backward for tiling windows (stride == k), for GPUs: one workgroup
+// per (image, channel) plane, its lanes along the plane (coalesced), and the sums in two
+// levels: each plane's in a fixed tree into row_sums, then each channel's over its N planes
+// in image order (deterministic).
+//   maxpool_backward_plane_sums: dx of the plane and the plane's sum of it (the
+//     convolution's bias gradient; maxpool_conv_bias_reduce then adds the planes up)
+//   maxpool_backward_batchnorm_plane_sums: the plane's sums of dout * (x - mean) and dout
+//     (row_sums[2 plane], [2 plane + 1]; gamma copied after them, at [2 N C + c])
+//   maxpool_backward_batchnorm_planes: the channel's dgamma, dbeta from its planes' sums
+//     (image 0's workgroup stores them), then dx of the plane
+
+fn plane_id(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.x + wid.y * nwg.x;
+}
+
+// dL/d(input element e of `plane`) with tiling windows: the routed gradient if e is its
+// window's argmax, else 0 (also outside every window).
+fn tiling_input_grad(plane: u32, e: u32) -> f32 {
+    let oy = e / p.w / p.k;
+    let ox = e % p.w / p.k;
+    if (oy >= p.oh || ox >= p.ow) { return 0.0; }
+    let o = (plane * p.oh + oy) * p.ow + ox;
+    let a = argmax[o];
+    return select(0.0, routed(o, a), (a & INDEX) == e);
+}
+
+@compute @workgroup_size(WG_CHANNEL)
+fn maxpool_backward_plane_sums(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let plane = plane_id(wid, nwg);
+    if (plane >= p.n * p.c) { return; }
+    let hw = p.h * p.w;
+    for (var e = lid.x; e < hw; e += WG_CHANNEL) {
+        dx1[plane * hw + e] = tiling_input_grad(plane, e);
+    }
+    // The plane's dx sums to its outputs' routed gradients (one argmax per window).
+    let plane_out = p.oh * p.ow;
+    var sum = 0.0;
+    for (var j = lid.x; j < plane_out; j += WG_CHANNEL) {
+        let o = plane * plane_out + j;
+        sum += routed(o, argmax[o]);
+    }
+    tree_sums(lid.x, sum, 0.0);
+    if (lid.x == 0u) {
+        row_sums[plane] = red_g[0];
+    }
+}
+
+@compute @workgroup_size(WG_CHANNEL)
+fn maxpool_backward_batchnorm_plane_sums(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let plane = plane_id(wid, nwg);
+    if (plane >= p.n * p.c) { return; }
+    let mean = save_stats[plane % p.c];
+    let plane_out = p.oh * p.ow;
+    var sg = 0.0;
+    var sb = 0.0;
+    for (var j = lid.x; j < plane_out; j += WG_CHANNEL) {
+        let o = plane * plane_out + j;
+        let a = argmax[o];
+        let g = routed(o, a);
+        sg += g * (x[plane * p.h * p.w + (a & INDEX)] - mean);
+        sb += g;
+    }
+    tree_sums(lid.x, sg, sb);
+    if (lid.x == 0u) {
+        row_sums[2u * plane] = red_g[0];
+        row_sums[2u * plane + 1u] = red_b[0];
+        // gamma staged after the sums: the next pass is at its limit of 8 storage buffers.
+        if (plane < p.c) {
+            row_sums[2u * p.n * p.c + plane] = gamma[plane];
+        }
+    }
+}
+
+@compute @workgroup_size(WG_CHANNEL)
+fn maxpool_backward_batchnorm_planes(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let plane = plane_id(wid, nwg);
+    if (plane >= p.n * p.c) { return; }
+    let ch = plane % p.c;
+    var sg = 0.0;
+    var sb = 0.0;
+    for (var i = lid.x; i < p.n; i += WG_CHANNEL) {
+        let q = i * p.c + ch;
+        sg += row_sums[2u * q];
+        sb += row_sums[2u * q + 1u];
+    }
+    tree_sums(lid.x, sg, sb);
+    let mean = save_stats[ch];
+    let invstd = save_stats[p.c + ch];
+    let dg = red_g[0] * invstd;
+    let db = red_b[0];
+    if (plane < p.c && lid.x == 0u) {
+        dgamma[ch] = dg;
+        dbeta[ch] = db;
+    }
+    // dx = gamma * invstd / M * (M * dout - dbeta - xhat * dgamma), as
+    // maxpool_backward_batchnorm computes it.
+    let m = f32(p.n * p.h * p.w);
+    let k = row_sums[2u * p.n * p.c + ch] * invstd / m;
+    let dg_scaled = dg * invstd;
+    let hw = p.h * p.w;
+    for (var e = lid.x; e < hw; e += WG_CHANNEL) {
+        let xv = x[plane * hw + e];
+        let dout = tiling_input_grad(plane, e);
+        dx1[plane * hw + e] = relu_masked(k * (m * dout - db - (xv - mean) * dg_scaled), xv);
+    }
 }

@@ -269,3 +269,26 @@ pub mod batchnorm {
         preferred(caps, &applicable, auto)
     }
 }
+
+pub mod pool {
+    //! Max pooling: `Generic` one invocation per output row, serial along it (one index
+    //! division per row: integer division is scalarised on CPU adapters, so lavapipe pays
+    //! for it per invocation), and one workgroup per channel for the fused batch norm's sums;
+    //! `Tiled` one invocation per output or input element and one workgroup per plane for
+    //! the sums (two levels), so neighbouring invocations touch neighbouring elements and
+    //! the grid grows with the batch: for hardware GPUs.
+    use super::{preferred, Caps, Variant};
+
+    pub fn applicable() -> Vec<Variant> {
+        vec![Variant::Generic, Variant::Tiled]
+    }
+
+    pub fn choose(caps: &Caps) -> Variant {
+        let auto = if caps.software {
+            Variant::Generic
+        } else {
+            Variant::Tiled
+        };
+        preferred(caps, &applicable(), auto)
+    }
+}

@@ -3,13 +3,19 @@
 //! input plane, first maximum on ties) for the backward.
 
 use super::batchnorm::BatchNormTensors;
+use super::select::{self, Variant};
 use super::{check_len, dim};
 use crate::gpu::{Dispatch, Gpu, GpuError, Result, Tensor, POOL};
 use bytemuck::{Pod, Zeroable};
 
+mod fused_backward;
+mod reference;
+pub use fused_backward::*;
+pub use reference::*;
+
 /// Binding numbers of pool.wgsl, named as the WGSL names them.
 #[allow(dead_code)]
-mod binding {
+pub(super) mod binding {
     pub const P: u32 = 0;
     pub const X: u32 = 1;
     pub const Y: u32 = 2;
@@ -30,7 +36,7 @@ mod binding {
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-struct Params {
+pub(super) struct Params {
     n: u32,
     c: u32,
     h: u32,
@@ -51,7 +57,8 @@ struct Params {
     eps: f32,
     /// maxpool_backward_batchnorm: zero dx where x <= this (its `relu_input`).
     mask_below: f32,
-    _pad: u32,
+    /// maxpool_conv_bias_reduce: partial sums per plane in its scratch.
+    sums_per_plane: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,7 +158,7 @@ impl PoolShape {
             batch_norm: 0,
             eps: 0.0,
             mask_below: f32::NEG_INFINITY,
-            _pad: 0,
+            sums_per_plane: 0,
         })
     }
     pub fn rows(&self) -> usize {
@@ -162,7 +169,19 @@ impl PoolShape {
     }
 }
 
-const WG: u32 = 256;
+pub(super) const WG: u32 = 256;
+
+/// The variant `v` asks for (`Auto`: `select::pool::choose`), or why it cannot run.
+pub(super) fn resolve(gpu: &Gpu, v: Variant) -> Result<Variant> {
+    match v {
+        Variant::Auto => Ok(select::pool::choose(&gpu.caps)),
+        v if select::pool::applicable().contains(&v) => Ok(v),
+        v => Err(GpuError::Shape {
+            label: "maxpool".into(),
+            message: format!("no {v} max-pool kernel"),
+        }),
+    }
+}
 
 /// y = post(max over each window of pre(x)); argmax (u32) records where in the input plane
 /// the maximum came from (and, in its top bits, whether the fused layers stop the gradient
@@ -171,6 +190,33 @@ const WG: u32 = 256;
 #[allow(clippy::too_many_arguments)]
 pub fn maxpool_forward(
     gpu: &Gpu,
+    s: PoolShape,
+    fusion: PoolFusion,
+    batch_norm: Option<FusedBatchNorm>,
+    counter: &Tensor,
+    x: &Tensor,
+    y: &Tensor,
+    argmax: &Tensor,
+) -> Result<Dispatch> {
+    maxpool_forward_with(
+        gpu,
+        Variant::Auto,
+        s,
+        fusion,
+        batch_norm,
+        counter,
+        x,
+        y,
+        argmax,
+    )
+}
+
+/// `maxpool_forward` with variant `v`: `Generic` one invocation per output row, `Tiled` one
+/// per output.
+#[allow(clippy::too_many_arguments)]
+pub fn maxpool_forward_with(
+    gpu: &Gpu,
+    v: Variant,
     s: PoolShape,
     fusion: PoolFusion,
     batch_norm: Option<FusedBatchNorm>,
@@ -204,9 +250,13 @@ pub fn maxpool_forward(
         None => (x, x, x, x),
     };
     let p = gpu.uniform("maxpool params", &p);
+    let (entry, threads) = match resolve(gpu, v)? {
+        Variant::Tiled => ("maxpool_forward_elements", s.output_len()),
+        _ => ("maxpool_forward", s.rows()),
+    };
     gpu.dispatch(
         &POOL,
-        "maxpool_forward",
+        entry,
         &desc,
         &[
             (binding::P, &p),
@@ -219,7 +269,7 @@ pub fn maxpool_forward(
             (binding::STAT_A, &stat_a),
             (binding::STAT_B, &stat_b),
         ],
-        gpu.caps.grid(s.rows(), WG),
+        gpu.caps.grid(threads, WG),
     )
     .map(|d| d.with_cost((s.output_len() * s.k * s.k) as f64, s.cost()))
 }
@@ -235,15 +285,29 @@ pub fn maxpool_backward(
     argmax: &Tensor,
     dx: &Tensor,
 ) -> Result<Dispatch> {
+    maxpool_backward_with(gpu, Variant::Auto, s, fusion, dy, argmax, dx)
+}
+
+/// `maxpool_backward` with variant `v`: `Tiled` one invocation per input element always.
+pub fn maxpool_backward_with(
+    gpu: &Gpu,
+    v: Variant,
+    s: PoolShape,
+    fusion: PoolFusion,
+    dy: &Tensor,
+    argmax: &Tensor,
+    dx: &Tensor,
+) -> Result<Dispatch> {
     let desc = s.describe();
     let p = s.params(&fusion)?;
     check_len("maxpool_backward", &desc, dy, s.output_len())?;
     check_len("maxpool_backward", &desc, argmax, s.output_len())?;
     check_len("maxpool_backward", &desc, dx, s.input_len())?;
     let p = gpu.uniform("maxpool params", &p);
-    // Disjoint windows: one invocation per output row writes its windows; else one per
-    // input element gathers from the windows that hold it.
-    let (entry, threads) = if s.k == s.stride {
+    // Disjoint windows: one invocation per output row writes its windows; else (and in the
+    // tiled variant) one per input element gathers from the windows that hold it.
+    let tiled = resolve(gpu, v)? == Variant::Tiled;
+    let (entry, threads) = if s.k == s.stride && !tiled {
         ("maxpool_backward_tiled", s.rows())
     } else {
         ("maxpool_backward", s.input_len())
@@ -261,177 +325,4 @@ pub fn maxpool_backward(
         gpu.caps.grid(threads, WG),
     )
     .map(|d| d.with_cost(0.0, s.cost()))
-}
-
-/// The backward of a tiling pool (stride == k) whose input is a convolution's output (ReLU
-/// and dropout between them fused into the pool): `dx` as `maxpool_backward` writes it, and
-/// the convolution's bias gradient `db` (the sum of `dx` over each channel) from per-row
-/// sums the backward keeps as it writes (`row_sums`: `s.rows()` floats of scratch), so no
-/// pass reads `dx` again for it. Both outputs are overwritten.
-#[allow(clippy::too_many_arguments)]
-pub fn maxpool_backward_conv_bias(
-    gpu: &Gpu,
-    s: PoolShape,
-    fusion: PoolFusion,
-    dy: &Tensor,
-    argmax: &Tensor,
-    dx: &Tensor,
-    row_sums: &Tensor,
-    db: &Tensor,
-) -> Result<[Dispatch; 2]> {
-    let desc = s.describe();
-    let p = s.params(&fusion)?;
-    if s.k != s.stride {
-        return Err(GpuError::Shape {
-            label: "maxpool".into(),
-            message: format!("the fused bias gradient needs tiling windows, not {desc}"),
-        });
-    }
-    check_len("maxpool_backward_conv_bias", &desc, dy, s.output_len())?;
-    check_len("maxpool_backward_conv_bias", &desc, argmax, s.output_len())?;
-    check_len("maxpool_backward_conv_bias", &desc, dx, s.input_len())?;
-    check_len("maxpool_backward_conv_bias", &desc, row_sums, s.rows())?;
-    check_len("maxpool_backward_conv_bias", &desc, db, s.c)?;
-    let p = gpu.uniform("maxpool params", &p);
-    let backward = gpu
-        .dispatch(
-            &POOL,
-            "maxpool_backward_tiled_sums",
-            &desc,
-            &[
-                (binding::P, &p),
-                (binding::ARGMAX, &argmax),
-                (binding::DY, &dy),
-                (binding::DX1, &dx),
-                (binding::ROW_SUMS, &row_sums),
-            ],
-            gpu.caps.grid(s.rows(), WG),
-        )?
-        .with_cost(0.0, s.cost());
-    let reduce = gpu.dispatch(
-        &POOL,
-        "maxpool_conv_bias_reduce",
-        &desc,
-        &[
-            (binding::P, &p),
-            (binding::ROW_SUMS, &row_sums),
-            (binding::CONV_DB, &db),
-        ],
-        gpu.caps.grid(s.c, WG),
-    )?;
-    Ok([backward, reduce])
-}
-
-/// The backward of a tiling pool (stride == k) with a fused batch norm, through to the
-/// batch norm's input: dgamma and dbeta, then dx (see shaders/pool.wgsl). Same results as
-/// `maxpool_backward` then `batchnorm::batchnorm_backward` without their intermediate
-/// tensor. `x` is the batch norm's input; all three outputs are overwritten. `relu_input`
-/// as in `batchnorm_backward`: x came from a fused ReLU, whose backward is applied to dx.
-#[allow(clippy::too_many_arguments)]
-pub fn maxpool_backward_batchnorm(
-    gpu: &Gpu,
-    s: PoolShape,
-    fusion: PoolFusion,
-    t: &BatchNormTensors,
-    x: &Tensor,
-    dy: &Tensor,
-    argmax: &Tensor,
-    dx: &Tensor,
-    dgamma: &Tensor,
-    dbeta: &Tensor,
-    relu_input: bool,
-) -> Result<[Dispatch; 2]> {
-    let desc = s.describe();
-    let mut p = s.params(&fusion)?;
-    p.mask_below = super::batchnorm::mask_below(relu_input);
-    if s.k != s.stride {
-        return Err(GpuError::Shape {
-            label: "maxpool".into(),
-            message: format!("the fused batch-norm backward needs tiling windows, not {desc}"),
-        });
-    }
-    check_len("maxpool_backward_batchnorm", &desc, dy, s.output_len())?;
-    check_len("maxpool_backward_batchnorm", &desc, argmax, s.output_len())?;
-    for v in [x, dx] {
-        check_len("maxpool_backward_batchnorm", &desc, v, s.input_len())?;
-    }
-    for v in [t.gamma, dgamma, dbeta] {
-        check_len("maxpool_backward_batchnorm", &desc, v, s.c)?;
-    }
-    check_len("maxpool_backward_batchnorm", &desc, t.save_stats, 2 * s.c)?;
-    let p = gpu.uniform("maxpool params", &p);
-    let reduce = gpu
-        .dispatch(
-            &POOL,
-            "maxpool_backward_batchnorm_reduce",
-            &desc,
-            &[
-                (binding::P, &p),
-                (binding::X, &x),
-                (binding::ARGMAX, &argmax),
-                (binding::DY, &dy),
-                (binding::SAVE_STATS, &t.save_stats),
-                (binding::DGAMMA, &dgamma),
-                (binding::DBETA, &dbeta),
-            ],
-            [s.c as u32, 1, 1],
-        )?
-        .with_cost(4.0 * s.output_len() as f64, 12.0 * s.output_len() as f64);
-    let input = gpu
-        .dispatch(
-            &POOL,
-            "maxpool_backward_batchnorm",
-            &desc,
-            &[
-                (binding::P, &p),
-                (binding::X, &x),
-                (binding::ARGMAX, &argmax),
-                (binding::DY, &dy),
-                (binding::DX1, &dx),
-                (binding::GAMMA, &t.gamma),
-                (binding::SAVE_STATS, &t.save_stats),
-                (binding::DGAMMA, &dgamma),
-                (binding::DBETA, &dbeta),
-            ],
-            gpu.caps.grid(s.rows(), WG),
-        )?
-        .with_cost(
-            5.0 * s.input_len() as f64,
-            4.0 * (2 * s.input_len() + 2 * s.output_len()) as f64,
-        );
-    Ok([reduce, input])
-}
-
-pub fn maxpool_forward_reference(y: &mut [f32], argmax: &mut [u32], x: &[f32], s: PoolShape) {
-    let (oh, ow) = (s.oh(), s.ow());
-    for plane in 0..s.n * s.c {
-        let base = plane * s.h * s.w;
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let mut best = f32::NEG_INFINITY;
-                let mut best_i = 0;
-                for ky in 0..s.k {
-                    for kx in 0..s.k {
-                        let i = (oy * s.stride + ky) * s.w + ox * s.stride + kx;
-                        if x[base + i] > best || (ky == 0 && kx == 0) {
-                            best = x[base + i];
-                            best_i = i;
-                        }
-                    }
-                }
-                let o = (plane * oh + oy) * ow + ox;
-                y[o] = best;
-                argmax[o] = best_i as u32;
-            }
-        }
-    }
-}
-
-pub fn maxpool_backward_reference(dx: &mut [f32], dy: &[f32], argmax: &[u32], s: PoolShape) {
-    dx.fill(0.0);
-    let plane_out = s.oh() * s.ow();
-    for (o, (&g, &a)) in dy.iter().zip(argmax).enumerate() {
-        let plane = o / plane_out;
-        dx[plane * s.h * s.w + a as usize] += g;
-    }
 }
