@@ -315,7 +315,8 @@ struct Params3 {
     chunk: u32,
     // 3x3 forward: out = max(out, floor) as it is stored (Params' floor).
     floor: f32,
-    _pad0: u32,
+    // Tiled weight gradient: 1 when the bias gradient rides as one more column.
+    bias_column: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -554,6 +555,26 @@ fn reduce_partials(j: u32) {
         s += partials[c * len + j];
     }
     dw[j] = s;
+}
+
+// The combine of conv2d_backward_weight_tiled's partials with its bias column: after the
+// weights' sums, db[co] = the sum over chunks of the chunk's bias column, in chunk order.
+@compute @workgroup_size(WG)
+fn conv2d_reduce_partials_bias_column(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let j = linear_id(gid, nwg);
+    let len = p.co * p.ci * p.kh * p.kw;
+    if (j < len) {
+        reduce_partials(j);
+        return;
+    }
+    let co = j - len;
+    if (co >= p.co) { return; }
+    let chunks = (p.n + q.chunk - 1u) / q.chunk;
+    var s = 0.0;
+    for (var c = 0u; c < chunks; c++) {
+        s += partials[chunks * len + c * p.co + co];
+    }
+    db[co] = s;
 }
 
 // The combine with the bias gradient in the same dispatch: workgroup rows from q.has_bias

@@ -33,7 +33,8 @@ struct Params3 {
     chunk: u32,
     // Forward: out = max(out, floor) as it is stored (conv2d.wgsl's Params3).
     floor: f32,
-    _pad0: u32,
+    // Tiled weight gradient: 1 when the bias gradient rides as one more column.
+    bias_column: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -216,10 +217,14 @@ fn conv2d_backward_input_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @bu
 }
 
 // Partial weight gradient over the images of chunk workgroup_id.z (q.chunk per chunk).
+// With q.bias_column, column n_len of B is all ones, so that column of the product is the
+// chunk's bias gradient (the sum of dy): stored after every chunk's weights, at
+// partials[chunks * co * n_len + chunk * co + co], for conv2d_reduce_partials_bias_column.
 @compute @workgroup_size(16, 16)
 fn conv2d_backward_weight_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let kk_taps = p.kh * p.kw;
     let n_len = p.ci * kk_taps;
+    let n_cols = n_len + q.bias_column;
     let plane = p.oh * p.ow;
     let px_first = wid.z * q.chunk * plane;
     let px_end = min(p.n, (wid.z + 1u) * q.chunk) * plane;
@@ -239,12 +244,14 @@ fn conv2d_backward_weight_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @b
                 av = dy[((o.x * p.co + am) * p.oh + o.y) * p.ow + o.z];
             }
             tile_a[(e % TILE_K) * A_PITCH + e / TILE_K] = av;
-            // B(pixel, (ci, ky, kx)) = the input under that tap.
+            // B(pixel, (ci, ky, kx)) = the input under that tap (1 in the bias column).
             let bk = k0 + e / TILE;
             let bn = tap_base + e % TILE;
             var bv = 0.0;
             if (bk < px_end && bn < n_len) {
                 bv = im2col(pixel(bk, p.oh, p.ow), bn / kk_taps, (bn / p.kw) % p.kh, bn % p.kw);
+            } else if (bk < px_end && bn < n_cols) {
+                bv = 1.0;
             }
             tile_b[e] = bv;
         }
@@ -254,6 +261,7 @@ fn conv2d_backward_weight_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @b
     }
     let rows = array<vec4<f32>, 4>(acc.r0, acc.r1, acc.r2, acc.r3);
     let out = wid.z * p.co * n_len;
+    let chunks = (p.n + q.chunk - 1u) / q.chunk;
     for (var i = 0u; i < 4u; i++) {
         let co = co_base + lid.y * 4u + i;
         if (co >= p.co) { break; }
@@ -261,6 +269,8 @@ fn conv2d_backward_weight_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @b
             let tap = tap_base + lid.x * 4u + j;
             if (tap < n_len) {
                 partials[out + co * n_len + tap] = rows[i][j];
+            } else if (tap < n_cols) {
+                partials[chunks * p.co * n_len + wid.z * p.co + co] = rows[i][j];
             }
         }
     }

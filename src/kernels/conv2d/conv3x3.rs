@@ -23,7 +23,9 @@ pub(super) struct Params3 {
     pub(super) chunk: u32,
     /// Forward: the output is stored as max(out, floor): 0 for a fused ReLU, else -inf.
     pub(super) floor: f32,
-    pub(super) _pad: [u32; 3],
+    /// Tiled weight gradient: 1 when the bias gradient rides as one more column.
+    pub(super) bias_column: u32,
+    pub(super) _pad: [u32; 2],
 }
 
 pub(super) fn pad_to(v: usize, multiple: usize) -> usize {

@@ -101,6 +101,9 @@ fn weight_gradient(
     // parallel work (a conv with few channels has few (co, ci) blocks), write one partial
     // sum per chunk and add them in chunk order (deterministic). Units of work per chunk
     // and how many are wanted in all: subgroups, invocations or workgroups.
+    // The tiled kernel computes the bias gradient as one more column of its product (the
+    // batch chunks are sized without it, so dw is the same bits either way).
+    let bias_column = v == Variant::Tiled && db.is_some();
     let tiled = match v {
         Variant::Tiled => tiles(s.ci * s.kh * s.kw, s.co),
         _ => [1, 1, 1],
@@ -124,13 +127,13 @@ fn weight_gradient(
         pad: p.pad,
         chunk: dim("conv2d", chunk)?,
         floor: f32::NEG_INFINITY,
-        _pad: [0; 3],
+        bias_column: bias_column as u32,
         ..Params3::zeroed()
     };
     let qb = gpu.uniform("conv2d chunk params", &q);
     let partials = gpu.zeros(
         "conv2d weight-gradient partial sums",
-        chunks * s.weight_len(),
+        chunks * (s.weight_len() + if bias_column { s.co } else { 0 }),
     )?;
     let (shader, entry, x_binding, groups) = match v {
         // 8 subgroups of 8 per workgroup.
@@ -140,12 +143,11 @@ fn weight_gradient(
             binding::SRC,
             gpu.caps.grid(chunks * units, 8),
         ),
-        Variant::Tiled => (
-            &CONV2D_TILED,
-            "conv2d_backward_weight_tiled",
-            binding::X,
-            [tiled[0], tiled[1], chunks as u32],
-        ),
+        Variant::Tiled => {
+            let [x, y, _] = tiles(s.ci * s.kh * s.kw + bias_column as usize, s.co);
+            let entry = "conv2d_backward_weight_tiled";
+            (&CONV2D_TILED, entry, binding::X, [x, y, chunks as u32])
+        }
         _ => (
             &CONV2D,
             "conv2d_backward_weight_3x3",
@@ -170,6 +172,10 @@ fn weight_gradient(
     let mut q = q;
     let (entry, dy_binding) = match db {
         None => ("conv2d_reduce_partials", binding::DY),
+        Some(_) if bias_column => {
+            groups = gpu.caps.grid(s.weight_len() + s.co, WG);
+            ("conv2d_reduce_partials_bias_column", binding::DY)
+        }
         Some(_) => {
             q.has_bias = groups[1];
             groups[1] += s.co.div_ceil(groups[0] as usize) as u32;
@@ -189,7 +195,9 @@ fn weight_gradient(
     ];
     if let Some(db) = db {
         binds.push((binding::DB, db));
-        binds.push((dy_binding, dy));
+        if !bias_column {
+            binds.push((dy_binding, dy));
+        }
     }
     let reduce = gpu.dispatch(&CONV2D, entry, &desc, &binds, groups)?;
     Ok(vec![sums, reduce])

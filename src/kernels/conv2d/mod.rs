@@ -155,7 +155,8 @@ fn forward(
                 flip: 0,
                 chunk: 1,
                 floor: relu_floor(relu),
-                _pad: [0; 3],
+                bias_column: 0,
+                _pad: [0; 2],
             };
             let subgroup = v == Variant::Subgroup;
             let label = "conv2d forward";
@@ -253,7 +254,8 @@ fn backward_input(
                 flip: 1,
                 chunk: 1,
                 floor: f32::NEG_INFINITY,
-                _pad: [0; 3],
+                bias_column: 0,
+                _pad: [0; 2],
             };
             let no_bias = gpu.zeros("no bias", 1)?;
             let subgroup = v == Variant::Subgroup;

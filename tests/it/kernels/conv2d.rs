@@ -210,7 +210,13 @@ fn conv2d_backward_matches_reference() {
             );
             run_all(fused);
             assert_eq!(read(&tdw2), read(&tdw), "{v:?} {d}: dw beside db");
-            assert_eq!(read(&tdb2), read(&tdb), "{v:?} {d}: db beside dw");
+            if v == Variant::Tiled {
+                // A column of the weight gradient's product: its own order of summation.
+                let what = format!("conv2d_backward_weight_bias {v:?} {d} ({why}): db");
+                assert_kernel_close(&what, &read(&tdb2), &db);
+            } else {
+                assert_eq!(read(&tdb2), read(&tdb), "{v:?} {d}: db beside dw");
+            }
         }
     }
 }
