@@ -88,7 +88,9 @@ pub enum Variant {
     #[value(name = "3x3")]
     #[serde(rename = "3x3")]
     Conv3x3,
-    /// Workgroup-memory tiles of 64x64 outputs (matmul, convolutions): for hardware GPUs.
+    /// Workgroup-memory tiles of 64x64 outputs (matmul, convolutions), one workgroup per
+    /// plane (batch norm, max pool's sums), one invocation per element (max pool): for
+    /// hardware GPUs.
     Tiled,
     /// Subgroup broadcasts (3x3 convolutions, matmul): adapters with 8-wide subgroups.
     Subgroup,
