@@ -124,6 +124,7 @@ fn softmax_xent_train(@builtin(local_invocation_id) lid: vec3<u32>) {
 @group(0) @binding(8) var<storage, read> x: array<f32>;
 @group(0) @binding(9) var<storage, read_write> dx: array<f32>;
 
+// Rows per workgroup: one vec4 of accumulators per input column.
 const ROWS: u32 = 4u;
 
 @compute @workgroup_size(WG)
@@ -145,14 +146,20 @@ fn softmax_xent_train_input_grad(@builtin(local_invocation_id) lid: vec3<u32>, @
         reduce_into_metrics(lid.x, loss, correct);
     }
     storageBarrier();
-    for (var e = first * p.inputs + lid.x; e < end * p.inputs; e += WG) {
-        let r = e / p.inputs;
-        let i = e - r * p.inputs;
-        var g = 0.0;
+    // Lanes along the inputs, each weight read once for the workgroup's rows.
+    let rows = end - first;
+    for (var i = lid.x; i < p.inputs; i += WG) {
+        var g = vec4<f32>();
         for (var j = 0u; j < p.classes; j++) {
-            g += dlogits[r * p.classes + j] * w[j * p.inputs + i];
+            let wj = w[j * p.inputs + i];
+            let d = first * p.classes + j;
+            let c = p.batch * p.classes - 1u;
+            g += wj * vec4<f32>(dlogits[d], dlogits[min(d + p.classes, c)], dlogits[min(d + 2u * p.classes, c)], dlogits[min(d + 3u * p.classes, c)]);
         }
-        dx[e] = select(g, 0.0, x[e] <= p.mask_below);
+        for (var r = 0u; r < rows; r++) {
+            let e = (first + r) * p.inputs + i;
+            dx[e] = select(g[r], 0.0, x[e] <= p.mask_below);
+        }
     }
 }
 
