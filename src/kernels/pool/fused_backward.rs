@@ -1,7 +1,7 @@
 //! The backward of a tiling pool with the layer before it fused: a convolution's bias
 //! gradient, or a batch norm's whole backward (see shaders/pool.wgsl).
 
-use super::{binding, resolve, PoolFusion, PoolShape, WG};
+use super::{binding, resolve, Pass, PoolFusion, PoolShape, WG};
 use crate::gpu::{Dispatch, Gpu, GpuError, Result, Tensor, POOL};
 use crate::kernels::batchnorm::BatchNormTensors;
 use crate::kernels::check_len;
@@ -42,7 +42,7 @@ pub fn maxpool_backward_conv_bias_with(
 ) -> Result<[Dispatch; 2]> {
     let desc = s.describe();
     let mut p = s.params(&fusion)?;
-    let tiled = resolve(gpu, v)? == Variant::Tiled;
+    let tiled = resolve(gpu, v, &s, Pass::BackwardConvBias)? == Variant::Tiled;
     p.sums_per_plane = if tiled { 1 } else { p.oh };
     if s.k != s.stride {
         return Err(GpuError::Shape {
@@ -133,7 +133,7 @@ pub fn maxpool_backward_batchnorm_with(
     relu_input: bool,
 ) -> Result<[Dispatch; 2]> {
     let desc = s.describe();
-    let tiled = resolve(gpu, v)? == Variant::Tiled;
+    let tiled = resolve(gpu, v, &s, Pass::BackwardBatchNorm)? == Variant::Tiled;
     let mut p = s.params(&fusion)?;
     p.mask_below = crate::kernels::batchnorm::mask_below(relu_input);
     if s.k != s.stride {

@@ -171,16 +171,93 @@ impl PoolShape {
 
 pub(super) const WG: u32 = 256;
 
-/// The variant `v` asks for (`Auto`: `select::pool::choose`), or why it cannot run.
-pub(super) fn resolve(gpu: &Gpu, v: Variant) -> Result<Variant> {
+/// Which of the pool's kernels a variant is chosen for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Pass {
+    Forward,
+    Backward,
+    BackwardConvBias,
+    BackwardBatchNorm,
+}
+
+/// The variant `v` asks for (`Auto`: the tuner's measurement where it runs, else
+/// `select::pool::choose`), or why it cannot run.
+pub(super) fn resolve(gpu: &Gpu, v: Variant, s: &PoolShape, pass: Pass) -> Result<Variant> {
+    let applicable = select::pool::applicable();
     match v {
-        Variant::Auto => Ok(select::pool::choose(&gpu.caps)),
-        v if select::pool::applicable().contains(&v) => Ok(v),
+        Variant::Auto => {
+            let fallback = select::pool::choose(&gpu.caps);
+            Ok(match super::tune::Tuner::of(gpu) {
+                Some(t) if !select::forced(&gpu.caps, &applicable) => {
+                    let key = super::tune::shape_key("pool", &(s, pass));
+                    t.choose(gpu, key, &applicable, fallback, |v, size| {
+                        // The probe: 4 images.
+                        let shape = match size {
+                            super::tune::Size::Full => *s,
+                            super::tune::Size::Probe => PoolShape {
+                                n: s.n.min(4),
+                                ..*s
+                            },
+                        };
+                        pass_on_scratch(gpu, v, shape, pass)
+                    })
+                }
+                _ => fallback,
+            })
+        }
+        v if applicable.contains(&v) => Ok(v),
         v => Err(GpuError::Shape {
             label: "maxpool".into(),
             message: format!("no {v} max-pool kernel"),
         }),
     }
+}
+
+/// `pass` with variant `v` on zeroed scratch tensors of shape `s` (for timing).
+fn pass_on_scratch(gpu: &Gpu, v: Variant, s: PoolShape, pass: Pass) -> Result<Vec<Dispatch>> {
+    let z = |label, len| gpu.zeros(label, len);
+    let (x, dx) = (z("tune x", s.input_len())?, z("tune dx", s.input_len())?);
+    let (y, argmax) = (
+        z("tune y", s.output_len())?,
+        z("tune argmax", s.output_len())?,
+    );
+    let counter = z("tune counter", 4)?;
+    let f = PoolFusion::default();
+    Ok(match pass {
+        Pass::Forward => vec![maxpool_forward_with(
+            gpu, v, s, f, None, &counter, &x, &y, &argmax,
+        )?],
+        Pass::Backward => vec![maxpool_backward_with(gpu, v, s, f, &y, &argmax, &dx)?],
+        Pass::BackwardConvBias => {
+            let (sums, db) = (z("tune sums", s.rows())?, z("tune db", s.c)?);
+            maxpool_backward_conv_bias_with(gpu, v, s, f, &y, &argmax, &dx, &sums, &db)?.into()
+        }
+        Pass::BackwardBatchNorm => {
+            let c = |label| z(label, s.c);
+            let (gamma, beta, mean, var) = (
+                c("tune gamma")?,
+                c("tune beta")?,
+                c("tune mean")?,
+                c("tune var")?,
+            );
+            let (stats, dgamma, dbeta) = (
+                z("tune stats", 2 * s.c)?,
+                c("tune dgamma")?,
+                c("tune dbeta")?,
+            );
+            let t = BatchNormTensors {
+                gamma: &gamma,
+                beta: &beta,
+                running_mean: &mean,
+                running_var: &var,
+                save_stats: &stats,
+            };
+            maxpool_backward_batchnorm_with(
+                gpu, v, s, f, &t, &x, &y, &argmax, &dx, &dgamma, &dbeta, false,
+            )?
+            .into()
+        }
+    })
 }
 
 /// y = post(max over each window of pre(x)); argmax (u32) records where in the input plane
@@ -250,7 +327,7 @@ pub fn maxpool_forward_with(
         None => (x, x, x, x),
     };
     let p = gpu.uniform("maxpool params", &p);
-    let (entry, threads) = match resolve(gpu, v)? {
+    let (entry, threads) = match resolve(gpu, v, &s, Pass::Forward)? {
         Variant::Tiled => ("maxpool_forward_elements", s.output_len()),
         _ => ("maxpool_forward", s.rows()),
     };
@@ -306,7 +383,7 @@ pub fn maxpool_backward_with(
     let p = gpu.uniform("maxpool params", &p);
     // Disjoint windows: one invocation per output row writes its windows; else (and in the
     // tiled variant) one per input element gathers from the windows that hold it.
-    let tiled = resolve(gpu, v)? == Variant::Tiled;
+    let tiled = resolve(gpu, v, &s, Pass::Backward)? == Variant::Tiled;
     let (entry, threads) = if s.k == s.stride && !tiled {
         ("maxpool_backward_tiled", s.rows())
     } else {
