@@ -128,12 +128,28 @@ pub fn train_summary(
 ) -> Result<()> {
     writeln!(w)?;
     writeln!(w, "  model             {}", cfg.model)?;
-    let early = if outcome.stopped_early {
+    let early = if outcome.reached_target {
+        " (target accuracy reached)"
+    } else if outcome.stopped_early {
         " (stopped early)"
     } else {
         ""
     };
     writeln!(w, "  epochs            {}{early}", outcome.epochs_run)?;
+    let t = &outcome.time_to_accuracy;
+    if !t.training.is_empty() {
+        let mut reached: Vec<(f64, f64)> = t
+            .training
+            .iter()
+            .filter_map(|(k, s)| Some((k.parse::<f64>().ok()?, *s)))
+            .collect();
+        reached.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let text: Vec<String> = reached
+            .iter()
+            .map(|(m, s)| format!("{m} % {s:.1} s"))
+            .collect();
+        writeln!(w, "  to val accuracy   {} (training time)", text.join(", "))?;
+    }
     let best = outcome
         .history
         .iter()

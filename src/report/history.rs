@@ -34,6 +34,33 @@ pub struct History {
 }
 
 impl History {
+    /// Training seconds at which validation first reached each of `milestones` (percent):
+    /// the closing summary's `seconds_to_val_accuracy`, else (a run still training, or one
+    /// from before the record) the epochs' training time summed up to that epoch.
+    pub fn time_to_accuracy(&self, milestones: &[f64]) -> Vec<(f64, Option<f64>)> {
+        use crate::train::milestones::{key, reaches};
+        let recorded = self
+            .summary
+            .as_ref()
+            .and_then(|s| s["seconds_to_val_accuracy"].as_object().cloned());
+        milestones
+            .iter()
+            .map(|&m| {
+                let seconds = match &recorded {
+                    Some(r) => r.get(&key(m)).and_then(Value::as_f64),
+                    None => {
+                        let mut total = 0.0;
+                        self.epochs.iter().find_map(|e| {
+                            total += e.seconds;
+                            e.val_accuracy.filter(|&a| reaches(a, m)).map(|_| total)
+                        })
+                    }
+                };
+                (m, seconds)
+            })
+            .collect()
+    }
+
     /// Reads `metrics.jsonl`; lines that are not JSON (a line cut short by a crash) are
     /// skipped, as are records of an epoch that a resumed run redid.
     pub fn read(path: &Path) -> std::io::Result<History> {

@@ -121,6 +121,19 @@ pub fn run_page(run: &RunFolder) -> Result<String, ReportError> {
     if let Some(ips) = run.images_per_second() {
         rows.push(("training speed", format!("{ips:.0} images/s")));
     }
+    let milestones: Vec<f64> = crate::train::milestones::MILESTONES
+        .into_iter()
+        .chain(
+            c.target_accuracy
+                .filter(|t| !crate::train::milestones::MILESTONES.contains(t)),
+        )
+        .collect();
+    let reached: Vec<String> = h
+        .time_to_accuracy(&milestones)
+        .into_iter()
+        .map(|(m, s)| format!("{m} %: {}", s.map_or("–".into(), |s| format!("{s:.1} s"))))
+        .collect();
+    rows.push(("training time to val accuracy", reached.join(" · ")));
     if let Some(e) = best {
         rows.push((
             "best epoch",

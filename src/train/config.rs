@@ -86,6 +86,10 @@ pub struct PartialConfig {
     /// Early stopping: stop after N epochs without a better validation accuracy.
     #[arg(long)]
     pub patience: Option<usize>,
+    /// Stop at the end of the first epoch whose validation accuracy reaches PERCENT (e.g.
+    /// 93.5); the run records when validation first crossed it (and 90..94 %).
+    #[arg(long, value_name = "PERCENT")]
+    pub target_accuracy: Option<f64>,
     /// Label smoothing of the training loss, as torch's CrossEntropyLoss(label_smoothing)
     /// (default 0; validation and test report the plain cross-entropy).
     #[arg(long, value_name = "E")]
@@ -197,6 +201,7 @@ impl PartialConfig {
             init,
             val,
             patience,
+            target_accuracy,
             label_smoothing,
             schedule,
             augment,
@@ -247,6 +252,9 @@ pub struct TrainConfig {
     pub val: usize,
     /// Stop after this many epochs without a better validation accuracy (0: never).
     pub patience: usize,
+    /// Stop once validation accuracy reaches this many percent (runs before it: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_accuracy: Option<f64>,
     #[serde(default)]
     pub label_smoothing: f32,
     /// Learning-rate schedule (`schedule::Schedule`'s text; runs before it existed: constant).
@@ -316,6 +324,7 @@ impl TrainConfig {
             init: layers.init.clone(),
             val: layers.val.unwrap_or(5000),
             patience: layers.patience.unwrap_or(0),
+            target_accuracy: layers.target_accuracy,
             label_smoothing: layers.label_smoothing.unwrap_or(0.0),
             augment: match &layers.augment {
                 Some(text) => Augment::parse(text)

@@ -4,6 +4,7 @@
 //! folders, console output and studies built on it are `crate::run`.
 
 pub mod config;
+pub mod milestones;
 pub mod readback;
 pub mod report;
 pub mod schedule;
@@ -72,6 +73,9 @@ pub struct TrainOutcome {
     pub images_per_second: f64,
     pub wall_seconds: f64,
     pub stopped_early: bool,
+    /// `--target-accuracy` was reached, which ended the run.
+    pub reached_target: bool,
+    pub time_to_accuracy: milestones::TimeToAccuracy,
 }
 
 /// Trains as `cfg` says on `data`, reporting through `reporter`.

@@ -25,6 +25,10 @@ pub struct EpochRecord {
     pub val_loss: Option<f64>,
     pub val_accuracy: Option<f64>,
     pub seconds: f64,
+    /// Training seconds of the whole run so far (this epoch's included, resumed ones too).
+    pub train_seconds_total: f64,
+    /// Wall seconds since the run started (setup, validation and checkpoints included).
+    pub wall_seconds_total: f64,
     pub images_per_second: f64,
     /// The learning rate of the epoch's last step.
     pub lr: f64,

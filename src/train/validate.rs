@@ -21,6 +21,20 @@ impl TrainConfig {
                 "batch norm needs at least 2 examples per batch to estimate a variance".into(),
             );
         }
+        if let Some(a) = self.target_accuracy {
+            if !(a.is_finite() && (1.0..=100.0).contains(&a)) {
+                return bad(
+                    "--target-accuracy",
+                    format!("{a} is not a percentage in [1, 100] (e.g. 93.5)"),
+                );
+            }
+            if self.val == 0 {
+                return bad(
+                    "--target-accuracy",
+                    "needs a validation split to measure (--val N, N > 0)".into(),
+                );
+            }
+        }
         if self.eval_batch_size == 0 {
             return bad("--eval-batch-size", "must be at least 1".into());
         }

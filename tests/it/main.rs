@@ -16,4 +16,5 @@ mod model;
 mod report;
 mod shaders;
 mod step;
+mod target;
 mod train;

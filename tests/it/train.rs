@@ -329,6 +329,22 @@ fn cli_reports_bad_flags_and_data_clearly() {
             vec!["train", "--model", "mlp", "--limit-train", "0"],
             "--limit-train",
         ),
+        (
+            vec!["train", "--model", "mlp", "--target-accuracy", "0.9"],
+            "not a percentage in [1, 100]",
+        ),
+        (
+            vec![
+                "train",
+                "--model",
+                "mlp",
+                "--target-accuracy",
+                "90",
+                "--val",
+                "0",
+            ],
+            "--target-accuracy: needs a validation split",
+        ),
     ] {
         let r = run(&args);
         let err = String::from_utf8_lossy(&r.stderr);

@@ -8,6 +8,7 @@ mod save;
 
 use figures::{check_loss, finite_or_null, progress};
 
+use super::milestones::{self, TimeToAccuracy};
 use super::readback::{MetricsRing, Snapshot};
 use super::schedule::{Plateau, Schedule};
 use super::{ConfigError, EpochRecord, Reporter, RunOptions, TrainConfig};
@@ -60,6 +61,9 @@ pub struct Trainer<'a> {
     since_best: usize,
     history: Vec<EpochRecord>,
     train_seconds: f64,
+    /// Training and wall seconds of the run before this process (resume).
+    prior_seconds: (f64, f64),
+    time_to_accuracy: TimeToAccuracy,
     trained_images: usize,
     /// Steps per submission, adapted so that one submission is ~0.25 s of work.
     chunk: usize,
@@ -157,10 +161,18 @@ impl<'a> Trainer<'a> {
             None => (0, 0, 0),
         };
         let (mut best_val, mut since_best) = (f64::NEG_INFINITY, 0);
+        let (mut prior_seconds, mut time_to_accuracy) = ((0.0, 0.0), TimeToAccuracy::default());
         if let Some(c) = opts.resume {
             let m: serde_json::Value = serde_json::from_str(&c.meta.metrics).unwrap_or_default();
             best_val = m["best_val_accuracy"].as_f64().unwrap_or(f64::NEG_INFINITY);
             since_best = m["epochs_since_best"].as_u64().unwrap_or(0) as usize;
+            let seconds = |k: &str| m[k].as_f64().unwrap_or(0.0);
+            prior_seconds = (
+                seconds("train_seconds_total"),
+                seconds("wall_seconds_total"),
+            );
+            time_to_accuracy =
+                serde_json::from_value(m["time_to_val_accuracy"].clone()).unwrap_or_default();
         }
 
         let gtrain = GpuSplit::upload(gpu, "train", &train_split)?;
@@ -262,6 +274,8 @@ impl<'a> Trainer<'a> {
             since_best,
             history: Vec::new(),
             train_seconds: 0.0,
+            prior_seconds,
+            time_to_accuracy,
             trained_images: 0,
             chunk: 4,
             started,
@@ -279,12 +293,26 @@ impl<'a> Trainer<'a> {
             self.test.1,
             self.plans.steps(),
         );
-        let mut stopped_early = false;
+        let (mut stopped_early, mut reached_target) = (false, false);
         for epoch in self.done_epochs + 1..=self.cfg.epochs {
             let record = self.epoch(epoch, reporter)?;
             reporter.epoch_end(&record);
+            let target = self.cfg.target_accuracy;
+            if let Some(acc) = record.val_accuracy {
+                let (train, wall) = (record.train_seconds_total, record.wall_seconds_total);
+                self.time_to_accuracy.observe(acc, target, train, wall);
+                reached_target = target.is_some_and(|t| milestones::reaches(acc, t));
+            }
             self.end_epoch(&record)?;
             self.history.push(record);
+            if let (true, Some(t)) = (reached_target, target) {
+                let train = self.time_to_accuracy.training[&milestones::key(t)];
+                reporter.message(&format!(
+                    "target reached: validation accuracy {:.2} % >= {t} % after epoch {epoch} ({train:.1} s of training)",
+                    self.history.last().and_then(|r| r.val_accuracy).unwrap_or(0.0) * 100.0
+                ));
+                break;
+            }
             let patience = self.cfg.patience;
             if val_len > 0 && patience > 0 && self.since_best >= patience && epoch < self.cfg.epochs
             {
@@ -296,7 +324,7 @@ impl<'a> Trainer<'a> {
                 break;
             }
         }
-        self.finish(stopped_early)
+        self.finish(stopped_early, reached_target)
     }
 
     /// One epoch of training, then validation. Returns the epoch's record.
@@ -385,6 +413,8 @@ impl<'a> Trainer<'a> {
             val_loss: val.map(|v| v.loss),
             val_accuracy: val.map(|v| v.accuracy),
             seconds,
+            train_seconds_total: self.prior_seconds.0 + self.train_seconds,
+            wall_seconds_total: self.prior_seconds.1 + self.started.elapsed().as_secs_f64(),
             images_per_second: images as f64 / seconds,
             lr: self.lr_of(self.epoch_start_step as usize - 1),
             gpu_memory: self.gpu.memory(),
@@ -435,6 +465,8 @@ impl<'a> Trainer<'a> {
         m["best_val_accuracy"] = finite_or_null(self.best_val);
         m["epochs_since_best"] = self.since_best.into();
         m["plateau"] = serde_json::to_value(self.plateau).unwrap_or_default();
+        m["time_to_val_accuracy"] =
+            serde_json::to_value(&self.time_to_accuracy).unwrap_or_default();
         let step = self.epoch_start_step;
         self.save("last.safetensors", r.epoch, step, 0, &m)?;
         if improved {
@@ -443,28 +475,8 @@ impl<'a> Trainer<'a> {
         Ok(())
     }
 
-    /// Ctrl-C: saves `last` at the current step of `epoch` and returns the error that says so.
-    fn interrupted(&self, epoch: usize, recorded: usize) -> TrainError {
-        let m = serde_json::json!({
-            "best_val_accuracy": finite_or_null(self.best_val),
-            "epochs_since_best": self.since_best,
-            "plateau": self.plateau,
-        });
-        let step = self.epoch_start_step + recorded as u32;
-        if let Err(e) = self.save("last.safetensors", epoch - 1, step, recorded, &m) {
-            return e;
-        }
-        TrainError::Interrupted {
-            saved: self
-                .opts
-                .run_dir
-                .map(|d| d.join("last.safetensors"))
-                .unwrap_or_default(),
-        }
-    }
-
     /// The test pass and the final parameters.
-    fn finish(self, stopped_early: bool) -> Result<TrainOutcome, TrainError> {
+    fn finish(self, stopped_early: bool, reached_target: bool) -> Result<TrainOutcome, TrainError> {
         let test = self.test.0.run(self.gpu)?;
         Ok(TrainOutcome {
             params: self.net.download(self.gpu)?,
@@ -475,6 +487,8 @@ impl<'a> Trainer<'a> {
             images_per_second: self.trained_images as f64 / self.train_seconds.max(1e-9),
             wall_seconds: self.started.elapsed().as_secs_f64(),
             stopped_early,
+            reached_target,
+            time_to_accuracy: self.time_to_accuracy,
         })
     }
 }

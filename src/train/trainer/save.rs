@@ -1,9 +1,33 @@
 //! Checkpoints of a training run, with the kernel choices beside them.
 
+use super::figures::finite_or_null;
 use super::Trainer;
 use crate::train::TrainError;
 
 impl Trainer<'_> {
+    /// Ctrl-C: saves `last` at the current step of `epoch` and returns the error that says so.
+    pub(super) fn interrupted(&self, epoch: usize, recorded: usize) -> TrainError {
+        let m = serde_json::json!({
+            "best_val_accuracy": finite_or_null(self.best_val),
+            "epochs_since_best": self.since_best,
+            "plateau": self.plateau,
+            "train_seconds_total": self.prior_seconds.0 + self.train_seconds,
+            "wall_seconds_total": self.prior_seconds.1 + self.started.elapsed().as_secs_f64(),
+            "time_to_val_accuracy": self.time_to_accuracy,
+        });
+        let step = self.epoch_start_step + recorded as u32;
+        if let Err(e) = self.save("last.safetensors", epoch - 1, step, recorded, &m) {
+            return e;
+        }
+        TrainError::Interrupted {
+            saved: self
+                .opts
+                .run_dir
+                .map(|d| d.join("last.safetensors"))
+                .unwrap_or_default(),
+        }
+    }
+
     /// Writes a checkpoint into the run folder (atomically; nothing without a run folder).
     pub(super) fn save(
         &self,
