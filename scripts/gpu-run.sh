@@ -15,7 +15,8 @@ backend=${BACKEND:-auto}
 epochs=${EPOCHS:-1}
 torch=${TORCH:-python3}
 limit=()
-[ -n "${LIMIT_TRAIN:-}" ] && limit=(--limit-train "$LIMIT_TRAIN")
+# A tenth of the limited set held out for validation (the default 5000 would leave none).
+[ -n "${LIMIT_TRAIN:-}" ] && limit=(--limit-train "$LIMIT_TRAIN" --val $((LIMIT_TRAIN / 10)))
 export WGPU_FMNIST_CACHE_DIR=$out/cache
 summary=$out/summary.txt
 : >"$summary"
