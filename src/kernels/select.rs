@@ -198,6 +198,7 @@ pub mod matmul {
     }
 
     pub const SPLIT_K_MAX_TILES: usize = 64;
+    pub const SPLIT_K_PAYS_K: usize = 1024;
     pub const SPLIT_K_MIN_CHUNK: usize = 128;
 
     pub fn applicable(caps: &Caps, s: &MatmulShape, bias: bool) -> Vec<Variant> {
@@ -215,22 +216,25 @@ pub mod matmul {
     }
 
     /// Software: subgroup where it applies (17-27 GFLOP/s on lavapipe), else vec4 (~16-19),
-    /// else strided. Hardware: split-K where it applies to 16 tiles or fewer (the rest of
-    /// the GPU would idle), tiled for products of 64x64 outputs or more, else vec4.
+    /// else strided. Hardware: split-K where it applies to 16 tiles or fewer with K of
+    /// `SPLIT_K_PAYS_K` or more (the rest of the GPU would idle through a long loop; a
+    /// shorter one does not pay for the combine's dispatch: mlp's 784-input layer keeps
+    /// one), tiled for products of 64x64 outputs or more, else vec4. The tuner measures.
     pub fn choose(caps: &Caps, s: &MatmulShape, bias: bool) -> Variant {
         let applicable = applicable(caps, s, bias);
         let has = |v| applicable.contains(&v);
-        let auto = if !caps.software && has(Variant::SplitK) && tiles(s) <= 16 {
-            Variant::SplitK
-        } else if !caps.software && s.m * s.n >= TILED_MIN_OUTPUTS {
-            Variant::Tiled
-        } else if caps.software && has(Variant::Subgroup) {
-            Variant::Subgroup
-        } else if has(Variant::Vec4) {
-            Variant::Vec4
-        } else {
-            Variant::Generic
-        };
+        let auto =
+            if !caps.software && has(Variant::SplitK) && tiles(s) <= 16 && s.k >= SPLIT_K_PAYS_K {
+                Variant::SplitK
+            } else if !caps.software && s.m * s.n >= TILED_MIN_OUTPUTS {
+                Variant::Tiled
+            } else if caps.software && has(Variant::Subgroup) {
+                Variant::Subgroup
+            } else if has(Variant::Vec4) {
+                Variant::Vec4
+            } else {
+                Variant::Generic
+            };
         preferred(caps, &applicable, auto)
     }
 }

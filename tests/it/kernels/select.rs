@@ -107,6 +107,45 @@ fn lavapipe_choices_for_the_preset_linear_layers_are_pinned() {
 }
 
 #[test]
+fn hardware_splits_long_products_on_few_tiles() {
+    use Variant::{SplitK as Sk, Tiled as T, Vec4 as V4};
+    // (batch, in, out) -> [forward, input gradient, weight gradient]
+    let cases = [
+        ((32, 1600, 128), [Sk, T, T]), // regcnn / cnn1 first linear: 2 tiles, K 1600
+        ((64, 6272, 640), [Sk, T, T]), // vgg first linear: 10 tiles; dx has 98
+        ((32, 784, 128), [T, T, T]),   // mlp layer 1: K 784 does not pay for a dispatch
+        ((1024, 1600, 128), [T, T, T]), // 32 tiles: enough workgroups already
+        ((32, 64, 10), [V4, V4, V4]),  // under 64x64 outputs
+    ];
+    for ((batch, inputs, outputs), want) in cases {
+        let s = LinearShape {
+            batch,
+            inputs,
+            outputs,
+        };
+        let got = [
+            select::matmul::choose(&Caps::HARDWARE, &s.forward(), true),
+            select::matmul::choose(&Caps::HARDWARE, &s.backward_input(), false),
+            select::matmul::choose(&Caps::HARDWARE, &s.backward_weight(), false),
+        ];
+        assert_eq!(got, want, "linear {batch}x{inputs}->{outputs}");
+    }
+    // Applicable (for the tuner and --variant split-k) up to 64 tiles with two slices.
+    let s = LinearShape {
+        batch: 32,
+        inputs: 784,
+        outputs: 128,
+    };
+    assert_eq!(select::matmul::split_k_chunk(&s.forward()), Some(144));
+    let short = LinearShape {
+        batch: 32,
+        inputs: 200,
+        outputs: 128,
+    };
+    assert_eq!(select::matmul::split_k_chunk(&short.forward()), None);
+}
+
+#[test]
 fn a_preferred_variant_applies_only_where_it_can() {
     let generic = Caps {
         prefer: Variant::Generic,
