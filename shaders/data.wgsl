@@ -61,7 +61,7 @@ fn gather_batch(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
         let span = 2u * p.max_shift + 1u;
         let dx = i32((h >> 8u) % span) - i32(p.max_shift);
         let sy = y - (i32((h >> 16u) % span) - i32(p.max_shift));
-        let flip = p.flip != 0u && (h & 1u) == 1u;
+        let flip = p.flip == 2u || (p.flip == 1u && (h & 1u) == 1u);
         for (var k = 0; k < 4; k++) {
             var sx = x + k;
             if (flip) {

@@ -1,4 +1,4 @@
-// Elementwise activations. ReLU forward writes y; backward overwrites dx (activation
+// Elementwise activations, and the two steps of averaging two views' logits. ReLU forward writes y; backward overwrites dx (activation
 // gradients are overwritten, never accumulated). Each invocation handles one vec4: on
 // lavapipe the per-invocation cost dominates simple kernels, and tensors are padded to a
 // multiple of 4 elements so the last vec4 is always in bounds.
@@ -35,4 +35,20 @@ fn relu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     let i = linear_id(gid, nwg);
     if (i * 4u >= p.n) { return; }
     dx[i] = select(vec4<f32>(0.0), dy[i], x[i] > vec4<f32>(0.0));
+}
+
+// Test-time augmentation: y = x keeps the first view's logits; then y = (y + x) / 2 with x
+// the second view's.
+@compute @workgroup_size(WG)
+fn copy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_id(gid, nwg);
+    if (i * 4u >= p.n) { return; }
+    y[i] = x[i];
+}
+
+@compute @workgroup_size(WG)
+fn average_into(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_id(gid, nwg);
+    if (i * 4u >= p.n) { return; }
+    y[i] = (y[i] + x[i]) * 0.5;
 }

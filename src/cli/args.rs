@@ -122,6 +122,9 @@ pub struct EvalArgs {
     pub model: Option<String>,
     #[arg(long, default_value_t = 250, value_parser = train::config::at_least_one())]
     pub batch_size: usize,
+    /// Test-time augmentation: flip = the mean logits of each image and its mirror image.
+    #[arg(long, value_enum, default_value_t = train::config::Tta::None)]
+    pub tta: train::config::Tta,
     /// One JSON object with accuracy, loss, per_class and confusion.
     #[arg(long)]
     pub json: bool,

@@ -343,7 +343,8 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         SplitName::Test => (&ds.test, "test"),
         SplitName::Train => (&ds.train, "train"),
     };
-    let r = infer::evaluate(&gpu, &ckpt, split, a.batch_size)?;
+    let flip = a.tta == crate::train::config::Tta::Flip;
+    let r = infer::evaluate_with(&gpu, &ckpt, split, a.batch_size, flip)?;
     let adapter = gpu.describe();
     let c = render::EvalContext {
         checkpoint: &a.checkpoint,

@@ -69,11 +69,15 @@ pub struct Evaluator {
     counter: Tensor,
     metrics: Tensor,
     confusion: Option<Tensor>,
+    /// Flip TTA: the mirrored view's logits, kept for the mean.
+    _mirrored: Option<Tensor>,
     plans: StepPlans,
 }
 
 impl Evaluator {
-    /// Evaluates `indices` of `split` (eval mode) in batches of `batch`.
+    /// Evaluates `indices` of `split` (eval mode) in batches of `batch`; with `flip_tta`,
+    /// on the mean logits of each image and its mirror image.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         gpu: &Gpu,
         net: &Network,
@@ -82,8 +86,9 @@ impl Evaluator {
         batch: usize,
         mean: f32,
         std: f32,
+        flip_tta: bool,
     ) -> Result<Evaluator, GpuError> {
-        Self::with_confusion(gpu, net, split, indices, batch, mean, std, false)
+        Self::with_confusion(gpu, net, split, indices, batch, mean, std, false, flip_tta)
     }
 
     /// As `new`; with `confusion` it also counts (label, prediction) pairs on the GPU.
@@ -97,6 +102,7 @@ impl Evaluator {
         mean: f32,
         std: f32,
         confusion: bool,
+        flip_tta: bool,
     ) -> Result<Evaluator, GpuError> {
         let batch = batch.min(indices.len()).max(1);
         let bufs = Buffers::new(gpu, &net.spec, batch, Mode::Eval)?;
@@ -130,8 +136,14 @@ impl Evaluator {
         } else {
             None
         };
-        let plans = StepPlans::build(indices.len(), batch, |n| {
-            net::eval_step(gpu, net, &bufs, &inputs, n, conf.as_ref())
+        let classes = crate::model::NUM_CLASSES;
+        let mirrored = match flip_tta {
+            true => Some(gpu.zeros("mirrored logits", batch * classes)?),
+            false => None,
+        };
+        let plans = StepPlans::build(indices.len(), batch, |n| match &mirrored {
+            Some(m) => net::eval_step_flip_tta(gpu, net, &bufs, &inputs, n, conf.as_ref(), m),
+            None => net::eval_step(gpu, net, &bufs, &inputs, n, conf.as_ref()),
         })?;
         Ok(Evaluator {
             _bufs: bufs,
@@ -139,6 +151,7 @@ impl Evaluator {
             _indices: idx,
             metrics: metrics_t,
             confusion: conf,
+            _mirrored: mirrored,
             plans,
         })
     }

@@ -49,6 +49,17 @@ pub fn evaluate(
     split: &Split,
     batch: usize,
 ) -> Result<EvalReport, GpuError> {
+    evaluate_with(gpu, ckpt, split, batch, false)
+}
+
+/// `evaluate`, with `flip_tta` on the mean logits of each image and its mirror image.
+pub fn evaluate_with(
+    gpu: &Gpu,
+    ckpt: &Checkpoint,
+    split: &Split,
+    batch: usize,
+    flip_tta: bool,
+) -> Result<EvalReport, GpuError> {
     crate::net::check_model(gpu, &ckpt.spec)?;
     let batch_used = batch.min(split.len());
     crate::net::check_batch(gpu, &ckpt.spec, batch_used, "--batch-size")?;
@@ -72,6 +83,7 @@ pub fn evaluate(
         ckpt.meta.input_mean,
         ckpt.meta.input_std,
         true,
+        flip_tta,
     )?;
     let e = ev.run(gpu)?;
     let flat = ev.confusion(gpu)?.unwrap_or_default();

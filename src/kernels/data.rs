@@ -76,6 +76,43 @@ pub fn gather_batch(
     out_x: &Tensor,
     out_labels: &Tensor,
 ) -> Result<Dispatch> {
+    let flip = cfg.flip as u32;
+    gather(
+        gpu, cfg, flip, images, labels, indices, counter, out_x, out_labels,
+    )
+}
+
+/// `gather_batch` with every image mirrored left to right (test-time augmentation's
+/// second view; `cfg.flip` is ignored).
+#[allow(clippy::too_many_arguments)]
+pub fn gather_batch_mirrored(
+    gpu: &Gpu,
+    cfg: GatherConfig,
+    images: &Tensor,
+    labels: &Tensor,
+    indices: &Tensor,
+    counter: &Tensor,
+    out_x: &Tensor,
+    out_labels: &Tensor,
+) -> Result<Dispatch> {
+    gather(
+        gpu, cfg, 2, images, labels, indices, counter, out_x, out_labels,
+    )
+}
+
+/// The gather with data.wgsl's flip code: 0 none, 1 random, 2 every image.
+#[allow(clippy::too_many_arguments)]
+fn gather(
+    gpu: &Gpu,
+    cfg: GatherConfig,
+    flip: u32,
+    images: &Tensor,
+    labels: &Tensor,
+    indices: &Tensor,
+    counter: &Tensor,
+    out_x: &Tensor,
+    out_labels: &Tensor,
+) -> Result<Dispatch> {
     let desc = format!("batch={} of {}", cfg.batch, indices.len);
     if indices.len == 0 || cfg.std <= 0.0 {
         return Err(GpuError::Shape {
@@ -88,7 +125,7 @@ pub fn gather_batch(
     let p = Params {
         batch: dim("gather", cfg.batch)?,
         count: dim("gather", indices.len)?,
-        flip: cfg.flip as u32,
+        flip,
         max_shift: cfg.max_shift,
         mean: cfg.mean,
         inv_std: 1.0 / cfg.std,
@@ -111,6 +148,14 @@ pub fn gather_batch(
         ],
         gpu.caps.grid(cfg.batch * PIXELS / 4, 256),
     )
+}
+
+/// Mirrors each 28x28 image of a gathered batch left to right, in place (the reference of
+/// `gather_batch_mirrored`: the plain gather's reference, mirrored).
+pub fn mirror_reference(x: &mut [f32]) {
+    for row in x.chunks_mut(SIDE) {
+        row.reverse();
+    }
 }
 
 /// CPU reference of one gather at global step `step` with the index list starting at

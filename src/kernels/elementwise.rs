@@ -1,4 +1,5 @@
-//! ReLU forward and backward (`shaders/elementwise.wgsl`).
+//! ReLU forward and backward, and the averaging of two views' logits for test-time
+//! augmentation (`shaders/elementwise.wgsl`).
 
 use super::{check_len, dim};
 use crate::gpu::{Dispatch, Gpu, Result, Tensor, ELEMENTWISE};
@@ -77,6 +78,45 @@ pub fn relu_backward(
         gpu.caps.grid(n.div_ceil(4), WG),
     )
     .map(|d| d.with_cost(n as f64, 12.0 * n as f64))
+}
+
+/// `entry` (copy: y = x; average_into: y = (y + x) / 2) over `n` elements.
+fn two_tensor(gpu: &Gpu, entry: &str, x: &Tensor, y: &Tensor, n: usize) -> Result<Dispatch> {
+    let shape = format!("[{n}]");
+    check_len(entry, &shape, x, n)?;
+    check_len(entry, &shape, y, n)?;
+    let params = gpu.uniform(
+        "elementwise params",
+        &Params {
+            n: dim(entry, n)?,
+            _pad: [0; 3],
+        },
+    );
+    gpu.dispatch(
+        &ELEMENTWISE,
+        entry,
+        &shape,
+        &[(binding::P, &params), (binding::X, &x), (binding::Y, &y)],
+        gpu.caps.grid(n.div_ceil(4), WG),
+    )
+    .map(|d| d.with_cost(n as f64, 12.0 * n as f64))
+}
+
+/// y = x over `n` elements.
+pub fn copy(gpu: &Gpu, x: &Tensor, y: &Tensor, n: usize) -> Result<Dispatch> {
+    two_tensor(gpu, "copy", x, y, n)
+}
+
+/// y = (y + x) / 2 over `n` elements (the mean of two views' logits).
+pub fn average_into(gpu: &Gpu, x: &Tensor, y: &Tensor, n: usize) -> Result<Dispatch> {
+    two_tensor(gpu, "average_into", x, y, n)
+}
+
+/// CPU reference of `average_into`.
+pub fn average_into_reference(y: &mut [f32], x: &[f32]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y = (*y + x) * 0.5;
+    }
 }
 
 pub fn relu_forward_reference(y: &mut [f32], x: &[f32]) {

@@ -15,7 +15,9 @@ mod summary;
 
 pub use buffers::{check_batch, check_memory, check_model, Buffers, MemoryNeed};
 pub use fuse::{Mode, Op, Step};
-pub use steps::{eval_step, forward, gradient_step, train_step, update, PlanInputs, Source};
+pub use steps::{
+    eval_step, eval_step_flip_tta, forward, gradient_step, train_step, update, PlanInputs, Source,
+};
 pub use summary::summary;
 
 use crate::gpu::{Gpu, Result, Tensor};

@@ -9,6 +9,7 @@ use crate::kernels::{
     augment::{self, Augment},
     conv2d::WeightPacker,
     data::{self, GatherConfig},
+    elementwise,
     optim::{self, AdamConfig, SgdConfig},
     softmax_xent::{self, CounterDuty, XentShape},
 };
@@ -222,8 +223,70 @@ pub fn eval_step(
     batch: usize,
     confusion: Option<&Tensor>,
 ) -> Result<Vec<Dispatch>> {
-    let mut plan = gather(gpu, bufs, inputs, batch)?;
+    eval_step_views(gpu, net, bufs, inputs, batch, confusion, None)
+}
+
+/// `eval_step` with test-time augmentation by flips: the logits are the mean of the
+/// batch's and its mirror image's (the mirrored view first, kept in `mirrored_logits`,
+/// `[batch, classes]`); the loss, accuracy and confusion are the mean logits'.
+pub fn eval_step_flip_tta(
+    gpu: &Gpu,
+    net: &Network,
+    bufs: &Buffers,
+    inputs: &PlanInputs,
+    batch: usize,
+    confusion: Option<&Tensor>,
+    mirrored_logits: &Tensor,
+) -> Result<Vec<Dispatch>> {
+    eval_step_views(
+        gpu,
+        net,
+        bufs,
+        inputs,
+        batch,
+        confusion,
+        Some(mirrored_logits),
+    )
+}
+
+fn eval_step_views(
+    gpu: &Gpu,
+    net: &Network,
+    bufs: &Buffers,
+    inputs: &PlanInputs,
+    batch: usize,
+    confusion: Option<&Tensor>,
+    mirrored_logits: Option<&Tensor>,
+) -> Result<Vec<Dispatch>> {
+    let n = batch * NUM_CLASSES;
+    let mut plan = Vec::new();
+    // Both gathers read the same counter: only the loss below advances it.
+    if let Some(kept) = mirrored_logits {
+        let (s, cfg) = (
+            &inputs.source,
+            GatherConfig {
+                batch,
+                ..inputs.gather
+            },
+        );
+        plan.push(data::gather_batch_mirrored(
+            gpu,
+            cfg,
+            s.images,
+            s.labels,
+            s.indices,
+            s.counter,
+            bufs.input(),
+            &bufs.labels,
+        )?);
+        plan.extend(forward(gpu, net, bufs, batch, inputs.dropout_seed)?);
+        plan.push(elementwise::copy(gpu, bufs.logits(), kept, n)?);
+    }
+    plan.extend(gather(gpu, bufs, inputs, batch)?);
     plan.extend(forward(gpu, net, bufs, batch, inputs.dropout_seed)?);
+    if let Some(kept) = mirrored_logits {
+        plan.push(elementwise::average_into(gpu, kept, bufs.logits(), n)?);
+    }
     // Evaluation reports the plain cross-entropy, whatever the training loss smooths.
     let xs = XentShape {
         batch,

@@ -90,6 +90,10 @@ pub struct PartialConfig {
     /// 93.5); the run records when validation first crossed it (and 90..94 %).
     #[arg(long, value_name = "PERCENT")]
     pub target_accuracy: Option<f64>,
+    /// Test-time augmentation of validation and test: flip = the mean logits of each image
+    /// and its mirror image.
+    #[arg(long, value_enum)]
+    pub tta: Option<Tta>,
     /// Label smoothing of the training loss, as torch's CrossEntropyLoss(label_smoothing)
     /// (default 0; validation and test report the plain cross-entropy).
     #[arg(long, value_name = "E")]
@@ -202,6 +206,7 @@ impl PartialConfig {
             val,
             patience,
             target_accuracy,
+            tta,
             label_smoothing,
             schedule,
             augment,
@@ -255,6 +260,9 @@ pub struct TrainConfig {
     /// Stop once validation accuracy reaches this many percent (runs before it: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_accuracy: Option<f64>,
+    /// Test-time augmentation of validation and test (runs before it: none).
+    #[serde(default)]
+    pub tta: Tta,
     #[serde(default)]
     pub label_smoothing: f32,
     /// Learning-rate schedule (`schedule::Schedule`'s text; runs before it existed: constant).
@@ -325,6 +333,7 @@ impl TrainConfig {
             val: layers.val.unwrap_or(5000),
             patience: layers.patience.unwrap_or(0),
             target_accuracy: layers.target_accuracy,
+            tta: layers.tta.unwrap_or_default(),
             label_smoothing: layers.label_smoothing.unwrap_or(0.0),
             augment: match &layers.augment {
                 Some(text) => Augment::parse(text)
@@ -408,6 +417,17 @@ impl TrainConfig {
         toml::to_string(self)
             .unwrap_or_else(|e| format!("# could not serialise the configuration: {e}\n"))
     }
+}
+
+/// Test-time augmentation of evaluation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tta {
+    /// Each image as it is.
+    #[default]
+    None,
+    /// The mean logits of each image and its mirror image (left to right).
+    Flip,
 }
 
 fn default_augment() -> String {

@@ -18,3 +18,4 @@ mod shaders;
 mod step;
 mod target;
 mod train;
+mod tta;

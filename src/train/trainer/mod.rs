@@ -238,6 +238,7 @@ impl<'a> Trainer<'a> {
                 cfg.eval_batch_size,
                 cfg.input_mean,
                 cfg.input_std,
+                cfg.tta == super::config::Tta::Flip,
             )
             .map(|e| (e, ids.len()))
         };
