@@ -51,7 +51,8 @@ fn the_mirrored_gather_is_the_plain_one_mirrored() {
         0,
     );
     data::mirror_reference(&mut want);
-    assert_eq!(read(&x), want);
+    // The normalisation may contract into a fused multiply-add (SwiftShader does).
+    assert_kernel_close("mirrored gather", &read(&x), &want);
     assert_eq!(read_u32(&labels), want_labels);
 }
 
