@@ -246,13 +246,15 @@ fn check_optimizers(gpu: &Gpu) -> Vec<Line> {
         ..adam
     };
     let mut lines = Vec::new();
-    for (name, kind) in [
-        ("sgd (momentum, nesterov, L2, L1)", Opt::Sgd(sgd)),
-        ("adam (L2, L1)", Opt::Adam(adam)),
-        ("adamw", Opt::Adam(adamw)),
+    for (name, kind, ema) in [
+        ("sgd (momentum, nesterov, L2, L1)", Opt::Sgd(sgd), None),
+        ("adam (L2, L1)", Opt::Adam(adam), None),
+        ("adamw", Opt::Adam(adamw), None),
+        ("sgd + ema 0.9", Opt::Sgd(sgd), Some(0.9)),
+        ("adam + ema 0.99", Opt::Adam(adam), Some(0.99)),
     ] {
         let t = Instant::now();
-        let result = check_optimizer(gpu, kind, &OPTIMIZER_SIZES);
+        let result = check_optimizer(gpu, kind, &OPTIMIZER_SIZES, ema);
         let (worst, failure) = match result {
             Ok(w) if w <= 1.0 => (Some(w), None),
             Ok(w) => (Some(w), Some("beyond the tolerance".into())),
@@ -282,8 +284,9 @@ enum Opt {
 }
 
 /// The worst error of 3 steps' weights and state over 1e-5 + 1e-4 |want|, over every
-/// tensor of the arena; the gaps between them must stay zero.
-fn check_optimizer(gpu: &Gpu, kind: Opt, sizes: &[usize]) -> Result<f64> {
+/// tensor of the arena; the gaps between them must stay zero. With `ema`, also the average
+/// of the weights and of running statistics that change every step.
+fn check_optimizer(gpu: &Gpu, kind: Opt, sizes: &[usize], ema: Option<f32>) -> Result<f64> {
     let mut rng = crate::rng::Rng::new(sizes.iter().sum::<usize>() as u64 + 5);
     let names = |what: &str| -> Vec<(String, usize)> {
         let named = sizes.iter().enumerate();
@@ -309,12 +312,21 @@ fn check_optimizer(gpu: &Gpu, kind: Opt, sizes: &[usize]) -> Result<f64> {
     // The step as the training loss leaves it for the update: [0] copied to [2].
     let counter: Tensor = gpu.upload("check counter", &[0u32, 0, 0, 0])?;
     let lr = gpu.upload("check lr", &lrs)?;
+    let stats_len = 6;
+    let average = gpu.zeros("check average", tw.whole.len + stats_len)?;
+    let stats = gpu.zeros("check statistics", stats_len)?;
+    let averaging = ema.map(|decay| optim::Averaging {
+        decay,
+        average: &average,
+        stats: Some(&stats),
+    });
+    let (mut avg_w, mut avg_stats) = (w.clone(), vec![0f32; stats_len]);
     let step = match kind {
-        Opt::Sgd(c) => {
-            optim::sgd_step(gpu, c, &tw.whole, &tg.whole, &t1.whole, &counter, &lr, true)?
-        }
+        Opt::Sgd(c) => optim::sgd_step(
+            gpu, c, &tw.whole, &tg.whole, &t1.whole, &counter, &lr, true, averaging,
+        )?,
         Opt::Adam(c) => optim::adam_step(
-            gpu, c, &tw.whole, &tg.whole, &t1.whole, &t2.whole, &counter, &lr, true,
+            gpu, c, &tw.whole, &tg.whole, &t1.whole, &t2.whole, &counter, &lr, true, averaging,
         )?,
     };
     for (t, &rate) in lrs.iter().enumerate() {
@@ -326,6 +338,14 @@ fn check_optimizer(gpu: &Gpu, kind: Opt, sizes: &[usize]) -> Result<f64> {
                 Opt::Sgd(c) => optim::sgd_step_reference(w, s1, &g, c, rate),
                 Opt::Adam(c) => optim::adam_step_reference(w, s1, s2, &g, c, rate, t as u32),
             }
+        }
+        let batch_stats = rng.vec(stats_len, 0.0, 2.0);
+        gpu.write(&stats, &batch_stats)?;
+        if let Some(decay) = ema {
+            for (a, w) in avg_w.iter_mut().zip(&w) {
+                optim::average_reference(a, w, decay, t as u32);
+            }
+            optim::average_reference(&mut avg_stats, &batch_stats, decay, t as u32);
         }
         gpu.write(&counter, &[t as u32, 0, t as u32])?;
         gpu.run(&[&step])?;
@@ -352,6 +372,14 @@ fn check_optimizer(gpu: &Gpu, kind: Opt, sizes: &[usize]) -> Result<f64> {
         if let Opt::Adam(_) = kind {
             compare(gpu.read(&t2.slices[k])?, &s2[k]);
         }
+    }
+    if ema.is_some() {
+        let got: Vec<f32> = gpu.read(&average)?;
+        for (slice, want) in tw.slices.iter().zip(&avg_w) {
+            let start = (slice.offset_bytes() / 4) as usize;
+            compare(got[start..start + slice.len].to_vec(), want);
+        }
+        compare(got[tw.whole.len..].to_vec(), &avg_stats);
     }
     // Nothing outside the slices moved: the whole arena holds exactly the slices' values.
     let whole: Vec<f32> = gpu.read(&tw.whole)?;

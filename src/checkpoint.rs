@@ -5,7 +5,8 @@
 //! Tensors: `{i}.weight`, `{i}.bias` (conv `[out, in, k, k]`, linear `[out, in]`, batch norm `[c]`),
 //! `{i}.running_mean`, `{i}.running_var`, `{i}.num_batches_tracked` (i64, shape []).
 //! Optimizer state: `optim.{i}.weight.momentum_buffer` (SGD) or `optim.{i}.weight.exp_avg` /
-//! `.exp_avg_sq` (Adam/AdamW), and `optim.step` (i64). Metadata: `spec`, `input_mean`,
+//! `.exp_avg_sq` (Adam/AdamW), and `optim.step` (i64); with `--ema`, whose averages are the
+//! model tensors, `optim.{name}.raw` holds the raw value of every model tensor. Metadata: `spec`, `input_mean`,
 //! `input_std`, `classes` (JSON), `config` (TOML), `epoch`, `step`, `step_in_epoch`, `metrics`.
 
 use crate::model::{Layer, LayerParams, ModelSpec, OptimizerKind};
@@ -105,6 +106,47 @@ fn model_tensors<'a>(
     out
 }
 
+/// A `model_tensors` name's layer index and field.
+fn split_name(name: &str) -> (usize, &str) {
+    let (layer, field) = name.split_once('.').expect("layer.field");
+    (layer.parse().expect("index"), field)
+}
+
+fn set_tensor(p: &mut LayerParams, field: &str, values: Vec<f32>) {
+    match field {
+        "weight" => p.weight = values,
+        "bias" => p.bias = values,
+        "running_mean" => p.running_mean = values,
+        "running_var" => p.running_var = values,
+        _ => unreachable!("{field} is not a model tensor"),
+    }
+}
+
+/// Every model tensor by state-dict name (what `OptimState::raw` holds).
+pub fn named_tensors(
+    spec: &ModelSpec,
+    params: &[LayerParams],
+) -> std::collections::BTreeMap<String, Vec<f32>> {
+    (model_tensors(spec, params).into_iter())
+        .map(|(name, _, values)| (name, values.to_vec()))
+        .collect()
+}
+
+impl Checkpoint {
+    /// The weights training resumes from: the raw ones where the model tensors are
+    /// `--ema`'s averages, else the model tensors.
+    pub fn training_params(&self) -> Vec<LayerParams> {
+        let mut params = self.params.clone();
+        if let Some(o) = &self.optim {
+            for (name, values) in &o.raw {
+                let (i, field) = split_name(name);
+                set_tensor(&mut params[i], field, values.clone());
+            }
+        }
+        params
+    }
+}
+
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
@@ -144,6 +186,14 @@ pub fn to_bytes(c: &Checkpoint) -> Result<Vec<u8>, String> {
                     f32_bytes(v),
                 ));
             }
+        }
+        for (k, v) in &o.raw {
+            owned.push((
+                format!("optim.{k}.raw"),
+                Dtype::F32,
+                vec![v.len()],
+                f32_bytes(v),
+            ));
         }
         owned.push((
             "optim.step".into(),
@@ -307,8 +357,7 @@ pub fn from_bytes(
     let mut params = template.clone();
     let mut expected: Vec<String> = Vec::new();
     for (name, shape, _) in model_tensors(&spec, &template) {
-        let (layer, field) = name.split_once('.').expect("layer.field");
-        let i: usize = layer.parse().expect("index");
+        let (i, field) = split_name(&name);
         let values = read_f32(&name, &shape)?;
         // A diverged or corrupted model would evaluate to garbage (a NaN loss, NaN %).
         if let Some(j) = values.iter().position(|v| !v.is_finite()) {
@@ -318,14 +367,7 @@ pub fn from_bytes(
                 values[j]
             )));
         }
-        let p = &mut params[i];
-        match field {
-            "weight" => p.weight = values,
-            "bias" => p.bias = values,
-            "running_mean" => p.running_mean = values,
-            "running_var" => p.running_var = values,
-            _ => unreachable!(),
-        }
+        set_tensor(&mut params[i], field, values);
         expected.push(name);
     }
     for (i, layer) in spec.layers.iter().enumerate() {
@@ -373,6 +415,15 @@ pub fn from_bytes(
                 let k2 = format!("optim.{name}.{n2}");
                 o.m2.insert(name.clone(), read_f32(&k2, &[len])?);
                 expected.push(k2);
+            }
+        }
+        // `--ema`'s raw weights: all of them or none.
+        if st.names().iter().any(|n| n.ends_with(".raw")) {
+            for (name, shape, _) in model_tensors(&spec, &template) {
+                let key = format!("optim.{name}.raw");
+                o.raw
+                    .insert(name, read_f32(&key, &[shape.iter().product()])?);
+                expected.push(key);
             }
         }
         let t = st

@@ -19,8 +19,10 @@ mod binding {
     pub const GRAD: u32 = 2;
     pub const M1: u32 = 3;
     pub const M2: u32 = 4;
+    pub const AVERAGE: u32 = 5;
     pub const LR: u32 = 6;
     pub const COUNTER_RW: u32 = 7;
+    pub const STATS: u32 = 8;
 }
 
 #[repr(C)]
@@ -43,7 +45,9 @@ struct Params {
     ln_beta1: f32,
     ln_beta2: f32,
     ends_step: u32,
-    _pad: f32,
+    ema_rate: f32,
+    stats_n: u32,
+    _pad: [u32; 3],
 }
 
 /// An f32 setting as the decimal the user wrote (its shortest representation), in f64:
@@ -97,6 +101,65 @@ impl Default for AdamConfig {
     }
 }
 
+/// `--ema`: the update also moves an average toward the new weights and toward running
+/// statistics that live outside the optimizer (batch norm's): torch's
+/// `AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)`,
+/// updated after every optimizer step; its first update (step 0) copies.
+#[derive(Clone, Copy)]
+pub struct Averaging<'a> {
+    pub decay: f32,
+    /// The weights' average (`ceil(w.len / 4) * 4` elements), then `stats`' (`stats.len`).
+    pub average: &'a Tensor,
+    /// Running statistics to average after the weights.
+    pub stats: Option<&'a Tensor>,
+}
+
+impl Averaging<'_> {
+    /// lerp's weight, 1 - decay, from the decay's decimal in f64 as torch's Python float.
+    fn rate(&self) -> f32 {
+        (1.0 - decimal(self.decay)) as f32
+    }
+}
+
+/// The update of `w` (and `--ema`'s average): the dispatch and its invocation count.
+fn update_dispatch(
+    gpu: &Gpu,
+    kernel: &str,
+    mut p: Params,
+    bindings: &[(u32, &Tensor)],
+    average: Option<Averaging>,
+) -> Result<Dispatch> {
+    let n = p.n as usize;
+    let groups = n.div_ceil(4);
+    let mut all: Vec<(u32, &dyn crate::gpu::Bindable)> =
+        bindings.iter().map(|(b, t)| (*b, *t as _)).collect();
+    let (entry, invocations, desc) = match average {
+        None => (kernel.to_string(), groups, format!("n={n}")),
+        Some(a) => {
+            let stats = a.stats.map_or(0, |t| t.len);
+            check_len(kernel, "the average", a.average, groups * 4 + stats)?;
+            p.ema_rate = a.rate();
+            p.stats_n = dim(kernel, stats)?;
+            all.push((binding::AVERAGE, a.average));
+            // A binding needs a buffer even with no statistics (none is read then), and not
+            // one bound writable: the gradient.
+            let grad = bindings.iter().find(|(b, _)| *b == binding::GRAD);
+            match a.stats.or(grad.map(|(_, t)| *t)) {
+                Some(t) => all.push((binding::STATS, t)),
+                None => unreachable!("every update binds its gradient"),
+            }
+            (
+                format!("{kernel}_averaged"),
+                groups + stats.div_ceil(4),
+                format!("n={n} stats={stats}"),
+            )
+        }
+    };
+    let params = gpu.uniform(&format!("{kernel} params"), &p);
+    all.push((binding::P, &params));
+    gpu.dispatch(&OPTIM, &entry, &desc, &all, gpu.caps.grid(invocations, WG))
+}
+
 const WG: u32 = 256;
 
 /// A step counter at step 0 (the layout in the module's doc).
@@ -115,7 +178,7 @@ fn check_lr(lr: &Tensor) -> Result<u32> {
 }
 
 /// One SGD step over `w` in place; `velocity` is the momentum buffer (zeros at the start).
-/// `ends_step`: also advance the step counter (the step's last update).
+/// `ends_step`: also advance the step counter (the step's last update); `average`: `--ema`'s.
 #[allow(clippy::too_many_arguments)]
 pub fn sgd_step(
     gpu: &Gpu,
@@ -126,6 +189,7 @@ pub fn sgd_step(
     counter: &Tensor,
     lr: &Tensor,
     ends_step: bool,
+    average: Option<Averaging>,
 ) -> Result<Dispatch> {
     check_len("optim", "the step counter", counter, 4)?;
     let n = w.len;
@@ -148,25 +212,32 @@ pub fn sgd_step(
         ln_beta1: 0.0,
         ln_beta2: 0.0,
         ends_step: ends_step as u32,
-        _pad: 0.0,
+        ema_rate: 0.0,
+        stats_n: 0,
+        _pad: [0; 3],
     };
-    let p = gpu.uniform("sgd params", &p);
-    gpu.dispatch(
-        &OPTIM,
+    update_dispatch(
+        gpu,
         "sgd_step",
-        &desc,
+        p,
         &[
-            (binding::P, &p),
-            (binding::W, &w),
-            (binding::GRAD, &grad),
-            (binding::M1, &velocity),
-            (binding::COUNTER_RW, &counter),
-            (binding::LR, &lr),
+            (binding::W, w),
+            (binding::GRAD, grad),
+            (binding::M1, velocity),
+            (binding::COUNTER_RW, counter),
+            (binding::LR, lr),
         ],
-        gpu.caps.grid(n.div_ceil(4), WG),
+        average,
     )
-    // w, grad, velocity read; w, velocity written.
-    .map(|d| d.with_cost(5.0 * n as f64, 20.0 * n as f64))
+    // w, grad, velocity read; w, velocity written (and the average read and written).
+    .map(|d| d.with_cost(5.0 * n as f64, average_bytes(20.0, n, average)))
+}
+
+/// Bytes moved: `per_element` for each weight, plus the average's read and write.
+fn average_bytes(per_element: f64, n: usize, average: Option<Averaging>) -> f64 {
+    let stats = average.and_then(|a| a.stats).map_or(0, |t| t.len);
+    let extra = average.map_or(0.0, |_| 8.0 * (n + stats) as f64 + 4.0 * stats as f64);
+    per_element * n as f64 + extra
 }
 
 /// One Adam/AdamW step over `w` in place with moment buffers `m` and `v` (zeros at start);
@@ -182,6 +253,7 @@ pub fn adam_step(
     counter: &Tensor,
     lr: &Tensor,
     ends_step: bool,
+    average: Option<Averaging>,
 ) -> Result<Dispatch> {
     check_len("optim", "the step counter", counter, 4)?;
     let n = w.len;
@@ -206,26 +278,26 @@ pub fn adam_step(
         ln_beta1: scalars[2],
         ln_beta2: scalars[3],
         ends_step: ends_step as u32,
-        _pad: 0.0,
+        ema_rate: 0.0,
+        stats_n: 0,
+        _pad: [0; 3],
     };
-    let p = gpu.uniform("adam params", &p);
-    gpu.dispatch(
-        &OPTIM,
+    update_dispatch(
+        gpu,
         "adam_step",
-        &desc,
+        p,
         &[
-            (binding::P, &p),
-            (binding::W, &w),
-            (binding::GRAD, &grad),
-            (binding::M1, &m),
-            (binding::M2, &v),
-            (binding::COUNTER_RW, &counter),
-            (binding::LR, &lr),
+            (binding::W, w),
+            (binding::GRAD, grad),
+            (binding::M1, m),
+            (binding::M2, v),
+            (binding::COUNTER_RW, counter),
+            (binding::LR, lr),
         ],
-        gpu.caps.grid(n.div_ceil(4), WG),
+        average,
     )
-    // w, grad, m, v read; w, m, v written.
-    .map(|d| d.with_cost(12.0 * n as f64, 28.0 * n as f64))
+    // w, grad, m, v read; w, m, v written (and the average read and written).
+    .map(|d| d.with_cost(12.0 * n as f64, average_bytes(28.0, n, average)))
 }
 
 fn sign(v: f32) -> f32 {
@@ -290,5 +362,15 @@ pub fn adam_step_reference(
         v[i] = vi as f32;
         let denom = vi.sqrt() / bc2.sqrt() + cfg.eps as f64;
         w[i] = (wd - lr as f64 / bc1 * mi / denom) as f32;
+    }
+}
+
+/// `--ema`'s update of `average` toward `x` (the new weights or the running statistics)
+/// after optimizer step `step` (0-based): a copy at step 0, else torch's
+/// `lerp(average, x, 1 - decay)`.
+pub fn average_reference(average: &mut [f32], x: &[f32], decay: f32, step: u32) {
+    let rate = (1.0 - decimal(decay)) as f32;
+    for (a, &x) in average.iter_mut().zip(x) {
+        *a = if step == 0 { x } else { *a + rate * (x - *a) };
     }
 }

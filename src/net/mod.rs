@@ -4,6 +4,7 @@
 //! forward and backward passes and `steps` composes them into a training or evaluation
 //! step, built once and recorded many times.
 
+mod average;
 pub mod buffers;
 pub mod fuse;
 pub mod plan;
@@ -13,6 +14,7 @@ mod steps;
 pub use step_plans::StepPlans;
 mod summary;
 
+pub use average::Average;
 pub use buffers::{check_batch, check_memory, check_model, Buffers, MemoryNeed};
 pub use fuse::{Mode, Op, Step};
 pub use steps::{
@@ -33,6 +35,9 @@ pub struct OptimState {
     pub m1: BTreeMap<String, Vec<f32>>,
     /// Adam second moment.
     pub m2: BTreeMap<String, Vec<f32>>,
+    /// With `--ema`, whose averages are the model's tensors: the raw (trained) value of
+    /// every model tensor, parameters and running statistics, by state-dict name.
+    pub raw: BTreeMap<String, Vec<f32>>,
 }
 
 /// A trainable tensor with its gradient and optimizer moments.
@@ -52,6 +57,8 @@ pub struct ParamArena {
     pub grad: Tensor,
     pub m1: Tensor,
     pub m2: Tensor,
+    /// Which tensors (in `Network::params` order) it holds.
+    pub params: std::ops::Range<usize>,
 }
 
 /// Groups consecutive tensors so that each group fits one binding (`Gpu::arena_fits`): one
@@ -107,6 +114,7 @@ fn allocate_params(gpu: &Gpu, named: &[(String, &[f32])]) -> Result<(Vec<Param>,
             grad: grad.whole,
             m1: m1.whole,
             m2: m2.whole,
+            params: range,
         });
     }
     Ok((params, arenas))
@@ -141,6 +149,11 @@ pub struct Network {
     pub arenas: Vec<ParamArena>,
     /// [global step, step at which the current index list starts]; see shaders/data.wgsl.
     pub counter: Tensor,
+    /// Every batch norm's running statistics, which `LayerState`s slice: one buffer, so
+    /// that `--ema`'s update averages them all in the optimizer's dispatch.
+    pub stats: Tensor,
+    /// `--ema`: the moving average of the parameters and statistics.
+    pub average: Option<Average>,
 }
 
 impl Network {
@@ -157,9 +170,19 @@ impl Network {
             }
         }
         let (all, arenas) = allocate_params(gpu, &named)?;
+        let mut stat_names = vec![];
+        for (i, layer) in spec.layers.iter().enumerate() {
+            if matches!(layer, Layer::BatchNorm) {
+                let c = spec.input(i).c;
+                stat_names.push((format!("{i}.running_mean"), c));
+                stat_names.push((format!("{i}.running_var"), c));
+            }
+        }
+        let stats = gpu.arena("running statistics", &stat_names)?;
+        let mut stat_slices = stats.slices.into_iter();
         let mut all = all.into_iter();
         let mut layers = Vec::with_capacity(spec.layers.len());
-        for (i, (layer, p)) in spec.layers.iter().zip(params).enumerate() {
+        for (layer, p) in spec.layers.iter().zip(params) {
             let mut st = LayerState::default();
             if matches!(
                 layer,
@@ -169,8 +192,13 @@ impl Network {
                 st.bias = all.next();
             }
             if matches!(layer, Layer::BatchNorm) {
-                st.running_mean = Some(gpu.upload(&format!("{i}.running_mean"), &p.running_mean)?);
-                st.running_var = Some(gpu.upload(&format!("{i}.running_var"), &p.running_var)?);
+                let (mean, var) = (stat_slices.next(), stat_slices.next());
+                for (t, v) in [(&mean, &p.running_mean), (&var, &p.running_var)] {
+                    if let Some(t) = t {
+                        gpu.write(t, v)?;
+                    }
+                }
+                (st.running_mean, st.running_var) = (mean, var);
             }
             layers.push(st);
         }
@@ -179,6 +207,8 @@ impl Network {
             layers,
             arenas,
             counter: crate::kernels::optim::step_counter(gpu, "step counter")?,
+            stats: stats.whole,
+            average: None,
         })
     }
 

@@ -83,6 +83,7 @@ pub fn update(
                     &net.counter,
                     lr,
                     ends_step,
+                    net.averaging(i),
                 )?
             }
             OptimizerKind::Adam | OptimizerKind::Adamw => {
@@ -105,6 +106,7 @@ pub fn update(
                     &net.counter,
                     lr,
                     ends_step,
+                    net.averaging(i),
                 )?
             }
         });

@@ -162,6 +162,14 @@ pub fn run_page(run: &RunFolder) -> Result<String, ReportError> {
     }
     rows.push(("regularization", run.regularization()));
     rows.push(("augmentation", run.augmentation()));
+    let weights = c.ema.map_or("the trained weights".to_string(), |d| {
+        format!("their moving average (--ema {d})")
+    });
+    let views = match c.tta {
+        crate::train::config::Tta::Flip => ", each image and its mirror (--tta flip)",
+        crate::train::config::Tta::None => "",
+    };
+    rows.push(("evaluation", format!("{weights}{views}")));
     rows.push(("run folder", run.dir.display().to_string()));
     b.push_str("<h2>Overview</h2>\n");
     b.push_str(&html::key_values(&rows));

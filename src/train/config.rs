@@ -94,6 +94,11 @@ pub struct PartialConfig {
     /// and its mirror image.
     #[arg(long, value_enum)]
     pub tta: Option<Tta>,
+    /// Evaluate (validate, test, save) an exponential moving average of the weights and
+    /// batch-norm statistics, updated after every step: avg += (1 - DECAY) (w - avg), as
+    /// torch's AveragedModel with get_ema_multi_avg_fn(DECAY). E.g. 0.999; 0: off.
+    #[arg(long, value_name = "DECAY")]
+    pub ema: Option<f32>,
     /// Label smoothing of the training loss, as torch's CrossEntropyLoss(label_smoothing)
     /// (default 0; validation and test report the plain cross-entropy).
     #[arg(long, value_name = "E")]
@@ -207,6 +212,7 @@ impl PartialConfig {
             patience,
             target_accuracy,
             tta,
+            ema,
             label_smoothing,
             schedule,
             augment,
@@ -263,6 +269,9 @@ pub struct TrainConfig {
     /// Test-time augmentation of validation and test (runs before it: none).
     #[serde(default)]
     pub tta: Tta,
+    /// `--ema`'s decay (none: the raw weights are evaluated and saved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema: Option<f32>,
     #[serde(default)]
     pub label_smoothing: f32,
     /// Learning-rate schedule (`schedule::Schedule`'s text; runs before it existed: constant).
@@ -334,6 +343,8 @@ impl TrainConfig {
             patience: layers.patience.unwrap_or(0),
             target_accuracy: layers.target_accuracy,
             tta: layers.tta.unwrap_or_default(),
+            // Decay 0 is the raw weights themselves: off (so a study can vary ema=0,0.999).
+            ema: layers.ema.filter(|&d| d != 0.0),
             label_smoothing: layers.label_smoothing.unwrap_or(0.0),
             augment: match &layers.augment {
                 Some(text) => Augment::parse(text)

@@ -35,6 +35,17 @@ impl TrainConfig {
                 );
             }
         }
+        if let Some(d) = self.ema {
+            if !(d.is_finite() && d > 0.0 && d < 1.0) {
+                return bad(
+                    "--ema",
+                    format!(
+                        "{d} is not a decay in [0, 1) (e.g. 0.999: an average over ~1000 \
+                         steps; 0: off)"
+                    ),
+                );
+            }
+        }
         if self.eval_batch_size == 0 {
             return bad("--eval-batch-size", "must be at least 1".into());
         }

@@ -29,14 +29,14 @@ fn check_passes_on_the_test_adapter() {
         failed.join("\n")
     );
     assert_eq!(summary.failed, 0);
-    // Every case at every batch under auto and each variant this adapter has, plus 3
-    // optimizer lines.
+    // Every case at every batch under auto and each variant this adapter has, plus 5
+    // optimizer lines (sgd, adam, adamw; sgd and adam with --ema's average).
     let variants = 1 + check::VARIANTS
         .iter()
         .filter(|&&v| gpu.caps.supports(v).is_ok())
         .count();
     let runs: usize = CASES.iter().map(|c| c.batches.len()).sum();
-    assert_eq!(summary.lines, runs * variants + 3);
+    assert_eq!(summary.lines, runs * variants + 5);
     assert_eq!(
         gpu.caps.prefer,
         Variant::Auto,

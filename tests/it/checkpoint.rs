@@ -36,7 +36,7 @@ fn config(epochs: usize) -> TrainConfig {
     TrainConfig::resolve(&p).unwrap()
 }
 
-fn tmp(name: &str) -> PathBuf {
+pub fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("wgpu-fmnist-ckpt-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
@@ -189,10 +189,10 @@ fn interrupted_run_saves_and_resumes_exactly() {
 }
 
 /// Sets the stop flag at the first progress report of epoch `at`: the run stops there.
-struct StopInEpoch<'a> {
-    flag: &'a AtomicBool,
-    at: usize,
-    epoch: usize,
+pub struct StopInEpoch<'a> {
+    pub flag: &'a AtomicBool,
+    pub at: usize,
+    pub epoch: usize,
 }
 
 impl train::Reporter for StopInEpoch<'_> {

@@ -8,6 +8,7 @@ mod common;
 mod check;
 mod checkpoint;
 mod data;
+mod ema;
 mod fixture;
 mod kernels;
 mod layout;

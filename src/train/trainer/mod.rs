@@ -6,7 +6,7 @@
 mod figures;
 mod save;
 
-use figures::{check_loss, finite_or_null, progress};
+use figures::{check_loss, progress};
 
 use super::milestones::{self, TimeToAccuracy};
 use super::readback::{MetricsRing, Snapshot};
@@ -132,13 +132,18 @@ impl<'a> Trainer<'a> {
                     spec.to_text()
                 )))
             }
-            Some(c) => c.params.clone(),
+            Some(c) => c.training_params(),
             None => match opts.init {
                 Some(params) => params.to_vec(),
                 None => spec.init_params(cfg.seed),
             },
         };
-        let net = Network::new(gpu, spec.clone(), &init)?;
+        let mut net = Network::new(gpu, spec.clone(), &init)?;
+        if let Some(decay) = cfg.ema {
+            // A resumed average goes on from the checkpoint's model tensors.
+            let from = opts.resume.map_or(&init, |c| &c.params);
+            net.start_average(gpu, decay, from)?;
+        }
         let (done_epochs, skip_steps, epoch_start_step) = match opts.resume {
             Some(c) => {
                 if let Some(o) = &c.optim {
@@ -229,10 +234,13 @@ impl<'a> Trainer<'a> {
         let plans = StepPlans::build(train_idx.len(), batch, |n| {
             net::train_step(gpu, &net, &bufs, &inputs, &opt, &lr, n)
         })?;
+        // With --ema, evaluation binds the averages.
+        let averaged = net.averaged();
+        let evaluated = averaged.as_ref().unwrap_or(&net);
         let evaluator = |split: &GpuSplit, ids: &[u32]| {
             Evaluator::new(
                 gpu,
-                &net,
+                evaluated,
                 split,
                 ids,
                 cfg.eval_batch_size,
@@ -432,55 +440,19 @@ impl<'a> Trainer<'a> {
 
     /// The validation pass (None without a validation split).
     fn evaluate(&self) -> Result<Option<Evaluation>, TrainError> {
+        self.net.sync_average(self.gpu)?;
         Ok(match &self.val {
             Some((e, _)) => Some(e.run(self.gpu)?),
             None => None,
         })
     }
 
-    /// Tracks the best validation accuracy; saves `last` (and `best` on a new best).
-    fn end_epoch(&mut self, r: &EpochRecord) -> Result<(), TrainError> {
-        let mut improved = false;
-        if let Some(acc) = r.val_accuracy {
-            if acc > self.best_val {
-                (self.best_val, self.since_best, improved) = (acc, 0, true);
-            } else {
-                self.since_best += 1;
-            }
-        }
-        if let Some(loss) = r.val_loss {
-            if self
-                .plateau
-                .observe(&self.schedule, self.cfg.lr as f64, loss)
-            {
-                let table = self.schedule.table(
-                    self.cfg.lr as f64,
-                    self.plans.steps(),
-                    self.cfg.epochs,
-                    self.plateau.scale,
-                );
-                self.gpu.write(&self.lr_table, &table)?;
-            }
-        }
-        let mut m = serde_json::to_value(r).unwrap_or_default();
-        m["best_val_accuracy"] = finite_or_null(self.best_val);
-        m["epochs_since_best"] = self.since_best.into();
-        m["plateau"] = serde_json::to_value(self.plateau).unwrap_or_default();
-        m["time_to_val_accuracy"] =
-            serde_json::to_value(&self.time_to_accuracy).unwrap_or_default();
-        let step = self.epoch_start_step;
-        self.save("last.safetensors", r.epoch, step, 0, &m)?;
-        if improved {
-            self.save("best.safetensors", r.epoch, step, 0, &m)?;
-        }
-        Ok(())
-    }
-
     /// The test pass and the final parameters.
     fn finish(self, stopped_early: bool, reached_target: bool) -> Result<TrainOutcome, TrainError> {
+        self.net.sync_average(self.gpu)?;
         let test = self.test.0.run(self.gpu)?;
         Ok(TrainOutcome {
-            params: self.net.download(self.gpu)?,
+            params: self.model_params()?,
             epochs_run: self.history.len(),
             history: self.history,
             test_loss: test.loss,
