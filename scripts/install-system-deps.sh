@@ -4,12 +4,19 @@
 #   dataset-fashion-mnist              the real data in /usr/share/datasets/fashion-mnist
 # With --with-browser (what .ci/run passes), also:
 #   chromium                           headless browser the report tests render pages in
+# With --with-wasm (also what .ci/run passes; scripts/check-wasm.sh needs it):
+#   rustc-web cargo-web rust-web-src   a Rust (1.96) that builds a wasm32 standard library,
+#                                      which rustup's toolchain lacks offline
 set -euo pipefail
 
 packages=(libvulkan1 mesa-vulkan-drivers dataset-fashion-mnist)
-if [ "${1:-}" = "--with-browser" ]; then
-    packages+=(chromium)
-fi
+for flag in "$@"; do
+    case "$flag" in
+        --with-browser) packages+=(chromium) ;;
+        --with-wasm) packages+=(rustc-web cargo-web rust-web-src) ;;
+        *) echo "error: unknown flag $flag (--with-browser, --with-wasm)" >&2; exit 2 ;;
+    esac
+done
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -59,10 +59,8 @@ macro_rules! errln {
     }};
 }
 
-pub mod bench;
-pub mod check;
+// The platform-neutral core: the browser build (wasm32, web/) shares it with the CLI.
 pub mod checkpoint;
-pub mod cli;
 pub mod data;
 pub mod fsutil;
 pub mod gpu;
@@ -71,9 +69,21 @@ pub mod kernels;
 pub mod model;
 pub mod net;
 pub mod reference;
-pub mod render;
-pub mod report;
 pub mod rng;
-pub mod run;
-pub mod shader_check;
 pub mod train;
+
+// What the native CLI adds: files, terminals, signals, pages and measurements.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod bench;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod check;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod cli;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod render;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod report;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod run;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod shader_check;

@@ -3,7 +3,7 @@
 //! tuner (`kernels::tune`) chooses variants by them.
 
 use super::{Dispatch, Gpu, GpuError, Result};
-use std::time::Instant;
+use web_time::Instant;
 
 /// Seconds per call of each dispatch, timed `reps` calls at a time.
 pub fn time_each(

@@ -381,7 +381,7 @@ fn warm_up(
 ) -> Option<(Vec<Dispatch>, f64)> {
     let dispatches = build(v).ok()?;
     let refs: Vec<&Dispatch> = dispatches.iter().collect();
-    let start = std::time::Instant::now();
+    let start = web_time::Instant::now();
     gpu.run(&refs).ok()?;
     let seconds = start.elapsed().as_secs_f64();
     if seconds > 4.0 * limit {

@@ -5,7 +5,8 @@
 
 use crate::gpu::{Gpu, GpuError, Result, Tensor};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use web_time::Instant;
 
 /// How long a map callback may lag behind its finished submission before the readback fails.
 const CALLBACK_DEADLINE: Duration = Duration::from_secs(60);

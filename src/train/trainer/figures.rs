@@ -4,7 +4,7 @@ use crate::infer::Evaluation;
 use crate::kernels::softmax_xent::metrics;
 use crate::train::readback::Snapshot;
 use crate::train::{Progress, TrainError};
-use std::time::Instant;
+use web_time::Instant;
 
 pub(super) fn finite_or_null(v: f64) -> serde_json::Value {
     if v.is_finite() {

@@ -23,7 +23,7 @@ use crate::model::{Layer, ModelSpec};
 use crate::net::{self, Buffers, Mode, Network, PlanInputs, Source, StepPlans};
 use crate::rng::Rng;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use web_time::Instant;
 
 /// Salts that give the gather's augmentation and the dropout masks their own hash streams
 /// from one run seed (the same seed must not draw the same numbers for both).
