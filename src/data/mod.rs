@@ -176,7 +176,20 @@ fn has_all(dir: &Path) -> bool {
 
 /// Reads one split's image and label files and checks they agree.
 pub fn load_split(images: &Path, labels: &Path) -> Result<Split, DataError> {
-    let imgs = idx::read_images(images)?;
+    let raw_images = std::fs::read(images).map_err(|e| DataError::io(images, e))?;
+    let raw_labels = std::fs::read(labels).map_err(|e| DataError::io(labels, e))?;
+    split_from_bytes(images, raw_images, labels, raw_labels)
+}
+
+/// One split from its two IDX files' bytes (gzipped or not), as `load_split` reads them
+/// from disk and a browser receives them; the paths only name them in errors.
+pub fn split_from_bytes(
+    images: &Path,
+    raw_images: Vec<u8>,
+    labels: &Path,
+    raw_labels: Vec<u8>,
+) -> Result<Split, DataError> {
+    let imgs = idx::parse_images(images, &idx::decode_maybe_gzip(images, raw_images)?)?;
     if imgs.rows != 28 || imgs.cols != 28 {
         return Err(DataError::WrongImageSize {
             path: images.to_path_buf(),
@@ -184,7 +197,11 @@ pub fn load_split(images: &Path, labels: &Path) -> Result<Split, DataError> {
             cols: imgs.cols,
         });
     }
-    let labs = idx::read_labels(labels, CLASSES.len())?;
+    let labs = idx::parse_labels(
+        labels,
+        &idx::decode_maybe_gzip(labels, raw_labels)?,
+        CLASSES.len(),
+    )?;
     if imgs.count != labs.len() {
         return Err(DataError::CountMismatch {
             images: images.to_path_buf(),

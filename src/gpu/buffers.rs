@@ -297,6 +297,11 @@ impl Gpu {
 
     /// Copies `tensor` to the host, waiting for all queued work first.
     pub fn read<T: bytemuck::Pod>(&self, tensor: &Tensor) -> Result<Vec<T>> {
+        pollster::block_on(self.read_async(tensor))
+    }
+
+    /// `read`, awaiting the buffer's mapping (what a browser needs; `read` blocks on it).
+    pub async fn read_async<T: bytemuck::Pod>(&self, tensor: &Tensor) -> Result<Vec<T>> {
         let bytes = tensor.bytes();
         if bytes == 0 {
             return Ok(Vec::new());
@@ -310,19 +315,18 @@ impl Gpu {
         let mut encoder = self.device.create_command_encoder(&Default::default());
         tensor.copy_into(&mut encoder, &staging, bytes);
         self.queue.submit([encoder.finish()]);
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
+        let (deliver, mapped) = super::landing::landing();
+        staging.slice(..).map_async(wgpu::MapMode::Read, deliver);
+        // Natively the callback fires during a poll (ours, or another thread's on the same
+        // device, which the await then waits for); a browser fires it from its event loop.
+        #[cfg(not(target_arch = "wasm32"))]
         self.sync()?;
-        let mapped = rx.recv().map_err(|e| GpuError::Readback {
+        mapped.await.map_err(|e| GpuError::Readback {
             label: tensor.label.clone(),
             message: e.to_string(),
         })?;
-        mapped.map_err(|e| GpuError::Readback {
-            label: tensor.label.clone(),
-            message: e.to_string(),
-        })?;
+        #[cfg(target_arch = "wasm32")]
+        self.take_uncaptured("GPU work")?;
         let view = staging
             .slice(..)
             .get_mapped_range()

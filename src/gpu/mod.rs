@@ -6,6 +6,7 @@ mod adapter;
 mod buffers;
 mod caps;
 mod error;
+mod landing;
 mod pipelines;
 pub mod timing;
 
@@ -98,7 +99,17 @@ impl Gpu {
         Self::from_adapter_with(adapter, |_| {})
     }
 
+    /// `from_adapter_with`, blocking on the device's creation (native).
     pub fn from_adapter_with(
+        adapter: wgpu::Adapter,
+        adjust: impl FnOnce(&mut wgpu::Limits),
+    ) -> Result<Gpu> {
+        pollster::block_on(Self::from_adapter_async(adapter, adjust))
+    }
+
+    /// Creates the device on `adapter` within the limits the kernels need (with `adjust`
+    /// applied), awaiting it: a browser creates devices asynchronously.
+    pub async fn from_adapter_async(
         adapter: wgpu::Adapter,
         adjust: impl FnOnce(&mut wgpu::Limits),
     ) -> Result<Gpu> {
@@ -148,18 +159,20 @@ impl Gpu {
             | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES
             | wgpu::Features::SUBGROUP;
         let features = adapter.features() & wanted;
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("wgpu-fmnist"),
-            required_features: features,
-            required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
-            memory_hints: wgpu::MemoryHints::Performance,
-            trace: wgpu::Trace::Off,
-        }))
-        .map_err(|e| GpuError::RequestDevice {
-            adapter: info.name.clone(),
-            message: e.to_string(),
-        })?;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("wgpu-fmnist"),
+                required_features: features,
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| GpuError::RequestDevice {
+                adapter: info.name.clone(),
+                message: e.to_string(),
+            })?;
 
         let uncaptured: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
         let sink = uncaptured.clone();
@@ -235,6 +248,24 @@ impl Gpu {
     /// Runs `f` inside validation and out-of-memory error scopes and turns what they catch
     /// into a `GpuError` naming `context`.
     pub fn scoped<T>(&self, context: impl FnOnce() -> String, f: impl FnOnce() -> T) -> Result<T> {
+        // A browser answers an error scope only once control returns to its event loop:
+        // blocking on one would never return. There the device's uncaptured-error handler
+        // catches the error instead, and the next readback reports it (`take_uncaptured`).
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = context;
+            Ok(f())
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        self.scoped_blocking(context, f)
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    fn scoped_blocking<T>(
+        &self,
+        context: impl FnOnce() -> String,
+        f: impl FnOnce() -> T,
+    ) -> Result<T> {
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let value = f();

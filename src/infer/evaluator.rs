@@ -158,13 +158,22 @@ impl Evaluator {
 
     /// The confusion counts of the last `run` (row = label, column = prediction).
     pub fn confusion(&self, gpu: &Gpu) -> Result<Option<Vec<u32>>, GpuError> {
-        self.confusion
-            .as_ref()
-            .map(|c| gpu.read::<u32>(c))
-            .transpose()
+        pollster::block_on(self.confusion_async(gpu))
+    }
+
+    pub async fn confusion_async(&self, gpu: &Gpu) -> Result<Option<Vec<u32>>, GpuError> {
+        Ok(match &self.confusion {
+            Some(c) => Some(gpu.read_async::<u32>(c).await?),
+            None => None,
+        })
     }
 
     pub fn run(&self, gpu: &Gpu) -> Result<Evaluation, GpuError> {
+        pollster::block_on(self.run_async(gpu))
+    }
+
+    /// `run`, awaiting the metrics' readback (what a browser needs).
+    pub async fn run_async(&self, gpu: &Gpu) -> Result<Evaluation, GpuError> {
         gpu.write(&self.counter, &[0u32, 0])?;
         gpu.write(&self.metrics, &[0f32; metrics::LEN])?;
         if let Some(c) = &self.confusion {
@@ -180,7 +189,7 @@ impl Evaluator {
                 .submit([self.plans.encode(gpu, done..done + n).finish()]);
             done += n;
         }
-        let m: Vec<f32> = gpu.read(&self.metrics)?;
+        let m: Vec<f32> = gpu.read_async(&self.metrics).await?;
         Ok(Evaluation::from_metrics(&m))
     }
 }

@@ -60,6 +60,17 @@ pub fn evaluate_with(
     batch: usize,
     flip_tta: bool,
 ) -> Result<EvalReport, GpuError> {
+    pollster::block_on(evaluate_async(gpu, ckpt, split, batch, flip_tta))
+}
+
+/// `evaluate_with`, awaiting its readbacks (what a browser needs).
+pub async fn evaluate_async(
+    gpu: &Gpu,
+    ckpt: &Checkpoint,
+    split: &Split,
+    batch: usize,
+    flip_tta: bool,
+) -> Result<EvalReport, GpuError> {
     crate::net::check_model(gpu, &ckpt.spec)?;
     let batch_used = batch.min(split.len());
     crate::net::check_batch(gpu, &ckpt.spec, batch_used, "--batch-size")?;
@@ -85,8 +96,8 @@ pub fn evaluate_with(
         true,
         flip_tta,
     )?;
-    let e = ev.run(gpu)?;
-    let flat = ev.confusion(gpu)?.unwrap_or_default();
+    let e = ev.run_async(gpu).await?;
+    let flat = ev.confusion_async(gpu).await?.unwrap_or_default();
     let k = crate::model::NUM_CLASSES;
     let confusion: Vec<Vec<u32>> = flat.chunks(k).map(|r| r.to_vec()).collect();
     let per_class = (0..k)
@@ -228,6 +239,15 @@ pub fn predict(
     ckpt: &Checkpoint,
     images: &[Vec<u8>],
 ) -> Result<Vec<Vec<f32>>, GpuError> {
+    pollster::block_on(predict_async(gpu, ckpt, images))
+}
+
+/// `predict`, awaiting its readbacks (what a browser needs).
+pub async fn predict_async(
+    gpu: &Gpu,
+    ckpt: &Checkpoint,
+    images: &[Vec<u8>],
+) -> Result<Vec<Vec<f32>>, GpuError> {
     let net = Network::new(gpu, ckpt.spec.clone(), &ckpt.params)?;
     let mut out = Vec::new();
     for chunk in images.chunks(256) {
@@ -273,7 +293,7 @@ pub fn predict(
         };
         let plan = net::eval_step(gpu, &net, &bufs, &inputs, n, None)?;
         gpu.run(&plan.iter().collect::<Vec<_>>())?;
-        let logits: Vec<f32> = gpu.read(bufs.logits())?;
+        let logits: Vec<f32> = gpu.read_async(bufs.logits()).await?;
         for row in logits[..n * crate::model::NUM_CLASSES].chunks(crate::model::NUM_CLASSES) {
             let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
             let e: Vec<f64> = row.iter().map(|&v| ((v - m) as f64).exp()).collect();

@@ -214,19 +214,36 @@ impl Network {
 
     /// Copies every parameter and running statistic back to the host.
     pub fn download(&self, gpu: &Gpu) -> Result<Vec<LayerParams>> {
-        let read =
-            |t: Option<&Tensor>| -> Result<Vec<f32>> { t.map_or(Ok(vec![]), |t| gpu.read(t)) };
-        self.layers
-            .iter()
-            .map(|st| {
-                Ok(LayerParams {
-                    weight: read(st.weight.as_ref().map(|p| &p.value))?,
-                    bias: read(st.bias.as_ref().map(|p| &p.value))?,
-                    running_mean: read(st.running_mean.as_ref())?,
-                    running_var: read(st.running_var.as_ref())?,
-                })
-            })
-            .collect()
+        pollster::block_on(self.download_async(gpu))
+    }
+
+    /// `download`, awaiting each readback (what a browser needs).
+    pub async fn download_async(&self, gpu: &Gpu) -> Result<Vec<LayerParams>> {
+        let mut out = Vec::with_capacity(self.layers.len());
+        for st in &self.layers {
+            let tensors = [
+                st.weight.as_ref().map(|p| &p.value),
+                st.bias.as_ref().map(|p| &p.value),
+                st.running_mean.as_ref(),
+                st.running_var.as_ref(),
+            ];
+            let mut values = Vec::with_capacity(4);
+            for t in tensors {
+                values.push(match t {
+                    Some(t) => gpu.read_async(t).await?,
+                    None => vec![],
+                });
+            }
+            let [weight, bias, running_mean, running_var]: [Vec<f32>; 4] =
+                values.try_into().expect("four tensors");
+            out.push(LayerParams {
+                weight,
+                bias,
+                running_mean,
+                running_var,
+            });
+        }
+        Ok(out)
     }
 
     /// Every trainable tensor.

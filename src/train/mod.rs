@@ -98,3 +98,17 @@ pub fn train_with(
 ) -> Result<TrainOutcome, TrainError> {
     Trainer::new(gpu, cfg, data, opts)?.run(reporter)
 }
+
+/// `train_with`, awaiting every readback: the browser build's entry (natively `train_with`
+/// blocks on the same code).
+pub async fn train_async(
+    gpu: &Gpu,
+    cfg: &TrainConfig,
+    data: &Dataset,
+    reporter: &mut dyn Reporter,
+    opts: &RunOptions<'_>,
+) -> Result<TrainOutcome, TrainError> {
+    Trainer::new(gpu, cfg, data, opts)?
+        .run_async(reporter)
+        .await
+}

@@ -14,11 +14,13 @@ const CALLBACK_DEADLINE: Duration = Duration::from_secs(60);
 /// What the map callback reported; None until it ran.
 type MapStatus = Option<std::result::Result<(), wgpu::BufferAsyncError>>;
 
-/// The map callback's result, with a condition variable to wait for it.
+/// The map callback's result, with a condition variable to wait for it (native) and the
+/// waker of a task awaiting it (a browser, whose callbacks run from its event loop).
 #[derive(Default)]
 struct MapSignal {
     status: Mutex<MapStatus>,
     landed: Condvar,
+    waker: Mutex<Option<std::task::Waker>>,
 }
 
 impl MapSignal {
@@ -29,11 +31,29 @@ impl MapSignal {
     fn set(&self, r: std::result::Result<(), wgpu::BufferAsyncError>) {
         *self.lock() = Some(r);
         self.landed.notify_all();
+        if let Some(w) = self.waker.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            w.wake();
+        }
+    }
+
+    /// Ready once the callback has run.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    async fn landed(&self) {
+        std::future::poll_fn(|cx| {
+            // The waker first: a callback between the check and the store would be lost.
+            *self.waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
+            match self.lock().is_some() {
+                true => std::task::Poll::Ready(()),
+                false => std::task::Poll::Pending,
+            }
+        })
+        .await
     }
 
     /// Waits for the callback after its submission finished. Another thread polling the same
     /// device may have collected the callback and fire it a moment later, so it is not
     /// necessarily there when our own poll returns; keep polling until it lands.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     fn wait(&self, poll: impl Fn(), deadline: Duration) {
         let start = Instant::now();
         let mut status = self.lock();
@@ -94,6 +114,17 @@ impl MetricsRing {
     pub fn submit(
         &mut self,
         gpu: &Gpu,
+        encoder: wgpu::CommandEncoder,
+        metrics: &Tensor,
+        steps: usize,
+    ) -> Result<Vec<Snapshot>> {
+        pollster::block_on(self.submit_async(gpu, encoder, metrics, steps))
+    }
+
+    /// `submit`, awaiting the slot (a browser's wait yields to its event loop).
+    pub async fn submit_async(
+        &mut self,
+        gpu: &Gpu,
         mut encoder: wgpu::CommandEncoder,
         metrics: &Tensor,
         steps: usize,
@@ -101,7 +132,7 @@ impl MetricsRing {
         let mut landed = Vec::new();
         let i = self.next;
         if self.slots[i].in_flight.is_some() {
-            landed.extend(self.wait_slot(gpu, i)?);
+            landed.extend(self.wait_slot(gpu, i).await?);
         }
         let slot = &mut self.slots[i];
         metrics.copy_into(&mut encoder, &slot.staging, slot.staging.size());
@@ -133,10 +164,15 @@ impl MetricsRing {
 
     /// Waits for everything in flight; returns the snapshots in step order.
     pub fn drain(&mut self, gpu: &Gpu) -> Result<Vec<Snapshot>> {
+        pollster::block_on(self.drain_async(gpu))
+    }
+
+    /// `drain`, awaiting each slot.
+    pub async fn drain_async(&mut self, gpu: &Gpu) -> Result<Vec<Snapshot>> {
         let mut out = Vec::new();
         for i in self.order() {
             if self.slots[i].in_flight.is_some() {
-                out.extend(self.wait_slot(gpu, i)?);
+                out.extend(self.wait_slot(gpu, i).await?);
             }
         }
         Ok(out)
@@ -148,10 +184,29 @@ impl MetricsRing {
         (0..n).map(|k| (self.next + k) % n).collect()
     }
 
-    fn wait_slot(&mut self, gpu: &Gpu, i: usize) -> Result<Option<Snapshot>> {
+    async fn wait_slot(&mut self, gpu: &Gpu, i: usize) -> Result<Option<Snapshot>> {
         let Some((_, index)) = self.slots[i].in_flight.clone() else {
             return Ok(None);
         };
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = index;
+            self.slots[i].ready.landed().await;
+            gpu.take_uncaptured("training step")?;
+            return self.take(i).map(Some);
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        self.wait_slot_blocking(gpu, i, index)
+    }
+
+    /// Natively: waits for the submission, then for its callback (polling meanwhile).
+    #[cfg(not(target_arch = "wasm32"))]
+    fn wait_slot_blocking(
+        &mut self,
+        gpu: &Gpu,
+        i: usize,
+        index: wgpu::SubmissionIndex,
+    ) -> Result<Option<Snapshot>> {
         gpu.device
             .poll(wgpu::PollType::Wait {
                 submission_index: Some(index),

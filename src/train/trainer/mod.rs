@@ -292,7 +292,16 @@ impl<'a> Trainer<'a> {
     }
 
     /// Trains the remaining epochs (stopping early when validation stalls), then tests.
-    pub fn run(mut self, reporter: &mut dyn Reporter) -> Result<TrainOutcome, TrainError> {
+    pub fn run(self, reporter: &mut dyn Reporter) -> Result<TrainOutcome, TrainError> {
+        pollster::block_on(self.run_async(reporter))
+    }
+
+    /// `run`, awaiting every readback: what a browser needs, whose readbacks land only once
+    /// control returns to its event loop (natively the awaits return at once).
+    pub async fn run_async(
+        mut self,
+        reporter: &mut dyn Reporter,
+    ) -> Result<TrainOutcome, TrainError> {
         let val_len = self.val.as_ref().map_or(0, |v| v.1);
         reporter.start(
             self.cfg,
@@ -304,7 +313,7 @@ impl<'a> Trainer<'a> {
         );
         let (mut stopped_early, mut reached_target) = (false, false);
         for epoch in self.done_epochs + 1..=self.cfg.epochs {
-            let record = self.epoch(epoch, reporter)?;
+            let record = self.epoch(epoch, reporter).await?;
             reporter.epoch_end(&record);
             let target = self.cfg.target_accuracy;
             if let Some(acc) = record.val_accuracy {
@@ -333,11 +342,11 @@ impl<'a> Trainer<'a> {
                 break;
             }
         }
-        self.finish(stopped_early, reached_target)
+        self.finish(stopped_early, reached_target).await
     }
 
     /// One epoch of training, then validation. Returns the epoch's record.
-    fn epoch(
+    async fn epoch(
         &mut self,
         epoch: usize,
         reporter: &mut dyn Reporter,
@@ -380,7 +389,7 @@ impl<'a> Trainer<'a> {
             };
         while recorded < steps {
             if self.opts.stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
-                self.ring.drain(gpu)?;
+                self.ring.drain_async(gpu).await?;
                 return Err(self.interrupted(epoch, recorded));
             }
             let n = self.chunk.min(steps - recorded);
@@ -389,7 +398,8 @@ impl<'a> Trainer<'a> {
             let t0 = Instant::now();
             let landed = self
                 .ring
-                .submit(gpu, encoder, &self.train_metrics, recorded)?;
+                .submit_async(gpu, encoder, &self.train_metrics, recorded)
+                .await?;
             report(landed, reporter, &mut last)?;
             // Adapt the chunk from the observed rate once the pipeline is full.
             if let Some(s) = last {
@@ -399,7 +409,7 @@ impl<'a> Trainer<'a> {
                 self.chunk = (self.chunk * 2).min(256);
             }
         }
-        report(self.ring.drain(gpu)?, reporter, &mut last)?;
+        report(self.ring.drain_async(gpu).await?, reporter, &mut last)?;
         let seconds = epoch_start.elapsed().as_secs_f64();
         self.train_seconds += seconds;
         let images = ((steps - first) * self.batch).min(self.train_idx.len());
@@ -413,7 +423,7 @@ impl<'a> Trainer<'a> {
             },
             |s| Evaluation::from_metrics(&s.values),
         );
-        let val = self.evaluate()?;
+        let val = self.evaluate().await?;
         Ok(EpochRecord {
             epoch,
             step: self.epoch_start_step as usize,
@@ -439,20 +449,24 @@ impl<'a> Trainer<'a> {
     }
 
     /// The validation pass (None without a validation split).
-    fn evaluate(&self) -> Result<Option<Evaluation>, TrainError> {
+    async fn evaluate(&self) -> Result<Option<Evaluation>, TrainError> {
         self.net.sync_average(self.gpu)?;
         Ok(match &self.val {
-            Some((e, _)) => Some(e.run(self.gpu)?),
+            Some((e, _)) => Some(e.run_async(self.gpu).await?),
             None => None,
         })
     }
 
     /// The test pass and the final parameters.
-    fn finish(self, stopped_early: bool, reached_target: bool) -> Result<TrainOutcome, TrainError> {
+    async fn finish(
+        self,
+        stopped_early: bool,
+        reached_target: bool,
+    ) -> Result<TrainOutcome, TrainError> {
         self.net.sync_average(self.gpu)?;
-        let test = self.test.0.run(self.gpu)?;
+        let test = self.test.0.run_async(self.gpu).await?;
         Ok(TrainOutcome {
-            params: self.model_params()?,
+            params: self.model_params_async().await?,
             epochs_run: self.history.len(),
             history: self.history,
             test_loss: test.loss,

@@ -70,9 +70,17 @@ impl Trainer<'_> {
 
     /// The model: `--ema`'s averages, else the trained weights.
     pub(super) fn model_params(&self) -> Result<Vec<LayerParams>, TrainError> {
+        pollster::block_on(self.model_params_async())
+    }
+
+    pub(super) async fn model_params_async(&self) -> Result<Vec<LayerParams>, TrainError> {
         self.net.sync_average(self.gpu)?;
         let averaged = self.net.averaged();
-        Ok(averaged.as_ref().unwrap_or(&self.net).download(self.gpu)?)
+        Ok(averaged
+            .as_ref()
+            .unwrap_or(&self.net)
+            .download_async(self.gpu)
+            .await?)
     }
 
     /// The optimizer's state, with the raw weights where the model is `--ema`'s averages.
