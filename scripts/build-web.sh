@@ -9,8 +9,10 @@
 #                                   page asks for the files
 #
 # rustup's toolchain has no wasm32 standard library offline: Debian's rustc-web, cargo-web
-# and rust-web-src (1.96) build one (-Zbuild-std); see scripts/check-wasm.sh. The JS glue
-# comes from wasm-bindgen-cli, installed into ~/.cargo/bin at the wasm-bindgen crate's version.
+# and rust-web-src (1.96) build one (-Zbuild-std, which needs RUSTC_BOOTSTRAP); the linker
+# is the rust-lld rustup ships. The JS glue comes from wasm-bindgen-cli, installed into
+# ~/.cargo/bin at the wasm-bindgen crate's version. CI runs this before the tests
+# (tests/it/web.rs trains the page in headless Chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-system-deps.sh --with-wasm
@@ -22,6 +24,10 @@ if ! "$bindgen" --version 2>/dev/null | grep -qx "wasm-bindgen $version"; then
     cargo install --quiet wasm-bindgen-cli --version "$version"
 fi
 lld="$(rustc --print sysroot)/lib/rustlib/x86_64-unknown-linux-gnu/bin/rust-lld"
+if [ ! -x "$lld" ]; then
+    echo "error: $lld is missing (rustup's toolchain ships it)" >&2
+    exit 1
+fi
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER="$lld"
 RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc /usr/bin/cargo build --locked --release \
     -p wgpu-fmnist-web -Zbuild-std=std,panic_abort --target wasm32-unknown-unknown \

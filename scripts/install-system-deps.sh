@@ -4,7 +4,7 @@
 #   dataset-fashion-mnist              the real data in /usr/share/datasets/fashion-mnist
 # With --with-browser (what .ci/run passes), also:
 #   chromium                           headless browser the report tests render pages in
-# With --with-wasm (also what .ci/run passes; scripts/check-wasm.sh needs it):
+# With --with-wasm (also what .ci/run passes; scripts/build-web.sh needs it):
 #   rustc-web cargo-web rust-web-src   a Rust (1.96) that builds a wasm32 standard library,
 #                                      which rustup's toolchain lacks offline
 set -euo pipefail

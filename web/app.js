@@ -17,8 +17,10 @@ function status(text, error = false) {
   if (error) console.error("ERROR " + text);
 }
 
-// Page-only keys in the query; every other one is a training setting.
-const PAGE_KEYS = new Set(["autostart"]);
+// Page-only keys in the query; every other one is a training setting (step_losses=1 too:
+// each step's loss in the result). upload=PATH: PUT the trained checkpoint there before the
+// RESULT line (tests serve the page and take it).
+const PAGE_KEYS = new Set(["autostart", "upload"]);
 
 function settingsFromForm() {
   const s = { model: $("model").value, epochs: $("epochs").value, seed: $("seed").value };
@@ -199,6 +201,13 @@ async function run() {
       train_losses: result.history.map((h) => h.train_loss),
       checkpoint_bytes: out.checkpoint.length,
     };
+    if (result.step_losses) summary.step_losses = result.step_losses;
+    const upload = new URLSearchParams(location.search).get("upload");
+    if (upload) {
+      const r = await fetch(upload, { method: "PUT", body: out.checkpoint });
+      if (!r.ok) throw new Error(`uploading the checkpoint to ${upload}: HTTP ${r.status}`);
+      summary.uploaded = upload;
+    }
     for (const [k, v] of Object.entries(summary)) {
       if (typeof v !== "object") document.body.dataset[k.replace(/_(.)/g, (_, c) => c.toUpperCase())] = v;
     }

@@ -199,6 +199,7 @@ impl RunSetup {
             resume: self.resume.as_ref().map(|(_, c)| c),
             init: init.as_ref().map(|c| c.params.as_slice()),
             stop: Some(interrupt_flag()),
+            ..RunOptions::default()
         };
         let outcome = match crate::train::train_with(gpu, &self.cfg, data, &mut reporter, &opts) {
             Ok(o) => o,

@@ -13,7 +13,7 @@ mod validate;
 
 pub use crate::infer::{split_indices, Evaluation, Evaluator, GpuSplit};
 pub use config::{ConfigError, PartialConfig, TrainConfig};
-pub use report::{EpochRecord, Progress, Reporter, Silent};
+pub use report::{EpochRecord, Progress, Reporter, Silent, StepLosses};
 pub use trainer::Trainer;
 
 use crate::data::Dataset;
@@ -61,6 +61,9 @@ pub struct RunOptions<'a> {
     /// Checked between submissions: when set, the current step finishes, `last` is saved
     /// and training returns `TrainError::Interrupted`.
     pub stop: Option<&'a std::sync::atomic::AtomicBool>,
+    /// Reads the metrics back after every step, so that each step's loss reaches the
+    /// reporter (`StepLosses`): for comparing runs step by step; slower.
+    pub step_metrics: bool,
 }
 
 /// What a finished run produced.

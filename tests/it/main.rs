@@ -20,3 +20,4 @@ mod step;
 mod target;
 mod train;
 mod tta;
+mod web;

@@ -14,7 +14,8 @@ use wgpu_fmnist::gpu::Gpu;
 use wgpu_fmnist::kernels::data::PIXELS as PIXELS_PER_IMAGE;
 use wgpu_fmnist::model::ModelSpec;
 use wgpu_fmnist::train::{
-    self, config::Tta, EpochRecord, PartialConfig, Progress, Reporter, RunOptions, TrainConfig,
+    self, config::Tta, EpochRecord, PartialConfig, Progress, Reporter, RunOptions, StepLosses,
+    TrainConfig,
 };
 
 /// Test images shown with their predictions on the page.
@@ -82,6 +83,8 @@ fn dataset(files: &Array) -> Result<Dataset, String> {
 /// Hands each event to the page as one JSON string.
 struct PageReporter {
     on_event: Function,
+    /// Each step's loss, when asked for.
+    steps: Option<StepLosses>,
 }
 
 impl PageReporter {
@@ -111,6 +114,9 @@ impl Reporter for PageReporter {
         self.send(serde_json::json!({"kind": "epoch_start", "epoch": epoch, "epochs": epochs}));
     }
     fn progress(&mut self, p: &Progress) {
+        if let Some(s) = &mut self.steps {
+            s.record(p);
+        }
         self.send(serde_json::json!({
             "kind": "progress", "step": p.step, "steps": p.steps, "loss": p.running_loss,
             "accuracy": p.running_accuracy, "images_per_second": p.images_per_second,
@@ -133,14 +139,25 @@ impl Reporter for PageReporter {
 /// test images with their labels and predictions).
 #[wasm_bindgen]
 pub async fn train(settings: String, files: Array, on_event: Function) -> Result<Object, JsValue> {
-    let settings: BTreeMap<String, String> =
+    let mut settings: BTreeMap<String, String> =
         serde_json::from_str(&settings).map_err(|e| message(format!("settings: {e}")))?;
+    // Not a training flag: each step's loss in the result, for comparing with a native run.
+    let step_losses = settings
+        .remove("step_losses")
+        .is_some_and(|v| v == "1" || v == "true");
     let cfg = config(&settings).map_err(message)?;
     let data = dataset(&files).map_err(message)?;
     let gpu = request_gpu().await.map_err(message)?;
-    let mut reporter = PageReporter { on_event };
+    let mut reporter = PageReporter {
+        on_event,
+        steps: step_losses.then(StepLosses::default),
+    };
+    let opts = RunOptions {
+        step_metrics: step_losses,
+        ..RunOptions::default()
+    };
     let started = web_time::Instant::now();
-    let outcome = train::train_async(&gpu, &cfg, &data, &mut reporter, &RunOptions::default())
+    let outcome = train::train_async(&gpu, &cfg, &data, &mut reporter, &opts)
         .await
         .map_err(message)?;
     let seconds = started.elapsed().as_secs_f64();
@@ -196,6 +213,7 @@ pub async fn train(settings: String, files: Array, on_event: Function) -> Result
         "confusion": report.confusion,
         "classes": data::CLASSES,
         "history": outcome.history,
+        "step_losses": reporter.steps.map(|s| s.losses),
     });
     let bytes = checkpoint::to_bytes(&model).map_err(message)?;
     let out = Object::new();

@@ -392,7 +392,10 @@ impl<'a> Trainer<'a> {
                 self.ring.drain_async(gpu).await?;
                 return Err(self.interrupted(epoch, recorded));
             }
-            let n = self.chunk.min(steps - recorded);
+            let n = match self.opts.step_metrics {
+                true => 1,
+                false => self.chunk.min(steps - recorded),
+            };
             let encoder = self.plans.encode(gpu, recorded..recorded + n);
             recorded += n;
             let t0 = Instant::now();
