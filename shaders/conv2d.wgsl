@@ -156,7 +156,7 @@ fn conv2d_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin
                 out_coord(i32(ix0 + 2u), kx),
                 out_coord(i32(ix0 + 3u), kx),
             );
-            let reached = ox >= vec4<i32>(0) & ox < vec4<i32>(i32(p.ow));
+            let reached = (ox >= vec4<i32>(0)) & (ox < vec4<i32>(i32(p.ow)));
             if (!any(reached)) { continue; }
             let mask = select(vec4<f32>(0.0), vec4<f32>(1.0), reached);
             let col = vec4<u32>(clamp(ox, vec4<i32>(0), vec4<i32>(i32(p.ow) - 1)));

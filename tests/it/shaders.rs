@@ -79,3 +79,85 @@ fn the_step_counter_is_read_only_except_where_it_advances() {
     }
     assert!(seen >= 4, "the counter is bound in {seen} shaders");
 }
+
+/// Operator mixes that WGSL's grammar forbids without parentheses, which naga accepts but
+/// browsers' compiler (Tint) rejects: an operand of `&`, `|` or `^` must be a unary
+/// expression (`a >= b & c < d` is an error), and `&&` does not mix with `||`. Reports
+/// `line: expression` for each. Operators are recognised by the spaces our style puts
+/// around binary operators (which keeps `vec4<f32>` and `&buffer` out).
+fn unparenthesised_mixes(source: &str) -> Vec<String> {
+    let text: String = source
+        .lines()
+        .map(|l| l.split("//").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let binary = [
+        " + ", " - ", " * ", " / ", " % ", " << ", " >> ", " < ", " > ", " <= ", " >= ", " == ",
+        " != ",
+    ];
+    let mut found = Vec::new();
+    // One segment per nesting level: the text between separators at that level, with
+    // nested parentheses blanked out, and the line it starts on.
+    let mut stack: Vec<(usize, String)> = vec![(0, String::new())];
+    let mut line = 1;
+    let check = |start: usize, seg: &str, found: &mut Vec<String>| {
+        let seg = format!(" {} ", seg.split_whitespace().collect::<Vec<_>>().join(" "));
+        let has = |op: &str| seg.contains(op);
+        let bitwise = [" & ", " | ", " ^ "]
+            .into_iter()
+            .filter(|op| has(op))
+            .count();
+        let logical = [" && ", " || "].into_iter().filter(|op| has(op)).count();
+        let other = binary.iter().any(|op| has(op));
+        if (bitwise > 0 && (other || bitwise > 1 || logical > 0)) || logical > 1 {
+            found.push(format!("{start}: {}", seg.trim()));
+        }
+    };
+    for c in text.chars() {
+        let top = stack.last_mut().unwrap();
+        if top.1.trim().is_empty() && !c.is_whitespace() {
+            top.0 = line;
+        }
+        match c {
+            '(' | '[' => {
+                top.1.push_str(" x ");
+                stack.push((line, String::new()));
+            }
+            ')' | ']' => {
+                let (start, seg) = stack.pop().unwrap();
+                check(start, &seg, &mut found);
+                if stack.is_empty() {
+                    stack.push((line, String::new()));
+                }
+            }
+            ';' | ',' | '{' | '}' => {
+                check(top.0, &top.1, &mut found);
+                top.1.clear();
+            }
+            _ => {
+                line += usize::from(c == '\n');
+                top.1.push(c);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn no_shader_mixes_operators_that_wgsl_wants_parenthesised() {
+    let bad = "let a = x >= 0 & x < n;\nlet b = (x >= 0) & (x < n);\nlet c = u & 1u == 1u;\n\
+               let d = p || q && r;\nlet e = (h & 1u) == 1u || p && (q);\nlet f = a & b | c;\n";
+    let found = unparenthesised_mixes(bad);
+    assert_eq!(found.len(), 5, "{found:?}");
+    assert!(
+        found[0].starts_with("1: ") && found[1].starts_with("3: "),
+        "{found:?}"
+    );
+    let mut offenders = Vec::new();
+    for shader in SHADERS {
+        for f in unparenthesised_mixes(shader.source) {
+            offenders.push(format!("{}:{f}", shader.path));
+        }
+    }
+    assert!(offenders.is_empty(), "{}", offenders.join("\n"));
+}
