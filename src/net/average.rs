@@ -17,7 +17,8 @@ pub struct Average {
     /// the statistics writable (training updates them), which may not share a buffer with
     /// the weights they read. `sync` copies it from the last buffer.
     pub stats: Tensor,
-    copy_stats: Dispatch,
+    /// None for a network without batch norm: no statistics to copy.
+    copy_stats: Option<Dispatch>,
 }
 
 /// Another handle on the same elements.
@@ -46,7 +47,10 @@ impl Network {
         let n = self.stats.len;
         let stats = gpu.zeros("running statistics (average)", n)?;
         let in_last = buffers[last].slice(self.arenas[last].value.len, n, "statistics (average)");
-        let copy_stats = elementwise::copy(gpu, &in_last, &stats, n.max(1))?;
+        let copy_stats = match n {
+            0 => None,
+            n => Some(elementwise::copy(gpu, &in_last, &stats, n)?),
+        };
         self.average = Some(Average {
             decay,
             buffers,
@@ -77,9 +81,9 @@ impl Network {
     /// Brings the statistics' average evaluation binds up to date (before each evaluation
     /// or download of the average).
     pub fn sync_average(&self, gpu: &Gpu) -> Result<()> {
-        match &self.average {
-            Some(a) if a.stats.len > 0 => gpu.run(&[&a.copy_stats]),
-            _ => Ok(()),
+        match self.average.as_ref().and_then(|a| a.copy_stats.as_ref()) {
+            Some(copy) => gpu.run(&[copy]),
+            None => Ok(()),
         }
     }
 

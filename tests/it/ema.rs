@@ -27,8 +27,12 @@ const SPEC: &str =
     "conv(4,3) bn dropout(0.2) relu maxpool(2) flatten linear(16) bn relu linear(10)";
 
 fn config(epochs: usize, batch: usize, ema: Option<f32>) -> TrainConfig {
+    config_of(SPEC, epochs, batch, ema)
+}
+
+fn config_of(spec: &str, epochs: usize, batch: usize, ema: Option<f32>) -> TrainConfig {
     TrainConfig::resolve(&PartialConfig {
-        model: Some(SPEC.into()),
+        model: Some(spec.into()),
         epochs: Some(epochs),
         batch_size: Some(batch),
         val: Some(50),
@@ -47,6 +51,21 @@ fn config(epochs: usize, batch: usize, ema: Option<f32>) -> TrainConfig {
 /// average's.
 #[test]
 fn the_average_follows_the_raw_weights_of_every_step() {
+    follows_the_raw_weights(SPEC, &["0.weight", "1.running_mean", "7.running_var"]);
+}
+
+/// Without batch norm there are no statistics to average (a network of weights alone once
+/// failed to start averaging).
+#[test]
+fn a_network_without_batch_norm_averages_its_weights() {
+    follows_the_raw_weights(
+        "flatten linear(16) relu linear(10)",
+        &["1.weight", "3.bias"],
+    );
+}
+
+/// `changed`: tensors that must differ between the average and the raw weights after 3 steps.
+fn follows_the_raw_weights(spec: &str, changed: &[&str]) {
     let data = dataset();
     let decay = 0.6;
     let mut want: Option<std::collections::BTreeMap<String, Vec<f32>>> = None;
@@ -56,7 +75,7 @@ fn the_average_follows_the_raw_weights_of_every_step() {
             run_dir: Some(&dir),
             ..Default::default()
         };
-        let cfg = config(epochs, 250, Some(decay));
+        let cfg = config_of(spec, epochs, 250, Some(decay));
         let out = train::train_with(gpu(), &cfg, &data, &mut Silent, &opts).unwrap();
         let c = checkpoint::load(&dir.join("last.safetensors"), None).unwrap();
         let raw = c.optim.as_ref().unwrap().raw.clone();
@@ -82,7 +101,7 @@ fn the_average_follows_the_raw_weights_of_every_step() {
         }
         if epochs == 3 {
             // Three steps in, the average and the raw weights differ, statistics included.
-            for name in ["0.weight", "1.running_mean", "7.running_var"] {
+            for &name in changed {
                 assert!(raw[name] != got[name], "{name} is not averaged");
             }
         }
