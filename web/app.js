@@ -97,6 +97,10 @@ function chart(canvas, series, yLabel) {
     g.strokeStyle = s.color; g.lineWidth = 2; g.beginPath();
     s.points.forEach(([x, y], i) => (i ? g.lineTo(X(x), Y(y)) : g.moveTo(X(x), Y(y))));
     g.stroke();
+    if (s.points.length <= 50) {  // per-epoch series: a dot each, so one epoch shows too
+      g.fillStyle = s.color;
+      for (const [x, y] of s.points) { g.beginPath(); g.arc(X(x), Y(y), 3, 0, 2 * Math.PI); g.fill(); }
+    }
     g.fillStyle = s.color; g.fillText(s.name, W - R - 90, T + 12 + 13 * k);
   });
 }

@@ -408,27 +408,75 @@ fn the_page_trains_step_for_step_like_the_native_trainer() {
     assert_same_accuracy(accuracy, native_eval(&checkpoint));
 }
 
-/// One epoch on all 60 000 images in the page: mlp and regcnn at the native figures
-/// (85–86 %), and their checkpoints evaluate natively to the same accuracy. Minutes on
-/// SwiftShader, so not in the suite: `cargo test --release --test it web:: -- --ignored`.
+/// The other presets but vgg (90 s on SwiftShader, natively too: its 28x28 convolutions)
+/// train a few steps in the page: each of their kernels compiles in the
+/// browser's WGSL compiler (Tint, stricter than naga: it rejected an unparenthesised
+/// `a >= b & c < d` that naga takes), runs, and the checkpoint loads natively. One run also
+/// takes augmentation, the weight average and flip TTA through their kernels.
+#[test]
+fn the_presets_train_a_few_steps_in_the_page() {
+    let Some((server, exe)) = page_and_browser() else {
+        return;
+    };
+    let small = "epochs=1&limit_train=448&val=64&limit_test=256&seed=3";
+    for (model, extra) in [
+        (
+            "cnn1",
+            "&augment=affine(rotate=10)+flip+erase&ema=0.9&tta=flip",
+        ),
+        ("cnn2", ""),
+        ("regcnn", ""),
+    ] {
+        let query = format!("model={model}&{small}{extra}");
+        let (result, checkpoint) = train_in_page(&server, exe, &query, Duration::from_secs(300));
+        let accuracy = result["test_accuracy"].as_f64().unwrap();
+        let loss = result["train_losses"][0].as_f64().unwrap();
+        eprintln!(
+            "{model}: train loss {loss:.3}, test accuracy {accuracy:.3} ({:.1} s)",
+            result["seconds"]
+        );
+        assert!(loss.is_finite() && loss > 0.0, "{model}: {result}");
+        assert!(accuracy > 0.1, "{model}: {result}");
+        let file = Path::new("browser.safetensors");
+        let loaded = wgpu_fmnist::checkpoint::from_bytes(file, &checkpoint, None).unwrap();
+        let spec = wgpu_fmnist::train::TrainConfig::resolve(
+            &PartialConfig::from_toml(&format!("model = \"{model}\"")).unwrap(),
+        )
+        .unwrap()
+        .model_spec()
+        .unwrap();
+        assert_eq!(loaded.spec, spec, "{model}");
+    }
+}
+
+/// One epoch in the page, on the full training set less the preset's validation split:
+/// mlp (mean of seeds 0–2: natively on lavapipe 84.15, 83.95 and 84.58 %, one epoch varying
+/// with the seed by about a point) and regcnn reach the floors, and every
+/// checkpoint evaluates natively to the page's accuracy. Minutes on SwiftShader, so not in
+/// the suite: `cargo test --release --test it web:: -- --ignored --nocapture`.
 #[test]
 #[ignore]
 fn one_epoch_in_the_page_reaches_the_native_accuracy() {
     let Some((server, exe)) = page_and_browser() else {
         return;
     };
-    for (model, floor) in [("mlp", 0.84), ("regcnn", 0.85)] {
-        let limit = Duration::from_secs(1800);
-        let (result, checkpoint) =
-            train_in_page(&server, exe, &format!("model={model}&epochs=1"), limit);
-        let accuracy = result["test_accuracy"].as_f64().unwrap();
-        eprintln!(
-            "{model}: {accuracy:.4} in {:.0} s ({:.0} s training) on {}",
-            result["seconds"].as_f64().unwrap(),
-            result["train_seconds"].as_f64().unwrap(),
-            result["adapter"]
-        );
-        assert!(accuracy >= floor, "{model}: {accuracy} < {floor}");
-        assert_same_accuracy(accuracy, native_eval(&checkpoint));
+    for (model, seeds, floor) in [("mlp", &[0, 1, 2][..], 0.84), ("regcnn", &[0][..], 0.85)] {
+        let mut accuracies = Vec::new();
+        for seed in seeds {
+            let query = format!("model={model}&epochs=1&seed={seed}");
+            let (result, checkpoint) =
+                train_in_page(&server, exe, &query, Duration::from_secs(1800));
+            let accuracy = result["test_accuracy"].as_f64().unwrap();
+            eprintln!(
+                "{model} seed {seed}: {accuracy:.4} in {:.0} s ({:.0} s training) on {}",
+                result["seconds"].as_f64().unwrap(),
+                result["train_seconds"].as_f64().unwrap(),
+                result["adapter"]
+            );
+            assert_same_accuracy(accuracy, native_eval(&checkpoint));
+            accuracies.push(accuracy);
+        }
+        let mean = accuracies.iter().sum::<f64>() / accuracies.len() as f64;
+        assert!(mean >= floor, "{model}: {mean} < {floor}");
     }
 }
