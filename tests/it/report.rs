@@ -78,15 +78,7 @@ fn assert_png(path: &Path, width: u32, height: u32) {
 /// Loads `page` in headless Chromium: the rendered parts (body[data-rendered]), the
 /// console errors, and a screenshot. None when Chromium is not installed (CI installs it).
 fn chromium(page: &Path, shot: &Path) -> Option<(String, Vec<String>)> {
-    let exe = ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|c| {
-            Command::new(c)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        });
-    let Some(exe) = exe else {
+    let Some(exe) = crate::common::chromium() else {
         eprintln!("skipped the browser check: no chromium (CI installs Debian's chromium)");
         return None;
     };

@@ -167,17 +167,6 @@ fn answer(
     }
 }
 
-fn chromium() -> Option<&'static str> {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|c| {
-            Command::new(c)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-}
-
 /// Opens `url` in headless Chromium with WebGPU and returns the page's RESULT JSON (or
 /// panics with its ERROR line, or after `limit`).
 fn run_page(exe: &str, url: &str, limit: Duration) -> serde_json::Value {
@@ -300,7 +289,7 @@ fn page_and_browser() -> Option<(Server, &'static str)> {
             return None;
         }
     };
-    let Some(exe) = chromium() else {
+    let Some(exe) = crate::common::chromium() else {
         unavailable("no chromium (CI installs Debian's chromium)");
         return None;
     };

@@ -195,3 +195,15 @@ pub fn real_data() -> Option<&'static std::path::Path> {
         None
     }
 }
+
+/// The Chromium (or Chrome) on the PATH, if any (CI installs Debian's chromium).
+pub fn chromium() -> Option<&'static str> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|c| {
+            std::process::Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+}
