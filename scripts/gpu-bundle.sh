@@ -5,7 +5,8 @@
 #   DIR/data/*.gz            the four Fashion-MNIST files
 #   DIR/tools/               tools/torch_reference.py and parity.py (PyTorch's side, if present)
 #   DIR/run.sh OUT           devices, check, bench for every preset, regcnn and vgg for one
-#                            epoch, PyTorch on the same GPU; every output into OUT
+#                            epoch, fast's whole recipe, PyTorch on the same GPU; every
+#                            output into OUT
 # Usage: scripts/gpu-bundle.sh DIR [--data DATA_DIR]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)

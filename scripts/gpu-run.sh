@@ -3,7 +3,8 @@
 # in one run and writes every output into OUT: summary.txt (one line per step: exit code and
 # seconds), each step's log, the runs' folders and the tuner's cache.
 # Usage: run.sh OUT   (env: BACKEND=vulkan|auto|..., TORCH=python3, EPOCHS=1,
-#                      LIMIT_TRAIN=N: train on N images only, for a quick run on a slow adapter)
+#                      LIMIT_TRAIN=N: train on N images only, for a quick run on a slow adapter,
+#                      FAST_SEEDS=3: the fast preset's full recipe for seeds 0..N-1, 0: skip)
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:?usage: run.sh OUT}
@@ -14,6 +15,7 @@ data=$here/data
 backend=${BACKEND:-auto}
 epochs=${EPOCHS:-1}
 torch=${TORCH:-python3}
+fast_seeds=${FAST_SEEDS:-3}
 limit=()
 # A tenth of the limited set held out for validation (the default 5000 would leave none).
 [ -n "${LIMIT_TRAIN:-}" ] && limit=(--limit-train "$LIMIT_TRAIN" --val $((LIMIT_TRAIN / 10)))
@@ -48,12 +50,17 @@ step devices-json 60 "$bin" devices --backend "$backend" --json
 if "$bin" check --help >/dev/null 2>&1; then
     step check 300 "$bin" check --backend "$backend"
 fi
-for model in mlp cnn1 cnn2 regcnn vgg; do
+for model in mlp cnn1 cnn2 regcnn vgg fast; do
     step "bench-$model" 180 "$bin" bench --backend "$backend" --model "$model" --kernels
 done
 for model in regcnn vgg; do
     step "train-$model" 600 "$bin" train --backend "$backend" --model "$model" --epochs "$epochs" \
         --data "$data" --out "$out/runs" --name "$model" --json "${limit[@]}"
+done
+# The fast preset's whole recipe (its 15 epochs): test accuracy and time to 90..94 %.
+for ((seed = 0; seed < fast_seeds; seed++)); do
+    step "train-fast-$seed" 600 "$bin" train --backend "$backend" --model fast --seed "$seed" \
+        --data "$data" --out "$out/runs" --name "fast-$seed" --json "${limit[@]}"
 done
 if "$torch" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
     for model in regcnn vgg; do
@@ -61,6 +68,11 @@ if "$torch" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 
             --epochs "$epochs" --seeds 1 --init ours --device cuda --binary "$bin" \
             --data "$data" -- --data "$data" --backend "$backend"
     done
+    if [ "$fast_seeds" -gt 0 ]; then
+        step torch-fast 600 "$torch" "$here/tools/torch_reference.py" --model fast \
+            --epochs 15 --seeds 1 --device cuda --binary "$bin" \
+            --data "$data" -- --data "$data" --backend "$backend"
+    fi
 else
     echo "torch with CUDA not found ($torch): PyTorch's side skipped" | tee -a "$summary" >&2
 fi

@@ -106,6 +106,11 @@ pub const CASES: &[Case] = &[
         model: "vgg",
         batches: &[4],
     },
+    Case {
+        name: "preset fast",
+        model: "fast",
+        batches: &[8],
+    },
 ];
 
 /// The variants `check` forces, besides the automatic choice.

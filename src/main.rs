@@ -47,7 +47,7 @@ enum Command {
     Predict(PredictArgs),
     /// Print a model's layers: output shapes, parameters and FLOPs.
     Summary {
-        /// Preset (mlp, cnn1, cnn2, regcnn, vgg) or a layer spec string.
+        /// Preset (mlp, cnn1, cnn2, regcnn, vgg, fast) or a layer spec string.
         #[arg(long, default_value = "regcnn")]
         model: String,
         /// Also write the architecture diagram and the layer table as an HTML page.

@@ -240,11 +240,12 @@ def ours_run(binary, model, steps, val, seed, data, extra, workdir, init=None):
 
 
 def resolved_config(binary, model, extra, workdir):
-    """The recipe as wgpu-fmnist resolves it: a 1-image run writes its config.toml."""
+    """The recipe as wgpu-fmnist resolves it: a short run writes its config.toml (of 4,096
+    images: a run lowers a batch size larger than its training set, and stores that)."""
     probe = Path(workdir) / "probe"
     if not (probe / "config.toml").exists():
         subprocess.run([binary, "train", "--model", model, "--epochs", "1", "--limit-train",
-                        "64", "--val", "0", "--limit-test", "10", "--quiet", "--out",
+                        "4096", "--val", "0", "--limit-test", "10", "--quiet", "--out",
                         str(workdir), "--name", "probe", *extra], check=True)
     return tomllib.loads((probe / "config.toml").read_text())
 

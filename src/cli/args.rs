@@ -36,6 +36,11 @@ pub struct AblateArgs {
     /// values to try; repeat for more. Commas inside parentheses belong to the value.
     #[arg(long, required = true, value_name = "KEY=VALUES")]
     pub vary: Vec<String>,
+    /// Change one --vary setting at a time from the shared settings, after a baseline run
+    /// that changes none (what each ingredient of a recipe buys), instead of every
+    /// combination.
+    #[arg(long)]
+    pub one_at_a_time: bool,
     #[command(flatten)]
     pub settings: PartialConfig,
     /// TOML file with any of the shared settings.

@@ -139,7 +139,12 @@ pub fn summary(model: &str, html: Option<PathBuf>, svg: Option<PathBuf>) -> anyh
 
 pub fn ablate(args: &AblateArgs) -> anyhow::Result<()> {
     use crate::run::ablate::Study;
-    let study = Study::plan(args.config.as_deref(), &args.settings, &args.vary)?;
+    let study = Study::plan(
+        args.config.as_deref(),
+        &args.settings,
+        &args.vary,
+        args.one_at_a_time,
+    )?;
     // Every run shares the data and the adapter.
     let first = &study.runs[0].setup.cfg;
     let data = data::load(first.data.as_deref(), args.quiet)?;

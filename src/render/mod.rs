@@ -109,11 +109,25 @@ fn bytes(n: u64) -> String {
 pub fn summary(w: &mut dyn Write, spec: &ModelSpec, preset: Option<&Preset>) -> Result<()> {
     if let Some(p) = preset {
         writeln!(w, "{}: {}", p.name, p.about)?;
-        writeln!(
+        write!(
             w,
-            "defaults: {} lr {} momentum {} weight decay {} batch {} epochs {}\n",
+            "defaults: {} lr {} momentum {} weight decay {} batch {} epochs {}",
             p.optimizer, p.lr, p.momentum, p.weight_decay, p.batch_size, p.epochs
         )?;
+        let r = &p.recipe;
+        if *r != crate::model::Recipe::PLAIN {
+            write!(
+                w,
+                "\n          nesterov {} schedule {} label smoothing {} augment \"{}\" ema {} tta {}",
+                r.nesterov,
+                r.schedule,
+                r.label_smoothing,
+                r.augment,
+                r.ema,
+                if r.tta_flip { "flip" } else { "none" }
+            )?;
+        }
+        writeln!(w, "\n")?;
     }
     writeln!(w, "spec: {}\n", spec.to_text())?;
     write!(w, "{}", crate::net::summary(spec))

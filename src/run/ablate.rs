@@ -177,6 +177,7 @@ impl Study {
         file: Option<&Path>,
         flags: &PartialConfig,
         varies: &[String],
+        one_at_a_time: bool,
     ) -> Result<Study, ConfigError> {
         let varies = varies
             .iter()
@@ -202,9 +203,13 @@ impl Study {
             .clone()
             .unwrap_or_else(|| PathBuf::from("runs"))
             .join(study_name);
-        // Every combination, the first --vary changing slowest.
+        // Every combination, the first --vary changing slowest; or the baseline (nothing
+        // changed) and then each value of each --vary alone.
         let mut combos: Vec<Vec<(usize, &str)>> = vec![vec![]];
-        for (i, v) in varies.iter().enumerate() {
+        for (i, v) in varies.iter().enumerate().filter(|_| one_at_a_time) {
+            combos.extend(v.values.iter().map(|value| vec![(i, value.as_str())]));
+        }
+        for (i, v) in varies.iter().enumerate().filter(|_| !one_at_a_time) {
             combos = combos
                 .into_iter()
                 .flat_map(|c| {
@@ -229,11 +234,14 @@ impl Study {
                 let item = format!("dropout={value}");
                 partial.model = Some(with_dropout(&mut partial, &item, value)?);
             }
-            let label = combo
-                .iter()
-                .map(|&(i, value)| format!("{}={value}", varies[i].key))
-                .collect::<Vec<_>>()
-                .join(" ");
+            let label = match combo.is_empty() {
+                true => "baseline".to_string(),
+                false => combo
+                    .iter()
+                    .map(|&(i, value)| format!("{}={value}", varies[i].key))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            };
             partial.out = Some(dir.clone());
             partial.name = Some(folder_name(&label));
             let cfg = TrainConfig::resolve(&partial).map_err(|e| bad(&label, e.to_string()))?;
@@ -283,6 +291,7 @@ mod tests {
                 "lr=0.01,0.1".into(),
                 "flip=false,true".into(),
             ],
+            false,
         )
         .unwrap();
         assert_eq!(s.dir, PathBuf::from("/tmp/studies/ablate-regcnn"));
@@ -307,10 +316,56 @@ mod tests {
                 ..Default::default()
             },
             &["dropout=0.1".into()],
+            false,
         )
         .err()
         .unwrap()
         .to_string();
         assert!(e.contains("no dropout layer"), "{e}");
+    }
+
+    #[test]
+    fn one_at_a_time_changes_each_setting_alone_after_a_baseline() {
+        let flags = PartialConfig {
+            model: Some("fast".into()),
+            epochs: Some(2),
+            ..Default::default()
+        };
+        let s = Study::plan(
+            None,
+            &flags,
+            &[
+                "ema=0".into(),
+                "augment=none,flip".into(),
+                "tta=none".into(),
+            ],
+            true,
+        )
+        .unwrap();
+        let labels: Vec<&str> = s.runs.iter().map(|r| r.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "baseline",
+                "ema=0",
+                "augment=none",
+                "augment=flip",
+                "tta=none"
+            ]
+        );
+        let cfg = |i: usize| &s.runs[i].setup.cfg;
+        // The baseline is the preset's recipe; each run changes only its own setting.
+        assert_eq!(cfg(0).ema, Some(0.99));
+        assert_eq!(cfg(0).augment, "flip(p=0.5) shift(2)");
+        assert_eq!(
+            (cfg(1).ema, cfg(1).augment.as_str()),
+            (None, "flip(p=0.5) shift(2)")
+        );
+        assert_eq!((cfg(2).ema, cfg(2).augment.as_str()), (Some(0.99), "none"));
+        assert_eq!(cfg(3).augment, "flip(p=0.5)");
+        assert_eq!(cfg(4).tta, crate::train::Tta::None);
+        assert_eq!(cfg(3).tta, crate::train::Tta::Flip);
+        assert!(s.runs.iter().all(|r| r.setup.cfg.epochs == 2));
+        assert_eq!(cfg(0).name, "baseline");
     }
 }

@@ -32,7 +32,7 @@ impl From<model::SpecError> for ConfigError {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct PartialConfig {
-    /// Preset (mlp, cnn1, cnn2, regcnn, vgg) or a layer spec, e.g. "conv(32,3) bn relu maxpool(2) flatten linear(10)".
+    /// Preset (mlp, cnn1, cnn2, regcnn, vgg, fast) or a layer spec, e.g. "conv(32,3) bn relu maxpool(2) flatten linear(10)".
     ///
     /// `summary --model NAME` shows a preset's layers and recipe. vgg's recipe (SGD 0.15
     /// without momentum, seed 003's) makes its first epoch depend on the seed, in PyTorch as
@@ -327,7 +327,9 @@ impl TrainConfig {
             } else {
                 0.0
             }),
-            nesterov: layers.nesterov.unwrap_or(false),
+            nesterov: layers
+                .nesterov
+                .unwrap_or(optimizer == d.optimizer && d.recipe.nesterov),
             weight_decay: layers.weight_decay.unwrap_or(if optimizer == d.optimizer {
                 d.weight_decay
             } else {
@@ -342,28 +344,25 @@ impl TrainConfig {
             val: layers.val.unwrap_or(5000),
             patience: layers.patience.unwrap_or(0),
             target_accuracy: layers.target_accuracy,
-            tta: layers.tta.unwrap_or_default(),
+            tta: layers.tta.unwrap_or(match d.recipe.tta_flip {
+                true => Tta::Flip,
+                false => Tta::None,
+            }),
             // Decay 0 is the raw weights themselves: off (so a study can vary ema=0,0.999).
-            ema: layers.ema.filter(|&d| d != 0.0),
-            label_smoothing: layers.label_smoothing.unwrap_or(0.0),
-            augment: match &layers.augment {
-                Some(text) => Augment::parse(text)
-                    .map_err(|e| ConfigError::Invalid {
-                        flag: "--augment",
-                        message: format!("`{}`: {}", e.item, e.message),
-                    })?
-                    .to_string(),
-                None => default_augment(),
-            },
-            schedule: match &layers.schedule {
-                Some(text) => Schedule::parse(text)
-                    .map_err(|e| ConfigError::Invalid {
-                        flag: "--schedule",
-                        message: e.message,
-                    })?
-                    .to_string(),
-                None => default_schedule(),
-            },
+            ema: Some(layers.ema.unwrap_or(d.recipe.ema)).filter(|&d| d != 0.0),
+            label_smoothing: layers.label_smoothing.unwrap_or(d.recipe.label_smoothing),
+            augment: Augment::parse(layers.augment.as_deref().unwrap_or(d.recipe.augment))
+                .map_err(|e| ConfigError::Invalid {
+                    flag: "--augment",
+                    message: format!("`{}`: {}", e.item, e.message),
+                })?
+                .to_string(),
+            schedule: Schedule::parse(layers.schedule.as_deref().unwrap_or(d.recipe.schedule))
+                .map_err(|e| ConfigError::Invalid {
+                    flag: "--schedule",
+                    message: e.message,
+                })?
+                .to_string(),
             flip: layers.flip.unwrap_or(false),
             shift: layers.shift.unwrap_or(0),
             input_mean: layers.input_mean.unwrap_or(0.5),

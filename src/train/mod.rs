@@ -12,7 +12,7 @@ pub mod trainer;
 mod validate;
 
 pub use crate::infer::{split_indices, Evaluation, Evaluator, GpuSplit};
-pub use config::{ConfigError, PartialConfig, TrainConfig};
+pub use config::{ConfigError, PartialConfig, TrainConfig, Tta};
 pub use report::{EpochRecord, Progress, Reporter, Silent, StepLosses};
 pub use trainer::Trainer;
 

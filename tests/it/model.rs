@@ -49,6 +49,7 @@ fn preset_shapes_match_the_seeds() {
         ("cnn2", 128 * 3 * 3),
         ("regcnn", 1600),
         ("vgg", 128 * 7 * 7),
+        ("fast", 128 * 3 * 3),
     ];
     for (name, features) in flat_inputs {
         let (spec, preset) = model::resolve(name).unwrap();
@@ -60,7 +61,7 @@ fn preset_shapes_match_the_seeds() {
             .unwrap();
         assert_eq!(spec.input(first_linear).c, features, "{name}");
     }
-    assert_eq!(PRESETS.len(), 5);
+    assert_eq!(PRESETS.len(), 6);
     // Parameter counts as PyTorch reports them for these models.
     let count = |name| {
         let (s, _) = model::resolve(name).unwrap();
@@ -349,4 +350,56 @@ fn bench_compares_with_a_saved_result() {
         "{err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_fast_preset_brings_its_recipe_and_flags_override_each_part() {
+    use wgpu_fmnist::train::{PartialConfig, TrainConfig, Tta};
+    let resolve = |p: PartialConfig| {
+        TrainConfig::resolve(&PartialConfig {
+            model: Some("fast".into()),
+            ..p
+        })
+        .unwrap()
+    };
+    let cfg = resolve(PartialConfig::default());
+    assert_eq!(cfg.optimizer, model::OptimizerKind::Sgd);
+    assert!(cfg.nesterov);
+    assert_eq!(cfg.schedule, "onecycle(pct=0.3,div=25,final_div=10000)");
+    assert_eq!(cfg.label_smoothing, 0.1);
+    assert_eq!(cfg.augment, "flip(p=0.5) shift(2)");
+    assert_eq!(cfg.ema, Some(0.99));
+    assert_eq!(cfg.tta, Tta::Flip);
+    let plain = resolve(PartialConfig {
+        nesterov: Some(false),
+        schedule: Some("constant".into()),
+        label_smoothing: Some(0.0),
+        augment: Some("none".into()),
+        ema: Some(0.0),
+        tta: Some(Tta::None),
+        ..PartialConfig::default()
+    });
+    assert!(!plain.nesterov);
+    assert_eq!(plain.schedule, "constant");
+    assert_eq!(plain.label_smoothing, 0.0);
+    assert_eq!(plain.augment, "none");
+    assert_eq!(plain.ema, None);
+    assert_eq!(plain.tta, Tta::None);
+    // Another optimizer drops the preset's SGD settings, Nesterov among them.
+    let adam = resolve(PartialConfig {
+        optimizer: Some(model::OptimizerKind::Adam),
+        ..PartialConfig::default()
+    });
+    assert!(!adam.nesterov && adam.momentum == 0.0);
+    // The seeds' presets keep plain training.
+    let regcnn = TrainConfig::resolve(&PartialConfig {
+        model: Some("regcnn".into()),
+        ..PartialConfig::default()
+    })
+    .unwrap();
+    assert!(!regcnn.nesterov && regcnn.ema.is_none() && regcnn.tta == Tta::None);
+    assert_eq!(
+        (regcnn.schedule.as_str(), regcnn.augment.as_str()),
+        ("constant", "none")
+    );
 }

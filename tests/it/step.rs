@@ -23,7 +23,7 @@ fn check_on(gpu: &Gpu, what: &str, spec: &ModelSpec, batch: usize) {
 
 #[test]
 fn every_preset_step_matches_the_reference() {
-    for name in ["mlp", "cnn1", "cnn2", "regcnn", "vgg"] {
+    for name in ["mlp", "cnn1", "cnn2", "regcnn", "vgg", "fast"] {
         let preset = model::preset(name).expect("preset");
         let spec = ModelSpec::parse(preset.spec).expect("spec");
         // vgg's CPU reference is slow: its smallest useful batch.
@@ -65,7 +65,7 @@ fn every_preset_step_matches_the_reference_with_generic_kernels() {
         ..Default::default()
     })
     .unwrap();
-    for name in ["mlp", "cnn1", "cnn2", "regcnn", "vgg"] {
+    for name in ["mlp", "cnn1", "cnn2", "regcnn", "vgg", "fast"] {
         let spec = ModelSpec::parse(model::preset(name).expect("preset").spec).expect("spec");
         let batch = if name == "vgg" { 2 } else { 5 };
         check_on(&generic, &format!("{name} (generic)"), &spec, batch);

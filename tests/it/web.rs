@@ -415,6 +415,8 @@ fn the_presets_train_a_few_steps_in_the_page() {
         ),
         ("cnn2", ""),
         ("regcnn", ""),
+        // Its recipe's defaults (one-cycle, smoothing, flip and shift, EMA, TTA) in the page.
+        ("fast", ""),
     ] {
         let query = format!("model={model}&{small}{extra}");
         let (result, checkpoint) = train_in_page(&server, exe, &query, Duration::from_secs(300));
