@@ -1,4 +1,4 @@
-//! Models: the spec language, the five presets with their seeds' training defaults,
+//! Models: the spec language, the seeds' five presets with their training defaults and `fast`,
 //! PyTorch's default initialisation, and the `summary` table.
 
 pub mod spec;
