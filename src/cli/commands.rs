@@ -168,6 +168,15 @@ pub fn ablate(args: &AblateArgs) -> anyhow::Result<()> {
     let mut dirs = Vec::new();
     let mut failed = 0;
     for (i, run) in study.runs.iter().enumerate() {
+        // A signal that lands after a run's last step (during its test evaluation) stops
+        // the study here, before the next run makes its folder.
+        if crate::run::interrupt_flag().load(std::sync::atomic::Ordering::SeqCst) {
+            let saved = dirs.last().map(|d: &PathBuf| d.join("last.safetensors"));
+            return Err(TrainError::Interrupted {
+                saved: saved.unwrap_or_default(),
+            }
+            .into());
+        }
         if !args.quiet {
             crate::errln!("\n== run {}/{total}: {}", i + 1, run.label);
         }

@@ -6,7 +6,7 @@ use crate::common::{gpu, real_data};
 use std::path::PathBuf;
 use std::process::Command;
 use wgpu_fmnist::data::Dataset;
-use wgpu_fmnist::train::{self, report::Silent, PartialConfig, TrainConfig};
+use wgpu_fmnist::train::{self, report::Silent, PartialConfig, TrainConfig, Tta};
 
 fn synthetic_dataset() -> Dataset {
     Dataset {
@@ -600,6 +600,55 @@ fn ablate_trains_every_combination_and_compares_them() {
         assert_eq!(r.status.code(), Some(2), "{stderr}");
         assert!(stderr.contains(says), "{stderr}");
     }
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn ablate_one_at_a_time_changes_each_setting_alone() {
+    let Some(data) = real_data() else { return };
+    let out = out_dir("ablate-each");
+    let r = Command::new(binary())
+        .args([
+            "ablate",
+            "--model",
+            "mlp",
+            "--epochs",
+            "1",
+            "--limit-train",
+            "600",
+        ])
+        .args([
+            "--val",
+            "100",
+            "--limit-test",
+            "100",
+            "--quiet",
+            "--one-at-a-time",
+        ])
+        .args([
+            "--vary", "lr=0.01", "--vary", "tta=flip", "--name", "each", "--data",
+        ])
+        .arg(data)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let rows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains('%'))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(rows, ["baseline", "lr=0.01", "tta=flip"], "{stdout}");
+    let cfg = |name: &str| -> TrainConfig {
+        let path = out.join("each").join(name).join("config.toml");
+        toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    // mlp's Adam 1e-3 and no TTA, except where a run changes one of them.
+    assert_eq!((cfg("baseline").lr, cfg("baseline").tta), (1e-3, Tta::None));
+    assert_eq!((cfg("lr=0.01").lr, cfg("lr=0.01").tta), (0.01, Tta::None));
+    assert_eq!((cfg("tta=flip").lr, cfg("tta=flip").tta), (1e-3, Tta::Flip));
     let _ = std::fs::remove_dir_all(&out);
 }
 
