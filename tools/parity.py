@@ -180,7 +180,7 @@ def train_step(model, opt, cfg, x, y):
     """One optimizer step on a batch (L1 as our --l1: l1 * sign(w) added to each gradient).
     Returns the logits and the loss, a tensor on the batch's device (no sync here)."""
     out = model(x)
-    loss = F.cross_entropy(out, y)
+    loss = F.cross_entropy(out, y, label_smoothing=cfg.get("label_smoothing", 0.0))
     opt.zero_grad()
     loss.backward()
     if cfg["l1"] > 0:

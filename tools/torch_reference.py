@@ -116,7 +116,7 @@ def run(cfg, images, labels, test, seed, epochs, init, device):
     per_epoch = -(-(n - len(held)) // batch)
     sched = schedule(cfg, opt, per_epoch * epochs)
     augment = augmenter(cfg)
-    smoothing, tta = cfg.get("label_smoothing", 0.0), cfg.get("tta", "none")
+    tta = cfg.get("tta", "none")
     ema = None
     if cfg.get("ema", 0.0) > 0:
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg["ema"]),
@@ -136,14 +136,7 @@ def run(cfg, images, labels, test, seed, epochs, init, device):
             xb = x[idx]
             if augment:
                 xb = augment(xb)
-            out = model((xb - mean) / std)
-            loss = F.cross_entropy(out, y[idx], label_smoothing=smoothing)
-            opt.zero_grad()
-            loss.backward()
-            if cfg["l1"] > 0:
-                for p in model.parameters():
-                    p.grad.add_(torch.sign(p.data), alpha=cfg["l1"])
-            opt.step()
+            _, loss = parity.train_step(model, opt, cfg, (xb - mean) / std, y[idx])
             if sched:
                 sched.step()
             if ema:
