@@ -150,6 +150,10 @@ pub struct PredictArgs {
     /// inverts pictures whose border is light.
     #[arg(long, value_enum, default_value_t = infer::Invert::Auto)]
     pub invert: infer::Invert,
+    /// Test-time augmentation: flip = the mean logits of each image and its mirror image
+    /// (what `train --tta flip` and `eval --tta flip` score).
+    #[arg(long, value_enum, default_value_t = train::config::Tta::None)]
+    pub tta: train::config::Tta,
     #[arg(long)]
     pub model: Option<String>,
     #[arg(long)]

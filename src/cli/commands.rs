@@ -383,7 +383,8 @@ pub fn predict(a: &PredictArgs) -> anyhow::Result<()> {
     failed.iter().for_each(|e| crate::errln!("error: {e}"));
     if !pixels.is_empty() {
         let gpu = open_gpu(&a.gpu.request(), !a.json)?;
-        let probs = infer::predict(&gpu, &ckpt, &pixels)?;
+        let flip = a.tta == crate::train::config::Tta::Flip;
+        let probs = infer::predict(&gpu, &ckpt, &pixels, flip)?;
         out(|w| {
             for (img, p) in readable.iter().zip(&probs) {
                 render::prediction(w, img, p, &ckpt.meta.classes, a.top, a.json)?;

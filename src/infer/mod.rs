@@ -233,13 +233,16 @@ pub fn decode_image(name: &str, bytes: &[u8], invert: Invert) -> Result<Vec<u8>,
     Ok(out)
 }
 
-/// Class probabilities (softmax of the logits) for each 28x28 image.
+/// Class probabilities (softmax of the logits) for each 28x28 image; with `flip_tta`, of
+/// the mean logits of each image and its mirror image (as `evaluate_with` and
+/// `train --tta flip` score them).
 pub fn predict(
     gpu: &Gpu,
     ckpt: &Checkpoint,
     images: &[Vec<u8>],
+    flip_tta: bool,
 ) -> Result<Vec<Vec<f32>>, GpuError> {
-    pollster::block_on(predict_async(gpu, ckpt, images))
+    pollster::block_on(predict_async(gpu, ckpt, images, flip_tta))
 }
 
 /// `predict`, awaiting its readbacks (what a browser needs).
@@ -247,10 +250,16 @@ pub async fn predict_async(
     gpu: &Gpu,
     ckpt: &Checkpoint,
     images: &[Vec<u8>],
+    flip_tta: bool,
 ) -> Result<Vec<Vec<f32>>, GpuError> {
+    const CHUNK: usize = 256;
     let net = Network::new(gpu, ckpt.spec.clone(), &ckpt.params)?;
+    let mirrored = match flip_tta {
+        true => Some(gpu.zeros("predict mirrored logits", CHUNK * crate::model::NUM_CLASSES)?),
+        false => None,
+    };
     let mut out = Vec::new();
-    for chunk in images.chunks(256) {
+    for chunk in images.chunks(CHUNK) {
         let n = chunk.len();
         let split = Split {
             images: Images {
@@ -291,7 +300,10 @@ pub async fn predict_async(
             label_smoothing: 0.0,
             augment: None,
         };
-        let plan = net::eval_step(gpu, &net, &bufs, &inputs, n, None)?;
+        let plan = match &mirrored {
+            Some(m) => net::eval_step_flip_tta(gpu, &net, &bufs, &inputs, n, None, m)?,
+            None => net::eval_step(gpu, &net, &bufs, &inputs, n, None)?,
+        };
         gpu.run(&plan.iter().collect::<Vec<_>>())?;
         let logits: Vec<f32> = gpu.read_async(bufs.logits()).await?;
         for row in logits[..n * crate::model::NUM_CLASSES].chunks(crate::model::NUM_CLASSES) {

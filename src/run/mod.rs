@@ -272,7 +272,8 @@ impl RunSetup {
         };
         let images: Vec<Vec<u8>> = test.images.pixels.chunks(784).map(<[u8]>::to_vec).collect();
         let probabilities =
-            crate::infer::predict(gpu, &ckpt, &images).map_err(|e| e.to_string())?;
+            crate::infer::predict(gpu, &ckpt, &images, cfg.tta == crate::train::Tta::Flip)
+                .map_err(|e| e.to_string())?;
         let report = crate::report::testset::TestReport::new(
             &probabilities,
             &test.labels,

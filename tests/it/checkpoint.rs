@@ -91,14 +91,14 @@ fn saved_checkpoint_reloads_with_identical_weights_and_logits() {
     let images: Vec<Vec<u8>> = (0..5)
         .map(|i| data.test.images.pixels[i * 784..(i + 1) * 784].to_vec())
         .collect();
-    let from_file = wgpu_fmnist::infer::predict(gpu(), &c, &images).unwrap();
+    let from_file = wgpu_fmnist::infer::predict(gpu(), &c, &images, false).unwrap();
     let trained = checkpoint::Checkpoint {
         params: out.params.clone(),
         ..c.clone()
     };
     assert_eq!(
         from_file,
-        wgpu_fmnist::infer::predict(gpu(), &trained, &images).unwrap()
+        wgpu_fmnist::infer::predict(gpu(), &trained, &images, false).unwrap()
     );
     // Saving the loaded checkpoint again and loading that gives the same checkpoint.
     let again =

@@ -100,7 +100,7 @@ fn eval_predict_and_bench_release_what_they_allocate() {
         let report = wgpu_fmnist::infer::evaluate(&gpu, &ckpt, &split, 128).unwrap();
         assert_eq!(report.count, 300);
         check("eval", round);
-        let probs = wgpu_fmnist::infer::predict(&gpu, &ckpt, &images).unwrap();
+        let probs = wgpu_fmnist::infer::predict(&gpu, &ckpt, &images, false).unwrap();
         assert_eq!(probs.len(), 300);
         check("predict", round);
     }

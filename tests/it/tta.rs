@@ -136,6 +136,68 @@ fn flip_tta_evaluation_matches_the_reference_on_both_views() {
     );
 }
 
+/// `predict` with flip TTA (two chunks of images, the last one partial) gives the softmax of
+/// the mean of the reference model's logits on each image and its mirror; without it, the
+/// softmax of the plain logits.
+#[test]
+fn predict_with_flip_tta_matches_the_reference_on_both_views() {
+    use wgpu_fmnist::checkpoint::{Checkpoint, Meta};
+    let spec = ModelSpec::parse("conv(4,3) relu maxpool(2) flatten linear(10)").unwrap();
+    let ckpt = Checkpoint {
+        params: spec.init_params(5),
+        spec: spec.clone(),
+        meta: Meta::default(),
+        optim: None,
+    };
+    let split = synthetic(300, 7);
+    let images: Vec<Vec<u8>> = split
+        .images
+        .pixels
+        .chunks(PIXELS)
+        .map(<[u8]>::to_vec)
+        .collect();
+    let (mean, std) = (ckpt.meta.input_mean, ckpt.meta.input_std);
+    let x: Vec<f32> = split
+        .images
+        .pixels
+        .iter()
+        .map(|&p| (p as f32 / 255.0 - mean) / std)
+        .collect();
+    let mut mirrored = x.clone();
+    data::mirror_reference(&mut mirrored);
+    let a = wgpu_fmnist::reference::eval_forward(&spec, &ckpt.params, &x);
+    let b = wgpu_fmnist::reference::eval_forward(&spec, &ckpt.params, &mirrored);
+    let averaged: Vec<f32> = a.iter().zip(&b).map(|(u, v)| (u + v) * 0.5).collect();
+    let softmax = |row: &[f32]| -> Vec<f64> {
+        let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let e: Vec<f64> = row.iter().map(|&v| (v as f64 - m).exp()).collect();
+        let s: f64 = e.iter().sum();
+        e.iter().map(|v| v / s).collect()
+    };
+    let mut results = vec![];
+    for (flip, logits) in [(false, &a), (true, &averaged)] {
+        let got = wgpu_fmnist::infer::predict(gpu(), &ckpt, &images, flip).unwrap();
+        assert_eq!(got.len(), 300);
+        for (i, (g, row)) in got.iter().zip(logits.chunks(NUM_CLASSES)).enumerate() {
+            let want = softmax(row);
+            for c in 0..NUM_CLASSES {
+                assert!(
+                    (g[c] as f64 - want[c]).abs() < 1e-4,
+                    "flip {flip}, image {i}, class {c}: {} vs {}",
+                    g[c],
+                    want[c]
+                );
+            }
+        }
+        results.push(got);
+    }
+    // The views differ on these images, so TTA moves the probabilities.
+    let moved = (results[0].iter().flatten())
+        .zip(results[1].iter().flatten())
+        .fold(0.0f32, |m, (p, q)| m.max((p - q).abs()));
+    assert!(moved > 1e-3, "largest change {moved}");
+}
+
 /// `train --tta flip` evaluates with it (recorded in config.toml), and `eval --tta flip`
 /// on the run's last checkpoint reproduces the run's test accuracy.
 #[test]
@@ -192,5 +254,49 @@ fn cli_train_and_eval_with_flip_tta_agree() {
     };
     assert_eq!(Some(eval("flip")), summary["test_accuracy"].as_f64());
     assert_ne!(eval("none"), eval("flip"));
+    // test.json (report.html's confusion matrix and per-class figures) scores the same
+    // views: its accuracy is the summary's (an image whose two best classes tie to f32 in
+    // the probabilities could flip the argmax, hence one image of slack).
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("t/test.json")).unwrap()).unwrap();
+    let (reported, count) = (
+        report["accuracy"].as_f64().unwrap(),
+        report["count"].as_f64(),
+    );
+    assert_eq!(count, Some(10_000.0));
+    let summarised = summary["test_accuracy"].as_f64().unwrap();
+    assert!(
+        (reported - summarised).abs() <= 1.0 / 10_000.0 + 1e-12,
+        "test.json {reported} vs summary {summarised}"
+    );
+    // predict --tta flip scores a picture and its mirror image alike (the mean of the two
+    // views' logits is the same sum); without TTA the two differ.
+    let picture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/sandal.png");
+    let mirror = out.join("sandal-mirrored.png");
+    image::open(&picture)
+        .unwrap()
+        .fliph()
+        .save(&mirror)
+        .unwrap();
+    let predict = |tta: &str, file: &std::path::Path| {
+        let r = Command::new(bin)
+            .args([
+                "predict",
+                "--json",
+                "--top",
+                "10",
+                "--tta",
+                tta,
+                "--checkpoint",
+            ])
+            .arg(out.join("t/last.safetensors"))
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        serde_json::from_slice::<serde_json::Value>(&r.stdout).unwrap()["top"].clone()
+    };
+    assert_eq!(predict("flip", &picture), predict("flip", &mirror));
+    assert_ne!(predict("none", &picture), predict("none", &mirror));
     let _ = std::fs::remove_dir_all(&out);
 }

@@ -188,7 +188,7 @@ pub async fn train(settings: String, files: Array, on_event: Function) -> Result
     let images: Vec<Vec<u8>> = (0..shown)
         .map(|i| test.images.pixels[i * PIXELS_PER_IMAGE..(i + 1) * PIXELS_PER_IMAGE].to_vec())
         .collect();
-    let probabilities = wgpu_fmnist::infer::predict_async(&gpu, &model, &images)
+    let probabilities = wgpu_fmnist::infer::predict_async(&gpu, &model, &images, flip)
         .await
         .map_err(message)?;
     let samples: Vec<serde_json::Value> = (images.iter().zip(&probabilities).enumerate())
