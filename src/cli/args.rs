@@ -127,9 +127,10 @@ pub struct EvalArgs {
     pub model: Option<String>,
     #[arg(long, default_value_t = 250, value_parser = train::config::at_least_one())]
     pub batch_size: usize,
-    /// Test-time augmentation: flip = the mean logits of each image and its mirror image.
-    #[arg(long, value_enum, default_value_t = train::config::Tta::None)]
-    pub tta: train::config::Tta,
+    /// Test-time augmentation: flip = the mean logits of each image and its mirror image
+    /// [default: the checkpoint's run's, from its recorded config; else none].
+    #[arg(long, value_enum)]
+    pub tta: Option<train::config::Tta>,
     /// One JSON object with accuracy, loss, per_class and confusion.
     #[arg(long)]
     pub json: bool,
@@ -151,9 +152,9 @@ pub struct PredictArgs {
     #[arg(long, value_enum, default_value_t = infer::Invert::Auto)]
     pub invert: infer::Invert,
     /// Test-time augmentation: flip = the mean logits of each image and its mirror image
-    /// (what `train --tta flip` and `eval --tta flip` score).
-    #[arg(long, value_enum, default_value_t = train::config::Tta::None)]
-    pub tta: train::config::Tta,
+    /// [default: the checkpoint's run's, from its recorded config; else none].
+    #[arg(long, value_enum)]
+    pub tta: Option<train::config::Tta>,
     #[arg(long)]
     pub model: Option<String>,
     #[arg(long)]

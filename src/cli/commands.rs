@@ -6,7 +6,7 @@ use crate::gpu::{self, AdapterRequest, Backend, Gpu, GpuError, Variant};
 use crate::kernels::tune::Tuner;
 use crate::model;
 use crate::run::{Output, RunSetup};
-use crate::train::{self, TrainError};
+use crate::train::{self, TrainError, Tta};
 use crate::{checkpoint, data, infer, render};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -357,8 +357,8 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         SplitName::Test => (&ds.test, "test"),
         SplitName::Train => (&ds.train, "train"),
     };
-    let flip = a.tta == crate::train::config::Tta::Flip;
-    let r = infer::evaluate_with(&gpu, &ckpt, split, a.batch_size, flip)?;
+    let tta = a.tta.unwrap_or_else(|| Tta::recorded_in(&ckpt.meta.config));
+    let r = infer::evaluate_with(&gpu, &ckpt, split, a.batch_size, tta == Tta::Flip)?;
     let adapter = gpu.describe();
     let c = render::EvalContext {
         checkpoint: &a.checkpoint,
@@ -368,6 +368,7 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         split: split_name,
         data_dir: &ds.dir,
         adapter: &adapter,
+        tta: tta.name(),
     };
     out(|w| render::eval(w, &c, &r, a.json))
 }
@@ -383,8 +384,8 @@ pub fn predict(a: &PredictArgs) -> anyhow::Result<()> {
     failed.iter().for_each(|e| crate::errln!("error: {e}"));
     if !pixels.is_empty() {
         let gpu = open_gpu(&a.gpu.request(), !a.json)?;
-        let flip = a.tta == crate::train::config::Tta::Flip;
-        let probs = infer::predict(&gpu, &ckpt, &pixels, flip)?;
+        let tta = a.tta.unwrap_or_else(|| Tta::recorded_in(&ckpt.meta.config));
+        let probs = infer::predict(&gpu, &ckpt, &pixels, tta == Tta::Flip)?;
         out(|w| {
             for (img, p) in readable.iter().zip(&probs) {
                 render::prediction(w, img, p, &ckpt.meta.classes, a.top, a.json)?;

@@ -14,12 +14,18 @@ pub struct EvalContext<'a> {
     pub split: &'a str,
     pub data_dir: &'a Path,
     pub adapter: &'a str,
+    /// The test-time augmentation scored: "none" or "flip".
+    pub tta: &'a str,
 }
 
 /// `eval`: accuracy, loss, per-class precision/recall and the confusion matrix.
 pub fn eval(w: &mut dyn Write, c: &EvalContext, r: &EvalReport, json: bool) -> Result<()> {
     if json {
-        return writeln!(w, "{}", serde_json::to_string(r).unwrap_or_default());
+        let mut v = serde_json::to_value(r).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("tta".into(), c.tta.into());
+        }
+        return writeln!(w, "{v}");
     }
     let path = c.checkpoint.display();
     writeln!(w, "checkpoint  {path} (epoch {}, step {})", c.epoch, c.step)?;
@@ -30,7 +36,8 @@ pub fn eval(w: &mut dyn Write, c: &EvalContext, r: &EvalReport, json: bool) -> R
         "data        {} split of {data} ({} images)",
         c.split, r.count
     )?;
-    writeln!(w, "adapter     {}\n", c.adapter)?;
+    writeln!(w, "adapter     {}", c.adapter)?;
+    writeln!(w, "tta         {}\n", c.tta)?;
     writeln!(w, "accuracy    {:.2} %", r.accuracy * 100.0)?;
     writeln!(w, "loss        {:.4}\n", r.loss)?;
     writeln!(

@@ -440,6 +440,25 @@ pub enum Tta {
     Flip,
 }
 
+impl Tta {
+    /// The TTA a run was scored with, from the config.toml a checkpoint records (none for a
+    /// checkpoint without one, e.g. PyTorch's): what `eval` and `predict` use by default.
+    pub fn recorded_in(config_toml: &str) -> Tta {
+        let table = toml::from_str::<toml::Table>(config_toml).unwrap_or_default();
+        match table.get("tta").and_then(|v| v.as_str()) {
+            Some("flip") => Tta::Flip,
+            _ => Tta::None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Tta::None => "none",
+            Tta::Flip => "flip",
+        }
+    }
+}
+
 fn default_augment() -> String {
     "none".into()
 }

@@ -385,6 +385,15 @@ fn the_fast_preset_brings_its_recipe_and_flags_override_each_part() {
     assert_eq!(plain.augment, "none");
     assert_eq!(plain.ema, None);
     assert_eq!(plain.tta, Tta::None);
+    // A checkpoint's recorded config tells eval and predict which TTA its run scored.
+    assert_eq!(Tta::recorded_in(&cfg.to_toml()), Tta::Flip);
+    assert_eq!(Tta::recorded_in(&plain.to_toml()), Tta::None);
+    assert_eq!(
+        Tta::recorded_in(""),
+        Tta::None,
+        "no recorded config (PyTorch's)"
+    );
+    assert_eq!(Tta::recorded_in("tta = ["), Tta::None, "unreadable");
     // Another optimizer drops the preset's SGD settings, Nesterov among them.
     let adam = resolve(PartialConfig {
         optimizer: Some(model::OptimizerKind::Adam),

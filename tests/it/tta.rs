@@ -3,6 +3,7 @@
 //! each image and its mirror image.
 
 use crate::common::*;
+use serde_json::json;
 use wgpu_fmnist::infer::{Evaluator, GpuSplit};
 use wgpu_fmnist::kernels::data::{self, GatherConfig, PIXELS};
 use wgpu_fmnist::kernels::elementwise;
@@ -198,8 +199,9 @@ fn predict_with_flip_tta_matches_the_reference_on_both_views() {
     assert!(moved > 1e-3, "largest change {moved}");
 }
 
-/// `train --tta flip` evaluates with it (recorded in config.toml), and `eval --tta flip`
-/// on the run's last checkpoint reproduces the run's test accuracy.
+/// `train --tta flip` evaluates with it (recorded in config.toml); `eval` and `predict` on
+/// the run's checkpoint use it by default (`--tta` overrides), so `eval` reproduces the
+/// run's test accuracy, as does its test.json.
 #[test]
 fn cli_train_and_eval_with_flip_tta_agree() {
     use std::process::Command;
@@ -235,9 +237,11 @@ fn cli_train_and_eval_with_flip_tta_agree() {
     let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     let config = std::fs::read_to_string(out.join("t/config.toml")).unwrap();
     assert!(config.contains("tta = \"flip\""), "{config}");
-    let eval = |tta: &str| {
+    let eval = |tta: &[&str]| {
         let r = Command::new(bin)
-            .args(["eval", "--json", "--tta", tta, "--checkpoint"])
+            .args(["eval", "--json"])
+            .args(tta)
+            .arg("--checkpoint")
             .arg(out.join("t/last.safetensors"))
             .arg("--data")
             .arg(data)
@@ -250,10 +254,13 @@ fn cli_train_and_eval_with_flip_tta_agree() {
             String::from_utf8_lossy(&r.stderr)
         );
         let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
-        v["accuracy"].as_f64().unwrap()
+        (v["accuracy"].as_f64().unwrap(), v["tta"].clone())
     };
-    assert_eq!(Some(eval("flip")), summary["test_accuracy"].as_f64());
-    assert_ne!(eval("none"), eval("flip"));
+    let (flip, none) = (eval(&["--tta", "flip"]), eval(&["--tta", "none"]));
+    assert_eq!(Some(flip.0), summary["test_accuracy"].as_f64());
+    assert_eq!((&flip.1, &none.1), (&json!("flip"), &json!("none")));
+    assert_ne!(none.0, flip.0);
+    assert_eq!(eval(&[]), flip, "eval's default is the run's TTA");
     // test.json (report.html's confusion matrix and per-class figures) scores the same
     // views: its accuracy is the summary's (an image whose two best classes tie to f32 in
     // the probabilities could flip the argmax, hence one image of slack).
@@ -278,17 +285,11 @@ fn cli_train_and_eval_with_flip_tta_agree() {
         .fliph()
         .save(&mirror)
         .unwrap();
-    let predict = |tta: &str, file: &std::path::Path| {
+    let predict = |tta: &[&str], file: &std::path::Path| {
         let r = Command::new(bin)
-            .args([
-                "predict",
-                "--json",
-                "--top",
-                "10",
-                "--tta",
-                tta,
-                "--checkpoint",
-            ])
+            .args(["predict", "--json", "--top", "10"])
+            .args(tta)
+            .arg("--checkpoint")
             .arg(out.join("t/last.safetensors"))
             .arg(file)
             .output()
@@ -296,7 +297,16 @@ fn cli_train_and_eval_with_flip_tta_agree() {
         assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
         serde_json::from_slice::<serde_json::Value>(&r.stdout).unwrap()["top"].clone()
     };
-    assert_eq!(predict("flip", &picture), predict("flip", &mirror));
-    assert_ne!(predict("none", &picture), predict("none", &mirror));
+    let flip = ["--tta", "flip"];
+    assert_eq!(predict(&flip, &picture), predict(&flip, &mirror));
+    assert_ne!(
+        predict(&["--tta", "none"], &picture),
+        predict(&["--tta", "none"], &mirror)
+    );
+    assert_eq!(
+        predict(&[], &mirror),
+        predict(&flip, &mirror),
+        "predict's default"
+    );
     let _ = std::fs::remove_dir_all(&out);
 }
