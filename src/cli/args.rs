@@ -131,7 +131,7 @@ pub struct EvalArgs {
     /// [default: the checkpoint's run's, from its recorded config; else none].
     #[arg(long, value_enum)]
     pub tta: Option<train::config::Tta>,
-    /// One JSON object with accuracy, loss, per_class and confusion.
+    /// One JSON object with accuracy, loss, per_class, confusion and the tta scored.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
